@@ -1,0 +1,51 @@
+"""The `mtcli` command line: one module per command, each a thin wrapper over
+importable functions. Torch is imported inside the commands that need it."""
+
+import sys
+
+import typer
+
+from mtcli import __version__
+from mtcli.errors import UserError
+
+app = typer.Typer(
+    name="mtcli",
+    help="Multitask fine-tuning of a BERT encoder (SST, Quora, STS-B) with PCGrad, ONNX export and fast scoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        print(f"mtcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    pass
+
+
+def _register() -> None:
+    from mtcli.cli import info
+
+    app.command(name="info", epilog=info.EPILOG)(info.info)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(prog_name="mtcli")
+    except UserError as e:
+        print(f"mtcli: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("mtcli: interrupted", file=sys.stderr)
+        sys.exit(130)

