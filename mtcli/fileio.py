@@ -13,6 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fix_mode(path: Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create private files; give them the usual mode under the umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success fsync it and rename it into place."""
@@ -21,6 +32,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    fix_mode(tmp)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

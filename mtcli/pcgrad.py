@@ -75,7 +75,7 @@ def conflict_stats(gram: np.ndarray | torch.Tensor) -> dict:
     pairs = [(i, j) for i in range(len(gram)) for j in range(i + 1, len(gram))]
     cosines = {(i, j): float(gram[i, j] / (norms[i] * norms[j])) if norms[i] * norms[j] > 0 else 0.0 for i, j in pairs}
     conflicts = sum(gram[i, j] < 0 for i, j in pairs)
-    return {"cosine": cosines, "conflict_fraction": conflicts / len(pairs) if pairs else 0.0}
+    return {"cosine": cosines, "conflict_fraction": float(conflicts / len(pairs)) if pairs else 0.0}
 
 
 # ---------------------------------------------------------------- torch backend

@@ -31,8 +31,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _register() -> None:
-    from mtcli.cli import info
+    from mtcli.cli import eval as eval_cmd
+    from mtcli.cli import info, train
 
+    app.command(name="train", epilog=train.EPILOG)(train.train)
+    app.command(name="eval", epilog=eval_cmd.EPILOG)(eval_cmd.eval_command)
     app.command(name="info", epilog=info.EPILOG)(info.info)
 
 

@@ -1,0 +1,118 @@
+"""mtcli checkpoints: a folder any BERT loader can read, plus the heads.
+
+    config.json        the encoder's HF BERT config
+    model.safetensors  encoder weights in HF layout + `heads.<task>.*`
+    tokenizer.json     the WordPiece tokenizer
+    mtcli.json         head config, task definitions, training provenance
+
+`MinBert.from_pretrained(ckpt)` loads the fine-tuned encoder alone (the head keys are
+ignored), so a checkpoint also serves as a `--model-dir` backbone.
+"""
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mtcli import __version__
+from mtcli.errors import UserError
+from mtcli.fileio import atomic_path, fix_mode, write_json
+from mtcli.model.bert import MinBert
+from mtcli.model.config import BertConfig
+from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
+from mtcli.model.multitask import HeadConfig, MultitaskModel
+from mtcli.tasks import TASKS
+from mtcli.tokenizer import Tokenizer
+
+FORMAT = "mtcli-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | Path, *, info: dict | None = None) -> Path:
+    """Write the checkpoint into a fresh sibling folder, then swap it in: never half-written."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    fix_mode(staging, directory=True)
+    try:
+        state = {k: v for k, v in model.state_dict().items()}
+        encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        heads = {k: v.contiguous() for k, v in state.items() if k.startswith("heads.")}
+        write_json(staging / "config.json", model.encoder.config.to_dict())
+        with atomic_path(staging / "model.safetensors") as tmp:
+            save_file({**minbert_to_hf(encoder), **heads}, str(tmp), metadata={"format": "pt"})
+        tokenizer.save(staging)
+        write_json(staging / "mtcli.json", {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "mtcli_version": __version__,
+            "heads": model.head_config.to_dict(), "tasks": {n: t.label_names for n, t in TASKS.items()},
+            **(info or {}),
+        })
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        if out_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_meta(ckpt_dir: str | Path) -> dict:
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / "mtcli.json"
+    if not ckpt_dir.is_dir():
+        raise UserError(f"{ckpt_dir}: checkpoint folder not found; pass --checkpoint runs/<name>/best")
+    if not path.is_file():
+        raise UserError(f"{ckpt_dir}: not an mtcli checkpoint (no mtcli.json); pass the best/ or last/ folder of a run")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: corrupt ({e}); retrain or pick another checkpoint") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('format_version')} "
+                        f"is not {FORMAT} v{FORMAT_VERSION}; re-train with this mtcli version")
+    return meta
+
+
+def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:
+    ckpt_dir = Path(ckpt_dir)
+    meta = read_meta(ckpt_dir)
+    heads = HeadConfig(**meta["heads"])
+    config = BertConfig.from_file(ckpt_dir / "config.json")
+    weights = read_weights(ckpt_dir)
+    encoder_state = hf_to_minbert(weights)
+    model = MultitaskModel(MinBert(config, with_pooler="pooler.weight" in encoder_state), heads)
+    state = {f"encoder.{k}": v for k, v in encoder_state.items()}
+    state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{ckpt_dir}: weights do not fit the model described by its config ({first})") from None
+    tokenizer = Tokenizer.from_dir(ckpt_dir, max_length=heads.max_length)
+    return model.to(device).eval(), tokenizer, meta
+
+
+def checkpoint_hash(ckpt_dir: str | Path) -> str:
+    """sha256 of the weight file, to tie exports and evals to the exact checkpoint."""
+    digest = hashlib.sha256()
+    with open(Path(ckpt_dir) / "model.safetensors", "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def latest_checkpoint(runs_dir: str | Path = "runs", which: str = "best") -> Path:
+    """The `which` checkpoint of the most recently written run."""
+    runs_dir = Path(runs_dir)
+    candidates = [p / which for p in runs_dir.glob("*") if (p / which / "mtcli.json").is_file()]
+    if not candidates:
+        raise UserError(f"no checkpoint found under {runs_dir}/*/{which}; run `mtcli train` first or pass --checkpoint")
+    return max(candidates, key=lambda p: (p / "mtcli.json").stat().st_mtime)

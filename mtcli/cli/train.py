@@ -1,0 +1,62 @@
+"""`mtcli train`: multitask fine-tuning of the shared encoder."""
+
+from pathlib import Path
+
+import typer
+
+EPILOG = """Examples:
+
+  mtcli train                                   # the default recipe on the bundled data
+
+  mtcli train --sampler triple-batch --combine pcgrad --epochs 1
+
+  mtcli train --sampler annealed --combine weighted --task-weights sst=0.5,para=1,sts=1
+
+  mtcli train --upsample sst=3,para=1,sts=4 --para-mode siamese --sts-mode cosine
+
+  mtcli train --max-steps 50 --limit 500 --name quick      # a quick look
+"""
+
+
+def train(
+    sampler: str = typer.Option("proportional", help="proportional | annealed | round-robin | triple-batch"),
+    combine: str = typer.Option("pcgrad", help="How task gradients combine: sum | weighted | pcgrad"),
+    task_weights: str = typer.Option(None, "--task-weights", help="Per-task loss weights, e.g. sst=0.5,para=1,sts=1"),
+    upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
+    phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 2e-5)"),
+    pooling: str = typer.Option("mean", help="cls | mean"),
+    para_mode: str = typer.Option("cross", "--para-mode", help="cross (joint pair encoding) | siamese"),
+    sts_mode: str = typer.Option("cross", "--sts-mode", help="cross (joint pair encoding) | cosine"),
+    epochs: int = typer.Option(3, help="Epochs (see the sampler's steps per epoch, printed at start)"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Examples per task batch"),
+    lr: float = typer.Option(None, help="Peak learning rate (default: by phase)"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    warmup: float = typer.Option(0.1, help="Fraction of steps with linear warmup"),
+    clip: float = typer.Option(1.0, help="Max gradient norm (0 disables clipping)"),
+    dropout: float = typer.Option(0.1, help="Dropout in the encoder and before the heads"),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimizer steps"),
+    limit: int = typer.Option(None, help="Use the first N rows of each task (train and dev)"),
+    grad_stats: bool = typer.Option(False, "--grad-stats", help="Log task-gradient cosines with sum/weighted too"),
+    model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
+    out: Path = typer.Option(Path("runs"), help="Folder that holds runs"),
+    name: str = typer.Option(None, help="Run name (default: time-sampler-combine)"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    eval_batch_size: int = typer.Option(64, "--eval-batch-size"),
+):
+    """Fine-tune the shared encoder and three heads on SST, Quora and STS-B; writes runs/<name>/."""
+    from mtcli.train import TrainConfig
+    from mtcli.train import train as run_training
+    from mtcli.train.config import parse_task_map
+
+    config = TrainConfig(
+        sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
+        upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
+        para_mode=para_mode, sts_mode=sts_mode, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
+        grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
+        data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
+        eval_batch_size=eval_batch_size,
+    )
+    run_training(config)

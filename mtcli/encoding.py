@@ -1,0 +1,50 @@
+"""How a task's rows become model inputs: the one definition that training, eval,
+export and scoring share. Torch-free.
+
+Three encodings:
+  single    one sentence:                  input_ids, attention_mask, token_type_ids
+  joint     a pair in one sequence           [CLS] a [SEP] b [SEP], token types 0/1
+  separate  a pair as two sequences          the same names with _a and _b suffixes,
+            (siamese, cosine)                both padded to one width
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from mtcli.tasks import Task
+
+Encoding = Literal["single", "joint", "separate"]
+FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+PAIR_MODES = {"para": ("cross", "siamese"), "sts": ("cross", "cosine")}
+
+
+def encoding_for(task: Task, mode: str) -> Encoding:
+    """The encoding a task's head mode needs ('single' for single-sentence tasks)."""
+    if not task.is_pair:
+        return "single"
+    return "joint" if mode == "cross" else "separate"
+
+
+def input_names(encoding: Encoding) -> list[str]:
+    if encoding == "separate":
+        return [f"{name}_{side}" for side in ("a", "b") for name in FIELDS]
+    return list(FIELDS)
+
+
+def encode(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """Encode rows of texts ((sentence,) or (sentence1, sentence2)) for one batch."""
+    if encoding == "single":
+        return tokenizer.encode([row[0] for row in texts])
+    if encoding == "joint":
+        return tokenizer.encode([row[0] for row in texts], [row[1] for row in texts])
+    both = tokenizer.encode([row[0] for row in texts] + [row[1] for row in texts])
+    n = len(texts)
+    return {**{f"{k}_a": v[:n] for k, v in both.items()}, **{f"{k}_b": v[n:] for k, v in both.items()}}
+
+
+def token_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Tokens per row (the longer side for separate encodings), for length bucketing."""
+    masks = [v for k, v in batch.items() if k.startswith("attention_mask")]
+    return np.max([m.sum(axis=1) for m in masks], axis=0)

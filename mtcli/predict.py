@@ -1,0 +1,45 @@
+"""Torch-side prediction over a split: inputs, length-bucketed batches, order restored."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mtcli.encoding import encode
+from mtcli.model.multitask import MultitaskModel
+
+
+def torch_inputs(tokenizer, model: MultitaskModel, task: str, texts: Sequence[Sequence[str]],
+                 device: torch.device | str) -> dict[str, torch.Tensor]:
+    batch = encode(tokenizer, model.head_config.encoding(task), texts)
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def label_tensor(task: str, labels, device) -> torch.Tensor:
+    dtype = torch.long if task == "sst" else torch.float32
+    return torch.tensor(labels, dtype=dtype, device=device)
+
+
+def length_order(texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """Indices sorted by text length, so batches pad little; invert with argsort."""
+    return np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
+
+
+@torch.no_grad()
+def predict_texts(model: MultitaskModel, tokenizer, task: str, texts: Sequence[Sequence[str]], *,
+                  batch_size: int = 64, device: torch.device | str = "cpu", labels=None) -> tuple[np.ndarray, float | None]:
+    """Predictions (probabilities or scores) in input order, and the mean loss if labels are given."""
+    model.eval()
+    order = length_order(texts)
+    outputs, loss_sum = [], 0.0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        with autocast:
+            out = model(task, torch_inputs(tokenizer, model, task, [texts[i] for i in rows], device))
+        if labels is not None:
+            target = label_tensor(task, [labels[i] for i in rows], device)
+            loss_sum += model.loss(task, out, target).item() * len(rows)
+        outputs.append(model.predict(task, out).cpu().numpy())
+    predictions = np.concatenate(outputs)[np.argsort(order)]
+    return predictions, (loss_sum / len(texts) if labels is not None else None)

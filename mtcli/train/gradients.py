@@ -1,0 +1,66 @@
+"""Per-task gradients of the shared encoder, without copies, and their combination.
+
+During task k's backward pass every shared parameter's `.grad` is a view into row k
+of one contiguous (T, n) buffer, so autograd accumulates each task's gradient
+straight into its row. The combination (PCGrad, or a plain weighted sum when
+gradient statistics are wanted) is then written into a second flat buffer of n,
+whose views become the `.grad` the optimizer reads. Nothing is concatenated or
+allocated per step. Head parameters are not in the buffer: each head only ever
+receives its own task's gradient.
+"""
+
+import numpy as np
+import torch
+
+from mtcli import pcgrad
+
+COMBINES = ("sum", "weighted", "pcgrad")
+
+
+def _views(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return views
+
+
+class TaskGradients:
+    def __init__(self, params: list[torch.nn.Parameter], num_tasks: int):
+        self.params = params
+        n = sum(p.numel() for p in params)
+        like = params[0]
+        self.buffer = torch.zeros(num_tasks, n, dtype=like.dtype, device=like.device)
+        self.combined = torch.zeros(n, dtype=like.dtype, device=like.device)
+        self._rows = [_views(self.buffer[k], params) for k in range(num_tasks)]
+        self._out = _views(self.combined, params)
+        self._used = 0
+
+    @property
+    def size(self) -> int:
+        return self.buffer.shape[1]
+
+    def begin(self, row: int) -> None:
+        """Route the next backward pass's shared-parameter gradients into `row`."""
+        for p, view in zip(self.params, self._rows[row]):
+            p.grad = view
+        self._used = max(self._used, row + 1)
+
+    def finish(self, method: str, *, seed: int | None = None) -> dict:
+        """Combine the rows used this step into the parameters' `.grad`; returns Gram statistics."""
+        grads = self.buffer[: self._used]
+        gram = pcgrad.gram(grads)
+        if method == "pcgrad" and self._used > 1:
+            weights = pcgrad.pcgrad_weights(gram, pcgrad.task_orders(self._used, seed))
+        else:  # one task this step: plain descent; sum/weighted: losses already carry the weights
+            weights = np.ones(self._used)
+        pcgrad.combine(grads, weights, out=self.combined)
+        for p, view in zip(self.params, self._out):
+            p.grad = view
+        stats = pcgrad.conflict_stats(gram)
+        stats["weights"] = weights.tolist()
+        return stats
+
+    def reset(self) -> None:
+        self.buffer[: self._used].zero_()
+        self._used = 0

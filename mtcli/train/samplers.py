@@ -1,0 +1,135 @@
+"""Task samplers: which task's batch each training step sees. Torch-free, deterministic.
+
+Each task has an endless stream of example indices: its (upsampled) index pool,
+reshuffled on every pass from a seeded generator, so batches are always full and
+every example is seen before any repeats. A sampler decides the task of each
+*slot*; a step holds `slots_per_step` slots (1 for plain descent, one per task
+when PCGrad needs a gradient of every task). With N_i the upsampled size of task i
+and B the batch size, an epoch is:
+
+  proportional  ceil(sum_i ceil(N_i / B) / slots) steps; slot task drawn with p_i ∝ N_i
+  annealed      as proportional, with p_i ∝ N_i^alpha, alpha = 1 - 0.8 (e - 1) / (E - 1)
+                for epoch e of E (1-based): from proportional towards uniform
+  round-robin   tasks in turn; T * max_i ceil(N_i / B) slots, so the largest task is
+                seen once and the smaller ones repeat
+  triple-batch  one batch of every task per step; min_i ceil(N_i / B) steps (the
+                smallest task sets the epoch)
+
+The plan of epoch e depends only on (seed, e), so a resumed run gets the same
+batches (the streams' positions are recomputed from the earlier epochs' draws).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mtcli.errors import UserError
+
+SAMPLERS = ("proportional", "annealed", "round-robin", "triple-batch")
+
+
+@dataclass(frozen=True)
+class Slot:
+    task: str
+    indices: np.ndarray  # rows of that task's training split
+
+
+def annealing_alpha(epoch: int, epochs: int) -> float:
+    """alpha for 1-based `epoch` of `epochs` (1.0 when there is a single epoch)."""
+    return 1.0 if epochs <= 1 else 1.0 - 0.8 * (epoch - 1) / (epochs - 1)
+
+
+class TaskSampler:
+    def __init__(self, kind: str, sizes: dict[str, int], *, batch_size: int, epochs: int, seed: int = 0,
+                 upsample: dict[str, int] | None = None, slots_per_step: int = 1):
+        if kind not in SAMPLERS:
+            raise UserError(f"unknown sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
+        upsample = upsample or {}
+        unknown = set(upsample) - set(sizes)
+        if unknown:
+            raise UserError(f"--upsample names unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(sizes)}")
+        if any(int(f) != f or f < 1 for f in upsample.values()):
+            raise UserError("--upsample factors must be whole numbers >= 1 (for example sst=3,para=1,sts=4)")
+        self.kind, self.batch_size, self.epochs, self.seed = kind, batch_size, epochs, seed
+        self.tasks = list(sizes)
+        self.sizes = dict(sizes)
+        self.factors = {t: int(upsample.get(t, 1)) for t in self.tasks}
+        self.slots_per_step = len(self.tasks) if kind == "triple-batch" else slots_per_step
+        self._cache: dict[int, list[list[Slot]]] = {}
+
+    # --- sizes and probabilities
+
+    def pool_size(self, task: str) -> int:
+        return self.sizes[task] * self.factors[task]
+
+    def batches(self, task: str) -> int:
+        return math.ceil(self.pool_size(task) / self.batch_size)
+
+    def slots_per_epoch(self) -> int:
+        if self.kind == "triple-batch":
+            return len(self.tasks) * min(self.batches(t) for t in self.tasks)
+        if self.kind == "round-robin":
+            return len(self.tasks) * max(self.batches(t) for t in self.tasks)
+        return sum(self.batches(t) for t in self.tasks)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.slots_per_epoch() / self.slots_per_step)
+
+    def probabilities(self, epoch: int) -> dict[str, float]:
+        """Chance of each task per slot in 1-based `epoch` (exact shares for the fixed schedules)."""
+        if self.kind in ("round-robin", "triple-batch"):
+            return {t: 1 / len(self.tasks) for t in self.tasks}
+        alpha = 1.0 if self.kind == "proportional" else annealing_alpha(epoch, self.epochs)
+        weights = np.array([self.pool_size(t) ** alpha for t in self.tasks], dtype=np.float64)
+        return dict(zip(self.tasks, weights / weights.sum()))
+
+    # --- plans
+
+    def _slot_tasks(self, epoch: int) -> list[str]:
+        """The task of every slot of 1-based `epoch`."""
+        n = self.steps_per_epoch() * self.slots_per_step
+        if self.kind in ("round-robin", "triple-batch"):
+            return [self.tasks[i % len(self.tasks)] for i in range(n)]
+        rng = np.random.default_rng([self.seed, epoch, 0])
+        p = self.probabilities(epoch)
+        draws = rng.choice(len(self.tasks), size=n, p=[p[t] for t in self.tasks])
+        return [self.tasks[i] for i in draws]
+
+    def _stream(self, task: str, start: int, count: int) -> np.ndarray:
+        """Positions start..start+count of the task's endless reshuffled index stream."""
+        pool = np.repeat(np.arange(self.sizes[task]), self.factors[task])
+        out, position = [], start
+        while position < start + count:
+            rounds, offset = divmod(position, len(pool))
+            order = pool[np.random.default_rng([self.seed, self.tasks.index(task), rounds, 1]).permutation(len(pool))]
+            take = min(len(pool) - offset, start + count - position)
+            out.append(order[offset:offset + take])
+            position += take
+        return np.concatenate(out)
+
+    def epoch_plan(self, epoch: int) -> list[list[Slot]]:
+        """Steps of 1-based `epoch`, each a list of slots (task, batch indices)."""
+        if epoch in self._cache:
+            return self._cache[epoch]
+        consumed = {t: 0 for t in self.tasks}
+        for earlier in range(1, epoch):
+            for task in self._slot_tasks(earlier):
+                consumed[task] += self.batch_size
+        tasks = self._slot_tasks(epoch)
+        counts = {t: tasks.count(t) * self.batch_size for t in self.tasks}
+        streams = {t: self._stream(t, consumed[t], counts[t]) for t in self.tasks}
+        cursor = {t: 0 for t in self.tasks}
+        slots = []
+        for task in tasks:
+            slots.append(Slot(task, streams[task][cursor[task]:cursor[task] + self.batch_size]))
+            cursor[task] += self.batch_size
+        k = self.slots_per_step
+        plan = [slots[i:i + k] for i in range(0, len(slots), k)]
+        self._cache = {epoch: plan}
+        return plan
+
+    def describe(self) -> str:
+        shares = ", ".join(f"{t} {p:.2f}" for t, p in self.probabilities(1).items())
+        return (f"{self.kind}: {self.steps_per_epoch()} steps/epoch x {self.epochs} epochs, "
+                f"{self.slots_per_step} batch(es) of {self.batch_size} per step; task shares (epoch 1): {shares}")
