@@ -173,6 +173,8 @@ class Trainer:
                             shown = self._flush(log, pending, epoch_losses, speed)
                             progress.update(bar, completed=step, epoch=f"{epoch}/{config.epochs}", losses=shown,
                                             speed=f"{speed:.0f} ex/s")
+                            if not console.is_terminal and step % (10 * config.log_every) == 0:
+                                console.print(f"step {step}/{self.total_steps}  {shown}  {speed:.0f} ex/s")
                             pending, window_start, window_examples = [], time.perf_counter(), 0
                     self._end_epoch(log, epoch, step, epoch_losses)
         finally:

@@ -1,0 +1,107 @@
+"""Task samplers against their definitions: frequencies, epoch lengths, determinism."""
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mtcli.errors import UserError
+from mtcli.train.samplers import TaskSampler, annealing_alpha
+
+SIZES = {"sst": 8544, "para": 13212, "sts": 6040}
+
+
+def _task_counts(plan) -> Counter:
+    return Counter(slot.task for step in plan for slot in step)
+
+
+def test_annealing_alpha_formula():
+    assert annealing_alpha(1, 5) == 1.0
+    assert annealing_alpha(5, 5) == pytest.approx(0.2)
+    assert annealing_alpha(3, 5) == pytest.approx(1 - 0.8 * 2 / 4)
+    assert annealing_alpha(1, 1) == 1.0
+
+
+def test_proportional_frequencies_follow_dataset_sizes():
+    sampler = TaskSampler("proportional", SIZES, batch_size=8, epochs=1, seed=0)
+    plan = sampler.epoch_plan(1)
+    assert len(plan) == sum(math.ceil(n / 8) for n in SIZES.values())
+    counts, total = _task_counts(plan), len(plan)
+    for task, n in SIZES.items():
+        expected = n / sum(SIZES.values())
+        # binomial standard error over ~3.5k draws is < 0.009; allow 4 sigma
+        assert abs(counts[task] / total - expected) < 4 * math.sqrt(expected * (1 - expected) / total)
+
+
+def test_annealed_frequencies_move_towards_uniform():
+    epochs = 3
+    sampler = TaskSampler("annealed", SIZES, batch_size=8, epochs=epochs, seed=1)
+    for epoch in range(1, epochs + 1):
+        alpha = annealing_alpha(epoch, epochs)
+        weights = {t: n ** alpha for t, n in SIZES.items()}
+        plan = sampler.epoch_plan(epoch)
+        counts, total = _task_counts(plan), len(plan)
+        for task, w in weights.items():
+            expected = w / sum(weights.values())
+            assert sampler.probabilities(epoch)[task] == pytest.approx(expected)
+            assert abs(counts[task] / total - expected) < 4 * math.sqrt(expected * (1 - expected) / total)
+    last = sampler.probabilities(epochs)
+    assert max(last.values()) - min(last.values()) < 0.1  # alpha = 0.2: nearly uniform
+
+
+def test_round_robin_cycles_tasks_until_the_largest_is_seen():
+    sampler = TaskSampler("round-robin", SIZES, batch_size=32, epochs=1, seed=0)
+    plan = sampler.epoch_plan(1)
+    tasks = [slot.task for step in plan for slot in step]
+    assert tasks[:6] == ["sst", "para", "sts"] * 2
+    largest = math.ceil(13212 / 32)
+    assert _task_counts(plan) == {t: largest for t in SIZES}
+    para_rows = np.concatenate([s.indices for step in plan for s in step if s.task == "para"])
+    assert set(para_rows.tolist()) == set(range(13212))  # every para example seen in the epoch
+
+
+def test_triple_batch_has_one_batch_of_each_task_per_step():
+    sampler = TaskSampler("triple-batch", SIZES, batch_size=32, epochs=2, seed=0)
+    plan = sampler.epoch_plan(1)
+    assert len(plan) == sampler.steps_per_epoch() == math.ceil(6040 / 32)
+    for step in plan:
+        assert sorted(s.task for s in step) == ["para", "sst", "sts"]
+        assert all(len(s.indices) == 32 for s in step)
+
+
+def test_streams_see_every_example_before_repeating():
+    sampler = TaskSampler("triple-batch", {"a": 100, "b": 1000}, batch_size=10, epochs=3, seed=0)
+    rows = [np.concatenate([s.indices for step in sampler.epoch_plan(e) for s in step if s.task == "b"]) for e in (1, 2, 3)]
+    seen = np.concatenate(rows)  # 3 epochs x 10 batches of b: 300 of its 1000 rows, no repeats yet
+    assert len(set(seen.tolist())) == len(seen) == 300
+
+
+def test_plans_are_reproducible_and_resumable():
+    first = TaskSampler("annealed", SIZES, batch_size=16, epochs=3, seed=7, slots_per_step=3)
+    again = TaskSampler("annealed", SIZES, batch_size=16, epochs=3, seed=7, slots_per_step=3)
+    again.epoch_plan(1)
+    for a, b in zip(first.epoch_plan(2), again.epoch_plan(2)):  # epoch 2 alone equals epoch 2 after epoch 1
+        assert [s.task for s in a] == [s.task for s in b]
+        assert all(np.array_equal(x.indices, y.indices) for x, y in zip(a, b))
+    other = TaskSampler("annealed", SIZES, batch_size=16, epochs=3, seed=8, slots_per_step=3)
+    assert [s.task for s in other.epoch_plan(1)[0]] != [s.task for s in first.epoch_plan(1)[0]] or \
+        not np.array_equal(other.epoch_plan(1)[0][0].indices, first.epoch_plan(1)[0][0].indices)
+
+
+def test_slots_per_step_groups_draws():
+    sampler = TaskSampler("proportional", SIZES, batch_size=32, epochs=1, seed=0, slots_per_step=3)
+    plan = sampler.epoch_plan(1)
+    assert len(plan) == math.ceil(sum(math.ceil(n / 32) for n in SIZES.values()) / 3)
+    assert all(len(step) == 3 for step in plan[:-1])
+
+
+def test_upsample_repeats_datasets():
+    sampler = TaskSampler("proportional", SIZES, batch_size=32, epochs=1, seed=0, upsample={"sst": 3, "sts": 4})
+    assert sampler.pool_size("sst") == 3 * 8544 and sampler.pool_size("para") == 13212
+    p = sampler.probabilities(1)
+    assert p["sts"] == pytest.approx(4 * 6040 / (3 * 8544 + 13212 + 4 * 6040))
+    with pytest.raises(UserError, match="whole numbers"):
+        TaskSampler("proportional", SIZES, batch_size=32, epochs=1, upsample={"sst": 0})
+    with pytest.raises(UserError, match="unknown task"):
+        TaskSampler("proportional", SIZES, batch_size=32, epochs=1, upsample={"imdb": 2})

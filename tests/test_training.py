@@ -1,0 +1,160 @@
+"""Training on a tiny random BERT (2 layers, 32 wide) with --limit: every sampler and
+combination runs, losses fall on a repeated batch, runs write what they promise."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from mtcli.checkpoint import load_checkpoint
+from mtcli.evaluate import score_predictions
+from mtcli.data import read_split
+from mtcli.metrics import overall, task_metrics
+from mtcli.tasks import TASKS
+from mtcli.train import TrainConfig
+from mtcli.train.loop import Trainer
+from mtcli.train.samplers import SAMPLERS
+from mtcli.train.gradients import COMBINES
+from rich.console import Console
+
+
+def _config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
+    values = dict(model_dir=str(tiny_model_dir), out=str(tmp_path), limit=64, batch_size=8, epochs=1,
+                  lr=1e-3, eval_batch_size=32, task_weights={"sst": 0.5, "para": 1, "sts": 1}, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _quiet() -> Console:
+    return Console(stderr=True, quiet=True)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_and_combination_trains_20_steps(tmp_path, tiny_model_dir, sampler, combine):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler=sampler, combine=combine, max_steps=20,
+                              name=f"{sampler}-{combine}"), _quiet())
+    run = trainer.run()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["type"] == "step"]
+    assert len(steps) == min(20, trainer.total_steps) and all(np.isfinite(list(r["loss"].values())).all() for r in steps)
+    if combine == "pcgrad":
+        assert all("grad_cosine" in r for r in steps)
+        multi = [r for r in steps if len(r["loss"]) > 1]
+        assert multi and all(0 <= r["conflict_fraction"] <= 1 for r in multi)
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert len(epochs) == 1 and set(epochs[0]["dev"]) == set(TASKS)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+def test_loss_goes_down_on_a_repeated_batch(tmp_path, tiny_model_dir, combine):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine=combine, warmup=0.0,
+                              dropout=0.0, epochs=5), _quiet())
+    slots = trainer.sampler.epoch_plan(1)[0]
+    first, _, _ = trainer.step(slots, 0)
+    for step in range(1, 30):
+        last, _, _ = trainer.step(slots, step)
+    for task in TASKS:
+        assert last[task].item() < 0.8 * first[task].item(), (task, first[task].item(), last[task].item())
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
+def test_pcgrad_step_writes_the_projected_gradient(tmp_path, tiny_model_dir):
+    """The optimizer sees exactly pcgrad.project of the per-task encoder gradients."""
+    from mtcli import pcgrad
+
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine="pcgrad", clip=0.0), _quiet())
+    captured = {}
+    original = trainer.optimizer.step
+
+    def spy():
+        captured["grad"] = torch.cat([p.grad.flatten() for p in trainer.model.shared_parameters()]).clone()
+        captured["rows"] = trainer.grads.buffer[:3].clone()
+        return original()
+
+    trainer.optimizer.step = spy
+    trainer.step(trainer.sampler.epoch_plan(1)[0], step=4)
+    expected = pcgrad.project(captured["rows"], seed=trainer.config.seed * 1_000_003 + 4)
+    assert torch.allclose(captured["grad"], expected, atol=1e-7)
+    assert captured["rows"].abs().sum(1).gt(0).all()  # one non-zero gradient row per task
+
+
+def test_run_folder_checkpoints_and_eval_cli(tmp_path, tiny_model_dir):
+    run = Trainer(_config(tmp_path, tiny_model_dir, name="demo", max_steps=6), _quiet()).run()
+    for name in ("config.json", "metrics.jsonl", "curves.png", "confusion_sst.png", "eval.json",
+                 "best/model.safetensors", "best/mtcli.json", "best/tokenizer.json", "last/config.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["sampler"] == "proportional"
+    model, tokenizer, meta = load_checkpoint(run / "best")
+    assert meta["heads"]["pooling"] == "mean" and meta["step"] == 6
+
+    result = run_cli("eval", "--checkpoint", run / "best", "--limit", "64", "--out", tmp_path / "ev")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    trained = json.loads((run / "eval.json").read_text())
+    for task in TASKS:  # the CLI reproduces the training-time dev scores of the same checkpoint
+        metric = TASKS[task].metric
+        assert report["tasks"][task][metric] == pytest.approx(trained["tasks"][task][metric], abs=1e-6)
+
+    result = run_cli("eval", "--split", "test", "--checkpoint", run / "best", "--limit", "10", "--out", tmp_path / "test")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = (tmp_path / "test" / "sts-test-output.csv").read_text().splitlines()
+    assert lines[0] == "id,Predicted_Similiary" and len(lines) == 11
+    assert (tmp_path / "test" / "sst-test-output.csv").read_text().splitlines()[1].split(",")[1] in "01234"
+
+
+def test_pretrain_phase_freezes_the_encoder(tmp_path, tiny_model_dir):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, phase="pretrain", lr=None, sampler="triple-batch"), _quiet())
+    before = [p.detach().clone() for p in trainer.model.encoder.parameters()]
+    head_before = trainer.model.heads["sst"].weight.detach().clone()
+    trainer.step(trainer.sampler.epoch_plan(1)[0], 0)
+    assert trainer.config.learning_rate == 1e-3 and trainer.grads is None
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.encoder.parameters()))
+    assert not torch.equal(head_before, trainer.model.heads["sst"].weight)
+
+
+@pytest.mark.parametrize("para_mode, sts_mode, pooling", [("siamese", "cosine", "cls"), ("cross", "cosine", "mean")])
+def test_pair_modes_and_pooling(tmp_path, tiny_model_dir, para_mode, sts_mode, pooling):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, para_mode=para_mode, sts_mode=sts_mode, pooling=pooling,
+                              sampler="triple-batch", max_steps=3, name="modes"), _quiet())
+    assert ("sts" in trainer.model.heads) == (sts_mode == "cross")
+    assert trainer.model.heads["para"].in_features == (4 if para_mode == "siamese" else 1) * 32
+    run = trainer.run()
+    _, _, meta = load_checkpoint(run / "best")
+    assert meta["heads"]["para_mode"] == para_mode and meta["heads"]["sts_mode"] == sts_mode
+
+
+def test_metrics_equal_a_hand_computation():
+    sst_probs = np.eye(5)[[0, 1, 2, 3, 4, 4]]          # predicts 0,1,2,3,4,4
+    sst_gold = [0, 1, 2, 0, 4, 3]                       # 4 of 6 right
+    para_probs = np.array([0.9, 0.2, 0.6, 0.4])         # predicts 1,0,1,0
+    para_gold = [1, 0, 0, 0]                            # 3 of 4 right
+    sts_pred = np.array([1.0, 2.0, 3.0, 4.0])
+    sts_gold = [1.0, 3.0, 2.0, 4.0]
+    # Pearson by hand: deviations (-1.5,-.5,.5,1.5) and (-1.5,.5,-.5,1.5): sum of products 4, norms 5 -> 0.8
+    sst = task_metrics(TASKS["sst"], sst_probs, sst_gold)
+    para = task_metrics(TASKS["para"], para_probs, para_gold)
+    sts = task_metrics(TASKS["sts"], sts_pred, sts_gold)
+    assert sst == {"accuracy": pytest.approx(4 / 6)}
+    assert para == {"accuracy": pytest.approx(0.75)}
+    assert sts["pearson"] == pytest.approx(0.8) and sts["spearman"] == pytest.approx(0.8)
+    assert overall({"sst": sst, "para": para, "sts": sts}) == pytest.approx((4 / 6 + 0.75 + 0.9) / 3)
+
+
+def test_score_predictions_on_real_dev_labels():
+    split = read_split("sts", "dev")
+    gold = np.array(split.labels)
+    results = score_predictions({"sts": split}, {"sts": gold})
+    assert results["tasks"]["sts"]["pearson"] == pytest.approx(1.0) and results["overall"] is None
+
+
+def test_bad_options_are_user_errors(tmp_path):
+    for args, message in ((["--sampler", "random"], "--sampler 'random' is not one of"),
+                          (["--combine", "weighted"], "--combine weighted needs --task-weights"),
+                          (["--task-weights", "sst=half"], "expected task=number pairs"),
+                          (["--upsample", "imdb=2"], "unknown task")):
+        result = run_cli("train", *args, "--out", tmp_path)
+        assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()
+        assert b"Traceback" not in result.stderr
