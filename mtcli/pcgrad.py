@@ -16,22 +16,31 @@ That splits the surgery into three steps, each usable on its own:
     combine(grads, w, out) one read of the buffer, one write of n -> sum_k w_k g_k
 
 `project` runs all three on the fastest backend available: the native module
-`mtcli._pcgrad` when it is built, else the torch code below. `project_literal` is
+`mtcli._pcgrad` (csrc/, OpenMP) for CPU buffers when it is built, else the torch
+code below. `project_literal` is
 the pairwise loop of Algorithm 1 written out, kept as the test oracle.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 import torch
 
-CHUNK = 1 << 22  # columns per block in the torch backend: bounds the float32 temporaries
+CHUNK = 1 << 18  # columns per block in the torch backend: bounds its float64 temporaries
+NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+@functools.cache
 def _native():
+    """The compiled module, or None (with one warning) when it was not built."""
     try:
         from mtcli import _pcgrad
-    except ImportError:
+    except ImportError as e:
+        warnings.warn(f"mtcli._pcgrad is not built ({e}); PCGrad runs on the slower torch fallback. "
+                      "Reinstall with `make install` to build it.", RuntimeWarning, stacklevel=3)
         return None
     return _pcgrad
 
@@ -41,8 +50,17 @@ def native_module_path() -> str | None:
     return getattr(module, "__file__", None) if module else None
 
 
+def _use_native(grads: torch.Tensor):
+    """The native module if it handles this buffer (CPU, a supported dtype), else None."""
+    if grads.dtype not in NATIVE_DTYPES or grads.device.type != "cpu":
+        return None
+    return _native()
+
+
 def backend(device: str | torch.device = "cpu") -> str:
-    """Name of what `project` runs for gradients on `device`."""
+    """Name of what `project` runs for float32/bf16/fp16 gradients on `device`."""
+    if torch.device(device).type == "cpu" and _native() is not None:
+        return "native-cpu"
     return "torch"
 
 
@@ -81,14 +99,15 @@ def conflict_stats(gram: np.ndarray | torch.Tensor) -> dict:
 # ---------------------------------------------------------------- torch backend
 
 def gram(grads: torch.Tensor) -> np.ndarray:
-    """G = grads grads^T for a (T, n) tensor, accumulated in float64 over column blocks."""
+    """G = grads grads^T for a (T, n) tensor, accumulated in float64."""
     _check(grads)
-    if grads.dtype == torch.float64:
-        return (grads @ grads.T).cpu().numpy()
+    native = _use_native(grads)
+    if native is not None:
+        return native.gram(grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype])
     total = torch.zeros(grads.shape[0], grads.shape[0], dtype=torch.float64, device=grads.device)
     for start in range(0, grads.shape[1], CHUNK):
-        block = grads[:, start:start + CHUNK].float()
-        total += (block @ block.T).double()
+        block = grads[:, start:start + CHUNK].double()
+        total += block @ block.T
     return total.cpu().numpy()
 
 
@@ -97,6 +116,12 @@ def combine(grads: torch.Tensor, weights, out: torch.Tensor | None = None) -> to
     _check(grads)
     if out is None:
         out = torch.empty(grads.shape[1], dtype=grads.dtype, device=grads.device)
+    _check_out(grads, out)
+    native = _use_native(grads)
+    if native is not None:
+        native.combine(grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype],
+                       np.asarray(weights, dtype=np.float64), out.data_ptr())
+        return out
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64 if grads.dtype == torch.float64 else torch.float32,
                         device=grads.device)
     for start in range(0, grads.shape[1], CHUNK):
@@ -126,6 +151,11 @@ def project_literal(grads: torch.Tensor, *, seed: int | None = None, orders: lis
             if dot < 0:
                 g_i -= dot / torch.dot(g_j, g_j) * g_j
     return torch.stack(projected).sum(0)
+
+
+def _check_out(grads: torch.Tensor, out: torch.Tensor) -> None:
+    if out.shape != (grads.shape[1],) or out.dtype != grads.dtype or out.device != grads.device or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous ({grads.shape[1]},) {grads.dtype} tensor on {grads.device}")
 
 
 def _check(grads: torch.Tensor) -> None:

@@ -17,20 +17,28 @@ csv.field_size_limit(2**31 - 1)  # over-long texts are truncated by the tokenize
 
 
 class _LineCounter:
-    """Iterates decoded lines of a binary stream and remembers how many it gave out."""
+    """Iterates decoded lines of a binary stream; counts lines and bytes given out.
 
-    def __init__(self, stream: BinaryIO, name: str):
-        self.stream, self.name, self.count = stream, name, 0
+    A line that is not UTF-8 raises DataError, or, with `on_bad_line`, is reported
+    to it and left out."""
+
+    def __init__(self, stream: BinaryIO, name: str, on_bad_line=None):
+        self.stream, self.name, self.on_bad_line = stream, name, on_bad_line
+        self.count = self.bytes = 0
 
     def __iter__(self):
         for raw in self.stream:
             self.count += 1
+            self.bytes += len(raw)
             if self.count == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # UTF-8 byte-order mark
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(self.name, self.count, f"not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+                error = DataError(self.name, self.count, f"not valid UTF-8 (byte {e.start}); save the file as UTF-8")
+                if self.on_bad_line is None:
+                    raise error from None
+                self.on_bad_line(error)
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -47,9 +55,12 @@ def open_binary(path: str | Path) -> BinaryIO:
         raise UserError(f"{path}: permission denied") from None
 
 
-def iter_rows(stream: BinaryIO, name: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number where the row starts, fields) for each non-blank row."""
-    lines = _LineCounter(stream, name)
+def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter | None = None
+              ) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number where the row starts, fields) for each non-blank row.
+
+    Undecodable or malformed lines raise DataError, or go to `on_bad_line` and are skipped."""
+    lines = lines or _LineCounter(stream, name, on_bad_line)
     reader = csv.reader(lines, delimiter="\t")
     start = 1
     while True:
@@ -58,7 +69,17 @@ def iter_rows(stream: BinaryIO, name: str) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as e:
-            raise DataError(name, lines.count, f"malformed row ({e})") from None
+            error = DataError(name, lines.count, f"malformed row ({e})")
+            if on_bad_line is None:
+                raise error from None
+            on_bad_line(error)
+            start = lines.count + 1
+            continue
         if row and any(field.strip() for field in row):
             yield start, row
         start = lines.count + 1
+
+
+def line_counter(stream: BinaryIO, name: str, on_bad_line=None) -> _LineCounter:
+    """A counter to pass to iter_rows when the caller wants to watch bytes read (progress)."""
+    return _LineCounter(stream, name, on_bad_line)

@@ -43,3 +43,26 @@ def run_cli(*args, input: bytes | None = None, cwd: Path | None = None, env: dic
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "mtcli", *map(str, args)], input=input, capture_output=True,
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
+    """best/ of a 4-step run of the tiny model (siamese para, cross sts: both encodings exported)."""
+    from rich.console import Console
+
+    from mtcli.train import TrainConfig
+    from mtcli.train.loop import Trainer
+
+    out = tmp_path_factory.mktemp("runs")
+    config = TrainConfig(model_dir=str(tiny_model_dir), out=str(out), name="tiny", limit=48, batch_size=8,
+                         max_steps=4, lr=1e-3, para_mode="siamese", sts_mode="cross", sampler="triple-batch")
+    return Trainer(config, Console(quiet=True)).run() / "best"
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
+    from mtcli.export import export
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    export(tiny_checkpoint, out, quantize="int8")
+    return out

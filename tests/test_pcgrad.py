@@ -7,6 +7,16 @@ import torch
 from mtcli import pcgrad
 
 
+@pytest.fixture(params=["native", "torch"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test runs on the compiled kernel and on the torch fallback."""
+    if request.param == "torch":
+        monkeypatch.setattr(pcgrad, "_use_native", lambda grads: None)
+    else:
+        assert pcgrad.backend("cpu") == "native-cpu", "mtcli._pcgrad is not built: run `make install`"
+    return request.param
+
+
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5, grads: torch.Tensor | None = None):
     """max |a - e| <= rel * scale, the scale being max |e| or, where PCGrad cancels the
     gradients (collinear conflicts give an exact 0), the largest input gradient entry."""
@@ -40,7 +50,7 @@ def test_no_conflict_is_plain_sum():
 
 
 @pytest.mark.parametrize("num_tasks", [2, 3, 4, 5, 8])
-@pytest.mark.parametrize("n", [1, 7, 1000, 100_003])
+@pytest.mark.parametrize("n", [1, 7, 1000, 1_000_003])
 @pytest.mark.parametrize("conflicting", [True, False])
 def test_vectorised_matches_literal_oracle(num_tasks, n, conflicting):
     g = _grads(num_tasks, n, conflicting=conflicting, seed=num_tasks * n)
@@ -80,12 +90,76 @@ def test_zero_gradient_task_is_harmless():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_gradients(dtype):
-    g = _grads(3, 10_000, conflicting=True).to(dtype)
-    expected = pcgrad.project_literal(g.double(), seed=4)
-    result = pcgrad.project(g, seed=4)
+@pytest.mark.parametrize("num_tasks", [2, 3, 8])
+def test_half_precision_gradients(dtype, num_tasks):
+    g = _grads(num_tasks, 100_003, conflicting=True, seed=num_tasks).to(dtype)
+    wide = g.double()
+    orders = pcgrad.task_orders(num_tasks, seed=4)
+    # Gram and coefficients are exact to 1e-5 (fp64 accumulation of the half inputs) ...
+    gram, exact_gram = pcgrad.gram(g), (wide @ wide.T).numpy()
+    assert np.abs(gram - exact_gram).max() <= 1e-5 * np.abs(exact_gram).max()
+    assert np.allclose(pcgrad.pcgrad_weights(gram, orders), pcgrad.pcgrad_weights(exact_gram, orders), rtol=1e-5)
+    # ... and the output is the oracle rounded once to the gradients' dtype
+    result = pcgrad.project(g, orders=orders)
     assert result.dtype == dtype
-    _assert_close(result, expected, rel=1e-2)  # one rounding to the output dtype
+    ulp = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}[dtype]
+    expected = pcgrad.project_literal(wide, orders=orders)
+    assert ((result.double() - expected).abs() <= ulp * expected.abs() + 1e-6 * expected.abs().max()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_conversions_round_trip_exactly(dtype):
+    """Weight 1 and 2 are exact in every format: the combine pass must reproduce them bit for bit,
+    subnormals, infinities and the largest finite values included."""
+    info = torch.finfo(dtype)
+    special = torch.tensor([0.0, -0.0, info.tiny, info.tiny / 4, -info.tiny / 8, info.max, -info.max,
+                            float("inf"), float("-inf"), 1.0, -3.5, 65504.0 if dtype == torch.float16 else 3e38])
+    values = torch.cat([special, torch.randn(10_000) * 100]).to(dtype)
+    grads = values[None].contiguous()
+    assert torch.equal(pcgrad.combine(grads, [1.0]), values)
+    doubled = pcgrad.combine(grads, [2.0])
+    assert torch.equal(doubled, (values.float() * 2).to(dtype))
+    nan = pcgrad.combine(torch.tensor([[float("nan"), 1.0]], dtype=dtype), [1.0])
+    assert torch.isnan(nan[0]) and nan[1] == 1
+
+
+def test_native_coefficients_equal_python_coefficients():
+    from mtcli import _pcgrad
+
+    for num_tasks in range(2, 9):
+        g = _grads(num_tasks, 5000, conflicting=True, seed=num_tasks)
+        gram = pcgrad.gram(g)
+        orders = pcgrad.task_orders(num_tasks, seed=num_tasks)
+        assert np.allclose(_pcgrad.weights(gram, np.array(orders)), pcgrad.pcgrad_weights(gram, orders), rtol=1e-12)
+
+
+def test_native_one_call_project_writes_in_place():
+    from mtcli import _pcgrad
+
+    g = _grads(3, 12345, conflicting=True)
+    orders = pcgrad.task_orders(3, seed=9)
+    out = torch.empty(12345)
+    weights = _pcgrad.project(g.data_ptr(), 3, 12345, "float32", np.array(orders), out.data_ptr())
+    _assert_close(out, pcgrad.project_literal(g.double(), orders=orders), grads=g)
+    assert np.allclose(weights, pcgrad.pcgrad_weights(pcgrad.gram(g), orders))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="tasks, n"):
+        pcgrad.project(torch.zeros(5))
+    with pytest.raises(ValueError, match="contiguous"):
+        pcgrad.project(torch.zeros(6, 3).T)
+    with pytest.raises(ValueError, match="out must be"):
+        pcgrad.project(torch.zeros(2, 4), out=torch.zeros(3))
+
+
+@pytest.mark.parametrize("n", [7, 100_000])
+def test_two_tasks_equal_torchjd(n):
+    from torchjd.aggregation import PCGrad
+
+    for seed, conflicting in ((0, True), (1, False), (2, True)):
+        g = _grads(2, n, conflicting=conflicting, seed=seed)
+        _assert_close(pcgrad.project(g, seed=seed), PCGrad()(g).double(), grads=g)
 
 
 def test_conflict_stats_from_gram():

@@ -11,12 +11,16 @@ EPILOG = """Examples:
   mtcli eval --split dev --checkpoint runs/demo/best
 
   mtcli eval --split test --checkpoint runs/demo/best   # writes {sst,para,sts}-test-output.csv
+
+  mtcli eval --onnx export/                      # the same metrics through onnxruntime (no torch)
 """
 
 
 def eval_command(
     split: str = typer.Option("dev", help="dev (metrics) | test (CS224N prediction files)"),
     checkpoint: Path = typer.Option(None, help="Checkpoint folder (default: runs/<latest>/best)"),
+    onnx: Path = typer.Option(None, help="Evaluate an `mtcli export` folder through onnxruntime instead"),
+    int8: bool = typer.Option(False, "--int8", help="With --onnx: use the int8 graphs"),
     out: Path = typer.Option(None, help="Where eval.json / predictions go (default: the checkpoint's run folder)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
     limit: int = typer.Option(None, help="Evaluate the first N rows of each task"),
@@ -26,32 +30,54 @@ def eval_command(
     """Evaluate a checkpoint: SST and paraphrase accuracy, STS Pearson/Spearman, overall."""
     from rich.console import Console
 
+    from mtcli.errors import UserError
+
+    if split not in ("dev", "test"):
+        raise UserError(f"--split {split!r} is not one of dev, test")
+    if onnx is not None and checkpoint is not None:
+        raise UserError("pass --checkpoint or --onnx, not both")
+    console = Console(stderr=True)
+    if onnx is not None:
+        from mtcli.score import evaluate_onnx
+
+        results, splits, predictions = evaluate_onnx(onnx, split=split, data_dir=data_dir, limit=limit, quantized=int8,
+                                                     batch_size=batch_size, return_predictions=True)
+        source, out_dir, provenance = onnx, out or onnx, {"backend": "onnxruntime" + (" int8" if int8 else "")}
+    else:
+        results, splits, predictions, source, provenance = _torch_eval(checkpoint, split, data_dir, limit, batch_size, device)
+        out_dir = out or source.parent
+    _report(console, results, splits, predictions, split, source, out_dir, provenance)
+
+
+def _torch_eval(checkpoint, split, data_dir, limit, batch_size, device):
     from mtcli.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
     from mtcli.data import read_split
-    from mtcli.errors import UserError
-    from mtcli.evaluate import score_predictions, scores_table, write_eval, write_test_predictions
+    from mtcli.evaluate import score_predictions
     from mtcli.predict import predict_texts
     from mtcli.tasks import TASKS
     from mtcli.train.loop import resolve_device
 
-    if split not in ("dev", "test"):
-        raise UserError(f"--split {split!r} is not one of dev, test")
-    console = Console(stderr=True)
     ckpt = checkpoint or latest_checkpoint()
     target = resolve_device(device)
     model, tokenizer, _ = load_checkpoint(ckpt, device=target)
-    out_dir = out or ckpt.parent
     splits = {t: read_split(t, split, data_dir, limit=limit) for t in TASKS}
     predictions = {}
     for task, data in splits.items():
         predictions[task], _ = predict_texts(model, tokenizer, task, [ex.texts for ex in data.examples],
                                              batch_size=batch_size, device=target)
+    results = score_predictions(splits, predictions) if split == "dev" else None
+    return results, splits, predictions, ckpt, {"backend": "torch", "checkpoint_sha256": checkpoint_hash(ckpt)}
+
+
+def _report(console, results, splits, predictions, split, source, out_dir, provenance):
+    from rich.console import Console
+
+    from mtcli.evaluate import scores_table, write_eval, write_test_predictions
+
     if split == "test":
         for path in write_test_predictions(splits, predictions, out_dir):
             console.print(f"wrote {path}")
         return
-    results = score_predictions(splits, predictions)
-    Console().print(scores_table(results, title=f"{split}: {ckpt}"))
-    path = write_eval(results, splits, predictions, out_dir, split=split, checkpoint=str(ckpt),
-                      checkpoint_sha256=checkpoint_hash(ckpt), backend="torch")
+    Console().print(scores_table(results, title=f"{split}: {source} ({provenance['backend']})"))
+    path = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
     console.print(f"wrote {path}")

@@ -80,7 +80,8 @@ class MultitaskModel(nn.Module):
         """u, v for a separate encoding, in one encoder pass over both sides."""
         names = ("input_ids", "attention_mask", "token_type_ids")
         both = self.embed(*(torch.cat([inputs[f"{n}_a"], inputs[f"{n}_b"]]) for n in names))
-        return both.chunk(2)
+        rows = inputs["input_ids_a"].shape[0]
+        return both[:rows], both[rows:]
 
     def forward(self, task: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """sst: logits (B, 5); para: logit (B,); sts: score in 0-5 (B,)."""

@@ -1,0 +1,84 @@
+// Python bindings: raw data pointers (tensor.data_ptr()), sizes and dtype names in,
+// numpy arrays out. The GIL is released while the passes run.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "pcgrad.h"
+
+namespace py = pybind11;
+using mtcli::DType;
+
+namespace {
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::F32;
+  if (name == "bfloat16") return DType::BF16;
+  if (name == "float16") return DType::F16;
+  throw std::invalid_argument("unsupported gradient dtype " + name + " (expected float32, bfloat16 or float16)");
+}
+
+void check_shape(int64_t tasks, int64_t n) {
+  if (tasks < 1 || tasks > 64) throw std::invalid_argument("tasks must be between 1 and 64");
+  if (n < 0) throw std::invalid_argument("n must be >= 0");
+}
+
+const void* as_ptr(uintptr_t address) { return reinterpret_cast<const void*>(address); }
+
+py::array_t<double> gram(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype) {
+  check_shape(tasks, n);
+  const DType d = parse_dtype(dtype);
+  py::array_t<double> out({tasks, tasks});
+  double* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    mtcli::gram_cpu(as_ptr(grads), d, tasks, n, dst);
+  }
+  return out;
+}
+
+void combine(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype,
+             py::array_t<double, py::array::c_style | py::array::forcecast> weights, uintptr_t out) {
+  check_shape(tasks, n);
+  if (weights.size() != tasks) throw std::invalid_argument("weights must have one entry per task");
+  const DType d = parse_dtype(dtype);
+  const double* w = weights.data();
+  py::gil_scoped_release release;
+  mtcli::combine_cpu(as_ptr(grads), d, tasks, n, w, reinterpret_cast<void*>(out));
+}
+
+py::array_t<double> weights(py::array_t<double, py::array::c_style | py::array::forcecast> gram,
+                            py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders) {
+  const int64_t tasks = gram.ndim() == 2 ? gram.shape(0) : 0;
+  if (tasks < 1 || gram.shape(1) != tasks) throw std::invalid_argument("gram must be a square (T, T) array");
+  if (orders.size() != tasks * (tasks - 1)) throw std::invalid_argument("orders must be (T, T-1)");
+  py::array_t<double> out(tasks);
+  mtcli::pcgrad_weights(gram.data(), orders.data(), tasks, out.mutable_data());
+  return out;
+}
+
+py::array_t<double> project(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype,
+                            py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, uintptr_t out) {
+  py::array_t<double> g = gram(grads, tasks, n, dtype);
+  py::array_t<double> w = weights(g, orders);
+  combine(grads, tasks, n, dtype, w, out);
+  return w;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_pcgrad, m) {
+  m.doc() = "Fused PCGrad passes (Gram matrix, combination) over a contiguous (T, n) gradient buffer.";
+  m.def("gram", &gram, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"),
+        "Pass 1: the (T, T) Gram matrix of the buffer at address `grads`, accumulated in float64.");
+  m.def("combine", &combine, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("weights"),
+        py::arg("out"), "Pass 2: out = sum_t weights[t] * grads[t], written in the buffer's dtype.");
+  m.def("weights", &weights, py::arg("gram"), py::arg("orders"),
+        "PCGrad coefficients from a Gram matrix and (T, T-1) projection orders.");
+  m.def("project", &project, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("orders"),
+        py::arg("out"), "Both passes and the coefficients in one call; returns the coefficients.");
+  m.def("cpu_threads", &mtcli::cpu_threads, "OpenMP threads the CPU passes use.");
+  m.attr("has_cuda") = false;
+}

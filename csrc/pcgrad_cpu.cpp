@@ -1,0 +1,208 @@
+// CPU passes: OpenMP over column blocks, per-thread partial sums, vectorisable inner loops.
+#include "pcgrad.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mtcli {
+namespace {
+
+// Columns per block: T rows of a block stay in L1/L2 while every pair is formed.
+constexpr int64_t kBlock = 1024;
+constexpr int kMaxTasks = 64;
+
+inline float bf16_to_float(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float f16_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int shift = 0;
+      while (!(man & 0x400u)) { man <<= 1; ++shift; }
+      bits = sign | (static_cast<uint32_t>(113 - shift) << 23) | ((man & 0x3ffu) << 13);
+    }
+  } else {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_f16(float f) {  // round to nearest even, overflow to inf
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u);
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;           // >= 65520 rounds to inf
+  if (abs < 0x38800000u) {                                  // below the smallest normal half
+    if (abs < 0x33000000u) return sign;                     // < 2^-25 rounds to 0
+    const uint32_t man = (abs & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(abs >> 23);   // 14..24
+    const uint32_t half = man >> shift;
+    const uint32_t rest = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    return sign | static_cast<uint16_t>(half + (rest > mid || (rest == mid && (half & 1u))));
+  }
+  const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u) - (112u << 23);
+  return sign | static_cast<uint16_t>(rounded >> 13);
+}
+
+// Rows of one column block as float pointers: fp32 rows are used in place, half
+// rows are widened into the thread's scratch block.
+template <DType D>
+inline void load_block(const void* grads, int64_t tasks, int64_t n, int64_t lo, int64_t len, float* scratch,
+                       const float** rows) {
+  for (int64_t t = 0; t < tasks; ++t) {
+    if constexpr (D == DType::F32) {
+      rows[t] = static_cast<const float*>(grads) + t * n + lo;
+    } else {
+      const uint16_t* src = static_cast<const uint16_t*>(grads) + t * n + lo;
+      float* dst = scratch + t * kBlock;
+      for (int64_t k = 0; k < len; ++k) dst[k] = D == DType::BF16 ? bf16_to_float(src[k]) : f16_to_float(src[k]);
+      rows[t] = dst;
+    }
+  }
+}
+
+template <DType D>
+void gram_impl(const void* grads, int64_t tasks, int64_t n, double* gram_out) {
+  const int64_t pairs = tasks * (tasks + 1) / 2;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int threads = cpu_threads();
+  std::vector<double> partial(static_cast<size_t>(threads) * pairs, 0.0);
+#pragma omp parallel num_threads(threads)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    double* acc = partial.data() + static_cast<int64_t>(tid) * pairs;
+    std::vector<float> scratch(D == DType::F32 ? 0 : static_cast<size_t>(tasks) * kBlock);
+    const float* rows[kMaxTasks];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
+      load_block<D>(grads, tasks, n, lo, len, scratch.data(), rows);
+      int64_t p = 0;
+      for (int64_t i = 0; i < tasks; ++i) {
+        const float* __restrict gi = rows[i];
+        for (int64_t j = i; j < tasks; ++j, ++p) {
+          const float* __restrict gj = rows[j];
+          double s = 0.0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t k = 0; k < len; ++k) s += static_cast<double>(gi[k]) * static_cast<double>(gj[k]);
+          acc[p] += s;
+        }
+      }
+    }
+  }
+  // Sum the per-thread partials in thread order: deterministic for a fixed thread count.
+  std::vector<double> total(pairs, 0.0);
+  for (int t = 0; t < threads; ++t)
+    for (int64_t p = 0; p < pairs; ++p) total[p] += partial[static_cast<size_t>(t) * pairs + p];
+  int64_t p = 0;
+  for (int64_t i = 0; i < tasks; ++i)
+    for (int64_t j = i; j < tasks; ++j, ++p) gram_out[i * tasks + j] = gram_out[j * tasks + i] = total[p];
+}
+
+template <DType D>
+void combine_impl(const void* grads, int64_t tasks, int64_t n, const double* weights, void* out) {
+  float w[kMaxTasks];
+  for (int64_t t = 0; t < tasks; ++t) w[t] = static_cast<float>(weights[t]);
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel num_threads(cpu_threads())
+  {
+    std::vector<float> scratch(D == DType::F32 ? 0 : static_cast<size_t>(tasks) * kBlock);
+    const float* rows[kMaxTasks];
+    float sum[kBlock];
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
+      load_block<D>(grads, tasks, n, lo, len, scratch.data(), rows);
+      const float* __restrict g0 = rows[0];
+      const float w0 = w[0];
+#pragma omp simd
+      for (int64_t k = 0; k < len; ++k) sum[k] = w0 * g0[k];
+      for (int64_t t = 1; t < tasks; ++t) {
+        const float* __restrict gt = rows[t];
+        const float wt = w[t];
+#pragma omp simd
+        for (int64_t k = 0; k < len; ++k) sum[k] += wt * gt[k];
+      }
+      if constexpr (D == DType::F32) {
+        std::memcpy(static_cast<float*>(out) + lo, sum, static_cast<size_t>(len) * sizeof(float));
+      } else {
+        uint16_t* dst = static_cast<uint16_t*>(out) + lo;
+        for (int64_t k = 0; k < len; ++k) dst[k] = D == DType::BF16 ? float_to_bf16(sum[k]) : float_to_f16(sum[k]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int cpu_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void gram_cpu(const void* grads, DType dtype, int64_t tasks, int64_t n, double* gram_out) {
+  switch (dtype) {
+    case DType::F32: return gram_impl<DType::F32>(grads, tasks, n, gram_out);
+    case DType::BF16: return gram_impl<DType::BF16>(grads, tasks, n, gram_out);
+    case DType::F16: return gram_impl<DType::F16>(grads, tasks, n, gram_out);
+  }
+}
+
+void combine_cpu(const void* grads, DType dtype, int64_t tasks, int64_t n, const double* weights, void* out) {
+  switch (dtype) {
+    case DType::F32: return combine_impl<DType::F32>(grads, tasks, n, weights, out);
+    case DType::BF16: return combine_impl<DType::BF16>(grads, tasks, n, weights, out);
+    case DType::F16: return combine_impl<DType::F16>(grads, tasks, n, weights, out);
+  }
+}
+
+void pcgrad_weights(const double* gram, const int64_t* orders, int64_t tasks, double* weights_out) {
+  std::vector<double> c(tasks);
+  std::fill(weights_out, weights_out + tasks, 0.0);
+  for (int64_t i = 0; i < tasks; ++i) {
+    std::fill(c.begin(), c.end(), 0.0);
+    c[i] = 1.0;  // g_i' = sum_k c_k g_k
+    for (int64_t r = 0; r < tasks - 1; ++r) {
+      const int64_t j = orders[i * (tasks - 1) + r];
+      double dot = 0.0;  // g_i' . g_j
+      for (int64_t k = 0; k < tasks; ++k) dot += c[k] * gram[k * tasks + j];
+      if (dot < 0.0 && gram[j * tasks + j] > 0.0) c[j] -= dot / gram[j * tasks + j];
+    }
+    for (int64_t k = 0; k < tasks; ++k) weights_out[k] += c[k];
+  }
+}
+
+}  // namespace mtcli

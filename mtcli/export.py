@@ -1,0 +1,224 @@
+"""`mtcli export`: a checkpoint to ONNX graphs, one per task, plus tokenizer and manifest.
+
+One graph per task (sst.onnx, para.onnx, sts.onnx): each takes exactly the inputs
+its head's encoding needs and returns what users see (probabilities or a 0-5 score),
+so `mtcli score sts` loads one graph and nothing else. Batch and sequence axes are
+dynamic. Parity with torch is checked on real dev rows before the manifest is written.
+"""
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+import shutil
+import warnings
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtcli import __version__
+from mtcli.checkpoint import checkpoint_hash, load_checkpoint
+from mtcli.data import read_split
+from mtcli.encoding import encode, input_names
+from mtcli.errors import UserError
+from mtcli.fileio import fix_mode, write_json
+from mtcli.manifest import FORMAT, FORMAT_VERSION, MANIFEST, output_name
+from mtcli.model.multitask import MultitaskModel
+from mtcli.tasks import TASKS
+
+PARITY_TOLERANCE = 1e-4
+MIN_OPSET = 17
+
+
+class TaskGraph(torch.nn.Module):
+    """One task's inputs -> its predictions, with the input order of `input_names`."""
+
+    def __init__(self, model: MultitaskModel, task: str):
+        super().__init__()
+        self.model, self.task = model, task
+        self.names = input_names(model.head_config.encoding(task))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(self.task, self.model(self.task, dict(zip(self.names, inputs))))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter and quantizer narrate every stage on stdout, stderr and the root logger."""
+    sink = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _export_graph(model: MultitaskModel, tokenizer, task: str, path: Path, opset: int) -> None:
+    from torch.export import Dim
+
+    graph = TaskGraph(model, task).eval()
+    sample = encode(tokenizer, model.head_config.encoding(task),
+                    [("a first example sentence", "and its pair")[: 1 + TASKS[task].is_pair],
+                     ("a second, slightly longer example sentence", "the other side")[: 1 + TASKS[task].is_pair]])
+    args = tuple(torch.from_numpy(sample[name]) for name in graph.names)
+    batch, length = Dim("batch", min=1, max=65536), Dim("sequence", min=1, max=model.encoder.config.max_position_embeddings)
+    shapes = tuple({0: batch, 1: length} for _ in graph.names)
+    program = torch.onnx.export(graph, args, dynamo=True, input_names=graph.names, output_names=[output_name(TASKS[task].kind)],
+                                dynamic_shapes=(shapes,), opset_version=opset, verbose=False, optimize=True)
+    program.save(str(path))
+    _check_dynamic_axes(path)
+
+
+def _check_dynamic_axes(path: Path) -> None:
+    """Every input must keep symbolic batch and sequence axes (a specialised axis would
+    make the graph refuse other batch sizes at scoring time)."""
+    import onnx
+
+    for tensor in onnx.load(str(path), load_external_data=False).graph.input:
+        dims = [d.dim_param for d in tensor.type.tensor_type.shape.dim]
+        if len(dims) != 2 or not all(dims):
+            raise RuntimeError(f"{path.name}: input {tensor.name} lost its dynamic axes during export ({dims})")
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization (weights per channel, activations at run time)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The exporter's intermediate shape annotations trip the quantizer's own shape
+    # inference; it re-infers them, so hand it the graph without them.
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    plain = dst.with_suffix(".plain.onnx")
+    onnx.save(model, str(plain))
+    try:
+        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        plain.unlink(missing_ok=True)
+
+
+def parity_rows(task: str, data_dir, count: int = 64) -> list[tuple[str, ...]]:
+    """Real dev rows (longest and shortest included) for the torch-vs-ONNX check."""
+    examples = read_split(task, "dev", data_dir).examples
+    by_length = sorted(examples, key=lambda ex: sum(len(t) for t in ex.texts))
+    picked = by_length[:4] + by_length[-4:] + examples[: count - 8]
+    return [ex.texts for ex in picked]
+
+
+def check_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, rows, batch_size: int = 16) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for start in range(0, len(rows), batch_size):
+        batch = encode(tokenizer, model.head_config.encoding(task), rows[start:start + batch_size])
+        with torch.no_grad():
+            expected = TaskGraph(model, task).eval()(*(torch.from_numpy(batch[n]) for n in input_names(
+                model.head_config.encoding(task)))).numpy()
+        got = session.run(None, {name: batch[name] for name in input_names(model.head_config.encoding(task))})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def versions() -> dict[str, str]:
+    found = {"mtcli": __version__}
+    for name in ("torch", "onnx", "onnxruntime", "tokenizers"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int = 18, quantize: str | None = None,
+           data_dir=None, console=None, evaluate_int8: bool = True) -> dict:
+    """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success)."""
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset {opset}: mtcli exports opset {MIN_OPSET} or newer")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize {quantize!r}: only int8 is supported")
+    say = console.print if console else (lambda *a, **k: None)
+    checkpoint = Path(checkpoint)
+    model, tokenizer, meta = load_checkpoint(checkpoint)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    fix_mode(staging, directory=True)
+    try:
+        tasks = {}
+        for task, spec in TASKS.items():
+            encoding = model.head_config.encoding(task)
+            path = staging / f"{task}.onnx"
+            say(f"exporting {task} ({model.head_config.mode(task)}, {encoding} encoding) ...")
+            with _quiet():
+                _export_graph(model, tokenizer, task, path, opset)
+            onnx.checker.check_model(str(path), full_check=True)
+            diff = check_parity(model, tokenizer, task, path, parity_rows(task, data_dir))
+            say(f"  {task}.onnx: parity with torch on 64 dev rows, max |diff| = {diff:.2e}")
+            if diff > PARITY_TOLERANCE:
+                raise RuntimeError(f"{task}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
+            tasks[task] = {"file": path.name, "kind": spec.kind, "mode": model.head_config.mode(task),
+                           "encoding": encoding, "inputs": input_names(encoding), "output": output_name(spec.kind),
+                           "label_names": list(spec.label_names), "label_range": list(spec.label_range),
+                           "parity_max_abs_diff": diff}
+            if quantize == "int8":
+                with _quiet():
+                    _quantize(path, staging / f"{task}.int8.onnx")
+                tasks[task]["int8_file"] = f"{task}.int8.onnx"
+        tokenizer.save(staging)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "max_length": tokenizer.max_length,
+            "pooling": model.head_config.pooling, "tasks": tasks, "tokenizer": "tokenizer.json",
+            "checkpoint": {"path": str(checkpoint.resolve()), "sha256": checkpoint_hash(checkpoint),
+                           "step": meta.get("step"), "dev": (meta.get("dev") or {}).get("overall")},
+            "versions": versions(),
+        }
+        write_json(staging / MANIFEST, manifest)
+        if quantize == "int8" and evaluate_int8:
+            manifest["int8_dev"] = _int8_report(staging, data_dir, say)
+            write_json(staging / MANIFEST, manifest)
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _int8_report(model_dir: Path, data_dir, say) -> dict:
+    """Dev metrics of the fp32 and int8 graphs, and their difference (in metric points)."""
+    from mtcli.score import evaluate_onnx
+
+    fp32 = evaluate_onnx(model_dir, data_dir=data_dir)
+    int8 = evaluate_onnx(model_dir, data_dir=data_dir, quantized=True)
+    report = {"fp32": fp32, "int8": int8, "change": {}}
+    for task, spec in TASKS.items():
+        change = int8["tasks"][task][spec.metric] - fp32["tasks"][task][spec.metric]
+        report["change"][task] = change
+        say(f"  int8 {task} dev {spec.metric}: {fp32['tasks'][task][spec.metric]:.4f} -> "
+            f"{int8['tasks'][task][spec.metric]:.4f} ({100 * change:+.2f} points)")
+    report["change"]["overall"] = int8["overall"] - fp32["overall"]
+    return report
+
+
+def _replace_dir(staging: Path, out_dir: Path) -> None:
+    """Swap a fully written folder into place, keeping files we do not own (e.g. .gitkeep)."""
+    if out_dir.exists():
+        for item in out_dir.iterdir():
+            if item.name.startswith(".git"):
+                shutil.move(str(item), staging / item.name)
+        old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out_dir)
+

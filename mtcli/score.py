@@ -1,0 +1,234 @@
+"""Scoring through onnxruntime, with no torch: `mtcli score` and `mtcli eval --onnx`.
+
+Input rows stream through in windows; inside a window rows are sorted by length so
+batches pad little, and results go out in input order. Memory stays constant in
+the file size. Everything about a task (inputs, encoding, output, labels, max
+length) comes from the export's manifest.
+"""
+
+import itertools
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtcli.encoding import encode
+from mtcli.errors import DataError, UserError
+from mtcli.manifest import read_manifest
+from mtcli.tasks import TASKS, get_task
+from mtcli.tokenizer import Tokenizer
+from mtcli.tsv import iter_rows, line_counter, open_binary
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+HEADER_NAMES = {"id", "sentence", "sentence1", "sentence2"}
+WINDOW = 2048  # rows sorted by length together
+
+
+def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None):
+    import onnxruntime as ort
+
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        raise UserError(f"--providers: unknown provider(s) {', '.join(unknown)}; expected cuda and/or cpu")
+    available = ort.get_available_providers()
+    chosen = [PROVIDERS[p] for p in providers if PROVIDERS[p] in available]
+    if PROVIDERS["cpu"] not in chosen:
+        chosen.append(PROVIDERS["cpu"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")
+    try:
+        return ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+        reason = str(e).strip().splitlines()[0][:200]
+        raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
+
+
+class OnnxTask:
+    """One task's graph, tokenizer and manifest entry."""
+
+    def __init__(self, model_dir: str | Path = "export", task: str = "sts", *, providers: Sequence[str] = ("cuda", "cpu"),
+                 quantized: bool = False, threads: int | None = None):
+        self.model_dir = Path(model_dir)
+        manifest = read_manifest(self.model_dir)
+        self.task = get_task(task)
+        if task not in manifest["tasks"]:
+            raise UserError(f"{self.model_dir}: the export has no {task!r} graph (has: {', '.join(manifest['tasks'])})")
+        self.entry = manifest["tasks"][task]
+        file = self.entry.get("int8_file") if quantized else self.entry["file"]
+        if file is None:
+            raise UserError(f"{self.model_dir}: no int8 graph for {task}; export with `mtcli export --quantize int8`")
+        self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=manifest["max_length"])
+        self.session = make_session(self.model_dir / file, providers, threads)
+        self.providers = self.session.get_providers()
+
+    def predict(self, texts: Sequence[Sequence[str]]) -> np.ndarray:
+        batch = encode(self.tokenizer, self.entry["encoding"], texts)
+        return self.session.run([self.entry["output"]], {n: batch[n] for n in self.entry["inputs"]})[0]
+
+    def predict_many(self, texts: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
+        """All rows, length-bucketed, in input order."""
+        order = np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
+        parts = [self.predict([texts[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
+        return np.concatenate(parts)[np.argsort(order)]
+
+
+# ---------------------------------------------------------------- reading score input
+
+@dataclass
+class InputLayout:
+    id_column: int | None          # None: ids are line numbers
+    text_columns: list[int]
+    width: int
+    has_header: bool
+
+
+def detect_layout(first_row: list[str], task, path: str) -> InputLayout:
+    """Header or not; columns by name (with a header) or by position (without)."""
+    names = [f.strip().lower() for f in first_row]
+    if HEADER_NAMES & set(names):
+        wanted = list(task.text_columns)
+        if not task.is_pair and "sentence" not in names and "sentence1" in names:
+            wanted = ["sentence1"]
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise DataError(path, 1, f"header has no {', '.join(repr(m) for m in missing)} column "
+                                     f"(found: {', '.join(repr(n) for n in names)})")
+        return InputLayout(names.index("id") if "id" in names else None, [names.index(w) for w in wanted], len(names), True)
+    need = len(task.text_columns)
+    if len(names) == need:
+        return InputLayout(None, list(range(need)), need, False)
+    if len(names) == need + 1:
+        return InputLayout(0, list(range(1, need + 1)), need + 1, False)
+    shape = "sentence1, sentence2" if task.is_pair else "sentence"
+    raise DataError(path, 1, f"{len(names)} columns; without a header {task.name} rows are `{shape}` or `id, {shape}`: "
+                             f"add a header row naming the columns (id, {shape})")
+
+
+@dataclass
+class ScoreStats:
+    rows: int = 0
+    skipped: list[DataError] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, lines=None
+                    ) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(id, texts) of every valid row; bad rows raise (fail) or are counted (skip)."""
+    def bad(error: DataError):
+        if on_error == "fail":
+            raise error
+        stats.skipped.append(error)
+
+    rows = iter_rows(stream, name, on_bad_line=None if on_error == "fail" else bad, lines=lines)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(name, None, "file is empty; expected TSV rows (with or without a header)")
+    layout = detect_layout(first[1], task, name)
+    pending = [] if layout.has_header else [first]
+    for line, fields in itertools.chain(pending, rows):
+        if len(fields) != layout.width:
+            bad(DataError(name, line, f"expected {layout.width} tab-separated columns, found {len(fields)}"))
+            continue
+        texts = tuple(fields[c].strip() for c in layout.text_columns)
+        if not all(texts):
+            bad(DataError(name, line, "empty text"))
+            continue
+        yield (fields[layout.id_column].strip() if layout.id_column is not None else str(line)), texts
+
+
+def output_header(task) -> list[str]:
+    if task.kind == "regression":
+        return ["id", "score"]
+    if task.kind == "binary":
+        return ["id", "label", "p_" + task.label_names[1].replace(" ", "_")]
+    return ["id", "label", *("p_" + n.replace(" ", "_") for n in task.label_names)]
+
+
+def format_rows(task, ids: Sequence[str], predictions: np.ndarray) -> list[str]:
+    if task.kind == "regression":
+        return [f"{i}\t{p:.4f}" for i, p in zip(ids, predictions)]
+    if task.kind == "binary":
+        return [f"{i}\t{int(p > 0.5)}\t{p:.6f}" for i, p in zip(ids, predictions)]
+    return [f"{i}\t{int(row.argmax())}\t" + "\t".join(f"{v:.6f}" for v in row) for i, row in zip(ids, predictions)]
+
+
+def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
+               providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
+               quantized: bool = False) -> ScoreStats:
+    """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout), atomically for files."""
+    from mtcli.fileio import atomic_path
+
+    if on_error not in ("fail", "skip"):
+        raise UserError(f"--on-error {on_error!r} is not one of fail, skip")
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    task = get_task(task_name, registry=TASKS)
+    scorer = OnnxTask(model_dir, task_name, providers=providers, quantized=quantized)
+    stats = ScoreStats()
+    start = time.perf_counter()
+    stream = open_binary(input_path)
+    total = os.fstat(stream.fileno()).st_size if input_path != "-" else None
+    lines = line_counter(stream, input_path, None if on_error == "fail" else stats.skipped.append)
+    try:
+        if output_path in (None, "-"):
+            _score_stream(scorer, task, stream, input_path, sys.stdout, stats, on_error, batch_size, progress, lines, total)
+        else:
+            with atomic_path(output_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+                _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total):
+    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines)
+    window: list[tuple[str, tuple[str, ...]]] = [next(rows, None)]  # the input's layout is checked before any output
+    out.write("\t".join(output_header(task)) + "\n")
+    if window[0] is None:
+        return
+    for item in rows:
+        window.append(item)
+        if len(window) >= WINDOW:
+            _flush(scorer, task, window, out, stats, batch_size, progress, lines, total)
+            window = []
+    if window:
+        _flush(scorer, task, window, out, stats, batch_size, progress, lines, total)
+
+
+def _flush(scorer, task, window, out, stats, batch_size, progress, lines, total):
+    predictions = scorer.predict_many([texts for _, texts in window], batch_size)
+    out.write("\n".join(format_rows(task, [i for i, _ in window], predictions)) + "\n")
+    stats.rows += len(window)
+    if progress is not None:
+        progress(stats.rows, lines.bytes, total)
+
+
+# ---------------------------------------------------------------- evaluation through ONNX
+
+def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, limit: int | None = None,
+                  quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"), batch_size: int = 64,
+                  return_predictions: bool = False):
+    """The same metrics as the torch eval, computed through onnxruntime."""
+    from mtcli.data import read_split
+    from mtcli.evaluate import score_predictions
+
+    splits = {t: read_split(t, split, data_dir, limit=limit) for t in TASKS}
+    predictions = {}
+    for task, data in splits.items():
+        scorer = OnnxTask(model_dir, task, providers=providers, quantized=quantized)
+        predictions[task] = scorer.predict_many([ex.texts for ex in data.examples], batch_size)
+    if split == "test":
+        return (None, splits, predictions) if return_predictions else None
+    results = score_predictions(splits, predictions)
+    return (results, splits, predictions) if return_predictions else results

@@ -1,0 +1,170 @@
+"""ONNX export of a tiny model and torch-free scoring of every kind of TSV input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import REPO, run_cli
+from mtcli.errors import DataError, UserError
+from mtcli.manifest import read_manifest
+from mtcli.score import OnnxTask, evaluate_onnx, score_file
+from mtcli.tasks import TASKS
+
+
+def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoint):
+    manifest = read_manifest(tiny_export)
+    assert manifest["opset"] >= 17 and manifest["max_length"] == 128 and manifest["pooling"] == "mean"
+    assert manifest["checkpoint"]["sha256"] and manifest["versions"]["mtcli"]
+    assert manifest["tasks"]["para"]["encoding"] == "separate" and manifest["tasks"]["sts"]["encoding"] == "joint"
+    assert manifest["tasks"]["sst"]["label_names"] == list(TASKS["sst"].label_names)
+    for task, entry in manifest["tasks"].items():
+        assert entry["parity_max_abs_diff"] <= 1e-4
+        graph = onnx.load(str(tiny_export / entry["file"]))
+        onnx.checker.check_model(graph)
+        dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
+        assert all(isinstance(d[0], str) and isinstance(d[1], str) for d in dims), dims  # dynamic batch and sequence
+        assert (tiny_export / entry["int8_file"]).is_file()
+    assert "change" in manifest["int8_dev"] and (tiny_export / "tokenizer.json").is_file()
+
+
+def test_onnx_matches_torch_on_new_shapes(tiny_export, tiny_checkpoint):
+    import torch
+
+    from mtcli.checkpoint import load_checkpoint
+    from mtcli.predict import predict_texts
+
+    model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
+    rows = {"sst": [("a",), ("a much longer sentence " * 20,), ("three words here",)],
+            "para": [("How do I learn?", "What is learning?"), ("x", "y " * 300)],
+            "sts": [("A dog runs.", "A dog is running."), ("Nothing alike", "at all " * 50), ("a", "b")]}
+    for task, texts in rows.items():
+        expected, _ = predict_texts(model, tokenizer, task, texts, device="cpu")
+        got = OnnxTask(tiny_export, task, providers=["cpu"]).predict_many(texts, batch_size=2)
+        assert np.abs(got - expected).max() <= 1e-4, task
+
+
+def test_eval_onnx_equals_torch_eval(tiny_export, tiny_checkpoint, tmp_path):
+    torch_run = run_cli("eval", "--checkpoint", tiny_checkpoint, "--limit", "200", "--out", tmp_path / "torch")
+    onnx_run = run_cli("eval", "--onnx", tiny_export, "--limit", "200", "--out", tmp_path / "onnx")
+    assert torch_run.returncode == 0 and onnx_run.returncode == 0, onnx_run.stderr.decode()
+    a = json.loads((tmp_path / "torch" / "eval.json").read_text())
+    b = json.loads((tmp_path / "onnx" / "eval.json").read_text())
+    assert b["backend"] == "onnxruntime"
+    for task, spec in TASKS.items():
+        assert b["tasks"][task][spec.metric] == pytest.approx(a["tasks"][task][spec.metric], abs=1e-3)
+    assert b["overall"] == pytest.approx(a["overall"], abs=1e-3)
+
+
+def _score(tiny_export, tmp_path, task, body: bytes, **kwargs):
+    source = tmp_path / "in.tsv"
+    source.write_bytes(body)
+    out = tmp_path / "out.tsv"
+    stats = score_file(task, str(source), str(out), model_dir=tiny_export, providers=["cpu"], **kwargs)
+    return stats, out.read_text().splitlines()
+
+
+def test_header_by_name_in_any_order(tiny_export, tmp_path):
+    body = b"sentence2\tid\tsentence1\nA cat.\tr1\tA dog.\nTwo men.\tr2\tA man.\n"
+    stats, lines = _score(tiny_export, tmp_path, "sts", body)
+    assert lines[0] == "id\tscore" and [l.split("\t")[0] for l in lines[1:]] == ["r1", "r2"]
+    swapped = _score(tiny_export, tmp_path, "sts", b"id\tsentence1\tsentence2\nr1\tA dog.\tA cat.\n")[1]
+    assert swapped[1] == lines[1]  # same pair, same score
+
+
+def test_no_header_by_position_and_order_restored(tiny_export, tmp_path):
+    texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(3000)]  # > one window, varied lengths
+    body = "".join(f"id{i}\t{t}\n" for i, t in enumerate(texts)).encode()
+    stats, lines = _score(tiny_export, tmp_path, "sst", body, batch_size=16)
+    assert stats.rows == 3000 and len(lines) == 3001
+    assert lines[0].split("\t")[:2] == ["id", "label"] and len(lines[0].split("\t")) == 7
+    assert [l.split("\t")[0] for l in lines[1:]] == [f"id{i}" for i in range(3000)]
+    direct = OnnxTask(tiny_export, "sst", providers=["cpu"]).predict([(texts[1234],)])[0]
+    assert np.allclose([float(v) for v in lines[1235].split("\t")[2:]], direct, atol=1e-6)
+    single = _score(tiny_export, tmp_path, "sst", b"just text\nmore text\n")[1]
+    assert [l.split("\t")[0] for l in single[1:]] == ["1", "2"]  # no id column: line numbers
+
+
+def test_quotes_tabs_in_quotes_and_long_rows(tiny_export, tmp_path):
+    body = (b'id\tsentence1\tsentence2\n'
+            b'q1\t"He said ""hi"""\t"a\ttab inside"\n'
+            b'q2\t' + b"word " * 5000 + b'\tshort\n')
+    stats, lines = _score(tiny_export, tmp_path, "para", body)
+    assert stats.rows == 2 and lines[0] == "id\tlabel\tp_duplicate"
+    assert lines[1].startswith("q1\t") and lines[2].startswith("q2\t")
+
+
+@pytest.mark.parametrize("body, line, message", [
+    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\tonly one\n", 3, "expected 3 tab-separated columns, found 2"),
+    (b"id\tsentence1\tsentence2\nr1\ta\t  \n", 2, "empty text"),
+    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\t\xff\xfe\tc\n", 3, "not valid UTF-8"),
+    (b"", None, "file is empty"),
+    (b"a\tb\tc\td\te\n", 1, "add a header row"),
+    (b"id\tsentence\nr1\tx\n", 1, "header has no 'sentence1'"),
+])
+def test_bad_input_fails_with_file_and_line_and_leaves_no_output(tiny_export, tmp_path, body, line, message):
+    with pytest.raises(DataError, match=message) as info:
+        _score(tiny_export, tmp_path, "sts", body)
+    assert info.value.line == line and info.value.path.endswith("in.tsv")
+    assert not (tmp_path / "out.tsv").exists() and not list(tmp_path.glob(".out.tsv*"))
+
+
+def test_skip_mode_counts_bad_rows(tiny_export, tmp_path):
+    body = b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\tonly one\nr3\t\xff\tc\nr4\tc\td\n"
+    stats, lines = _score(tiny_export, tmp_path, "sts", body, on_error="skip")
+    assert stats.rows == 2 and len(stats.skipped) == 2 and [l.split("\t")[0] for l in lines[1:]] == ["r1", "r4"]
+    assert {e.line for e in stats.skipped} == {3, 4}
+
+
+def test_score_cli_imports_no_torch_and_reads_stdin(tiny_export, tmp_path):
+    code = ("import sys\nfrom mtcli.cli import main\n"
+            f"sys.argv = ['mtcli', 'score', 'sts', '-', '--model', {str(tiny_export)!r}, '-o', {str(tmp_path / 'o.tsv')!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'score imported torch'\nprint('no torch')\n")
+    done = subprocess.run([sys.executable, "-c", code], input=b"A dog.\tA cat.\nA man.\tA woman.\n",
+                          capture_output=True, cwd=REPO)
+    assert done.returncode == 0 and b"no torch" in done.stdout, done.stderr.decode()
+    assert (tmp_path / "o.tsv").read_text().splitlines()[0] == "id\tscore"
+    piped = run_cli("score", "para", "-", "--model", tiny_export, input=b"A dog.\tA cat.\n")
+    assert piped.returncode == 0 and piped.stdout.decode().splitlines()[0] == "id\tlabel\tp_duplicate"
+
+
+def test_cli_errors_are_one_line_exit_2(tiny_export, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"id\tsentence1\tsentence2\nr1\ta\n")
+    for args, message in ((["sts", bad, "--model", tiny_export, "-o", tmp_path / "o.tsv"], "bad.tsv:2: expected 3"),
+                          (["sts", tmp_path / "missing.tsv", "--model", tiny_export], "missing.tsv: file not found"),
+                          (["nli", bad, "--model", tiny_export], "unknown task 'nli'"),
+                          (["sts", bad, "--model", tmp_path], "manifest.json: not found")):
+        result = run_cli("score", *args)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr.decode()
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
+    import shutil
+
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_export, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="manifest format v99 .* re-run `mtcli export`"):
+        OnnxTask(copy, "sts")
+    manifest["format_version"] = 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "sts.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(UserError, match="sts.onnx: cannot load the ONNX graph"):
+        OnnxTask(copy, "sts", providers=["cpu"])
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="corrupt manifest"):
+        OnnxTask(copy, "sts")
+
+
+def test_int8_graphs_score(tiny_export):
+    results = evaluate_onnx(tiny_export, limit=50, quantized=True, providers=["cpu"])
+    assert set(results["tasks"]) == set(TASKS) and results["overall"] is not None
