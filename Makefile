@@ -1,12 +1,13 @@
 # make install  - create .venv and install everything (torch==2.13.0 first)
 # make test     - install if needed, then run the test suite
-# make demo     - install if needed, then train -> export -> eval on the bundled data
+# make demo     - install if needed, then a short run: train -> eval -> export -> eval --onnx -> score
+# make train    - install if needed, then the full default recipe
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mtcli-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo clean
+.PHONY: install test demo train clean
 
 install: $(STAMP)
 
@@ -17,8 +18,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/mtcli train --max-steps 300 --name demo
-	$(BIN)/mtcli eval --split dev --checkpoint runs/demo/best
+	rm -rf runs/demo
+	$(BIN)/mtcli train --max-steps 100 --name demo
+	$(BIN)/mtcli export --checkpoint runs/demo/best --out export
+	$(BIN)/mtcli eval --split dev --onnx export --out runs/demo/onnx-eval
+	$(BIN)/mtcli score sts data/sts-dev.csv -o runs/demo/sts-dev-scores.tsv
+	head -5 runs/demo/sts-dev-scores.tsv
+
+train: $(STAMP)
+	$(BIN)/mtcli train
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

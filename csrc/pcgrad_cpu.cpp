@@ -8,6 +8,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace mtcli {
 namespace {
@@ -15,6 +18,88 @@ namespace {
 // Columns per block: T rows of a block stay in L1/L2 while every pair is formed.
 constexpr int64_t kBlock = 1024;
 constexpr int kMaxTasks = 64;
+// Outputs larger than this bypass the cache on the way out (no read-for-ownership).
+constexpr int64_t kStreamingBytes = int64_t{8} << 20;
+
+#if defined(__GNUC__)
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef double f64x4 __attribute__((vector_size(32)));
+
+// All T(T+1)/2 dot products of T rows over one block, with T fixed at compile time:
+// every column is loaded and widened to fp64 once, and all pairs are formed from
+// registers (the compiler fuses the multiply-adds).
+template <int NT>
+void gram_block(const float* const* rows, int64_t len, double* acc) {
+  constexpr int P = NT * (NT + 1) / 2;
+  f64x4 sum[P];
+  for (int p = 0; p < P; ++p) sum[p] = f64x4{0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 4 <= len; k += 4) {
+    f64x4 x[NT];
+    for (int t = 0; t < NT; ++t) {
+      f32x4 f;
+      std::memcpy(&f, rows[t] + k, sizeof f);
+      x[t] = __builtin_convertvector(f, f64x4);
+    }
+    int p = 0;
+    for (int i = 0; i < NT; ++i)
+      for (int j = i; j < NT; ++j, ++p) sum[p] += x[i] * x[j];
+  }
+  int p = 0;
+  for (int i = 0; i < NT; ++i)
+    for (int j = i; j < NT; ++j, ++p) {
+      double s = (sum[p][0] + sum[p][1]) + (sum[p][2] + sum[p][3]);
+      for (int64_t r = k; r < len; ++r) s += static_cast<double>(rows[i][r]) * static_cast<double>(rows[j][r]);
+      acc[p] += s;
+    }
+}
+#endif
+
+// Any T: one pair at a time.
+void gram_block_any(const float* const* rows, int64_t tasks, int64_t len, double* acc) {
+  int64_t p = 0;
+  for (int64_t i = 0; i < tasks; ++i) {
+    const float* __restrict gi = rows[i];
+    for (int64_t j = i; j < tasks; ++j, ++p) {
+      const float* __restrict gj = rows[j];
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < len; ++k) s += static_cast<double>(gi[k]) * static_cast<double>(gj[k]);
+      acc[p] += s;
+    }
+  }
+}
+
+void gram_block_dispatch(const float* const* rows, int64_t tasks, int64_t len, double* acc) {
+#if defined(__GNUC__)
+  switch (tasks) {
+    case 1: return gram_block<1>(rows, len, acc);
+    case 2: return gram_block<2>(rows, len, acc);
+    case 3: return gram_block<3>(rows, len, acc);
+    case 4: return gram_block<4>(rows, len, acc);
+    case 5: return gram_block<5>(rows, len, acc);
+    case 6: return gram_block<6>(rows, len, acc);
+    case 7: return gram_block<7>(rows, len, acc);
+    case 8: return gram_block<8>(rows, len, acc);
+    default: break;
+  }
+#endif
+  gram_block_any(rows, tasks, len, acc);
+}
+
+// Copy a finished block of floats out; large outputs use streaming stores.
+inline void store_block(float* dst, const float* src, int64_t len, bool streaming) {
+#if defined(__AVX__)
+  if (streaming && (reinterpret_cast<uintptr_t>(dst) % 32) == 0) {
+    int64_t k = 0;
+    for (; k + 8 <= len; k += 8) _mm256_stream_ps(dst + k, _mm256_load_ps(src + k));
+    for (; k < len; ++k) dst[k] = src[k];
+    return;
+  }
+#endif
+  (void)streaming;
+  std::memcpy(dst, src, static_cast<size_t>(len) * sizeof(float));
+}
 
 inline float bf16_to_float(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
@@ -107,17 +192,7 @@ void gram_impl(const void* grads, int64_t tasks, int64_t n, double* gram_out) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
       load_block<D>(grads, tasks, n, lo, len, scratch.data(), rows);
-      int64_t p = 0;
-      for (int64_t i = 0; i < tasks; ++i) {
-        const float* __restrict gi = rows[i];
-        for (int64_t j = i; j < tasks; ++j, ++p) {
-          const float* __restrict gj = rows[j];
-          double s = 0.0;
-#pragma omp simd reduction(+ : s)
-          for (int64_t k = 0; k < len; ++k) s += static_cast<double>(gi[k]) * static_cast<double>(gj[k]);
-          acc[p] += s;
-        }
-      }
+      gram_block_dispatch(rows, tasks, len, acc);
     }
   }
   // Sum the per-thread partials in thread order: deterministic for a fixed thread count.
@@ -134,11 +209,12 @@ void combine_impl(const void* grads, int64_t tasks, int64_t n, const double* wei
   float w[kMaxTasks];
   for (int64_t t = 0; t < tasks; ++t) w[t] = static_cast<float>(weights[t]);
   const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const bool streaming = n * static_cast<int64_t>(sizeof(float)) >= kStreamingBytes;
 #pragma omp parallel num_threads(cpu_threads())
   {
     std::vector<float> scratch(D == DType::F32 ? 0 : static_cast<size_t>(tasks) * kBlock);
     const float* rows[kMaxTasks];
-    float sum[kBlock];
+    alignas(64) float sum[kBlock];
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
@@ -154,12 +230,15 @@ void combine_impl(const void* grads, int64_t tasks, int64_t n, const double* wei
         for (int64_t k = 0; k < len; ++k) sum[k] += wt * gt[k];
       }
       if constexpr (D == DType::F32) {
-        std::memcpy(static_cast<float*>(out) + lo, sum, static_cast<size_t>(len) * sizeof(float));
+        store_block(static_cast<float*>(out) + lo, sum, len, streaming);
       } else {
         uint16_t* dst = static_cast<uint16_t*>(out) + lo;
         for (int64_t k = 0; k < len; ++k) dst[k] = D == DType::BF16 ? float_to_bf16(sum[k]) : float_to_f16(sum[k]);
       }
     }
+#if defined(__AVX__)
+    if (streaming) _mm_sfence();  // streaming stores are visible before the pass returns
+#endif
   }
 }
 

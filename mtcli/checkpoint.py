@@ -11,15 +11,13 @@ ignored), so a checkpoint also serves as a `--model-dir` backbone.
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from mtcli import __version__
 from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, fix_mode, write_json
+from mtcli.fileio import atomic_path, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
@@ -27,41 +25,44 @@ from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.tasks import TASKS
 from mtcli.tokenizer import Tokenizer
 
+TRAINER_STATE = "trainer_state.pt"
 FORMAT = "mtcli-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | Path, *, info: dict | None = None) -> Path:
-    """Write the checkpoint into a fresh sibling folder, then swap it in: never half-written."""
+def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | Path, *, info: dict | None = None,
+                    trainer_state: dict | None = None) -> Path:
+    """Write the checkpoint into a staging folder, then swap it in: never half-written.
+
+    `trainer_state` (optimizer, scheduler, RNG, position) goes along in trainer_state.pt,
+    inside the same swap, so weights and training state always match."""
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    fix_mode(staging, directory=True)
-    try:
-        state = {k: v for k, v in model.state_dict().items()}
+    with staged_dir(out_dir) as staging:
+        state = model.state_dict()
         encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         heads = {k: v.contiguous() for k, v in state.items() if k.startswith("heads.")}
         write_json(staging / "config.json", model.encoder.config.to_dict())
         with atomic_path(staging / "model.safetensors") as tmp:
             save_file({**minbert_to_hf(encoder), **heads}, str(tmp), metadata={"format": "pt"})
         tokenizer.save(staging)
+        if trainer_state is not None:
+            with atomic_path(staging / TRAINER_STATE) as tmp:
+                torch.save(trainer_state, tmp)
         write_json(staging / "mtcli.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION, "mtcli_version": __version__,
             "heads": model.head_config.to_dict(), "tasks": {n: t.label_names for n, t in TASKS.items()},
             **(info or {}),
         })
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        if out_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
+
+
+def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The MultitaskModel state dict stored in a checkpoint folder."""
+    weights = read_weights(Path(ckpt_dir))
+    state = {f"encoder.{k}": v for k, v in hf_to_minbert(weights).items()}
+    state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
+    return state
 
 
 def read_meta(ckpt_dir: str | Path) -> dict:
@@ -86,11 +87,8 @@ def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu")
     meta = read_meta(ckpt_dir)
     heads = HeadConfig(**meta["heads"])
     config = BertConfig.from_file(ckpt_dir / "config.json")
-    weights = read_weights(ckpt_dir)
-    encoder_state = hf_to_minbert(weights)
-    model = MultitaskModel(MinBert(config, with_pooler="pooler.weight" in encoder_state), heads)
-    state = {f"encoder.{k}": v for k, v in encoder_state.items()}
-    state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
+    state = model_state_from(ckpt_dir)
+    model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

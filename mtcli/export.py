@@ -10,7 +10,6 @@ import contextlib
 import importlib.metadata
 import io
 import logging
-import shutil
 import warnings
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from mtcli.checkpoint import checkpoint_hash, load_checkpoint
 from mtcli.data import read_split
 from mtcli.encoding import encode, input_names
 from mtcli.errors import UserError
-from mtcli.fileio import fix_mode, write_json
+from mtcli.fileio import staged_dir, write_json
 from mtcli.manifest import FORMAT, FORMAT_VERSION, MANIFEST, output_name
 from mtcli.model.multitask import MultitaskModel
 from mtcli.tasks import TASKS
@@ -48,15 +47,17 @@ class TaskGraph(torch.nn.Module):
 def _quiet():
     """The exporter and quantizer narrate every stage on stdout, stderr and the root logger."""
     sink = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("", "torch", "torch.onnx", "torch.export", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _export_graph(model: MultitaskModel, tokenizer, task: str, path: Path, opset: int) -> None:
@@ -148,11 +149,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
     say = console.print if console else (lambda *a, **k: None)
     checkpoint = Path(checkpoint)
     model, tokenizer, meta = load_checkpoint(checkpoint)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    fix_mode(staging, directory=True)
-    try:
+    with staged_dir(out_dir) as staging:
         tasks = {}
         for task, spec in TASKS.items():
             encoding = model.head_config.encoding(task)
@@ -185,10 +182,6 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
         if quantize == "int8" and evaluate_int8:
             manifest["int8_dev"] = _int8_report(staging, data_dir, say)
             write_json(staging / MANIFEST, manifest)
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -206,19 +199,3 @@ def _int8_report(model_dir: Path, data_dir, say) -> dict:
             f"{int8['tasks'][task][spec.metric]:.4f} ({100 * change:+.2f} points)")
     report["change"]["overall"] = int8["overall"] - fp32["overall"]
     return report
-
-
-def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Swap a fully written folder into place, keeping files we do not own (e.g. .gitkeep)."""
-    if out_dir.exists():
-        for item in out_dir.iterdir():
-            if item.name.startswith(".git"):
-                shutil.move(str(item), staging / item.name)
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out_dir)
-

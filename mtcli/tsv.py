@@ -61,7 +61,7 @@ def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter
 
     Undecodable or malformed lines raise DataError, or go to `on_bad_line` and are skipped."""
     lines = lines or _LineCounter(stream, name, on_bad_line)
-    reader = csv.reader(lines, delimiter="\t")
+    reader = csv.reader(lines, delimiter="\t", strict=True)  # broken quoting is an error, not one huge field
     start = 1
     while True:
         try:

@@ -60,7 +60,7 @@ def test_loss_goes_down_on_a_repeated_batch(tmp_path, tiny_model_dir, combine):
         assert last[task].item() < 0.8 * first[task].item(), (task, first[task].item(), last[task].item())
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_pcgrad_step_writes_the_projected_gradient(tmp_path, tiny_model_dir):
     """The optimizer sees exactly pcgrad.project of the per-task encoder gradients."""
     from mtcli import pcgrad

@@ -1,6 +1,7 @@
 """The `mtcli` command line: one module per command, each a thin wrapper over
 importable functions. Torch is imported inside the commands that need it."""
 
+import errno
 import sys
 
 import typer
@@ -51,6 +52,18 @@ def main() -> None:
     except UserError as e:
         print(f"mtcli: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except OSError as e:  # the machine said no: disk full, permissions, a vanished folder
+        print(f"mtcli: error: {describe_os_error(e)}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
     except KeyboardInterrupt:
         print("mtcli: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def describe_os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}disk full while writing; nothing was left under the final name: free space and run again"
+    if e.errno == errno.EPIPE:
+        return "output closed early (broken pipe)"
+    return f"{where}{e.strerror or e}"

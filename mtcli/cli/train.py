@@ -15,6 +15,8 @@ EPILOG = """Examples:
   mtcli train --upsample sst=3,para=1,sts=4 --para-mode siamese --sts-mode cosine
 
   mtcli train --max-steps 50 --limit 500 --name quick      # a quick look
+
+  mtcli train --save-every 200 --name long && mtcli train --resume runs/long   # continue after a kill
 """
 
 
@@ -44,11 +46,19 @@ def train(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     eval_batch_size: int = typer.Option(64, "--eval-batch-size"),
+    save_every: int = typer.Option(0, "--save-every", help="Also save last/ every N steps (for --resume)"),
+    skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
+    resume: Path = typer.Option(None, help="Continue the run in this folder exactly where its last/ checkpoint left off"),
 ):
     """Fine-tune the shared encoder and three heads on SST, Quora and STS-B; writes runs/<name>/."""
     from mtcli.train import TrainConfig
+    from mtcli.train import resume as resume_training
     from mtcli.train import train as run_training
     from mtcli.train.config import parse_task_map
+
+    if resume is not None:
+        resume_training(resume)
+        return
 
     config = TrainConfig(
         sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
@@ -57,6 +67,6 @@ def train(
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
         grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
-        eval_batch_size=eval_batch_size,
+        eval_batch_size=eval_batch_size, save_every=save_every, skip_nonfinite=skip_nonfinite,
     )
     run_training(config)

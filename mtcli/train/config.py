@@ -31,6 +31,8 @@ class TrainConfig:
     max_steps: int | None = None
     limit: int | None = None         # rows per task, train and dev
     grad_stats: bool = False         # log task-gradient cosines even without PCGrad
+    save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
+    skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
     model_dir: str | None = None
     data_dir: str | None = None
     out: str = "runs"

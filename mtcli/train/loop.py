@@ -1,9 +1,17 @@
 """The training loop: task samplers, per-task backward passes, gradient combination,
-AdamW with warmup and linear decay, per-epoch dev evaluation, checkpoints and plots."""
+AdamW with warmup and linear decay, per-epoch dev evaluation, checkpoints and plots.
+
+A run can be killed at any point and continued with `--resume RUN_DIR`: `last/`
+holds the weights together with the optimizer, scheduler, RNG states and the
+position in the sampler's plan, and the continued run is bit-identical (on CPU)
+to one that was never interrupted.
+"""
 
 import math
+import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -12,11 +20,11 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.checkpoint import save_checkpoint
+from mtcli.checkpoint import TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.data import read_split
 from mtcli.errors import UserError
 from mtcli.evaluate import score_predictions, scores_table, write_eval
-from mtcli.fileio import write_json
+from mtcli.fileio import recover_dir, write_json, write_text
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.paths import resolve_model_dir
@@ -28,6 +36,10 @@ from mtcli.train.gradients import TaskGradients
 from mtcli.train.log import MetricsLog, read_metrics
 from mtcli.train.plots import plot_curves
 from mtcli.train.samplers import TaskSampler
+
+
+class NonFiniteError(UserError):
+    """A loss or gradient became NaN/inf."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,12 +65,38 @@ def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Position:
+    """Where a run is: optimizer steps done, and the epoch (1-based) and step within it."""
+    step: int = 0
+    epoch: int = 1
+    index: int = 0
+    epoch_losses: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    skipped: int = 0
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, console: Console | None = None):
+    def __init__(self, config: TrainConfig, console: Console | None = None, *, run_dir: Path | None = None):
         self.config = config
         self.console = console or Console(stderr=True)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
+        random.seed(config.seed)
         self.device = resolve_device(config.device)
         model_dir = resolve_model_dir(config.model_dir)
         self.heads = HeadConfig(pooling=config.pooling, para_mode=config.para_mode, sts_mode=config.sts_mode,
@@ -83,41 +121,89 @@ class Trainer:
         self.grads = TaskGradients(shared, len(TASKS)) if shared and (per_task or config.grad_stats) else None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{config.sampler}-{config.combine}"
-        self.run_dir = Path(config.out) / name
+        self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
         self.best_overall = -math.inf
+        self.position = Position()
+
+    # ------------------------------------------------------------------ resume
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, console: Console | None = None) -> "Trainer":
+        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint."""
+        import json
+
+        run_dir = Path(run_dir)
+        last = recover_dir(run_dir / "last")
+        if not (run_dir / "config.json").is_file():
+            raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
+        if not (last / TRAINER_STATE).is_file():
+            raise UserError(f"{last}: no resumable checkpoint (no {TRAINER_STATE}); the run saved none yet: start it again")
+        values = json.loads((run_dir / "config.json").read_text())
+        values.pop("learning_rate", None)
+        trainer = cls(TrainConfig(**values), console, run_dir=run_dir)
+        read_meta(last)
+        trainer.model.load_state_dict(model_state_from(last))
+        try:
+            state = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=False)
+        except Exception as e:  # torch.load raises several types on corrupt files
+            raise UserError(f"{last / TRAINER_STATE}: corrupt ({type(e).__name__}); resume from an earlier copy") from None
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.best_overall = state["best_overall"]
+        p = state["position"]
+        trainer.position = Position(p["step"], p["epoch"], p["index"], defaultdict(list, p["epoch_losses"]), p["skipped"])
+        set_rng_state(state["rng"])
+        trainer._truncate_log(trainer.position.step)
+        return trainer
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop metrics written after the checkpoint the run continues from."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+            import json
+
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ------------------------------------------------------------------ one step
 
     def step(self, slots, step: int) -> tuple[dict[str, torch.Tensor], dict | None, int]:
-        """Forward/backward every task of the step, combine, update. Returns losses, Gram stats, examples."""
+        """Forward/backward every task of the step, combine, update. Returns losses, Gram stats, examples.
+
+        Raises NonFiniteError (with nothing applied) if a loss or the gradient is not finite."""
         by_task: dict[str, list[np.ndarray]] = defaultdict(list)
         for slot in slots:
             by_task[slot.task].append(slot.indices)
         self.model.train()
         losses, examples = {}, 0
-        for row, (task, parts) in enumerate(by_task.items()):
-            split = self.train_splits[task]
-            indices = np.concatenate(parts)
-            inputs = torch_inputs(self.tokenizer, self.model, task, [split.examples[i].texts for i in indices], self.device)
-            labels = label_tensor(task, [split.examples[i].label for i in indices], self.device)
+        try:
+            for row, (task, parts) in enumerate(by_task.items()):
+                split = self.train_splits[task]
+                indices = np.concatenate(parts)
+                inputs = torch_inputs(self.tokenizer, self.model, task, [split.examples[i].texts for i in indices], self.device)
+                labels = label_tensor(task, [split.examples[i].label for i in indices], self.device)
+                if self.grads is not None:
+                    self.grads.begin(row)
+                with self.autocast:
+                    loss = self.model.loss(task, self.model(task, inputs), labels)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(f"step {step + 1}: {task} loss is {loss.item()}")
+                (loss * self.config.weight(task)).backward()
+                losses[task] = loss.detach()
+                examples += len(indices)
+            stats = None
             if self.grads is not None:
-                self.grads.begin(row)
-            with self.autocast:
-                loss = self.model.loss(task, self.model(task, inputs), labels)
-            (loss * self.config.weight(task)).backward()
-            losses[task] = loss.detach()
-            examples += len(indices)
-        stats = None
-        if self.grads is not None:
-            stats = self.grads.finish(self.config.combine, seed=self.config.seed * 1_000_003 + step)
-            stats["tasks"] = list(by_task)
-        if self.config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.optimizer.step()
+                stats = self.grads.finish(self.config.combine, seed=self.config.seed * 1_000_003 + step)
+                stats["tasks"] = list(by_task)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip if self.config.clip > 0 else math.inf)
+            if not torch.isfinite(norm):
+                raise NonFiniteError(f"step {step + 1}: the gradient norm is {norm.item()} (tasks {', '.join(by_task)})")
+            self.optimizer.step()
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.grads is not None:
+                self.grads.reset()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.grads is not None:
-            self.grads.reset()
         return losses, stats, examples
 
     # ------------------------------------------------------------------ evaluation
@@ -136,65 +222,90 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> Path:
-        config, console = self.config, self.console
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
-            raise UserError(f"{self.run_dir}: run folder exists; pick another --name (or --resume it)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", config.to_dict())
+        config, console, pos = self.config, self.console, self.position
+        if pos.step == 0:
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise UserError(f"{self.run_dir}: run folder exists; pick another --name (or --resume it)")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / "config.json", config.to_dict())
+        self._announce()
         log = MetricsLog(self.run_dir / "metrics.jsonl")
-        parameters = sum(p.numel() for p in self.model.parameters())
-        console.print(f"[bold]run[/] {self.run_dir}  device {self.device}  {parameters:,} parameters")
-        console.print(f"[bold]sampler[/] {self.sampler.describe()}")
-        console.print(f"[bold]steps[/] {self.total_steps} in all; combine {config.combine}; "
-                      f"lr {config.learning_rate:g} ({config.phase}); pcgrad backend "
-                      f"{self._pcgrad_backend()}")
-        step, start = 0, time.perf_counter()
+        start = time.perf_counter()
         progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         try:
             with progress:
-                bar = progress.add_task("train", total=self.total_steps, epoch=1, losses="", speed="")
-                for epoch in range(1, config.epochs + 1):
-                    if step >= self.total_steps:
-                        break
-                    epoch_losses: dict[str, list[float]] = defaultdict(list)
-                    pending, window_start, window_examples = [], time.perf_counter(), 0
-                    for index, slots in enumerate(self.sampler.epoch_plan(epoch)):
-                        if step >= self.total_steps:
-                            break
-                        lr = self.scheduler.get_last_lr()[0]
-                        losses, stats, examples = self.step(slots, step)
-                        step += 1
-                        window_examples += examples
-                        pending.append((step, epoch - 1 + (index + 1) / self.steps_per_epoch, lr, losses, stats))
-                        if step % config.log_every == 0 or step == self.total_steps or index + 1 == self.steps_per_epoch:
-                            speed = window_examples / max(1e-9, time.perf_counter() - window_start)
-                            shown = self._flush(log, pending, epoch_losses, speed)
-                            progress.update(bar, completed=step, epoch=f"{epoch}/{config.epochs}", losses=shown,
-                                            speed=f"{speed:.0f} ex/s")
-                            if not console.is_terminal and step % (10 * config.log_every) == 0:
-                                console.print(f"step {step}/{self.total_steps}  {shown}  {speed:.0f} ex/s")
-                            pending, window_start, window_examples = [], time.perf_counter(), 0
-                    self._end_epoch(log, epoch, step, epoch_losses)
+                bar = progress.add_task("train", total=self.total_steps, completed=pos.step, epoch=pos.epoch,
+                                        losses="", speed="")
+                while pos.epoch <= config.epochs and pos.step < self.total_steps:
+                    self._run_epoch(log, progress, bar)
         finally:
             log.close()
-        records = read_metrics(self.run_dir / "metrics.jsonl")
-        plot_curves(records, list(TASKS), self.run_dir / "curves.png")
-        console.print(f"[bold]done[/] {step} steps in {time.perf_counter() - start:.0f}s; best overall "
-                      f"{self.best_overall:.4f}; checkpoints in {self.run_dir}/best and {self.run_dir}/last")
+        plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(TASKS), self.run_dir / "curves.png")
+        skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
+        console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
+                      f"{self.best_overall:.4f}; checkpoints in {self.run_dir}/best and {self.run_dir}/last{skipped}")
         return self.run_dir
 
-    def _flush(self, log: MetricsLog, pending, epoch_losses, speed: float) -> str:
+    def _announce(self) -> None:
+        from mtcli import pcgrad
+
+        config, pos = self.config, self.position
+        parameters = sum(p.numel() for p in self.model.parameters())
+        resumed = f"  (resumed at step {pos.step}, epoch {pos.epoch})" if pos.step else ""
+        self.console.print(f"[bold]run[/] {self.run_dir}  device {self.device}  {parameters:,} parameters{resumed}")
+        self.console.print(f"[bold]sampler[/] {self.sampler.describe()}")
+        self.console.print(f"[bold]steps[/] {self.total_steps} in all; combine {config.combine}; lr "
+                           f"{config.learning_rate:g} ({config.phase}); pcgrad backend {pcgrad.backend(self.device)}")
+
+    def _run_epoch(self, log: MetricsLog, progress: Progress, bar) -> None:
+        config, pos = self.config, self.position
+        plan = self.sampler.epoch_plan(pos.epoch)
+        pending, window_start, window_examples = [], time.perf_counter(), 0
+        while pos.index < len(plan) and pos.step < self.total_steps:
+            lr = self.scheduler.get_last_lr()[0]
+            try:
+                losses, stats, examples = self.step(plan[pos.index], pos.step)
+            except NonFiniteError as e:
+                self._flush(log, pending, 0.0)
+                pending = []
+                log.write("nonfinite", step=pos.step + 1, message=str(e))
+                if not config.skip_nonfinite:
+                    raise NonFiniteError(f"{e}; training stopped. The last good checkpoint is {self.run_dir / 'last'} "
+                                         f"({self._last_saved()}); lower --lr, or pass --skip-nonfinite") from None
+                pos.skipped += 1
+                losses, stats, examples = {}, None, 0
+                self.scheduler.step()
+            pos.step += 1
+            pos.index += 1
+            window_examples += examples
+            pending.append((pos.step, pos.epoch - 1 + pos.index / self.steps_per_epoch, lr, losses, stats))
+            at_end = pos.index == len(plan) or pos.step == self.total_steps
+            if pos.step % config.log_every == 0 or at_end:
+                speed = window_examples / max(1e-9, time.perf_counter() - window_start)
+                shown = self._flush(log, pending, speed)
+                progress.update(bar, completed=pos.step, epoch=f"{pos.epoch}/{config.epochs}", losses=shown,
+                                speed=f"{speed:.0f} ex/s")
+                if not self.console.is_terminal and pos.step % (10 * config.log_every) == 0:
+                    self.console.print(f"step {pos.step}/{self.total_steps}  {shown}  {speed:.0f} ex/s")
+                pending, window_start, window_examples = [], time.perf_counter(), 0
+            if config.save_every and pos.step % config.save_every == 0 and not at_end:
+                self._flush(log, pending, 0.0)
+                pending = []
+                self._save_last()
+        self._end_epoch(log)
+
+    def _flush(self, log: MetricsLog, pending, speed: float) -> str:
         """Write buffered step records (one host sync per log interval) and return the loss summary."""
         last: dict[str, float] = {}
         for step, progress, lr, losses, stats in pending:
             values = {t: float(v) for t, v in losses.items()}
             for t, v in values.items():
-                epoch_losses[t].append(v)
+                self.position.epoch_losses[t].append(v)
                 last[t] = v
-            record = {"step": step, "epoch_progress": round(progress, 5), "loss": values,
-                      "lr": lr, "examples_per_s": round(speed, 2)}
+            record = {"step": step, "epoch_progress": round(progress, 5), "loss": values, "lr": lr,
+                      "examples_per_s": round(speed, 2)}
             if stats is not None:
                 names = stats["tasks"]
                 record["grad_cosine"] = {f"{names[i]}/{names[j]}": c for (i, j), c in stats["cosine"].items()}
@@ -203,23 +314,44 @@ class Trainer:
             log.write("step", **record)
         return "  ".join(f"{t} {v:.3f}" for t, v in sorted(last.items()))
 
-    def _end_epoch(self, log: MetricsLog, epoch: int, step: int, epoch_losses) -> None:
+    def _end_epoch(self, log: MetricsLog) -> None:
+        pos = self.position
         results, predictions = self.evaluate_dev()
-        train_loss = {t: float(np.mean(v)) for t, v in epoch_losses.items()}
-        log.write("epoch", epoch=epoch, step=step, train_loss=train_loss, dev=results["tasks"], overall=results["overall"])
-        self.console.print(scores_table(results, title=f"dev after epoch {epoch} (step {step})"))
-        info = {"run": str(self.run_dir), "epoch": epoch, "step": step, "dev": results, "train_config": self.config.to_dict()}
-        save_checkpoint(self.model, self.tokenizer, self.run_dir / "last", info=info)
-        if results["overall"] > self.best_overall:
+        train_loss = {t: float(np.mean(v)) for t, v in pos.epoch_losses.items() if v}
+        log.write("epoch", epoch=pos.epoch, step=pos.step, train_loss=train_loss, dev=results["tasks"],
+                  overall=results["overall"])
+        self.console.print(scores_table(results, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
+        improved = results["overall"] > self.best_overall
+        if improved:
             self.best_overall = results["overall"]
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=info)
-            write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=epoch)
+            save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=self._info(results))
+            write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=pos.epoch)
+        pos.epoch, pos.index, pos.epoch_losses = pos.epoch + 1, 0, defaultdict(list)
+        self._save_last(results)
 
-    def _pcgrad_backend(self) -> str:
-        from mtcli import pcgrad
+    def _info(self, results: dict | None) -> dict:
+        pos = self.position
+        return {"run": str(self.run_dir), "epoch": pos.epoch, "step": pos.step, "dev": results,
+                "train_config": self.config.to_dict()}
 
-        return pcgrad.backend(self.device)
+    def _save_last(self, results: dict | None = None) -> None:
+        pos = self.position
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "best_overall": self.best_overall, "rng": rng_state(),
+                 "position": {"step": pos.step, "epoch": pos.epoch, "index": pos.index,
+                              "epoch_losses": dict(pos.epoch_losses), "skipped": pos.skipped}}
+        save_checkpoint(self.model, self.tokenizer, self.run_dir / "last", info=self._info(results), trainer_state=state)
+
+    def _last_saved(self) -> str:
+        try:
+            return f"step {read_meta(self.run_dir / 'last').get('step')}"
+        except UserError:
+            return "none saved yet"
 
 
 def train(config: TrainConfig, console: Console | None = None) -> Path:
     return Trainer(config, console).run()
+
+
+def resume(run_dir: str | Path, console: Console | None = None) -> Path:
+    return Trainer.resume(run_dir, console).run()

@@ -1,0 +1,99 @@
+"""Scoring throughput on CPU: torch eager fp32 vs onnxruntime fp32 vs onnxruntime int8,
+on the same rows of sts-dev and quora-dev, batch 1, 16 and 64; p50/p99 latency at batch 1.
+
+    python bench/score.py --checkpoint runs/<name>/best --export export/
+    python bench/score.py --checkpoint runs/<name>/best --export export/ --rows 500 --batches 1 64
+
+Every backend tokenizes the same rows in the same length-sorted order, so the numbers
+compare the model runtimes. Threads: torch's default and onnxruntime's intra-op pool
+are both set to the machine's cores.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mtcli.checkpoint import load_checkpoint  # noqa: E402
+from mtcli.data import read_split  # noqa: E402
+from mtcli.encoding import encode  # noqa: E402
+from mtcli.score import OnnxTask  # noqa: E402
+
+
+def batches(texts, size):
+    order = np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
+    return [[texts[i] for i in order[s:s + size]] for s in range(0, len(order), size)]
+
+
+def run(predict, groups) -> tuple[float, list[float]]:
+    predict(groups[0])  # warm-up
+    latencies = []
+    start = time.perf_counter()
+    for group in groups:
+        t = time.perf_counter()
+        predict(group)
+        latencies.append(time.perf_counter() - t)
+    return time.perf_counter() - start, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--export", type=Path, default=Path("export"))
+    parser.add_argument("--rows", type=int, default=1000, help="rows per dataset (the first N of the dev split)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    model, tokenizer, _ = load_checkpoint(args.checkpoint)
+    env = {"date": str(date.today()), "machine": platform.node(), "threads": threads, "torch": torch.__version__}
+    print(json.dumps(env))
+    print("| data | task | batch | torch eager pairs/s | ORT fp32 pairs/s (x torch) | ORT int8 pairs/s (x torch) |")
+    print("|---|---|---|---|---|---|")
+    rows, latency = [], {}
+    for data, task in (("sts-dev", "sts"), ("quora-dev", "para")):
+        texts = [ex.texts for ex in read_split(task, "dev").examples[: args.rows]]
+        encoding = model.head_config.encoding(task)
+
+        @torch.no_grad()
+        def torch_predict(group, task=task, encoding=encoding):
+            batch = {k: torch.from_numpy(v) for k, v in encode(tokenizer, encoding, group).items()}
+            return model.predict(task, model(task, batch)).numpy()
+
+        backends = {"torch": torch_predict,
+                    "ort_fp32": OnnxTask(args.export, task, providers=["cpu"]).predict,
+                    "ort_int8": OnnxTask(args.export, task, providers=["cpu"], quantized=True).predict}
+        for size in args.batches:
+            groups = batches(texts, size)
+            row = {"data": data, "task": task, "batch": size, "rows": len(texts)}
+            for name, predict in backends.items():
+                seconds, lat = run(predict, groups)
+                row[f"{name}_per_s"] = len(texts) / seconds
+                if size == 1:
+                    latency[(data, name)] = (statistics.median(lat) * 1e3, float(np.percentile(lat, 99)) * 1e3)
+            rows.append(row)
+            t = row["torch_per_s"]
+            print(f"| {data} | {task} | {size} | {t:.0f} | {row['ort_fp32_per_s']:.0f} ({row['ort_fp32_per_s'] / t:.2f}x) | "
+                  f"{row['ort_int8_per_s']:.0f} ({row['ort_int8_per_s'] / t:.2f}x) |", flush=True)
+    if latency:
+        print("\n| data | backend | p50 ms (batch 1) | p99 ms (batch 1) |\n|---|---|---|---|")
+        for (data, name), (p50, p99) in latency.items():
+            print(f"| {data} | {name} | {p50:.1f} | {p99:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "rows": rows,
+                                         "latency_ms": {f"{d}/{n}": v for (d, n), v in latency.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Exact resume, the non-finite guard, atomic writes, and fuzzed TSV input."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from safetensors.torch import load_file
+
+from conftest import REPO
+from mtcli.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
+from mtcli.data import parse_rows
+from mtcli.errors import UserError
+from mtcli.fileio import atomic_path, staged_dir, write_json
+from mtcli.score import ScoreStats, read_score_rows
+from mtcli.tasks import TASKS
+from mtcli.train import TrainConfig
+from mtcli.train.loop import NonFiniteError, Trainer
+
+
+def _config(tmp_path, tiny_model_dir, name, **overrides):
+    values = dict(model_dir=str(tiny_model_dir), out=str(tmp_path), name=name, limit=64, batch_size=8, epochs=2,
+                  lr=1e-3, save_every=3, sampler="annealed", combine="pcgrad", seed=3)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _weights(run_dir):
+    return load_file(run_dir / "last" / "model.safetensors")
+
+
+def _assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir):
+    quiet = Console(quiet=True)
+    straight = Trainer(_config(tmp_path, tiny_model_dir, "straight"), quiet)
+    straight.run()
+    total = straight.total_steps
+
+    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted"), quiet)
+    original = interrupted.step
+
+    def crash_at_step_11(slots, step):  # mid-epoch 2, two steps after the save at step 9
+        if step == 10:
+            raise KeyboardInterrupt
+        return original(slots, step)
+
+    interrupted.step = crash_at_step_11
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    assert read_meta(interrupted.run_dir / "last")["step"] == 9 < total
+
+    resumed = Trainer.resume(interrupted.run_dir, quiet)
+    assert resumed.position.step == 9 and resumed.position.epoch == 2
+    resumed.run()
+    _assert_identical(_weights(straight.run_dir), _weights(interrupted.run_dir))
+    steps = [json.loads(l)["step"] for l in (interrupted.run_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["type"] == "step"]
+    assert steps == list(range(1, total + 1))  # the log continues with no gap and no duplicate
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
+    args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--limit", "128",
+            "--batch-size", "8", "--epochs", "4", "--lr", "1e-3", "--save-every", "2", "--seed", "5",
+            "--sampler", "proportional", "--combine", "pcgrad"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, *args, "--name", "straight"], capture_output=True, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    total = read_meta(tmp_path / "straight" / "last")["step"]
+
+    victim = subprocess.Popen([sys.executable, *args, "--name", "killed"], env=env, cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = tmp_path / "killed" / "last" / "mtcli.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        try:
+            if 6 <= json.loads(meta.read_text())["step"] < total - 8:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    saved = read_meta(tmp_path / "killed" / "last")["step"]
+    assert saved < total
+
+    resumed = subprocess.run([sys.executable, "-m", "mtcli", "train", "--resume", str(tmp_path / "killed")],
+                             capture_output=True, env=env, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert f"resumed at step {saved}" in resumed.stderr.decode().replace("\n", " ")
+    _assert_identical(_weights(tmp_path / "straight"), _weights(tmp_path / "killed"))
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_model_dir):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, "nan", save_every=2), Console(quiet=True))
+    real_loss = trainer.model.loss
+
+    def poisoned(task, output, labels):
+        loss = real_loss(task, output, labels)
+        return loss * float("nan") if trainer.position.step == 4 and task == "sts" else loss
+
+    trainer.model.loss = poisoned
+    with pytest.raises(NonFiniteError, match=r"step 5: sts loss is nan; training stopped\. .*last \(step 4\)"):
+        trainer.run()
+    last = trainer.run_dir / "last"
+    assert read_meta(last)["step"] == 4
+    assert all(torch.isfinite(t).all() for t in load_file(last / "model.safetensors").values())
+    records = [json.loads(l) for l in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["type"] == "nonfinite" and records[-1]["step"] == 5
+
+
+def test_skip_nonfinite_counts_and_continues(tmp_path, tiny_model_dir):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, "skip", skip_nonfinite=True, max_steps=8), Console(quiet=True))
+    real_loss = trainer.model.loss
+    trainer.model.loss = lambda task, o, l: real_loss(task, o, l) * (float("inf") if trainer.position.step == 2 else 1.0)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    assert trainer.position.skipped == 1 and trainer.position.step == 8
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_cli_nonfinite_exit_2(tmp_path, tiny_model_dir):
+    from conftest import run_cli
+
+    result = run_cli("train", "--model-dir", tiny_model_dir, "--out", tmp_path, "--limit", "32", "--batch-size", "8",
+                     "--lr", "1e12", "--clip", "0", "--warmup", "0", "--max-steps", "30", "--name", "boom")
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and "training stopped" in lines[-1] and b"Traceback" not in result.stderr
+
+
+def test_failure_mid_write_leaves_no_final_file(tmp_path):
+    target = tmp_path / "eval.json"
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"half": ')
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert not target.exists() and not list(tmp_path.iterdir())
+    write_json(target, {"ok": 1})
+    with pytest.raises(OSError):  # an existing file survives a failed rewrite untouched
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert json.loads(target.read_text()) == {"ok": 1} and len(list(tmp_path.iterdir())) == 1
+
+
+def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoint, monkeypatch):
+    from mtcli.checkpoint import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
+    save_checkpoint(model, tokenizer, tmp_path / "best", info={"step": 1})
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):
+        open(args[1], "wb").write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError):
+        save_checkpoint(model, tokenizer, tmp_path / "best", info={"step": 2})
+    assert read_meta(tmp_path / "best")["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+    with pytest.raises(OSError):
+        with staged_dir(tmp_path / "export") as staging:
+            (staging / "sst.onnx").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_resume_needs_a_resumable_run(tmp_path):
+    with pytest.raises(UserError, match="not a run folder"):
+        Trainer.resume(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=f"no {TRAINER_STATE}"):
+        Trainer.resume(tmp_path)
+
+
+_tsv_bytes = st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.one_of(st.text(max_size=12), st.sampled_from(['"', '""', "\t", "\r", "\x00", "id", "sentence",
+                                                            "sentence1", "sentence2", "3.5", "é"])),
+             max_size=6).map(lambda parts: "\t".join(parts).encode("utf-8", "surrogatepass"))),
+    max_size=8).map(lambda lines: b"\n".join(lines))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_tsv_bytes, task=st.sampled_from(sorted(TASKS)), on_error=st.sampled_from(["fail", "skip"]))
+def test_fuzz_score_input_never_crashes(body, task, on_error):
+    import io
+
+    stats = ScoreStats()
+    try:
+        for row_id, texts in read_score_rows(io.BytesIO(body), "fuzz.tsv", TASKS[task], stats, on_error):
+            assert isinstance(row_id, str) and all(t.strip() for t in texts)
+    except UserError as e:
+        assert str(e).startswith("fuzz.tsv")
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_tsv_bytes, task=st.sampled_from(sorted(TASKS)), labeled=st.booleans())
+def test_fuzz_training_reader_never_crashes(body, task, labeled):
+    import io
+    from pathlib import Path
+
+    from mtcli.tsv import iter_rows
+
+    try:
+        examples, _ = parse_rows(TASKS[task], Path("fuzz.csv"), iter_rows(io.BytesIO(body), "fuzz.csv"),
+                                 labeled=labeled, on_error="fail")
+    except UserError as e:
+        assert str(e).startswith("fuzz.csv")
