@@ -1,4 +1,5 @@
-"""Evaluation: metrics from predictions, eval.json, CS224N test-output files, the Rich table.
+"""Evaluation: metrics from predictions, eval.json (with the error analysis of
+mtcli.analysis), CS224N test-output files, the Rich table.
 
 Backend-neutral: the torch and onnxruntime paths each produce predictions per task
 (probabilities or scores, in split order) and hand them here.
@@ -20,12 +21,6 @@ def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarra
     return {"tasks": scores, "overall": overall(scores)}
 
 
-def confusion_matrix(predictions: np.ndarray, labels, num_labels: int) -> np.ndarray:
-    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), predictions.argmax(axis=1)), 1)
-    return matrix
-
-
 def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
     """CS224N test-output files: `{task}-test-output.csv` with header `id,Predicted_...`."""
     written = []
@@ -42,17 +37,14 @@ def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.n
 
 
 def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path,
-               **provenance) -> Path:
-    """eval.json plus the SST confusion matrix (PNG) for a labeled split."""
-    from mtcli.train.plots import plot_confusion
+               **provenance) -> tuple[Path, dict]:
+    """eval.json with the metrics and the error analysis, plus its plots (SST confusion, STS scatter)."""
+    from mtcli.analysis import analyse, plot_analysis
 
     out_dir = Path(out_dir)
-    report = {**provenance, **results}
-    if "sst" in predictions:
-        matrix = confusion_matrix(predictions["sst"], splits["sst"].labels, TASKS["sst"].num_labels)
-        report["sst_confusion"] = matrix.tolist()
-        plot_confusion(matrix, list(TASKS["sst"].label_names), out_dir / "confusion_sst.png")
-    return write_json(out_dir / "eval.json", report)
+    analysis = analyse(splits, predictions)
+    plot_analysis(analysis, splits, predictions, out_dir)
+    return write_json(out_dir / "eval.json", {**provenance, **results, "analysis": analysis}), analysis
 
 
 def scores_table(results: dict, title: str = "dev"):

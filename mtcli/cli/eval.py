@@ -78,6 +78,11 @@ def _report(console, results, splits, predictions, split, source, out_dir, prove
         for path in write_test_predictions(splits, predictions, out_dir):
             console.print(f"wrote {path}")
         return
-    Console().print(scores_table(results, title=f"{split}: {source} ({provenance['backend']})"))
-    path = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
-    console.print(f"wrote {path}")
+    from mtcli.analysis import analysis_tables
+
+    out = Console()
+    out.print(scores_table(results, title=f"{split}: {source} ({provenance['backend']})"))
+    path, analysis = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
+    for table in analysis_tables(analysis):
+        out.print(table)
+    console.print(f"wrote {path} (with confusion_sst.png and sts_scatter.png)")

@@ -14,6 +14,8 @@ EPILOG = """Examples:
 
   mtcli train --upsample sst=3,para=1,sts=4 --para-mode siamese --sts-mode cosine
 
+  mtcli train --simcse 0.1 --mnrl 0.5 --cosine-embedding-loss --pretrain-epochs 1 --epochs 4
+
   mtcli train --max-steps 50 --limit 500 --name quick      # a quick look
 
   mtcli train --save-every 200 --name long && mtcli train --resume runs/long   # continue after a kill
@@ -29,6 +31,13 @@ def train(
     pooling: str = typer.Option("mean", help="cls | mean"),
     para_mode: str = typer.Option("cross", "--para-mode", help="cross (joint pair encoding) | siamese"),
     sts_mode: str = typer.Option("cross", "--sts-mode", help="cross (joint pair encoding) | cosine"),
+    simcse: float = typer.Option(0.0, help="Weight of an unsupervised SimCSE loss on every batch's sentences (0: off)"),
+    mnrl: float = typer.Option(0.0, help="Weight of a multiple-negatives ranking loss on paraphrase positives (0: off)"),
+    cosine_embedding_loss: bool = typer.Option(False, "--cosine-embedding-loss",
+                                               help="Add CosineEmbeddingLoss on pair embeddings (para, sts)"),
+    cosine_margin: float = typer.Option(0.0, "--cosine-margin", help="Margin of the cosine embedding loss"),
+    pretrain_epochs: int = typer.Option(0, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
+                                        "for the first K epochs, then fine-tune"),
     epochs: int = typer.Option(3, help="Epochs (see the sampler's steps per epoch, printed at start)"),
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per task batch"),
     lr: float = typer.Option(None, help="Peak learning rate (default: by phase)"),
@@ -63,7 +72,9 @@ def train(
     config = TrainConfig(
         sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
-        para_mode=para_mode, sts_mode=sts_mode, epochs=epochs, batch_size=batch_size, lr=lr,
+        para_mode=para_mode, sts_mode=sts_mode, simcse=simcse, mnrl=mnrl,
+        cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
+        pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
         grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,

@@ -21,6 +21,11 @@ class TrainConfig:
     pooling: str = "mean"
     para_mode: str = "cross"
     sts_mode: str = "cross"
+    simcse: float = 0.0              # weight of the unsupervised SimCSE loss (0: off)
+    mnrl: float = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
+    cosine_embedding: float = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)
+    cosine_margin: float = 0.0
+    pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: int = 3
     batch_size: int = 32
     lr: float | None = None          # None: the phase's default
@@ -56,10 +61,22 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.pretrain_epochs < self.epochs:
+            raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
+        for name in ("simcse", "mnrl", "cosine_embedding"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} weight must be >= 0")
 
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else PHASE_LR[self.phase]
+
+    def phase_of(self, epoch: int) -> str:
+        """The phase of 1-based `epoch`: head pretraining for the first --pretrain-epochs."""
+        return "pretrain" if epoch <= self.pretrain_epochs else self.phase
+
+    def lr_of(self, phase: str) -> float:
+        return PHASE_LR["pretrain"] if phase == "pretrain" and phase != self.phase else self.learning_rate
 
     def weight(self, task: str) -> float:
         return float(self.task_weights.get(task, 1.0))

@@ -40,6 +40,10 @@ class TaskGradients:
     def size(self) -> int:
         return self.buffer.shape[1]
 
+    def used_rows(self) -> torch.Tensor:
+        """The rows written this step, as one contiguous view (what PCGrad and all-reduce read)."""
+        return self.buffer[: self._used]
+
     def begin(self, row: int) -> None:
         """Route the next backward pass's shared-parameter gradients into `row`."""
         for p, view in zip(self.params, self._rows[row]):
@@ -48,7 +52,7 @@ class TaskGradients:
 
     def finish(self, method: str, *, seed: int | None = None) -> dict:
         """Combine the rows used this step into the parameters' `.grad`; returns Gram statistics."""
-        grads = self.buffer[: self._used]
+        grads = self.used_rows()
         gram = pcgrad.gram(grads)
         if method == "pcgrad" and self._used > 1:
             weights = pcgrad.pcgrad_weights(gram, pcgrad.task_orders(self._used, seed))

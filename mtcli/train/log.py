@@ -17,6 +17,16 @@ class MetricsLog:
         self._fh.close()
 
 
+class NullLog:
+    """What ranks other than 0 write: nothing."""
+
+    def write(self, kind: str, **values) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _plain(value):
     if hasattr(value, "item"):
         return value.item()

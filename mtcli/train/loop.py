@@ -7,6 +7,7 @@ position in the sampler's plan, and the continued run is bit-identical (on CPU)
 to one that was never interrupted.
 """
 
+import contextlib
 import math
 import random
 import time
@@ -32,8 +33,10 @@ from mtcli.predict import label_tensor, predict_texts, torch_inputs
 from mtcli.tasks import TASKS
 from mtcli.tokenizer import Tokenizer
 from mtcli.train.config import TrainConfig
+from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
-from mtcli.train.log import MetricsLog, read_metrics
+from mtcli.train.log import MetricsLog, NullLog, read_metrics
+from mtcli.train.objectives import auxiliary_losses
 from mtcli.train.plots import plot_curves
 from mtcli.train.samplers import TaskSampler
 
@@ -48,13 +51,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int):
+def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, lr: float | None = None):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr or config.learning_rate)
     warmup = int(config.warmup * total_steps)
 
     def schedule(step: int) -> float:
@@ -93,19 +96,20 @@ class Position:
 class Trainer:
     def __init__(self, config: TrainConfig, console: Console | None = None, *, run_dir: Path | None = None):
         self.config = config
-        self.console = console or Console(stderr=True)
+        device = resolve_device(config.device)
+        self.dist = Distributed.from_env(use_cuda=device.type == "cuda")
+        self.dist.check_batch(config.batch_size)
+        self.device = torch.device("cuda", self.dist.local_rank) if device.type == "cuda" and self.dist.enabled else device
+        self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(quiet=True)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
-        self.device = resolve_device(config.device)
         model_dir = resolve_model_dir(config.model_dir)
         self.heads = HeadConfig(pooling=config.pooling, para_mode=config.para_mode, sts_mode=config.sts_mode,
                                 dropout=config.dropout)
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
         encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
         self.model = MultitaskModel(encoder, self.heads).to(self.device)
-        if config.phase == "pretrain":
-            self.model.encoder.requires_grad_(False)
         self.train_splits = {t: read_split(t, "train", config.data_dir, limit=config.limit) for t in TASKS}
         self.dev_splits = {t: read_split(t, "dev", config.data_dir, limit=config.limit) for t in TASKS}
         per_task = config.combine == "pcgrad"
@@ -116,14 +120,40 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps is not None:
             self.total_steps = min(self.total_steps, config.max_steps)
-        self.optimizer, self.scheduler = build_optimizer(self.model, config, self.total_steps)
-        shared = self.model.shared_parameters()
-        self.grads = TaskGradients(shared, len(TASKS)) if shared and (per_task or config.grad_stats) else None
+        self.phase = self.optimizer = self.scheduler = self.grads = None
+        self.forward_model = self.model
+        self._enter_phase(1)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
         name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{config.sampler}-{config.combine}"
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
         self.best_overall = -math.inf
         self.position = Position()
+
+    # ------------------------------------------------------------------ phases
+
+    def _enter_phase(self, epoch: int) -> None:
+        """Freeze or unfreeze the encoder for `epoch`'s phase; a new phase gets a fresh
+        optimizer and schedule over its own steps (head pretraining, then fine-tuning)."""
+        config = self.config
+        phase = config.phase_of(epoch)
+        if phase == self.phase:
+            return
+        self.phase = phase
+        self.model.encoder.requires_grad_(phase == "finetune")
+        start = (epoch - 1) * self.steps_per_epoch
+        end = config.pretrain_epochs * self.steps_per_epoch if phase == "pretrain" and config.phase != "pretrain" \
+            else self.total_steps
+        span = max(1, min(end, self.total_steps) - start)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config, span, lr=config.lr_of(phase))
+        shared = self.model.shared_parameters()
+        wanted = bool(shared) and (config.combine == "pcgrad" or config.grad_stats)
+        self.grads = TaskGradients(shared, len(TASKS)) if wanted else None
+        if self.dist.enabled:  # DDP hooks the parameters that train in this phase
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # a step need not use every head
 
     # ------------------------------------------------------------------ resume
 
@@ -147,6 +177,7 @@ class Trainer:
             state = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=False)
         except Exception as e:  # torch.load raises several types on corrupt files
             raise UserError(f"{last / TRAINER_STATE}: corrupt ({type(e).__name__}); resume from an earlier copy") from None
+        trainer._enter_phase(state["position"]["epoch"])  # the optimizer's parameter groups depend on the phase
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.best_overall = state["best_overall"]
@@ -175,27 +206,21 @@ class Trainer:
         for slot in slots:
             by_task[slot.task].append(slot.indices)
         self.model.train()
-        losses, examples = {}, 0
+        # PCGrad reduces the task gradients itself, after all backward passes: no DDP all-reduce in them.
+        manual_sync = self.dist.enabled and self.config.combine == "pcgrad"
         try:
-            for row, (task, parts) in enumerate(by_task.items()):
-                split = self.train_splits[task]
-                indices = np.concatenate(parts)
-                inputs = torch_inputs(self.tokenizer, self.model, task, [split.examples[i].texts for i in indices], self.device)
-                labels = label_tensor(task, [split.examples[i].label for i in indices], self.device)
-                if self.grads is not None:
-                    self.grads.begin(row)
-                with self.autocast:
-                    loss = self.model.loss(task, self.model(task, inputs), labels)
-                if not torch.isfinite(loss):
-                    raise NonFiniteError(f"step {step + 1}: {task} loss is {loss.item()}")
-                (loss * self.config.weight(task)).backward()
-                losses[task] = loss.detach()
-                examples += len(indices)
+            with self.forward_model.no_sync() if manual_sync else contextlib.nullcontext():
+                losses, examples = self._backward_tasks(by_task, step)
+            if manual_sync:
+                rows = [self.grads.used_rows()] if self.grads is not None else []
+                heads = [p.grad for p in self.model.heads.parameters() if p.grad is not None]
+                self.dist.average_(rows + heads)  # one collective: every rank now holds the same gradients
             stats = None
             if self.grads is not None:
                 stats = self.grads.finish(self.config.combine, seed=self.config.seed * 1_000_003 + step)
                 stats["tasks"] = list(by_task)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip if self.config.clip > 0 else math.inf)
+            limit = self.config.clip if self.config.clip > 0 else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
             if not torch.isfinite(norm):
                 raise NonFiniteError(f"step {step + 1}: the gradient norm is {norm.item()} (tasks {', '.join(by_task)})")
             self.optimizer.step()
@@ -205,6 +230,30 @@ class Trainer:
                 self.grads.reset()
         self.scheduler.step()
         return losses, stats, examples
+
+    def _backward_tasks(self, by_task: dict[str, list[np.ndarray]], step: int) -> tuple[dict, int]:
+        """One forward and backward pass per task of the step (this rank's share of each batch)."""
+        losses, examples = {}, 0
+        for row, (task, parts) in enumerate(by_task.items()):
+            split = self.train_splits[task]
+            rows = [split.examples[i] for i in self.dist.shard(np.concatenate(parts))]
+            texts, labels = [ex.texts for ex in rows], [ex.label for ex in rows]
+            inputs = torch_inputs(self.tokenizer, self.model, task, texts, self.device)
+            if self.grads is not None:
+                self.grads.begin(row)
+            with self.autocast:
+                loss = self.model.loss(task, self.forward_model(task, inputs), label_tensor(task, labels, self.device))
+                extra = auxiliary_losses(self.config, self.model, self.tokenizer, task, texts, labels, self.device) \
+                    if self.phase == "finetune" else {}
+            total = loss + sum(extra.values())
+            if not self.dist.all_true(bool(torch.isfinite(total)), self.device):
+                bad = next((f" {n}" for n, v in [("", loss), *extra.items()] if not torch.isfinite(v)), "")
+                raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is {total.item()}")
+            (total * self.config.weight(task)).backward()
+            losses[task] = loss.detach()
+            losses.update({f"{task}:{name}": value.detach() for name, value in extra.items()})
+            examples += len(rows) * self.dist.world
+        return losses, examples
 
     # ------------------------------------------------------------------ evaluation
 
@@ -222,14 +271,17 @@ class Trainer:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> Path:
-        config, console, pos = self.config, self.console, self.position
+        config, console, pos, main = self.config, self.console, self.position, self.dist.is_main
         if pos.step == 0:
-            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+            exists = self.run_dir.exists() and any(self.run_dir.iterdir())
+            if not self.dist.all_true(not exists, self.device):
                 raise UserError(f"{self.run_dir}: run folder exists; pick another --name (or --resume it)")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.run_dir / "config.json", config.to_dict())
+            self.dist.barrier()
+            if main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_json(self.run_dir / "config.json", config.to_dict())
         self._announce()
-        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
         start = time.perf_counter()
         progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
@@ -240,8 +292,16 @@ class Trainer:
                                         losses="", speed="")
                 while pos.epoch <= config.epochs and pos.step < self.total_steps:
                     self._run_epoch(log, progress, bar)
+            if self.dist.enabled:  # every rank applied the same updates: check it, and say so
+                divergence = self.dist.max_parameter_divergence(list(self.model.parameters()))
+                log.write("ddp", world=self.dist.world, max_parameter_divergence=divergence)
+                console.print(f"[bold]ddp[/] {self.dist.world} processes; parameters identical across ranks: "
+                              f"{'yes' if divergence == 0 else f'no (max |diff| {divergence:.3g})'}")
         finally:
             log.close()
+            self.dist.close()
+        if not main:
+            return self.run_dir
         plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(TASKS), self.run_dir / "curves.png")
         skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
         console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
@@ -254,13 +314,15 @@ class Trainer:
         config, pos = self.config, self.position
         parameters = sum(p.numel() for p in self.model.parameters())
         resumed = f"  (resumed at step {pos.step}, epoch {pos.epoch})" if pos.step else ""
-        self.console.print(f"[bold]run[/] {self.run_dir}  device {self.device}  {parameters:,} parameters{resumed}")
+        ranks = f"  x {self.dist.world} processes" if self.dist.enabled else ""
+        self.console.print(f"[bold]run[/] {self.run_dir}  device {self.device}{ranks}  {parameters:,} parameters{resumed}")
         self.console.print(f"[bold]sampler[/] {self.sampler.describe()}")
         self.console.print(f"[bold]steps[/] {self.total_steps} in all; combine {config.combine}; lr "
                            f"{config.learning_rate:g} ({config.phase}); pcgrad backend {pcgrad.backend(self.device)}")
 
     def _run_epoch(self, log: MetricsLog, progress: Progress, bar) -> None:
         config, pos = self.config, self.position
+        self._enter_phase(pos.epoch)
         plan = self.sampler.epoch_plan(pos.epoch)
         pending, window_start, window_examples = [], time.perf_counter(), 0
         while pos.index < len(plan) and pos.step < self.total_steps:
@@ -293,7 +355,8 @@ class Trainer:
             if config.save_every and pos.step % config.save_every == 0 and not at_end:
                 self._flush(log, pending, 0.0)
                 pending = []
-                self._save_last()
+                if self.dist.is_main:
+                    self._save_last()
         self._end_epoch(log)
 
     def _flush(self, log: MetricsLog, pending, speed: float) -> str:
@@ -312,10 +375,16 @@ class Trainer:
                 record["conflict_fraction"] = stats["conflict_fraction"]
                 record["pcgrad_weights"] = dict(zip(names, stats["weights"]))
             log.write("step", **record)
-        return "  ".join(f"{t} {v:.3f}" for t, v in sorted(last.items()))
+        return "  ".join(f"{t} {v:.3f}" for t, v in sorted(last.items()) if ":" not in t)
 
     def _end_epoch(self, log: MetricsLog) -> None:
         pos = self.position
+        if not self.dist.is_main:  # rank 0 evaluates and saves; the others wait for it
+            pos.epoch, pos.index, pos.epoch_losses = pos.epoch + 1, 0, defaultdict(list)
+            if pos.epoch <= self.config.epochs:
+                self._enter_phase(pos.epoch)
+            self.dist.barrier()
+            return
         results, predictions = self.evaluate_dev()
         train_loss = {t: float(np.mean(v)) for t, v in pos.epoch_losses.items() if v}
         log.write("epoch", epoch=pos.epoch, step=pos.step, train_loss=train_loss, dev=results["tasks"],
@@ -327,7 +396,10 @@ class Trainer:
             save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=self._info(results))
             write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=pos.epoch)
         pos.epoch, pos.index, pos.epoch_losses = pos.epoch + 1, 0, defaultdict(list)
+        if pos.epoch <= self.config.epochs:
+            self._enter_phase(pos.epoch)  # the saved optimizer state is the next phase's
         self._save_last(results)
+        self.dist.barrier()
 
     def _info(self, results: dict | None) -> dict:
         pos = self.position

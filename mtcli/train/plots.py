@@ -58,6 +58,22 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out: str | Path, title
     return _save(fig, out)
 
 
+def plot_scatter(gold: np.ndarray, predicted: np.ndarray, out: str | Path, title: str = "STS dev: predicted vs gold") -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.scatter(gold, predicted, s=6, alpha=0.4)
+    ax.plot([0, 5], [0, 5], color="tab:red", lw=1, label="perfect")
+    ax.set_xlim(-0.1, 5.1)
+    ax.set_ylim(-0.1, 5.1)
+    ax.set_xlabel("gold similarity")
+    ax.set_ylabel("predicted similarity")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def _save(fig, out) -> Path:
     plt = _pyplot()
     with atomic_path(out) as tmp:

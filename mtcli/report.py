@@ -1,0 +1,89 @@
+"""`mtcli report`: what a run's metrics.jsonl says about its task gradients.
+
+Per task pair: how many steps measured it, the mean (and spread of the) cosine between
+the two task gradients, and the fraction of steps in which they conflicted (cosine < 0,
+the steps where PCGrad projects). Also the mean PCGrad weight per task, the per-epoch
+dev scores, and the plots: conflicts.png and (re-drawn) curves.png. Torch-free.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mtcli.errors import UserError
+from mtcli.fileio import write_json
+from mtcli.tasks import TASKS
+from mtcli.train.log import read_metrics
+
+
+def _canonical(pair: str) -> str:
+    """'sts/sst' and 'sst/sts' are one pair: name it in task-registry order."""
+    a, b = pair.split("/")
+    order = list(TASKS)
+    return "/".join(sorted((a, b), key=lambda t: order.index(t) if t in order else len(order)))
+
+
+def conflict_report(records: list[dict]) -> dict:
+    cosines: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    weights: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if r.get("type") != "step":
+            continue
+        for pair, cosine in r.get("grad_cosine", {}).items():
+            cosines[_canonical(pair)].append((r["step"], cosine))
+        for task, w in r.get("pcgrad_weights", {}).items():
+            weights[task].append(w)
+    pairs = {}
+    for pair, values in sorted(cosines.items()):
+        c = np.array([v for _, v in values])
+        pairs[pair] = {"steps": len(c), "mean_cosine": float(c.mean()), "std_cosine": float(c.std()),
+                       "conflict_fraction": float((c < 0).mean())}
+    epochs = [{"epoch": r["epoch"], "step": r["step"], "overall": r.get("overall"),
+               **{t: m.get(TASKS[t].metric) for t, m in r["dev"].items() if t in TASKS}}
+              for r in records if r.get("type") == "epoch"]
+    return {"pairs": pairs, "pcgrad_mean_weight": {t: float(np.mean(w)) for t, w in weights.items()},
+            "epochs": epochs, "series": {p: v for p, v in cosines.items()}}
+
+
+def plot_conflicts(report: dict, out: Path) -> Path:
+    from mtcli.train.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+    for pair, series in report["series"].items():
+        steps = np.array([s for s, _ in series])
+        values = np.array([v for _, v in series])
+        window = max(1, len(values) // 40)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        left.plot(steps[window - 1:], smooth, label=pair)
+    left.axhline(0, color="black", lw=0.8)
+    left.set_xlabel("step")
+    left.set_ylabel("cosine between task gradients")
+    left.set_title("task-gradient cosine (smoothed)")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    names = list(report["pairs"])
+    right.bar(names, [report["pairs"][p]["conflict_fraction"] for p in names], color="tab:red")
+    right.set_ylim(0, 1)
+    right.set_title("conflicting steps")
+    right.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def report_run(run_dir: str | Path) -> dict:
+    from mtcli.train.plots import plot_curves
+
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no metrics.jsonl; pass a folder written by `mtcli train`")
+    records = read_metrics(path)
+    report = conflict_report(records)
+    if report["pairs"]:
+        plot_conflicts(report, run_dir / "conflicts.png")
+    if any(r.get("type") == "epoch" for r in records):
+        plot_curves(records, list(TASKS), run_dir / "curves.png")
+    write_json(run_dir / "report.json", {k: v for k, v in report.items() if k != "series"})
+    return report

@@ -1,0 +1,102 @@
+"""Multi-process training under torchrun: PyTorch's own distributed stack.
+
+`torchrun --nproc-per-node N -m mtcli train ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
+this module turns them into a process group (NCCL on GPUs, gloo on CPUs) and the few
+collectives the trainer needs. Every rank draws the same seeded sampler plan and takes
+its own slice of every batch (`--batch-size` is the global batch). With sum/weighted the
+model is wrapped in DistributedDataParallel and DDP all-reduces gradients as usual. With
+PCGrad the task backward passes run under `no_sync()` and the contiguous (T, n) buffer of
+task gradients (plus the heads' gradients) is averaged in one collective before surgery,
+so every rank projects the same gradients and applies the identical update: T·n values
+cross the network per step instead of DDP's n.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mtcli.errors import UserError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, use_cuda: bool) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        else:  # ranks on one machine share its cores
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return cls(rank, world, local_rank)
+
+    def check_batch(self, batch_size: int) -> None:
+        if batch_size % self.world:
+            raise UserError(f"--batch-size {batch_size} is the global batch: it must divide evenly over "
+                            f"{self.world} processes")
+
+    def shard(self, indices):
+        """This rank's rows of a global batch."""
+        return indices[self.rank::self.world] if self.enabled else indices
+
+    def average_(self, tensors: list[torch.Tensor]) -> None:
+        """All-reduce the mean of tensors in place, in one collective (a single tensor goes as is)."""
+        if not self.enabled or not tensors:
+            return
+        if len(tensors) == 1:
+            dist.all_reduce(tensors[0])
+            tensors[0].div_(self.world)
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat.div_(self.world)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def all_true(self, flag: bool, device) -> bool:
+        """True on every rank iff `flag` is true on every rank."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item() > 0.5)
+
+    def max_parameter_divergence(self, parameters: list[torch.Tensor]) -> float:
+        """Largest |p_rank - p_rank0| over all parameters and ranks (0.0: identical everywhere)."""
+        if not self.enabled:
+            return 0.0
+        flat = torch.cat([p.detach().reshape(-1).float() for p in parameters])
+        reference = flat.clone()
+        dist.broadcast(reference, src=0)
+        divergence = (flat - reference).abs().max().reshape(1)
+        dist.all_reduce(divergence, op=dist.ReduceOp.MAX)
+        return float(divergence.item())
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,72 @@
+"""Auxiliary training objectives from the seeds, each added to a task's loss (so PCGrad
+sees it inside that task's gradient):
+
+  simcse     unsupervised SimCSE (Gao et al. 2021): every sentence of the batch is encoded
+             twice with different dropout masks; the two views of a sentence are positives,
+             the other sentences in-batch negatives; InfoNCE at temperature 0.05.
+  mnrl       multiple-negatives ranking loss on paraphrase positives: for duplicate pairs
+             (a_i, b_i), b_i must score highest among all b_j for a_i (scaled cosine, CE).
+  cosine     CosineEmbeddingLoss on the pooled embeddings of a pair: 1 - cos for similar
+             pairs (paraphrase, or STS similarity >= 3), max(0, cos - margin) otherwise.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from mtcli.encoding import encode
+from mtcli.model.multitask import MultitaskModel
+
+SIMCSE_TEMPERATURE = 0.05
+MNRL_SCALE = 20.0
+STS_SIMILAR = 3.0  # STS gold score from which a pair counts as similar for the cosine embedding loss
+
+
+def _embed(model: MultitaskModel, tokenizer, sentences: list[str], device) -> torch.Tensor:
+    batch = {k: torch.from_numpy(v).to(device) for k, v in encode(tokenizer, "single", [(s,) for s in sentences]).items()}
+    return model.embed(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+
+def simcse_loss(model: MultitaskModel, tokenizer, sentences: list[str], device) -> torch.Tensor | None:
+    sentences = list(dict.fromkeys(sentences))  # a sentence twice in a batch would be its own negative
+    if len(sentences) < 2:
+        return None
+    views = _embed(model, tokenizer, sentences + sentences, device)  # dropout differs per row: two views
+    z1, z2 = views[: len(sentences)], views[len(sentences):]
+    similarity = F.cosine_similarity(z1.unsqueeze(1), z2.unsqueeze(0), dim=-1) / SIMCSE_TEMPERATURE
+    return F.cross_entropy(similarity.float(), torch.arange(len(sentences), device=similarity.device))
+
+
+def mnrl_loss(model: MultitaskModel, tokenizer, pairs: list[tuple[str, str]], labels, device) -> torch.Tensor | None:
+    positives = [pair for pair, label in zip(pairs, labels) if label == 1]
+    if len(positives) < 2:
+        return None
+    u = _embed(model, tokenizer, [a for a, _ in positives], device)
+    v = _embed(model, tokenizer, [b for _, b in positives], device)
+    scores = MNRL_SCALE * F.cosine_similarity(u.unsqueeze(1), v.unsqueeze(0), dim=-1)
+    return F.cross_entropy(scores.float(), torch.arange(len(positives), device=scores.device))
+
+
+def cosine_embedding_loss(model: MultitaskModel, tokenizer, task: str, pairs: list[tuple[str, str]], labels, device,
+                          margin: float = 0.0) -> torch.Tensor:
+    u = _embed(model, tokenizer, [a for a, _ in pairs], device)
+    v = _embed(model, tokenizer, [b for _, b in pairs], device)
+    similar = [(label == 1) if task == "para" else (label >= STS_SIMILAR) for label in labels]
+    target = torch.tensor([1.0 if s else -1.0 for s in similar], device=u.device)
+    return F.cosine_embedding_loss(u.float(), v.float(), target, margin=margin)
+
+
+def auxiliary_losses(config, model: MultitaskModel, tokenizer, task: str, texts, labels, device) -> dict[str, torch.Tensor]:
+    """The configured extra objectives for one task batch, weighted, by name."""
+    losses = {}
+    if config.simcse > 0:
+        loss = simcse_loss(model, tokenizer, [s for row in texts for s in row], device)
+        if loss is not None:
+            losses["simcse"] = config.simcse * loss
+    if config.mnrl > 0 and task == "para":
+        loss = mnrl_loss(model, tokenizer, texts, labels, device)
+        if loss is not None:
+            losses["mnrl"] = config.mnrl * loss
+    if config.cosine_embedding > 0 and task in ("para", "sts"):
+        losses["cosine"] = config.cosine_embedding * cosine_embedding_loss(
+            model, tokenizer, task, texts, labels, device, margin=config.cosine_margin)
+    return losses

@@ -1,0 +1,51 @@
+"""torchrun with 2 CPU processes (gloo): identical parameters on every rank, and equal to a
+single process on the union of the shards, for sum and PCGrad."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO
+
+
+def _train(tmp_path, tiny_model_dir, name, combine, processes):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
+        if processes > 1 else [sys.executable]
+    args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--name", name,
+            "--limit", "32", "--batch-size", "8", "--dropout", "0", "--epochs", "2", "--max-steps", "6",
+            "--lr", "1e-3", "--sampler", "proportional", "--combine", combine, "--seed", "7"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, *args], capture_output=True, env=env, cwd=REPO, timeout=240)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("combine", ["sum", "pcgrad"])
+def test_two_processes_match_one_process_on_the_union(tmp_path, tiny_model_dir, combine):
+    ddp = _train(tmp_path, tiny_model_dir, f"ddp-{combine}", combine, 2)
+    single = _train(tmp_path, tiny_model_dir, f"single-{combine}", combine, 1)
+    records = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
+    check = [r for r in records if r["type"] == "ddp"]
+    assert check and check[0]["world"] == 2 and check[0]["max_parameter_divergence"] == 0.0  # bit-identical ranks
+    a, b = load_file(ddp / "last" / "model.safetensors"), load_file(single / "last" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-5, worst
+    initial = load_file(tiny_model_dir / "model.safetensors")
+    moved = max((a[k] - initial[k]).abs().max().item() for k in initial)
+    assert moved > 1e-3, "training did not change the encoder: the comparison would be vacuous"
+    steps = [r for r in records if r["type"] == "step"]
+    assert len(steps) == 6 and (combine != "pcgrad" or all("grad_cosine" in r for r in steps))
+
+
+def test_batch_must_divide_over_processes(tmp_path, tiny_model_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path),
+                           "--limit", "16", "--batch-size", "7"], capture_output=True, env=env, cwd=REPO, timeout=240)
+    assert done.returncode != 0 and b"must divide evenly over 2 processes" in done.stderr
