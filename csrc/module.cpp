@@ -67,6 +67,30 @@ py::array_t<double> project(uintptr_t grads, int64_t tasks, int64_t n, const std
   return w;
 }
 
+#ifdef MTCLI_WITH_CUDA
+py::array_t<double> gram_cuda(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype, uintptr_t stream) {
+  check_shape(tasks, n);
+  const DType d = parse_dtype(dtype);
+  py::array_t<double> out({tasks, tasks});
+  double* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    mtcli::gram_cuda(as_ptr(grads), d, tasks, n, dst, reinterpret_cast<void*>(stream));
+  }
+  return out;
+}
+
+void combine_cuda(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype,
+                  py::array_t<double, py::array::c_style | py::array::forcecast> weights, uintptr_t out, uintptr_t stream) {
+  check_shape(tasks, n);
+  if (weights.size() != tasks) throw std::invalid_argument("weights must have one entry per task");
+  const DType d = parse_dtype(dtype);
+  const double* w = weights.data();
+  py::gil_scoped_release release;
+  mtcli::combine_cuda(as_ptr(grads), d, tasks, n, w, reinterpret_cast<void*>(out), reinterpret_cast<void*>(stream));
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_pcgrad, m) {
@@ -80,5 +104,15 @@ PYBIND11_MODULE(_pcgrad, m) {
   m.def("project", &project, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("orders"),
         py::arg("out"), "Both passes and the coefficients in one call; returns the coefficients.");
   m.def("cpu_threads", &mtcli::cpu_threads, "OpenMP threads the CPU passes use.");
+#ifdef MTCLI_WITH_CUDA
+  m.def("gram_cuda", &gram_cuda, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("stream"),
+        "Pass 1 on the GPU, on CUDA stream `stream`; returns once the (T, T) Gram matrix is on the host.");
+  m.def("combine_cuda", &combine_cuda, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"),
+        py::arg("weights"), py::arg("out"), py::arg("stream"), "Pass 2 on the GPU, queued on `stream` (no sync).");
+  m.attr("has_cuda") = true;
+  m.attr("cuda_max_tasks") = mtcli::cuda_max_tasks();
+#else
   m.attr("has_cuda") = false;
+  m.attr("cuda_max_tasks") = 0;
+#endif
 }

@@ -28,3 +28,13 @@ void pcgrad_weights(const double* gram, const int64_t* orders, int64_t tasks, do
 int cpu_threads();
 
 }  // namespace mtcli
+
+#ifdef MTCLI_WITH_CUDA
+namespace mtcli {
+// CUDA passes on the stream `stream` (a cudaStream_t); T <= cuda_max_tasks().
+// gram_cuda blocks until the Gram matrix is on the host (the only synchronisation).
+void gram_cuda(const void* grads, DType dtype, int64_t tasks, int64_t n, double* gram_out, void* stream);
+void combine_cuda(const void* grads, DType dtype, int64_t tasks, int64_t n, const double* weights, void* out, void* stream);
+int cuda_max_tasks();
+}  // namespace mtcli
+#endif

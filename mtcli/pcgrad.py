@@ -16,8 +16,8 @@ That splits the surgery into three steps, each usable on its own:
     combine(grads, w, out) one read of the buffer, one write of n -> sum_k w_k g_k
 
 `project` runs all three on the fastest backend available: the native module
-`mtcli._pcgrad` (csrc/, OpenMP) for CPU buffers when it is built, else the torch
-code below. `project_literal` is
+`mtcli._pcgrad` (csrc/: OpenMP on the CPU; CUDA kernels on the caller's stream, for
+T <= 8, when it was built with a CUDA toolkit), else the torch code below. `project_literal` is
 the pairwise loop of Algorithm 1 written out, kept as the test oracle.
 """
 
@@ -50,18 +50,35 @@ def native_module_path() -> str | None:
     return getattr(module, "__file__", None) if module else None
 
 
+def _has_cuda_kernels(module) -> bool:
+    return bool(module is not None and getattr(module, "has_cuda", False))
+
+
 def _use_native(grads: torch.Tensor):
-    """The native module if it handles this buffer (CPU, a supported dtype), else None."""
-    if grads.dtype not in NATIVE_DTYPES or grads.device.type != "cpu":
+    """The native module if it handles this buffer (CPU, or CUDA with T <= 8; a supported dtype), else None."""
+    if grads.dtype not in NATIVE_DTYPES:
         return None
-    return _native()
+    module = _native()
+    if grads.device.type == "cpu":
+        return module
+    if grads.device.type == "cuda" and _has_cuda_kernels(module) and grads.shape[0] <= module.cuda_max_tasks:
+        return module
+    return None
 
 
 def backend(device: str | torch.device = "cpu") -> str:
     """Name of what `project` runs for float32/bf16/fp16 gradients on `device`."""
-    if torch.device(device).type == "cpu" and _native() is not None:
+    kind = torch.device(device).type
+    module = _native()
+    if kind == "cpu" and module is not None:
         return "native-cpu"
+    if kind == "cuda" and _has_cuda_kernels(module):
+        return "native-cuda"
     return "torch"
+
+
+def _stream(grads: torch.Tensor) -> int:
+    return torch.cuda.current_stream(grads.device).cuda_stream
 
 
 def task_orders(num_tasks: int, seed: int | None = None) -> list[list[int]]:
@@ -103,7 +120,11 @@ def gram(grads: torch.Tensor) -> np.ndarray:
     _check(grads)
     native = _use_native(grads)
     if native is not None:
-        return native.gram(grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype])
+        args = (grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype])
+        if grads.is_cuda:
+            with torch.cuda.device(grads.device):
+                return native.gram_cuda(*args, _stream(grads))
+        return native.gram(*args)
     total = torch.zeros(grads.shape[0], grads.shape[0], dtype=torch.float64, device=grads.device)
     for start in range(0, grads.shape[1], CHUNK):
         block = grads[:, start:start + CHUNK].double()
@@ -119,8 +140,13 @@ def combine(grads: torch.Tensor, weights, out: torch.Tensor | None = None) -> to
     _check_out(grads, out)
     native = _use_native(grads)
     if native is not None:
-        native.combine(grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype],
-                       np.asarray(weights, dtype=np.float64), out.data_ptr())
+        args = (grads.data_ptr(), grads.shape[0], grads.shape[1], NATIVE_DTYPES[grads.dtype],
+                np.asarray(weights, dtype=np.float64), out.data_ptr())
+        if grads.is_cuda:
+            with torch.cuda.device(grads.device):
+                native.combine_cuda(*args, _stream(grads))  # queued on the current stream, no sync
+        else:
+            native.combine(*args)
         return out
     w = torch.as_tensor(np.asarray(weights), dtype=torch.float64 if grads.dtype == torch.float64 else torch.float32,
                         device=grads.device)
