@@ -22,7 +22,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,7 +49,6 @@ def timed(fn, repeats: int, sync) -> float:
 def copy_bandwidth(src: torch.Tensor, repeats: int, sync) -> float:
     dst = torch.empty_like(src)
     seconds = timed(lambda: dst.copy_(src), repeats, sync)
-    del dst
     return 2 * src.numel() * src.element_size() / seconds  # bytes read + written per second
 
 
@@ -92,8 +90,6 @@ def bench_surgery(n: int, tasks: int, device: str, repeats: int, skip_literal_ab
     for key in ("native_s", "torch_s", "torchjd_s", "literal_s"):
         if key in row:
             row[key.replace("_s", "_x_bound")] = row[key] / bound
-    del grads, out
-    gc.collect()
     return row
 
 
@@ -221,6 +217,7 @@ def main() -> None:
             for tasks in args.tasks:
                 row = bench_surgery(parse_size(size), tasks, args.device, args.repeats, parse_size(args.literal_max))
                 rows.append(row)
+                gc.collect()  # the previous buffers go before the next, larger ones
 
                 def cell(key):
                     return f"{row[key + '_s'] * 1e3:.1f} ({row[key + '_x_bound']:.2f})" if key + "_s" in row else "-"

@@ -11,7 +11,6 @@ import importlib.metadata
 import io
 import logging
 import warnings
-import tempfile
 from pathlib import Path
 
 import numpy as np

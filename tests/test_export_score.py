@@ -21,7 +21,7 @@ def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoin
     assert manifest["checkpoint"]["sha256"] and manifest["versions"]["mtcli"]
     assert manifest["tasks"]["para"]["encoding"] == "separate" and manifest["tasks"]["sts"]["encoding"] == "joint"
     assert manifest["tasks"]["sst"]["label_names"] == list(TASKS["sst"].label_names)
-    for task, entry in manifest["tasks"].items():
+    for entry in manifest["tasks"].values():
         assert entry["parity_max_abs_diff"] <= 1e-4
         graph = onnx.load(str(tiny_export / entry["file"]))
         onnx.checker.check_model(graph)
@@ -32,8 +32,6 @@ def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoin
 
 
 def test_onnx_matches_torch_on_new_shapes(tiny_export, tiny_checkpoint):
-    import torch
-
     from mtcli.checkpoint import load_checkpoint
     from mtcli.predict import predict_texts
 
