@@ -97,7 +97,10 @@ class MinBert(nn.Module):
         """Last hidden states, (batch, length, hidden)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        mask = attention_mask.bool()[:, None, None, :]  # broadcast over heads and query positions
+        length = input_ids.shape[1]
+        # (batch, 1, query, key): a view in torch; spelled out per query row because onnxruntime's
+        # fused Attention kernel (opset 23) wants the query dimension explicit
+        mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, length, length)
         x = self.embeddings(input_ids, token_type_ids)
         for layer in self.layers:
             x = layer(x, mask)
