@@ -44,6 +44,15 @@ def encode(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -> dic
     return {**{f"{k}_a": v[:n] for k, v in both.items()}, **{f"{k}_b": v[n:] for k, v in both.items()}}
 
 
+def row_lengths(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """Tokens each row takes under `encoding` (the longer side for separate encodings)."""
+    if encoding == "single":
+        return tokenizer.lengths([row[0] for row in texts])
+    if encoding == "joint":
+        return tokenizer.lengths([row[0] for row in texts], [row[1] for row in texts])
+    return np.maximum(tokenizer.lengths([row[0] for row in texts]), tokenizer.lengths([row[1] for row in texts]))
+
+
 def token_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
     """Tokens per row (the longer side for separate encodings), for length bucketing."""
     masks = [v for k, v in batch.items() if k.startswith("attention_mask")]

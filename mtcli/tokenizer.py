@@ -68,6 +68,11 @@ class Tokenizer:
             batch["token_type_ids"][row, :n] = e.type_ids
         return batch
 
+    def lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Tokens per sentence (or pair), after truncation, without padding."""
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        return np.array([len(e.ids) for e in self.backend.encode_batch(inputs)], dtype=np.int64)
+
     def save(self, out_dir: str | Path) -> Path:
         path = Path(out_dir) / TOKENIZER_FILE
         self.backend.save(str(path))

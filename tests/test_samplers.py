@@ -105,3 +105,47 @@ def test_upsample_repeats_datasets():
         TaskSampler("proportional", SIZES, batch_size=32, epochs=1, upsample={"sst": 0})
     with pytest.raises(UserError, match="unknown task"):
         TaskSampler("proportional", SIZES, batch_size=32, epochs=1, upsample={"imdb": 2})
+
+
+def _lengths(sizes, seed=0):
+    rng = np.random.default_rng(seed)  # long-tailed like real sentences: mostly short, a few long
+    return {t: np.minimum(128, 5 + rng.gamma(2.0, 12.0, size=n).astype(np.int64)) for t, n in sizes.items()}
+
+
+def _padding_efficiency(plan, lengths) -> float:
+    real = padded = 0
+    for step in plan:
+        for slot in step:
+            batch = lengths[slot.task][slot.indices]
+            real, padded = real + batch.sum(), padded + batch.max() * len(batch)
+    return real / padded
+
+
+@pytest.mark.parametrize("kind", ["proportional", "triple-batch"])
+def test_length_grouping_keeps_the_rows_and_cuts_padding(kind):
+    lengths = _lengths(SIZES)
+    plain = TaskSampler(kind, SIZES, batch_size=32, epochs=2, seed=3, slots_per_step=3)
+    grouped = TaskSampler(kind, SIZES, batch_size=32, epochs=2, seed=3, slots_per_step=3, lengths=lengths)
+    for epoch in (1, 2):
+        a, b = plain.epoch_plan(epoch), grouped.epoch_plan(epoch)
+        assert [[s.task for s in step] for step in a] == [[s.task for s in step] for step in b]  # same task draws
+        for task in SIZES:
+            rows_a = np.concatenate([s.indices for step in a for s in step if s.task == task])
+            rows_b = np.concatenate([s.indices for step in b for s in step if s.task == task])
+            assert sorted(rows_a.tolist()) == sorted(rows_b.tolist())  # the same rows, regrouped
+        assert _padding_efficiency(a, lengths) < 0.6
+        assert _padding_efficiency(b, lengths) > 0.9
+
+
+def test_length_grouped_plans_are_reproducible_and_shuffled():
+    lengths = _lengths(SIZES)
+    first = TaskSampler("annealed", SIZES, batch_size=16, epochs=3, seed=7, slots_per_step=3, lengths=lengths)
+    again = TaskSampler("annealed", SIZES, batch_size=16, epochs=3, seed=7, slots_per_step=3, lengths=lengths)
+    again.epoch_plan(1)
+    for a, b in zip(first.epoch_plan(2), again.epoch_plan(2)):  # what --resume relies on
+        assert all(np.array_equal(x.indices, y.indices) for x, y in zip(a, b))
+    # batches are not handed out longest first: their order inside a megabatch is shuffled
+    maxima = [lengths["para"][s.indices].max() for step in first.epoch_plan(1) for s in step if s.task == "para"]
+    assert maxima[:50] != sorted(maxima[:50], reverse=True)
+    with pytest.raises(ValueError, match="one length per row"):
+        TaskSampler("proportional", SIZES, batch_size=16, epochs=1, lengths={t: np.ones(3) for t in SIZES})

@@ -28,6 +28,7 @@ class TrainConfig:
     pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: int = 3
     batch_size: int = 32
+    group_by_length: bool = True     # batches of rows of similar length (less padding; same rows per epoch)
     lr: float | None = None          # None: the phase's default
     weight_decay: float = 0.01
     warmup: float = 0.1              # fraction of steps with linear warmup
