@@ -61,6 +61,20 @@ def test_padding_does_not_change_outputs(tiny_model_dir):
     assert torch.allclose(padded[0, : alone.shape[1]], alone[0], atol=1e-5)
 
 
+def test_spelled_out_attention_equals_sdpa(packaged_model_dir):
+    """The form traced for export (matmul, additive mask, softmax) computes what SDPA does."""
+    model = MinBert.from_pretrained(packaged_model_dir).eval()
+    batch = _batch(Tokenizer.from_dir(packaged_model_dir), ["short", "a considerably longer sentence, padded against"])
+    with torch.no_grad():
+        sdpa = model(**batch)
+        model.spelled_out_attention = True
+        spelled = model(**batch)
+    real = batch["attention_mask"].bool()
+    assert (sdpa[real] - spelled[real]).abs().max() < 1e-5
+    with pytest.raises(RuntimeError, match="export"):
+        model.train()(**batch)
+
+
 def test_missing_and_corrupt_weights_are_user_errors(tiny_model_dir, tmp_path):
     shutil.copy(tiny_model_dir / "config.json", tmp_path / "config.json")
     with pytest.raises(UserError, match="no model.safetensors or pytorch_model.bin"):

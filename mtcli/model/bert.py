@@ -6,6 +6,7 @@ then a GELU feed-forward), and an optional tanh pooler over [CLS]. Weights load
 from any HF-layout BERT folder (see mtcli.model.loading).
 """
 
+import math
 from pathlib import Path
 
 import torch
@@ -42,15 +43,25 @@ class SelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # query, key, value stacked
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`mask` is (batch, 1, 1, length): boolean (True where a key may be attended) for
+        scaled_dot_product_attention, or additive floats for the spelled-out form below."""
         batch, length, width = x.shape
-        # (batch, length, 3 * width) -> 3 x (batch, heads, length, head_size)
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        # (batch, length, width) -> (batch, heads, length, head_size); the head size is spelled out
+        # (not -1) because onnxruntime's attention fusion reads it from the graph's Reshape
+        heads = self.num_heads
+        q, k, v = (p(x).view(batch, length, heads, width // heads).transpose(1, 2) for p in (self.query, self.key, self.value))
+        if mask.dtype == torch.bool:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        else:  # inference only: the matmul-softmax-matmul that onnxruntime fuses into one Attention op
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            y = torch.matmul(torch.softmax(scores + mask, dim=-1), v)
         return self.out(y.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -77,6 +88,7 @@ class MinBert(nn.Module):
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if with_pooler else None
+        self.spelled_out_attention = False  # export sets it: see SelfAttention.forward
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -97,11 +109,13 @@ class MinBert(nn.Module):
         """Last hidden states, (batch, length, hidden)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        length = input_ids.shape[1]
-        # (batch, 1, query, key): a view in torch; spelled out per query row because onnxruntime's
-        # fused Attention kernel (opset 23) wants the query dimension explicit
-        mask = attention_mask.bool()[:, None, None, :].expand(-1, 1, length, length)
         x = self.embeddings(input_ids, token_type_ids)
+        if self.spelled_out_attention:
+            if self.training:
+                raise RuntimeError("the spelled-out attention form is for export (eval mode) only")
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
+        else:
+            mask = attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, mask)
         return x

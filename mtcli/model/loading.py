@@ -2,8 +2,8 @@
 
 An HF folder holds config.json and model.safetensors (or pytorch_model.bin);
 keys may carry a `bert.` prefix and task heads (`cls.*`), which are ignored.
-Our module names are shorter than HF's and the attention projections are fused,
-so the mapping below is the one place that knows both layouts.
+Our module names are shorter than HF's; the mapping below is the one place that
+knows both layouts.
 """
 
 import re
@@ -19,12 +19,15 @@ from mtcli.paths import resolve_model_dir
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 
-# (HF name, minBERT name); {i} is the layer index. Query/key/value are fused separately.
+# (HF name, minBERT name); {i} is the layer index.
 RENAMES = [
     ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
     ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
     ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
     ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
+    ("encoder.layer.{i}.attention.self.query.{p}", "layers.{i}.attention.query.{p}"),
+    ("encoder.layer.{i}.attention.self.key.{p}", "layers.{i}.attention.key.{p}"),
+    ("encoder.layer.{i}.attention.self.value.{p}", "layers.{i}.attention.value.{p}"),
     ("encoder.layer.{i}.attention.output.dense.{p}", "layers.{i}.attention.out.{p}"),
     ("encoder.layer.{i}.attention.output.LayerNorm.{p}", "layers.{i}.attention_norm.{p}"),
     ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn_in.{p}"),
@@ -32,7 +35,6 @@ RENAMES = [
     ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ffn_norm.{p}"),
     ("pooler.dense.{p}", "pooler.{p}"),
 ]
-QKV = ("query", "key", "value")
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -42,8 +44,6 @@ def _pattern(template: str) -> re.Pattern:
 
 _HF_TO_OURS = [(_pattern(hf), ours) for hf, ours in RENAMES]
 _OURS_TO_HF = [(_pattern(ours), hf) for hf, ours in RENAMES]
-_HF_QKV = re.compile(r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
-_OURS_QKV = re.compile(r"layers\.(\d+)\.attention\.qkv\.(weight|bias)$")
 
 
 def _rename(name: str, table) -> str | None:
@@ -62,22 +62,12 @@ def hf_to_minbert(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     hf_state = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
                 for k, v in hf_state.items()}
     ours: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for name, tensor in hf_state.items():
         if not name.startswith(ENCODER_PREFIXES):
             continue  # task heads, position_ids buffers, ...
-        m = _HF_QKV.match(name)
-        if m:
-            layer, which, param = m.groups()
-            qkv.setdefault((layer, param), {})[which] = tensor
-            continue
         target = _rename(name, _HF_TO_OURS)
         if target is not None:
             ours[target] = tensor.float()
-    for (layer, param), parts in qkv.items():
-        if set(parts) != set(QKV):
-            raise UserError(f"layer {layer}: attention {param} has only {', '.join(sorted(parts))}")
-        ours[f"layers.{layer}.attention.qkv.{param}"] = torch.cat([parts[w].float() for w in QKV])
     return ours
 
 
@@ -85,12 +75,6 @@ def minbert_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """minBERT state dict -> HF BERT layout (no prefix), contiguous tensors."""
     hf: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        m = _OURS_QKV.match(name)
-        if m:
-            layer, param = m.groups()
-            for which, part in zip(QKV, tensor.chunk(3)):
-                hf[f"encoder.layer.{layer}.attention.self.{which}.{param}"] = part.contiguous()
-            continue
         target = _rename(name, _OURS_TO_HF)
         if target is None:
             raise ValueError(f"no HF name for parameter {name}")
