@@ -4,9 +4,11 @@ on the same rows of sts-dev and quora-dev, batch 1, 16 and 64; p50/p99 latency a
     python bench/score.py --checkpoint runs/<name>/best --export export/
     python bench/score.py --checkpoint runs/<name>/best --export export/ --rows 500 --batches 1 64
 
-Every backend tokenizes the same rows in the same length-sorted order, so the numbers
-compare the model runtimes. Threads: torch's default and onnxruntime's intra-op pool
-are both set to the machine's cores.
+Every backend tokenizes the same rows in the same token-length-sorted batches, so the
+numbers compare the model runtimes (tokenization included, as in `mtcli score`). Each
+repeat runs every backend once, in turn, and the table gives the median throughput per
+backend: a noisy moment on the machine hits all of them alike. Threads: torch's and
+onnxruntime's intra-op pools are both set to the machine's cores.
 """
 
 import argparse
@@ -20,22 +22,22 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mtcli.checkpoint import load_checkpoint  # noqa: E402
 from mtcli.data import read_split  # noqa: E402
-from mtcli.encoding import encode  # noqa: E402
+from mtcli.encoding import encode, length_order  # noqa: E402
 from mtcli.score import OnnxTask  # noqa: E402
 
 
-def batches(texts, size):
-    order = np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
+def batches(tokenizer, encoding, texts, size):
+    order = length_order(tokenizer, encoding, texts)
     return [[texts[i] for i in order[s:s + size]] for s in range(0, len(order), size)]
 
 
 def run(predict, groups) -> tuple[float, list[float]]:
-    predict(groups[0])  # warm-up
     latencies = []
     start = time.perf_counter()
     for group in groups:
@@ -51,13 +53,16 @@ def main() -> None:
     parser.add_argument("--export", type=Path, default=Path("export"))
     parser.add_argument("--rows", type=int, default=1000, help="rows per dataset (the first N of the dev split)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the rows per backend (median reported)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     model, tokenizer, _ = load_checkpoint(args.checkpoint)
-    env = {"date": str(date.today()), "machine": platform.node(), "threads": threads, "torch": torch.__version__}
+    env = {"date": str(date.today()), "machine": platform.node(), "processor": platform.processor() or platform.machine(),
+           "threads": threads, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+           "repeats": args.repeats}
     print(json.dumps(env))
     print("| data | task | batch | torch eager pairs/s | ORT fp32 pairs/s (x torch) | ORT int8 pairs/s (x torch) |")
     print("|---|---|---|---|---|---|")
@@ -66,7 +71,7 @@ def main() -> None:
         texts = [ex.texts for ex in read_split(task, "dev").examples[: args.rows]]
         encoding = model.head_config.encoding(task)
 
-        @torch.no_grad()
+        @torch.inference_mode()  # torch's fastest eager inference
         def torch_predict(group, task=task, encoding=encoding):
             batch = {k: torch.from_numpy(v) for k, v in encode(tokenizer, encoding, group).items()}
             return model.predict(task, model(task, batch)).numpy()
@@ -75,12 +80,20 @@ def main() -> None:
                     "ort_fp32": OnnxTask(args.export, task, providers=["cpu"]).predict,
                     "ort_int8": OnnxTask(args.export, task, providers=["cpu"], quantized=True).predict}
         for size in args.batches:
-            groups = batches(texts, size)
+            groups = batches(tokenizer, encoding, texts, size)
             row = {"data": data, "task": task, "batch": size, "rows": len(texts)}
-            for name, predict in backends.items():
-                seconds, lat = run(predict, groups)
-                row[f"{name}_per_s"] = len(texts) / seconds
+            seconds, latencies = {name: [] for name in backends}, {name: [] for name in backends}
+            for predict in backends.values():
+                predict(groups[0])  # warm-up
+            for _ in range(args.repeats):
+                for name, predict in backends.items():
+                    total, lat = run(predict, groups)
+                    seconds[name].append(total)
+                    latencies[name] += lat
+            for name in backends:
+                row[f"{name}_per_s"] = len(texts) / statistics.median(seconds[name])
                 if size == 1:
+                    lat = latencies[name]
                     latency[(data, name)] = (statistics.median(lat) * 1e3, float(np.percentile(lat, 99)) * 1e3)
             rows.append(row)
             t = row["torch_per_s"]

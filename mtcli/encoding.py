@@ -53,6 +53,11 @@ def row_lengths(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -
     return np.maximum(tokenizer.lengths([row[0] for row in texts]), tokenizer.lengths([row[1] for row in texts]))
 
 
+def length_order(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """Row indices sorted by token length, so consecutive batches pad little; invert with argsort."""
+    return np.argsort(row_lengths(tokenizer, encoding, texts), kind="stable")
+
+
 def token_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
     """Tokens per row (the longer side for separate encodings), for length bucketing."""
     masks = [v for k, v in batch.items() if k.startswith("attention_mask")]

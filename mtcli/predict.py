@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mtcli.encoding import encode
+from mtcli.encoding import encode, length_order
 from mtcli.model.multitask import MultitaskModel
 
 
@@ -20,17 +20,12 @@ def label_tensor(task: str, labels, device) -> torch.Tensor:
     return torch.tensor(labels, dtype=dtype, device=device)
 
 
-def length_order(texts: Sequence[Sequence[str]]) -> np.ndarray:
-    """Indices sorted by text length, so batches pad little; invert with argsort."""
-    return np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
-
-
 @torch.no_grad()
 def predict_texts(model: MultitaskModel, tokenizer, task: str, texts: Sequence[Sequence[str]], *,
                   batch_size: int = 64, device: torch.device | str = "cpu", labels=None) -> tuple[np.ndarray, float | None]:
     """Predictions (probabilities or scores) in input order, and the mean loss if labels are given."""
     model.eval()
-    order = length_order(texts)
+    order = length_order(tokenizer, model.head_config.encoding(task), texts)
     outputs, loss_sum = [], 0.0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda")
     for start in range(0, len(order), batch_size):

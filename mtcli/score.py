@@ -1,6 +1,6 @@
 """Scoring through onnxruntime, with no torch: `mtcli score` and `mtcli eval --onnx`.
 
-Input rows stream through in windows; inside a window rows are sorted by length so
+Input rows stream through in windows; inside a window rows are sorted by token length so
 batches pad little, and results go out in input order. Memory stays constant in
 the file size. Everything about a task (inputs, encoding, output, labels, max
 length) comes from the export's manifest.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.encoding import encode
+from mtcli.encoding import encode, length_order
 from mtcli.errors import DataError, UserError
 from mtcli.manifest import read_manifest
 from mtcli.tasks import TASKS, get_task
@@ -76,7 +76,7 @@ class OnnxTask:
 
     def predict_many(self, texts: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
         """All rows, length-bucketed, in input order."""
-        order = np.argsort([sum(len(t) for t in row) for row in texts], kind="stable")
+        order = length_order(self.tokenizer, self.entry["encoding"], texts)
         parts = [self.predict([texts[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
         return np.concatenate(parts)[np.argsort(order)]
 

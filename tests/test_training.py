@@ -158,3 +158,22 @@ def test_bad_options_are_user_errors(tmp_path):
         result = run_cli("train", *args, "--out", tmp_path)
         assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()
         assert b"Traceback" not in result.stderr
+
+
+def test_heads_learn_at_their_own_rate(tmp_path, tiny_model_dir):
+    """Fresh linear heads get --head-lr (default 1e-3), the pretrained encoder --lr."""
+    def rates(trainer):
+        heads = {id(p) for p in trainer.model.heads.parameters()}
+        found = {}
+        for group in trainer.optimizer.param_groups:
+            kind = "head" if id(group["params"][0]) in heads else "encoder"
+            assert all((id(p) in heads) == (kind == "head") for p in group["params"])
+            found.setdefault(kind, set()).add(group["initial_lr"])
+        return found
+
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, lr=3e-5), _quiet())
+    assert rates(trainer) == {"encoder": {3e-5}, "head": {1e-3}}
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, lr=3e-5, head_lr=2e-4), _quiet())
+    assert rates(trainer) == {"encoder": {3e-5}, "head": {2e-4}}
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, lr=None, phase="pretrain"), _quiet())
+    assert rates(trainer) == {"head": {1e-3}}  # encoder frozen: not in the optimizer

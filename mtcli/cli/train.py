@@ -43,7 +43,8 @@ def train(
     group_by_length: bool = typer.Option(True, "--group-by-length/--no-group-by-length",
                                          help="Batch rows of similar token length together (about half the padding "
                                               "compute; the same rows per epoch)"),
-    lr: float = typer.Option(None, help="Peak learning rate (default: by phase)"),
+    lr: float = typer.Option(None, help="Peak learning rate of the encoder (default: by phase)"),
+    head_lr: float = typer.Option(None, "--head-lr", help="Peak learning rate of the task heads (default 1e-3)"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
     warmup: float = typer.Option(0.1, help="Fraction of steps with linear warmup"),
     clip: float = typer.Option(1.0, help="Max gradient norm (0 disables clipping)"),
@@ -77,7 +78,7 @@ def train(
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
         para_mode=para_mode, sts_mode=sts_mode, simcse=simcse, mnrl=mnrl,
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
-        pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, group_by_length=group_by_length, lr=lr,
+        pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
         grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,

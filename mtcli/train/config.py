@@ -30,6 +30,7 @@ class TrainConfig:
     batch_size: int = 32
     group_by_length: bool = True     # batches of rows of similar length (less padding; same rows per epoch)
     lr: float | None = None          # None: the phase's default
+    head_lr: float | None = None     # None: 1e-3 (new linear heads learn far too slowly at the encoder's rate)
     weight_decay: float = 0.01
     warmup: float = 0.1              # fraction of steps with linear warmup
     clip: float = 1.0                # max gradient norm (0: off)
@@ -64,6 +65,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise UserError("--head-lr must be positive")
         for name in ("simcse", "mnrl", "cosine_embedding"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} weight must be >= 0")
@@ -78,6 +81,11 @@ class TrainConfig:
 
     def lr_of(self, phase: str) -> float:
         return PHASE_LR["pretrain"] if phase == "pretrain" and phase != self.phase else self.learning_rate
+
+    def head_lr_of(self, phase: str) -> float:
+        if self.head_lr is not None:
+            return self.head_lr
+        return self.lr_of(phase) if phase == "pretrain" else PHASE_LR["pretrain"]
 
     def weight(self, task: str) -> float:
         return float(self.task_weights.get(task, 1.0))

@@ -52,13 +52,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, lr: float | None = None):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr or config.learning_rate)
+def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, phase: str):
+    """AdamW over what trains in `phase`: the encoder at the phase's rate, the freshly
+    initialised heads at the head rate; no weight decay on biases and norms; linear
+    warmup then linear decay for every group."""
+    groups = []
+    for params, lr in ((model.encoder.named_parameters(), config.lr_of(phase)),
+                       (model.heads.named_parameters(), config.head_lr_of(phase))):
+        decay, no_decay = [], []
+        for name, p in params:
+            if p.requires_grad:
+                (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
+        groups += [{"params": decay, "weight_decay": config.weight_decay, "lr": lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
     warmup = int(config.warmup * total_steps)
 
     def schedule(step: int) -> float:
@@ -148,7 +155,7 @@ class Trainer:
         end = config.pretrain_epochs * self.steps_per_epoch if phase == "pretrain" and config.phase != "pretrain" \
             else self.total_steps
         span = max(1, min(end, self.total_steps) - start)
-        self.optimizer, self.scheduler = build_optimizer(self.model, config, span, lr=config.lr_of(phase))
+        self.optimizer, self.scheduler = build_optimizer(self.model, config, span, phase)
         shared = self.model.shared_parameters()
         wanted = bool(shared) and (config.combine == "pcgrad" or config.grad_stats)
         self.grads = TaskGradients(shared, len(TASKS)) if wanted else None
@@ -322,7 +329,8 @@ class Trainer:
         self.console.print(f"[bold]run[/] {self.run_dir}  device {self.device}{ranks}  {parameters:,} parameters{resumed}")
         self.console.print(f"[bold]sampler[/] {self.sampler.describe()}")
         self.console.print(f"[bold]steps[/] {self.total_steps} in all; combine {config.combine}; lr "
-                           f"{config.learning_rate:g} ({config.phase}); pcgrad backend {pcgrad.backend(self.device)}")
+                           f"{config.learning_rate:g} ({config.phase}), heads {config.head_lr_of(config.phase):g}; "
+                           f"pcgrad backend {pcgrad.backend(self.device)}")
 
     def _run_epoch(self, log: MetricsLog, progress: Progress, bar) -> None:
         config, pos = self.config, self.position
