@@ -177,3 +177,20 @@ def test_heads_learn_at_their_own_rate(tmp_path, tiny_model_dir):
     assert rates(trainer) == {"encoder": {3e-5}, "head": {2e-4}}
     trainer = Trainer(_config(tmp_path, tiny_model_dir, lr=None, phase="pretrain"), _quiet())
     assert rates(trainer) == {"head": {1e-3}}  # encoder frozen: not in the optimizer
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+def test_every_combination_sees_one_batch_per_task_slot(tmp_path, tiny_model_dir, combine):
+    """sum, weighted and PCGrad combine the same task batches: only the combination differs."""
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, combine=combine), _quiet())
+    plan = trainer.sampler.epoch_plan(1)
+    assert all(len(step) == 3 for step in plan[:-1])
+    if combine != "pcgrad":
+        classic = Trainer(_config(tmp_path, tiny_model_dir, combine=combine, slots=1), _quiet())
+        assert all(len(step) == 1 for step in classic.sampler.epoch_plan(1))
+        assert trainer.steps_per_epoch == -(-classic.steps_per_epoch // 3)  # the same batches, three per step
+
+
+def test_pcgrad_refuses_one_slot(tmp_path, tiny_model_dir):
+    result = run_cli("train", "--slots", "1", "--combine", "pcgrad", "--out", tmp_path)
+    assert result.returncode == 2 and "--slots 1" in result.stderr.decode()

@@ -40,6 +40,8 @@ def train(
                                         "for the first K epochs, then fine-tune"),
     epochs: int = typer.Option(3, help="Epochs (see the sampler's steps per epoch, printed at start)"),
     batch_size: int = typer.Option(32, "--batch-size", help="Examples per task batch"),
+    slots: int = typer.Option(None, help="Task batches per optimizer step, each task drawn by the sampler "
+                                         "(default: one per task; 1 = one batch per step, sum/weighted only)"),
     group_by_length: bool = typer.Option(True, "--group-by-length/--no-group-by-length",
                                          help="Batch rows of similar token length together (about half the padding "
                                               "compute; the same rows per epoch)"),
@@ -78,7 +80,8 @@ def train(
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
         para_mode=para_mode, sts_mode=sts_mode, simcse=simcse, mnrl=mnrl,
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
-        pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, group_by_length=group_by_length, lr=lr, head_lr=head_lr,
+        pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,
+        group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
         grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,

@@ -28,6 +28,7 @@ class TrainConfig:
     pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: int = 3
     batch_size: int = 32
+    slots: int | None = None         # task batches per optimizer step (None: one per task)
     group_by_length: bool = True     # batches of rows of similar length (less padding; same rows per epoch)
     lr: float | None = None          # None: the phase's default
     head_lr: float | None = None     # None: 1e-3 (new linear heads learn far too slowly at the encoder's rate)
@@ -65,6 +66,10 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
+        if self.slots is not None and self.slots < 1:
+            raise UserError("--slots must be at least 1")
+        if self.combine == "pcgrad" and self.slots == 1:
+            raise UserError("--combine pcgrad needs a gradient of several tasks per step: drop --slots 1")
         if self.head_lr is not None and self.head_lr <= 0:
             raise UserError("--head-lr must be positive")
         for name in ("simcse", "mnrl", "cosine_embedding"):

@@ -120,12 +120,11 @@ class Trainer:
         self.model = MultitaskModel(encoder, self.heads).to(self.device)
         self.train_splits = {t: read_split(t, "train", config.data_dir, limit=config.limit) for t in TASKS}
         self.dev_splits = {t: read_split(t, "dev", config.data_dir, limit=config.limit) for t in TASKS}
-        per_task = config.combine == "pcgrad"
         lengths = {t: row_lengths(self.tokenizer, self.heads.encoding(t), [ex.texts for ex in s.examples])
                    for t, s in self.train_splits.items()} if config.group_by_length else None
         self.sampler = TaskSampler(config.sampler, {t: len(s) for t, s in self.train_splits.items()},
                                    batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                                   upsample=config.upsample, slots_per_step=len(TASKS) if per_task else 1,
+                                   upsample=config.upsample, slots_per_step=config.slots or len(TASKS),
                                    lengths=lengths)
         self.steps_per_epoch = self.sampler.steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs

@@ -3,8 +3,9 @@
 Each task has an endless stream of example indices: its (upsampled) index pool,
 reshuffled on every pass from a seeded generator, so batches are always full and
 every example is seen before any repeats. A sampler decides the task of each
-*slot*; a step holds `slots_per_step` slots (1 for plain descent, one per task
-when PCGrad needs a gradient of every task). With N_i the upsampled size of task i
+*slot*; a step holds `slots_per_step` slots (by default one per task, so that
+sum, weighted and PCGrad all combine the same task batches; 1 for one batch per
+step). With N_i the upsampled size of task i
 and B the batch size, an epoch is:
 
   proportional  ceil(sum_i ceil(N_i / B) / slots) steps; slot task drawn with p_i ∝ N_i
