@@ -132,3 +132,18 @@ def row_counts(data_dir: str | Path | None = None) -> dict[str, dict[str, int | 
         for split in ("train", "dev", "test"):
             counts[name][split] = len(read_split(task, split, root)) if (root / task.file_name(split)).is_file() else None
     return counts
+
+
+def subsample(split: Split, fraction: float, seed: int) -> Split:
+    """A seeded random `fraction` of a split's rows, in file order: tasks keep their
+    relative sizes (unlike --limit), which is what sampler comparisons need."""
+    if fraction >= 1.0:
+        return split
+    import zlib
+
+    import numpy as np
+
+    keep = max(1, round(fraction * len(split)))
+    rng = np.random.default_rng([seed, zlib.crc32(split.task.name.encode())])  # its own stream per task
+    rows = np.sort(rng.permutation(len(split))[:keep])
+    return Split(split.task, split.split, split.path, [split.examples[i] for i in rows], split.skipped)

@@ -53,6 +53,9 @@ def train(
     dropout: float = typer.Option(0.1, help="Dropout in the encoder and before the heads"),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimizer steps"),
     limit: int = typer.Option(None, help="Use the first N rows of each task (train and dev)"),
+    train_fraction: float = typer.Option(1.0, "--train-fraction",
+                                         help="Train on a seeded random share of each task's rows (tasks keep their "
+                                              "relative sizes; dev sets stay whole)"),
     grad_stats: bool = typer.Option(False, "--grad-stats", help="Log task-gradient cosines with sum/weighted too"),
     model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
@@ -83,6 +86,7 @@ def train(
         pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,
         group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
+        train_fraction=train_fraction,
         grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
         eval_batch_size=eval_batch_size, save_every=save_every, skip_nonfinite=skip_nonfinite,

@@ -38,6 +38,7 @@ class TrainConfig:
     dropout: float = 0.1
     max_steps: int | None = None
     limit: int | None = None         # rows per task, train and dev
+    train_fraction: float = 1.0      # a seeded random share of each task's training rows (dev untouched)
     grad_stats: bool = False         # log task-gradient cosines even without PCGrad
     save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
@@ -66,6 +67,8 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
+        if not 0 < self.train_fraction <= 1:
+            raise UserError(f"--train-fraction {self.train_fraction:g} must be in (0, 1]")
         if self.slots is not None and self.slots < 1:
             raise UserError("--slots must be at least 1")
         if self.combine == "pcgrad" and self.slots == 1:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtcli.checkpoint import TRAINER_STATE, model_state_from, read_meta, save_checkpoint
-from mtcli.data import read_split
+from mtcli.data import read_split, subsample
 from mtcli.encoding import row_lengths
 from mtcli.errors import UserError
 from mtcli.evaluate import score_predictions, scores_table, write_eval
@@ -118,7 +118,8 @@ class Trainer:
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
         encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
         self.model = MultitaskModel(encoder, self.heads).to(self.device)
-        self.train_splits = {t: read_split(t, "train", config.data_dir, limit=config.limit) for t in TASKS}
+        self.train_splits = {t: subsample(read_split(t, "train", config.data_dir, limit=config.limit),
+                                          config.train_fraction, config.seed) for t in TASKS}
         self.dev_splits = {t: read_split(t, "dev", config.data_dir, limit=config.limit) for t in TASKS}
         lengths = {t: row_lengths(self.tokenizer, self.heads.encoding(t), [ex.texts for ex in s.examples])
                    for t, s in self.train_splits.items()} if config.group_by_length else None
