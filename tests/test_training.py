@@ -194,3 +194,11 @@ def test_every_combination_sees_one_batch_per_task_slot(tmp_path, tiny_model_dir
 def test_pcgrad_refuses_one_slot(tmp_path, tiny_model_dir):
     result = run_cli("train", "--slots", "1", "--combine", "pcgrad", "--out", tmp_path)
     assert result.returncode == 2 and "--slots 1" in result.stderr.decode()
+
+
+def test_head_pretraining_with_a_parameter_free_cosine_head(tmp_path, tiny_model_dir):
+    """With the encoder frozen, cosine STS has nothing to train: its loss is logged, not back-propagated."""
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, phase="pretrain", lr=None, sts_mode="cosine",
+                              sampler="triple-batch"), _quiet())
+    losses, _, _ = trainer.step(trainer.sampler.epoch_plan(1)[0], 0)
+    assert set(losses) == {"sst", "para", "sts"} and all(torch.isfinite(v) for v in losses.values())

@@ -12,7 +12,7 @@ EPILOG = """Examples:
 
   mtcli train --sampler annealed --combine weighted --task-weights sst=0.5,para=1,sts=1
 
-  mtcli train --upsample sst=3,para=1,sts=4 --para-mode siamese --sts-mode cosine
+  mtcli train --upsample sst=3,para=1,sts=4 --para-mode cross --sts-mode cross
 
   mtcli train --simcse 0.1 --mnrl 0.5 --cosine-embedding-loss --pretrain-epochs 1 --epochs 4
 
@@ -27,10 +27,10 @@ def train(
     combine: str = typer.Option("pcgrad", help="How task gradients combine: sum | weighted | pcgrad"),
     task_weights: str = typer.Option(None, "--task-weights", help="Per-task loss weights, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
-    phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 2e-5)"),
+    phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
     pooling: str = typer.Option("mean", help="cls | mean"),
-    para_mode: str = typer.Option("cross", "--para-mode", help="cross (joint pair encoding) | siamese"),
-    sts_mode: str = typer.Option("cross", "--sts-mode", help="cross (joint pair encoding) | cosine"),
+    para_mode: str = typer.Option("siamese", "--para-mode", help="siamese ([u, v, |u-v|, u*v] -> linear) | cross (joint pair encoding)"),
+    sts_mode: str = typer.Option("cosine", "--sts-mode", help="cosine (5 cos(u, v)) | cross (joint pair encoding)"),
     simcse: float = typer.Option(0.0, help="Weight of an unsupervised SimCSE loss on every batch's sentences (0: off)"),
     mnrl: float = typer.Option(0.0, help="Weight of a multiple-negatives ranking loss on paraphrase positives (0: off)"),
     cosine_embedding_loss: bool = typer.Option(False, "--cosine-embedding-loss",

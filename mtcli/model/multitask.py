@@ -29,8 +29,8 @@ POOLINGS = ("cls", "mean")
 @dataclass
 class HeadConfig:
     pooling: str = "mean"
-    para_mode: str = "cross"     # cross | siamese
-    sts_mode: str = "cross"      # cross | cosine
+    para_mode: str = "siamese"   # cross | siamese
+    sts_mode: str = "cosine"     # cross | cosine
     dropout: float = 0.1
     max_length: int = MAX_LENGTH
 

@@ -8,7 +8,7 @@ from mtcli.train.gradients import COMBINES
 from mtcli.train.samplers import SAMPLERS
 
 PHASES = ("pretrain", "finetune")
-PHASE_LR = {"pretrain": 1e-3, "finetune": 2e-5}  # heads only / whole model
+PHASE_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # heads only / whole model (encoder; heads: head_lr)
 
 
 @dataclass
@@ -19,8 +19,8 @@ class TrainConfig:
     upsample: dict[str, int] = field(default_factory=dict)
     phase: str = "finetune"
     pooling: str = "mean"
-    para_mode: str = "cross"
-    sts_mode: str = "cross"
+    para_mode: str = "siamese"       # the backbone is a bi-encoder: siamese/cosine beat cross (README results)
+    sts_mode: str = "cosine"
     simcse: float = 0.0              # weight of the unsupervised SimCSE loss (0: off)
     mnrl: float = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
     cosine_embedding: float = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)

@@ -260,7 +260,8 @@ class Trainer:
             if not self.dist.all_true(bool(torch.isfinite(total)), self.device):
                 bad = next((f" {n}" for n, v in [("", loss), *extra.items()] if not torch.isfinite(v)), "")
                 raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is {total.item()}")
-            (total * self.config.weight(task)).backward()
+            if total.requires_grad:  # not when nothing trains for the task: a cosine head on a frozen encoder
+                (total * self.config.weight(task)).backward()
             losses[task] = loss.detach()
             losses.update({f"{task}:{name}": value.detach() for name, value in extra.items()})
             examples += len(rows) * self.dist.world
