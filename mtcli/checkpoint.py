@@ -17,7 +17,7 @@ import torch
 
 from mtcli import __version__
 from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, staged_dir, write_json
+from mtcli.fileio import atomic_path, read_json_dict, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
@@ -26,8 +26,16 @@ from mtcli.tasks import TASKS
 from mtcli.tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
+META = "mtcli.json"
 FORMAT = "mtcli-checkpoint"
 FORMAT_VERSION = 1
+FILES = {"config.json", "model.safetensors", "tokenizer.json", META, TRAINER_STATE}
+
+
+def checkpoint_files(folder: Path) -> set[str] | None:
+    """The files mtcli writes into a checkpoint folder, if `folder` is one (for `staged_dir`)."""
+    meta = read_json_dict(folder / META)
+    return FILES if meta is not None and meta.get("format") == FORMAT else None
 
 
 def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | Path, *, info: dict | None = None,
@@ -38,7 +46,7 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
     inside the same swap, so weights and training state always match."""
     from safetensors.torch import save_file
 
-    with staged_dir(out_dir) as staging:
+    with staged_dir(out_dir, checkpoint_files, "an mtcli checkpoint") as staging:
         state = model.state_dict()
         encoder = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         heads = {k: v.contiguous() for k, v in state.items() if k.startswith("heads.")}
@@ -49,7 +57,7 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
         if trainer_state is not None:
             with atomic_path(staging / TRAINER_STATE) as tmp:
                 torch.save(trainer_state, tmp)
-        write_json(staging / "mtcli.json", {
+        write_json(staging / META, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "mtcli_version": __version__,
             "heads": model.head_config.to_dict(), "tasks": {n: t.label_names for n, t in TASKS.items()},
             **(info or {}),
@@ -67,7 +75,7 @@ def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
 
 def read_meta(ckpt_dir: str | Path) -> dict:
     ckpt_dir = Path(ckpt_dir)
-    path = ckpt_dir / "mtcli.json"
+    path = ckpt_dir / META
     if not ckpt_dir.is_dir():
         raise UserError(f"{ckpt_dir}: checkpoint folder not found; pass --checkpoint runs/<name>/best")
     if not path.is_file():

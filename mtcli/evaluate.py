@@ -10,9 +10,34 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.data import Split
-from mtcli.fileio import atomic_path, write_json
+from mtcli.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
 from mtcli.metrics import overall, predicted_labels, task_metrics
 from mtcli.tasks import TASKS
+from mtcli.tsv import TsvWriter
+
+EVAL_FORMAT = "mtcli-eval"
+EVAL_FILES = ("eval.json", "confusion_sst.png", "sts_scatter.png")
+
+
+def written_by_mtcli(path: Path) -> bool:
+    """Whether an existing evaluation output at `path` is mtcli's to replace: it lies in a run
+    or export folder, or it carries mtcli's mark (eval.json's format, the PNGs' Software
+    tag, the CS224N prediction header)."""
+    from mtcli.manifest import export_files
+    from mtcli.paths import is_run_dir
+    from mtcli.train.plots import PNG_SOFTWARE
+
+    if is_run_dir(path.parent) or export_files(path.parent) is not None:
+        return True
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError:
+        return False
+    if path.suffix == ".json":
+        return (read_json_dict(path) or {}).get("format") == EVAL_FORMAT
+    if path.suffix == ".png":
+        return b"Software\x00" + PNG_SOFTWARE.encode() in head
+    return path.suffix == ".csv" and head.startswith(b"id,Predicted_")
 
 
 def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dict:
@@ -23,17 +48,18 @@ def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarra
 
 def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
     """CS224N test-output files: `{task}-test-output.csv` with header `id,Predicted_...`."""
-    written = []
+    paths = {task: Path(out_dir) / f"{task}-test-output.csv" for task in predictions}
+    for path in paths.values():
+        refuse_overwrite_unless(path, written_by_mtcli)
     for task, preds in predictions.items():
         spec = TASKS[task]
         values = predicted_labels(spec, preds)
-        path = Path(out_dir) / f"{task}-test-output.csv"
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(f"id,{spec.prediction_header}\n")
-            for example, value in zip(splits[task].examples, values):
-                fh.write(f"{example.id},{value:.4f}\n" if spec.kind == "regression" else f"{example.id},{int(value)}\n")
-        written.append(path)
-    return written
+        with atomic_path(paths[task]) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+            writer = TsvWriter(fh, delimiter=",")
+            writer.writerow(["id", spec.prediction_header])
+            writer.writerows([example.id, f"{value:.4f}" if spec.kind == "regression" else str(int(value))]
+                             for example, value in zip(splits[task].examples, values))
+    return list(paths.values())
 
 
 def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path,
@@ -42,9 +68,12 @@ def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, n
     from mtcli.analysis import analyse, plot_analysis
 
     out_dir = Path(out_dir)
+    for name in EVAL_FILES:
+        refuse_overwrite_unless(out_dir / name, written_by_mtcli)
     analysis = analyse(splits, predictions)
     plot_analysis(analysis, splits, predictions, out_dir)
-    return write_json(out_dir / "eval.json", {**provenance, **results, "analysis": analysis}), analysis
+    record = {"format": EVAL_FORMAT, **provenance, **results, "analysis": analysis}
+    return write_json(out_dir / "eval.json", record), analysis
 
 
 def scores_table(results: dict, title: str = "dev"):

@@ -22,12 +22,35 @@ from mtcli.data import read_split
 from mtcli.encoding import encode, input_names
 from mtcli.errors import UserError
 from mtcli.fileio import staged_dir, write_json
-from mtcli.manifest import FORMAT, FORMAT_VERSION, MANIFEST, output_name
+from mtcli.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name
 from mtcli.model.multitask import MultitaskModel
 from mtcli.tasks import TASKS
 
 PARITY_TOLERANCE = 1e-4
 MIN_OPSET = 17
+
+
+def max_opset() -> int:
+    """The newest opset the TorchScript exporter (the one whose graphs onnxruntime fuses) writes."""
+    from torch.onnx import _constants
+
+    return min(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20), _constants.ONNX_MAX_OPSET)
+
+
+def check_out_dir(out_dir: Path, checkpoint: Path) -> None:
+    """Refuse an output folder that is, holds, or lies inside the checkpoint or a run folder:
+    replacing it would destroy the training run. (Any other non-export folder is refused
+    by `staged_dir` when it is not empty.)"""
+    from mtcli.paths import enclosing_run_dir
+
+    out, ckpt = out_dir.resolve(), checkpoint.resolve()
+    if out == ckpt or out in ckpt.parents:
+        raise UserError(f"{out_dir}: holds the checkpoint {checkpoint}; exporting there would replace it: "
+                        f"pass another --out, e.g. export/")
+    run = enclosing_run_dir(out)
+    if run is not None:
+        raise UserError(f"{out_dir}: is inside the run folder {run}; exporting there would replace part of the run: "
+                        f"pass an --out outside it, e.g. export/")
 
 
 class TaskGraph(torch.nn.Module):
@@ -166,14 +189,16 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
     """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success)."""
     import onnx
 
-    if opset < MIN_OPSET:
-        raise UserError(f"--opset {opset}: mtcli exports opset {MIN_OPSET} or newer")
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserError(f"--opset {opset}: mtcli exports opsets {MIN_OPSET} to {max_opset()}")
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize {quantize!r}: only int8 is supported")
     say = console.print if console else (lambda *a, **k: None)
-    checkpoint = Path(checkpoint)
-    model, tokenizer, meta = load_checkpoint(checkpoint)
-    with staged_dir(out_dir) as staging:
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    check_out_dir(out_dir, checkpoint)
+    with staged_dir(out_dir, export_files, "an earlier `mtcli export`") as staging:
+        model, tokenizer, meta = load_checkpoint(checkpoint)
+        say(f"checkpoint {checkpoint}")
         tasks = {}
         for task, spec in TASKS.items():
             encoding = model.head_config.encoding(task)

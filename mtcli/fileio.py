@@ -1,17 +1,40 @@
-"""Atomic file writes: a file appears under its final name complete, or not at all.
+"""Writing files without losing any: the only way mtcli puts bytes on disk.
 
-Everything mtcli writes (checkpoints, ONNX graphs, manifests, eval.json,
-predictions, scores) goes through `atomic_path`: write to a temporary name in the
-same folder, fsync, rename. A crash or a full disk leaves no final-named partial file.
+Three rules, each enforced here once:
+- A file appears under its final name complete, or not at all (`atomic_path`: a
+  temporary name in the same folder, fsync, rename). A folder is built aside and
+  swapped in whole (`staged_dir`).
+- mtcli never removes or overwrites what it did not write: a folder is replaced only
+  when it is empty or is a folder of the same kind that mtcli wrote and holds nothing
+  else; a symlink is written through, not replaced; a device or FIFO is written in
+  place; an output that is also the input is refused.
+- Temporary names carry the writer's process id (`.NAME.mtcli-PID-XXXXXXXX.tmp`), so
+  the leftovers of a killed process are recognised and removed by the next command
+  that writes in that folder, and nothing else is.
+
+Errors name the user's path, never a temporary one. Torch-free.
 """
 
+import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+import stat
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
+
+from mtcli.errors import UserError
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.mtcli-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|staging|old)$")
+
+
+def _temp_path(final: Path, kind: str) -> Path:
+    return final.with_name(f".{final.name}.mtcli-{os.getpid()}-{secrets.token_hex(4)}.{kind}")
 
 
 def _umask() -> int:
@@ -21,26 +44,86 @@ def _umask() -> int:
 
 
 def fix_mode(path: Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create private files; give them the usual mode under the umask."""
+    """The mode an ordinary file or folder gets under the umask (libraries and mkstemp make 0600 ones)."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def sweep_stale(folder: str | Path) -> list[Path]:
+    """Remove the temporary files and staging folders that a killed mtcli left in `folder`.
+
+    Only names of mtcli's own pattern whose process is gone (and which belong to this
+    user) are touched. A folder set aside by an interrupted swap (`.NAME...old`) is put
+    back under NAME when NAME is missing, and removed otherwise."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if not match or not _process_gone(int(match["pid"])):
+            continue
+        try:
+            if entry.lstat().st_uid != os.getuid():
+                continue
+            final = folder / match["name"]
+            if match["kind"] == "old" and not final.exists():
+                entry.rename(final)
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            continue  # another process got there first, or it is not ours to remove after all
+    return removed
+
+
+def _name_user_path(error: OSError, temporary: Path, final: Path) -> None:
+    """Make an OSError about a temporary path (or about no path: a failed write) name the user's path."""
+    if error.filename is None:
+        error.filename = str(final)
+    for attribute in ("filename", "filename2"):
+        name = getattr(error, attribute, None)
+        if name is not None and str(name).startswith(str(temporary)):
+            setattr(error, attribute, str(final) + str(name)[len(str(temporary)):])
 
 
 @contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `final`; on success fsync it and rename it into place."""
-    final = Path(final)
+    """Yield a temporary path next to `final`; on success fsync it and rename it into place.
+
+    A symlink at `final` is written through (its target is replaced, the link stays)."""
+    shown = Path(final)
+    final = Path(os.path.realpath(shown))
+    if final.is_dir():
+        raise UserError(f"{shown}: is a folder; pass a file name")
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    fix_mode(tmp)
+    sweep_stale(final.parent)
+    tmp = _temp_path(final, "tmp")
     try:
+        tmp.touch(mode=0o600, exist_ok=False)
         yield tmp
+        fix_mode(tmp)  # whatever created the bytes (safetensors, torch.save), the mode is the usual one
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            _name_user_path(e, tmp, shown)
         raise
 
 
@@ -54,37 +137,128 @@ def write_json(path: str | Path, value) -> Path:
     return write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
+def _carried(name: str) -> bool:
+    """Entries of a replaced folder that are the repository's, not the folder's (export/.gitkeep)."""
+    return name.startswith(".git")
+
+
+def ensure_replaceable(folder: Path, ours: set[str] | None, what: str, shown: Path | None = None) -> None:
+    """Refuse to replace `folder` unless it is empty or `what` and holds only the files in `ours`.
+
+    `ours` is None when the folder is not `what` at all."""
+    shown = shown or folder
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UserError(f"{shown}: is a file, not a folder; pick another output folder")
+    entries = [e for e in folder.iterdir() if not _carried(e.name) and not _TEMP.match(e.name)]
+    if not entries:
+        return
+    if ours is None:
+        raise UserError(f"{shown}: folder is not empty and is not {what}; mtcli replaces only an empty folder or "
+                        f"{what}: pick another output folder (nothing was changed)")
+    foreign = sorted(e.name for e in entries if e.name not in ours)
+    if foreign:
+        raise UserError(f"{shown / foreign[0]}: was not written by mtcli, and {shown} is replaced as a whole: "
+                        f"move {'it' if len(foreign) == 1 else f'it and {len(foreign) - 1} more'} elsewhere or pick "
+                        f"another output folder (nothing was changed)")
+
+
 @contextmanager
-def staged_dir(final: str | Path) -> Iterator[Path]:
+def staged_dir(final: str | Path, files_of: Callable[[Path], set[str] | None], what: str) -> Iterator[Path]:
     """Yield an empty staging folder next to `final`; on success swap it in as `final`.
 
-    The previous `final` is renamed aside first and removed after the swap, so a crash
-    leaves either the old folder (possibly as `.NAME.old`, see `recover_dir`) or the new
-    one, never a mix. Entries of the old folder named `.git*` (e.g. .gitkeep) carry over."""
-    final = Path(final)
+    `files_of(folder)` names the files a folder of this kind holds when mtcli wrote it
+    (None: not such a folder); the old `final` is replaced only if it is empty or holds
+    nothing else, checked before any work starts. The old folder is renamed aside first
+    and removed after the swap, so a crash leaves the old folder (possibly still aside,
+    restored by `sweep_stale`) or the new one, never a mix. Entries named `.git*`
+    (e.g. .gitkeep) carry over."""
+    shown = Path(final)
+    final = Path(os.path.realpath(shown))
+    ensure_replaceable(final, files_of(final) if final.is_dir() else None, what, shown)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    sweep_stale(final.parent)
+    staging = _temp_path(final, "staging")
+    staging.mkdir()
     fix_mode(staging, directory=True)
     try:
         yield staging
-        old = final.with_name(f".{final.name}.old")
+        ensure_replaceable(final, files_of(final) if final.is_dir() else None, what, shown)  # still true?
         if final.exists():
+            old = _temp_path(final, "old")
             for item in final.iterdir():
-                if item.name.startswith(".git"):
+                if _carried(item.name):
                     shutil.move(str(item), staging / item.name)
-            shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            _name_user_path(e, staging, shown)
         raise
 
 
 def recover_dir(final: str | Path) -> Path:
     """After a crash between the two renames of `staged_dir`, put the old folder back."""
     final = Path(final)
-    old = final.with_name(f".{final.name}.old")
-    if not final.exists() and old.is_dir():
-        old.rename(final)
+    sweep_stale(final.parent)
     return final
+
+
+# ---------------------------------------------------------------- outputs named by the user
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths are one file (through links, hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_stream(path: str | Path) -> bool:
+    """A character device, FIFO or socket (also behind a symlink): written in place, never renamed over."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+@contextmanager
+def output_stream(path: str | Path | None) -> Iterator[TextIO]:
+    """A text stream for a user-named output: '-' or None is stdout; a device or FIFO is
+    opened and written in place; a file (or a symlink's target) is written atomically.
+    Opened with newline='' so a csv writer controls every line end."""
+    if path is None or str(path) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        if is_stream(path):
+            with open(path, "w", encoding="utf-8", newline="") as out:
+                yield out
+            return
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+            yield out
+    except OSError as e:
+        if e.filename is None:  # a failed write() names no file: name the output
+            e.filename = str(path)
+        raise
+
+
+def refuse_overwrite_unless(path: Path, ours: Callable[[Path], bool]) -> None:
+    """Refuse to replace an existing file at `path` that `ours` does not recognise as mtcli's."""
+    if path.exists() and not ours(path):
+        raise UserError(f"{path}: exists and was not written by mtcli; move it away or pick another --out "
+                        f"(nothing was changed)")
+
+
+def read_json_dict(path: Path) -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+        return value if isinstance(value, dict) else None
+    return None

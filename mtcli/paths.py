@@ -32,3 +32,15 @@ def resolve_model_dir(path: str | Path | None) -> Path:
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: model folder not found; pass --model-dir with an HF-layout BERT folder")
     return model_dir
+
+
+def is_run_dir(folder: str | Path) -> bool:
+    """A folder `mtcli train` wrote: its config.json next to metrics.jsonl or a checkpoint."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any((folder / n).exists() for n in ("metrics.jsonl", "best", "last"))
+
+
+def enclosing_run_dir(path: str | Path) -> Path | None:
+    """The run folder that is `path` or holds it, if any."""
+    path = Path(path).resolve()
+    return next((p for p in (path, *path.parents) if is_run_dir(p)), None)

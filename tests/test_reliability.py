@@ -20,6 +20,7 @@ from mtcli.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
 from mtcli.data import parse_rows
 from mtcli.errors import UserError
 from mtcli.fileio import atomic_path, staged_dir, write_json
+from mtcli.manifest import export_files
 from mtcli.score import ScoreStats, read_score_rows
 from mtcli.tasks import TASKS
 from mtcli.train import TrainConfig
@@ -173,7 +174,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, tiny_ch
     assert read_meta(tmp_path / "best")["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
     with pytest.raises(OSError):
-        with staged_dir(tmp_path / "export") as staging:
+        with staged_dir(tmp_path / "export", export_files, "an export") as staging:
             (staging / "sst.onnx").write_bytes(b"half")
             raise OSError(errno.ENOSPC, "No space left on device")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]

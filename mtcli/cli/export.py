@@ -29,7 +29,6 @@ def export_command(
 
     console = Console(stderr=True)
     ckpt = checkpoint or latest_checkpoint()
-    console.print(f"checkpoint {ckpt}")
     manifest = export(ckpt, out, opset=opset, quantize=quantize, data_dir=data_dir, console=console)
     files = ", ".join(e["file"] + (f" + {e['int8_file']}" if "int8_file" in e else "") for e in manifest["tasks"].values())
     console.print(f"wrote {out}/: {files}, tokenizer.json, manifest.json (opset {opset})")

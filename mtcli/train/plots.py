@@ -4,7 +4,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mtcli import __version__
 from mtcli.fileio import atomic_path
+
+PNG_SOFTWARE = "mtcli"  # the PNGs' Software tag: how mtcli knows a plot is its own to replace
 
 
 def _pyplot():
@@ -77,6 +80,6 @@ def plot_scatter(gold: np.ndarray, predicted: np.ndarray, out: str | Path, title
 def _save(fig, out) -> Path:
     plt = _pyplot()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": f"{PNG_SOFTWARE} {__version__}"})
     plt.close(fig)
     return Path(out)
