@@ -16,6 +16,7 @@ import numpy as np
 from mtcli.tasks import Task
 
 Encoding = Literal["single", "joint", "separate"]
+ENCODINGS: tuple[Encoding, ...] = ("single", "joint", "separate")
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 PAIR_MODES = {"para": ("cross", "siamese"), "sts": ("cross", "cosine")}
 

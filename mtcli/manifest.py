@@ -1,26 +1,59 @@
 """export/manifest.json: what an exported model folder holds. Torch-free (scoring reads it).
 
 The manifest is the scoring side's single source for the tasks: files, input names,
-encodings, output names, label names and max length all come from here, and were
-written from the same task registry and head config that training used.
+encodings, output names, kinds, label names and max length all come from here, and
+were written from the same task registry and head config that training used. It is
+validated whole when read (`read_manifest`), and each graph is checked against its
+entry when loaded (`check_graph`), so a hand-edited manifest or a swapped graph is
+one clear error, not a traceback in the middle of scoring.
 """
 
 import json
+import math
 from pathlib import Path
 
 from mtcli import __version__
+from mtcli.encoding import ENCODINGS, input_names
 from mtcli.errors import UserError
+from mtcli.fileio import read_json_dict
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
 FORMAT_VERSION = 1
+KINDS = ("multiclass", "binary", "regression")
+POOLINGS = ("cls", "mean")
+
+
+_JSON_TYPE = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+              bool: "true/false", type(None): "null"}
 
 
 def output_name(task_kind: str) -> str:
     return {"multiclass": "probabilities", "binary": "probability", "regression": "score"}[task_kind]
 
 
+def export_files(folder: Path) -> set[str] | None:
+    """The files an earlier `mtcli export` (and `eval --onnx`) wrote into `folder`, if it is an export.
+
+    Read leniently: an export by another mtcli version is still mtcli's to replace."""
+    manifest = read_json_dict(folder / MANIFEST)
+    if manifest is None or manifest.get("format") != FORMAT:
+        return None
+    from mtcli.evaluate import EVAL_FILES  # `eval --onnx` writes these into the export folder by default
+
+    files = {MANIFEST, *EVAL_FILES}
+    if isinstance(manifest.get("tokenizer"), str):
+        files.add(manifest["tokenizer"])
+    tasks = manifest.get("tasks") if isinstance(manifest.get("tasks"), dict) else {}
+    for name, entry in tasks.items():
+        files.add(f"{name}-test-output.csv")
+        if isinstance(entry, dict):
+            files.update(v for k, v in entry.items() if k in ("file", "int8_file") and isinstance(v, str))
+    return files
+
+
 def read_manifest(model_dir: str | Path) -> dict:
+    """The validated manifest of an export folder; one UserError naming the manifest otherwise."""
     model_dir = Path(model_dir)
     path = model_dir / MANIFEST
     if not model_dir.is_dir():
@@ -34,7 +67,90 @@ def read_manifest(model_dir: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtcli ONNX manifest; re-run `mtcli export`")
     if manifest.get("format_version") != FORMAT_VERSION:
+        versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}
         raise UserError(f"{path}: manifest format v{manifest.get('format_version')} was written by mtcli "
-                        f"{manifest.get('versions', {}).get('mtcli', '?')}; this mtcli {__version__} reads "
+                        f"{versions.get('mtcli', '?')}; this mtcli {__version__} reads "
                         f"v{FORMAT_VERSION}: re-run `mtcli export` with this version")
+    validate_manifest(manifest, path)
     return manifest
+
+
+def validate_manifest(manifest: dict, path: Path) -> None:
+    """Types, required keys and internal consistency of every field scoring reads."""
+    def bad(where: str, problem: str):
+        raise UserError(f"{path}: {where}: {problem}; the manifest was edited or damaged: re-run `mtcli export`")
+
+    def need(container: dict, key: str, kind, where: str):
+        if key not in container:
+            bad(where + key, "missing")
+        value = container[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            bad(where + key, f"expected {_JSON_TYPE[kind]}, found {_JSON_TYPE.get(type(value), type(value).__name__)}")
+        return value
+
+    def file_name(container: dict, key: str, where: str) -> str:
+        name = need(container, key, str, where)
+        if not name or Path(name).name != name or name in (".", ".."):
+            bad(where + key, f"{name!r} is not a file name inside the export folder")
+        if not (path.parent / name).is_file():
+            raise UserError(f"{path.parent / name}: not found, but {path.name} lists it; re-run `mtcli export`")
+        return name
+
+    need(manifest, "opset", int, "")
+    max_length = need(manifest, "max_length", int, "")
+    if not 2 <= max_length <= 65536:
+        bad("max_length", f"{max_length} is not a sequence length")
+    if need(manifest, "pooling", str, "") not in POOLINGS:
+        bad("pooling", f"{manifest['pooling']!r} is not one of {', '.join(POOLINGS)}")
+    file_name(manifest, "tokenizer", "")
+    tasks = need(manifest, "tasks", dict, "")
+    if not tasks:
+        bad("tasks", "no task")
+    for name, entry in tasks.items():
+        where = f"tasks.{name}."
+        if not isinstance(entry, dict):
+            bad(where[:-1], f"expected an object, found {_JSON_TYPE.get(type(entry), type(entry).__name__)}")
+        file_name(entry, "file", where)
+        if "int8_file" in entry:
+            file_name(entry, "int8_file", where)
+        kind = need(entry, "kind", str, where)
+        if kind not in KINDS:
+            bad(where + "kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+        need(entry, "mode", str, where)
+        encoding = need(entry, "encoding", str, where)
+        if encoding not in ENCODINGS:
+            bad(where + "encoding", f"{encoding!r} is not one of {', '.join(ENCODINGS)}")
+        if need(entry, "inputs", list, where) != input_names(encoding):
+            bad(where + "inputs", f"{entry['inputs']} are not the inputs of the {encoding} encoding "
+                                  f"({', '.join(input_names(encoding))})")
+        if need(entry, "output", str, where) != output_name(kind):
+            bad(where + "output", f"{entry['output']!r} is not the output of a {kind} task ({output_name(kind)!r})")
+        labels = need(entry, "label_names", list, where)
+        if not all(isinstance(label, str) and label for label in labels) or len(set(labels)) != len(labels):
+            bad(where + "label_names", "expected distinct, non-empty names")
+        wanted = {"multiclass": "at least 2", "binary": "exactly 2", "regression": "none"}[kind]
+        if (kind == "multiclass" and len(labels) < 2) or (kind == "binary" and len(labels) != 2) or \
+                (kind == "regression" and labels):
+            bad(where + "label_names", f"a {kind} task has {wanted} label names, found {len(labels)}")
+        low_high = need(entry, "label_range", list, where)
+        if len(low_high) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                         for v in low_high) or not low_high[0] < low_high[1]:
+            bad(where + "label_range", f"{low_high} is not [low, high] with low < high")
+
+
+def check_graph(session, entry: dict, graph: Path) -> None:
+    """The loaded graph takes the inputs and gives the output its manifest entry says."""
+    inputs = [i.name for i in session.get_inputs()]
+    if sorted(inputs) != sorted(entry["inputs"]):
+        raise UserError(f"{graph}: the graph's inputs ({', '.join(inputs)}) are not the manifest's "
+                        f"({', '.join(entry['inputs'])}): graph and manifest do not belong together: re-run `mtcli export`")
+    outputs = {o.name: o for o in session.get_outputs()}
+    if entry["output"] not in outputs:
+        raise UserError(f"{graph}: the graph has no output {entry['output']!r} (has: {', '.join(outputs)}): "
+                        f"graph and manifest do not belong together: re-run `mtcli export`")
+    shape = outputs[entry["output"]].shape
+    expected = [None, len(entry["label_names"])] if entry["kind"] == "multiclass" else [None]
+    if len(shape) != len(expected) or any(isinstance(s, int) and e is not None and s != e
+                                          for s, e in zip(shape, expected)):
+        raise UserError(f"{graph}: output {entry['output']!r} has shape {shape}, the manifest's {entry['kind']} task "
+                        f"needs {['batch', *expected[1:]]}: graph and manifest do not belong together: re-run `mtcli export`")

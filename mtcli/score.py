@@ -18,10 +18,11 @@ import numpy as np
 
 from mtcli.encoding import encode, length_order
 from mtcli.errors import DataError, UserError
-from mtcli.manifest import read_manifest
-from mtcli.tasks import TASKS, get_task
+from mtcli.fileio import output_stream, same_file
+from mtcli.manifest import check_graph, read_manifest
+from mtcli.tasks import TASKS
 from mtcli.tokenizer import Tokenizer
-from mtcli.tsv import iter_rows, line_counter, open_binary
+from mtcli.tsv import TsvWriter, iter_rows, line_counter, open_binary
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 HEADER_NAMES = {"id", "sentence", "sentence1", "sentence2"}
@@ -52,6 +53,28 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
         raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
 
 
+@dataclass(frozen=True)
+class ExportedTask:
+    """What the manifest says about one exported task: all that scoring knows of it."""
+    name: str
+    kind: str
+    encoding: str
+    label_names: tuple[str, ...]
+
+    @classmethod
+    def from_manifest(cls, name: str, entry: dict) -> "ExportedTask":
+        return cls(name, entry["kind"], entry["encoding"], tuple(entry["label_names"]))
+
+    @property
+    def is_pair(self) -> bool:
+        return self.encoding != "single"
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Input column names a header may use."""
+        return ("sentence1", "sentence2") if self.is_pair else ("sentence",)
+
+
 class OnnxTask:
     """One task's graph, tokenizer and manifest entry."""
 
@@ -59,15 +82,16 @@ class OnnxTask:
                  quantized: bool = False, threads: int | None = None):
         self.model_dir = Path(model_dir)
         manifest = read_manifest(self.model_dir)
-        self.task = get_task(task)
         if task not in manifest["tasks"]:
-            raise UserError(f"{self.model_dir}: the export has no {task!r} graph (has: {', '.join(manifest['tasks'])})")
+            raise UserError(f"unknown task {task!r}; the export in {self.model_dir} has {', '.join(manifest['tasks'])}")
         self.entry = manifest["tasks"][task]
+        self.task = ExportedTask.from_manifest(task, self.entry)
         file = self.entry.get("int8_file") if quantized else self.entry["file"]
         if file is None:
             raise UserError(f"{self.model_dir}: no int8 graph for {task}; export with `mtcli export --quantize int8`")
         self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=manifest["max_length"])
         self.session = make_session(self.model_dir / file, providers, threads)
+        check_graph(self.session, self.entry, self.model_dir / file)
         self.providers = self.session.get_providers()
 
     def predict(self, texts: Sequence[Sequence[str]]) -> np.ndarray:
@@ -142,10 +166,10 @@ def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, l
         if not all(texts):
             bad(DataError(name, line, "empty text"))
             continue
-        yield (fields[layout.id_column].strip() if layout.id_column is not None else str(line)), texts
+        yield (fields[layout.id_column] if layout.id_column is not None else str(line)), texts  # ids verbatim
 
 
-def output_header(task) -> list[str]:
+def output_header(task: ExportedTask) -> list[str]:
     if task.kind == "regression":
         return ["id", "score"]
     if task.kind == "binary":
@@ -153,25 +177,28 @@ def output_header(task) -> list[str]:
     return ["id", "label", *("p_" + n.replace(" ", "_") for n in task.label_names)]
 
 
-def format_rows(task, ids: Sequence[str], predictions: np.ndarray) -> list[str]:
+def output_rows(task: ExportedTask, ids: Sequence[str], predictions: np.ndarray) -> Iterator[list[str]]:
+    """The fields of each output row (written by TsvWriter, which quotes what needs it)."""
     if task.kind == "regression":
-        return [f"{i}\t{p:.4f}" for i, p in zip(ids, predictions)]
+        return ([i, f"{p:.4f}"] for i, p in zip(ids, predictions))
     if task.kind == "binary":
-        return [f"{i}\t{int(p > 0.5)}\t{p:.6f}" for i, p in zip(ids, predictions)]
-    return [f"{i}\t{int(row.argmax())}\t" + "\t".join(f"{v:.6f}" for v in row) for i, row in zip(ids, predictions)]
+        return ([i, str(int(p > 0.5)), f"{p:.6f}"] for i, p in zip(ids, predictions))
+    return ([i, str(int(row.argmax())), *(f"{v:.6f}" for v in row)] for i, row in zip(ids, predictions))
 
 
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
                quantized: bool = False) -> ScoreStats:
-    """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout), atomically for files."""
-    from mtcli.fileio import atomic_path
+    """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout).
 
+    A file output is written atomically (through a symlink, to its target); a device or
+    FIFO is written in place; an output that is the input itself is refused."""
     if on_error not in ("fail", "skip"):
         raise UserError(f"--on-error {on_error!r} is not one of fail, skip")
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    task = get_task(task_name, registry=TASKS)
+    if output_path not in (None, "-") and input_path != "-" and same_file(input_path, output_path):
+        raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
     scorer = OnnxTask(model_dir, task_name, providers=providers, quantized=quantized)
     stats = ScoreStats()
     start = time.perf_counter()
@@ -179,11 +206,8 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     total = os.fstat(stream.fileno()).st_size if input_path != "-" else None
     lines = line_counter(stream, input_path, None if on_error == "fail" else stats.skipped.append)
     try:
-        if output_path in (None, "-"):
-            _score_stream(scorer, task, stream, input_path, sys.stdout, stats, on_error, batch_size, progress, lines, total)
-        else:
-            with atomic_path(output_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-                _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
+        with output_stream(output_path) as out:
+            _score_stream(scorer, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -191,24 +215,25 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     return stats
 
 
-def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total):
-    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines)
+def _score_stream(scorer, stream, name, out, stats, on_error, batch_size, progress, lines, total):
+    rows = read_score_rows(stream, name, scorer.task, stats, on_error, lines=lines)
     window: list[tuple[str, tuple[str, ...]]] = [next(rows, None)]  # the input's layout is checked before any output
-    out.write("\t".join(output_header(task)) + "\n")
+    writer = TsvWriter(out)
+    writer.writerow(output_header(scorer.task))
     if window[0] is None:
         return
     for item in rows:
         window.append(item)
         if len(window) >= WINDOW:
-            _flush(scorer, task, window, out, stats, batch_size, progress, lines, total)
+            _flush(scorer, window, writer, stats, batch_size, progress, lines, total)
             window = []
     if window:
-        _flush(scorer, task, window, out, stats, batch_size, progress, lines, total)
+        _flush(scorer, window, writer, stats, batch_size, progress, lines, total)
 
 
-def _flush(scorer, task, window, out, stats, batch_size, progress, lines, total):
+def _flush(scorer, window, writer, stats, batch_size, progress, lines, total):
     predictions = scorer.predict_many([texts for _, texts in window], batch_size)
-    out.write("\n".join(format_rows(task, [i for i, _ in window], predictions)) + "\n")
+    writer.writerows(output_rows(scorer.task, [i for i, _ in window], predictions))
     stats.rows += len(window)
     if progress is not None:
         progress(stats.rows, lines.bytes, total)

@@ -7,9 +7,9 @@ it is, not somewhere inside a buffer. Torch-free.
 
 import csv
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from mtcli.errors import DataError, UserError
 
@@ -78,6 +78,24 @@ def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter
         if row and any(field.strip() for field in row):
             yield start, row
         start = lines.count + 1
+
+
+class TsvWriter:
+    """Rows out as tab-separated text that `iter_rows` (or any csv reader with a tab
+    delimiter) reads back to the same fields: csv's minimal quoting for tabs, quotes and
+    newlines. csv does not quote a lone carriage return when lines end in '\n', and a
+    reader then splits the row there, so a row holding one is written fully quoted."""
+
+    def __init__(self, stream: TextIO, delimiter: str = "\t"):
+        self.minimal = csv.writer(stream, delimiter=delimiter, lineterminator="\n")
+        self.quoted = csv.writer(stream, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, fields: Sequence[str]) -> None:
+        (self.quoted if any("\r" in f for f in fields) else self.minimal).writerow(fields)
+
+    def writerows(self, rows: Iterable[Sequence[str]]) -> None:
+        for fields in rows:
+            self.writerow(fields)
 
 
 def line_counter(stream: BinaryIO, name: str, on_bad_line=None) -> _LineCounter:

@@ -209,3 +209,68 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
 def test_int8_graphs_score(tiny_export):
     results = evaluate_onnx(tiny_export, limit=50, quantized=True, providers=["cpu"])
     assert set(results["tasks"]) == set(TASKS) and results["overall"] is not None
+
+
+# ---------------------------------------------------------------- output that reads back
+
+_AWKWARD = ["plain", "tab\there", "new\nline", "carriage\rreturn", "crlf\r\n", 'quote"inside', '"quoted"', "", " ",
+            " padded ", "comma,here", "\x00nul", "é ü 中文", "\u2028sep", "id", "sentence1"]
+
+
+def _write_input(path, rows):
+    """A pair-task input TSV written by the csv module (as any tool would quote it)."""
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writerow(["id", "sentence1", "sentence2"])
+        writer.writerows(rows)
+
+
+def _read_output(path):
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.reader(fh, delimiter="\t", strict=True))
+
+
+def test_output_rows_read_back_with_awkward_ids(tiny_export, tmp_path):
+    rows = [[row_id, f"text {i} with \"quotes\"\tand tab", f"other\nside {i}"] for i, row_id in enumerate(_AWKWARD)]
+    _write_input(tmp_path / "in.tsv", rows)
+    for task in ("sts", "para"):
+        result = run_cli("score", task, tmp_path / "in.tsv", "--model", tiny_export, "-o", tmp_path / f"{task}.tsv")
+        assert result.returncode == 0, result.stderr.decode()
+        back = _read_output(tmp_path / f"{task}.tsv")
+        assert [r[0] for r in back[1:]] == _AWKWARD
+        assert all(len(r) == len(back[0]) for r in back)
+
+
+def test_score_output_to_stdout_reads_back(tiny_export, tmp_path):
+    import csv
+    import io
+
+    rows = [[row_id, "a sentence", "another"] for row_id in _AWKWARD]
+    _write_input(tmp_path / "in.tsv", rows)
+    result = run_cli("score", "sts", tmp_path / "in.tsv", "--model", tiny_export)
+    back = list(csv.reader(io.StringIO(result.stdout.decode(), newline=""), delimiter="\t", strict=True))
+    assert [r[0] for r in back[1:]] == _AWKWARD
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ids = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30).filter(lambda t: t.strip())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_ids, _texts, _texts), min_size=1, max_size=12))
+def test_score_output_round_trips_arbitrary_ids_and_texts(tiny_export, tmp_path_factory, rows):
+    folder = tmp_path_factory.mktemp("roundtrip")
+    _write_input(folder / "in.tsv", [list(r) for r in rows])
+    stats = score_file("sts", str(folder / "in.tsv"), str(folder / "out.tsv"), model_dir=tiny_export,
+                       providers=["cpu"])
+    back = _read_output(folder / "out.tsv")
+    assert stats.rows == len(rows) and back[0] == ["id", "score"]
+    assert [r[0] for r in back[1:]] == [r[0] for r in rows]
+    assert all(len(r) == 2 and 0.0 <= float(r[1]) <= 5.0 for r in back[1:])

@@ -1,0 +1,82 @@
+"""mtcli.manifest: the manifest is validated whole when read, each graph is checked
+against its entry when loaded, and every damage is one UserError naming the file."""
+
+import json
+import shutil
+
+import pytest
+
+from mtcli.errors import UserError
+from mtcli.manifest import export_files, read_manifest
+from mtcli.score import OnnxTask
+
+
+@pytest.fixture()
+def export_copy(tiny_export, tmp_path):
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_export, copy)
+    return copy
+
+
+def _edit(folder, change):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("max_length"), "max_length: missing"),
+    (lambda m: m.update(max_length="128"), "max_length: expected an integer, found a string"),
+    (lambda m: m.update(pooling="max"), "pooling: 'max' is not one of cls, mean"),
+    (lambda m: m.update(tasks=[]), "tasks: expected an object, found a list"),
+    (lambda m: m.update(tasks={}), "tasks: no task"),
+    (lambda m: m["tasks"].update(sst=None), "tasks.sst: expected an object, found null"),
+    (lambda m: m["tasks"]["sst"].pop("kind"), "tasks.sst.kind: missing"),
+    (lambda m: m["tasks"]["sst"].update(kind="ranking"), "tasks.sst.kind: 'ranking' is not one of"),
+    (lambda m: m["tasks"]["sst"].update(encoding="triple"), "tasks.sst.encoding: 'triple' is not one of"),
+    (lambda m: m["tasks"]["sst"].update(inputs=["ids"]), "tasks.sst.inputs: ['ids'] are not the inputs"),
+    (lambda m: m["tasks"]["sst"].update(output="logits"), "tasks.sst.output: 'logits' is not the output"),
+    (lambda m: m["tasks"]["sst"].update(label_names=["a"]), "tasks.sst.label_names: a multiclass task has at least 2"),
+    (lambda m: m["tasks"]["para"].update(label_names=["a", "a"]), "tasks.para.label_names: expected distinct"),
+    (lambda m: m["tasks"]["sts"].update(label_range=[5, 0]), "tasks.sts.label_range: [5, 0] is not [low, high]"),
+    (lambda m: m["tasks"]["sst"].update(file="../sst.onnx"), "tasks.sst.file: '../sst.onnx' is not a file name"),
+    (lambda m: m["tasks"]["sst"].update(file="gone.onnx"), "gone.onnx: not found, but manifest.json lists it"),
+    (lambda m: m.update(tokenizer=7), "tokenizer: expected a string, found an integer"),
+])
+def test_damaged_manifest_is_one_error_naming_it(export_copy, change, message):
+    _edit(export_copy, change)
+    with pytest.raises(UserError) as caught:
+        read_manifest(export_copy)
+    assert message in str(caught.value) and str(export_copy) in str(caught.value)
+
+
+def test_graph_swapped_for_another_tasks_is_refused(export_copy):
+    shutil.copy(export_copy / "para.onnx", export_copy / "sst.onnx")
+    with pytest.raises(UserError, match=r"sst.onnx: the graph's inputs .* are not the manifest's"):
+        OnnxTask(export_copy, "sst", providers=["cpu"])
+    _edit(export_copy, lambda m: m["tasks"]["sts"].update(label_names=[], kind="multiclass", output="probabilities"))
+    with pytest.raises(UserError, match="label_names: a multiclass task has at least 2"):
+        OnnxTask(export_copy, "sts", providers=["cpu"])
+
+
+def test_label_count_is_checked_against_the_graph(export_copy):
+    _edit(export_copy, lambda m: m["tasks"]["sst"].update(label_names=["a", "b", "c"]))
+    with pytest.raises(UserError, match=r"sst.onnx: output 'probabilities' has shape \['batch', 5\]"):
+        OnnxTask(export_copy, "sst", providers=["cpu"])
+
+
+def test_scoring_reads_labels_from_the_manifest(export_copy, tmp_path):
+    """An export is scored with the label names it was written with, not today's code's."""
+    from mtcli.score import score_file
+
+    names = ["awful", "bad", "meh", "good", "great"]
+    _edit(export_copy, lambda m: m["tasks"]["sst"].update(label_names=names))
+    (tmp_path / "in.tsv").write_text("id\tsentence\nr1\tfine\n")
+    score_file("sst", str(tmp_path / "in.tsv"), str(tmp_path / "out.tsv"), model_dir=export_copy, providers=["cpu"])
+    assert (tmp_path / "out.tsv").read_text().splitlines()[0].split("\t") == ["id", "label", *(f"p_{n}" for n in names)]
+
+
+def test_export_files_lists_what_an_export_holds(tiny_export, tmp_path):
+    files = export_files(tiny_export)
+    assert {"manifest.json", "tokenizer.json", "sst.onnx", "sst.int8.onnx", "eval.json"} <= files
+    assert export_files(tmp_path) is None
