@@ -2,6 +2,7 @@
 importable functions. Torch is imported inside the commands that need it."""
 
 import errno
+import signal
 import sys
 
 import typer
@@ -46,8 +47,18 @@ def _register() -> None:
 _register()
 
 
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt: Typer turns those into a silent exit 130."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted()
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C
+    says so and exits 130 (files being written are removed on the way out)."""
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         app(prog_name="mtcli")
     except UserError as e:
@@ -56,7 +67,7 @@ def main() -> None:
     except OSError as e:  # the machine said no: disk full, permissions, a vanished folder
         print(f"mtcli: error: {describe_os_error(e)}", file=sys.stderr)
         sys.exit(UserError.exit_code)
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         print("mtcli: interrupted", file=sys.stderr)
         sys.exit(130)
 

@@ -23,6 +23,7 @@ EPILOG = """Examples:
 
 
 def train(
+    ctx: typer.Context,
     sampler: str = typer.Option("proportional", help="proportional | annealed | round-robin | triple-batch"),
     combine: str = typer.Option("pcgrad", help="How task gradients combine: sum | weighted | pcgrad"),
     task_weights: str = typer.Option(None, "--task-weights", help="Per-task loss weights, e.g. sst=0.5,para=1,sts=1"),
@@ -74,11 +75,7 @@ def train(
     from mtcli.train import train as run_training
     from mtcli.train.config import parse_task_map
 
-    if resume is not None:
-        resume_training(resume)
-        return
-
-    config = TrainConfig(
+    options = dict(
         sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
         para_mode=para_mode, sts_mode=sts_mode, simcse=simcse, mnrl=mnrl,
@@ -91,4 +88,38 @@ def train(
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
         eval_batch_size=eval_batch_size, save_every=save_every, skip_nonfinite=skip_nonfinite,
     )
-    run_training(config)
+    if resume is not None:
+        _refuse_conflicts(ctx, resume, options)
+        resume_training(resume)
+        return
+    run_training(TrainConfig(**options))
+
+
+# CLI options whose TrainConfig field has another name
+_FIELD = {"cosine_embedding_loss": "cosine_embedding"}
+
+
+def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
+    """A resumed run continues with the options it was started with: an option given
+    with --resume must agree with the saved one, or it is an error naming it."""
+    import json
+
+    from mtcli.errors import UserError
+
+    saved_path = run_dir / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        return  # resume itself reports the missing or broken run folder
+    conflicts = []
+    for param, value in ctx.params.items():
+        source = ctx.get_parameter_source(param)
+        if param == "resume" or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            continue
+        field = _FIELD.get(param, param)
+        if field in saved and options.get(field) != saved[field]:
+            flag = "--" + param.replace("_", "-")
+            conflicts.append(f"{flag} {options[field]!r} (the run has {saved[field]!r})")
+    if conflicts:
+        raise UserError(f"{saved_path}: --resume continues the run with its saved options; "
+                        f"{'; '.join(conflicts)}: drop {'it' if len(conflicts) == 1 else 'them'}, or start a new run")

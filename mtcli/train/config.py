@@ -1,5 +1,6 @@
 """Training configuration: one dataclass, written to runs/<name>/config.json."""
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from mtcli.errors import UserError
@@ -62,22 +63,53 @@ class TrainConfig:
                 raise UserError(f"{option} names unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(TASKS)}")
         if self.combine == "weighted" and not self.task_weights:
             raise UserError("--combine weighted needs --task-weights, for example sst=0.5,para=1,sts=1")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        self._check_numbers()
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
-        if not 0 < self.train_fraction <= 1:
-            raise UserError(f"--train-fraction {self.train_fraction:g} must be in (0, 1]")
-        if self.slots is not None and self.slots < 1:
-            raise UserError("--slots must be at least 1")
         if self.combine == "pcgrad" and self.slots == 1:
             raise UserError("--combine pcgrad needs a gradient of several tasks per step: drop --slots 1")
-        if self.head_lr is not None and self.head_lr <= 0:
-            raise UserError("--head-lr must be positive")
-        for name in ("simcse", "mnrl", "cosine_embedding"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} weight must be >= 0")
+
+    def _check_numbers(self) -> None:
+        """Every numeric option in its range, before anything is read or written."""
+        def fail(option: str, value, rule: str):
+            shown = f"{value:g}" if isinstance(value, float) else value
+            raise UserError(f"--{option} {shown}: {rule}")
+
+        at_least = {"epochs": 1, "batch_size": 1, "slots": 1, "max_steps": 1, "eval_batch_size": 1, "save_every": 0,
+                    "log_every": 1, "pretrain_epochs": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                fail(name.replace("_", "-"), value, f"must be at least {low}")
+        if self.limit is not None and self.limit < 1:
+            fail("limit", self.limit, "must be at least 1 (it trains and evaluates on the first N rows of each task)")
+        if not 0 <= self.seed < 2**32:
+            fail("seed", self.seed, f"must be between 0 and {2**32 - 1}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                fail(name.replace("_", "-"), value, "must be a positive number")
+        ranges = {"dropout": (0, 1, "in [0, 1)"), "warmup": (0, 1, "a fraction of the steps in [0, 1)")}
+        for name, (low, high, rule) in ranges.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value < high):
+                fail(name, value, f"must be {rule}")
+        if not (math.isfinite(self.train_fraction) and 0 < self.train_fraction <= 1):
+            fail("train-fraction", self.train_fraction, "must be in (0, 1]")
+        if not (math.isfinite(self.cosine_margin) and -1 <= self.cosine_margin <= 1):
+            fail("cosine-margin", self.cosine_margin, "must be in [-1, 1] (a cosine)")
+        for option, value in (("weight-decay", self.weight_decay), ("clip", self.clip), ("simcse", self.simcse),
+                              ("mnrl", self.mnrl), ("cosine-embedding-loss weight", self.cosine_embedding)):
+            if not (math.isfinite(value) and value >= 0):
+                fail(option, value, "must be a finite number >= 0")
+        for task, weight in self.task_weights.items():
+            if not (math.isfinite(weight) and weight >= 0):
+                fail("task-weights", f"{task}={weight}", "task weights must be finite numbers >= 0")
+        if self.task_weights and not any(self.weight(t) > 0 for t in TASKS):
+            raise UserError("--task-weights: every task weight is 0, so nothing would train: give one a positive weight")
+        for task, factor in self.upsample.items():
+            if factor < 1:
+                fail("upsample", f"{task}={factor}", "repeat factors must be whole numbers >= 1")
 
     @property
     def learning_rate(self) -> float:
@@ -116,6 +148,6 @@ def parse_task_map(text: str | None, option: str, cast=float) -> dict:
             if cast is int and number != int(number):
                 raise ValueError
             result[name.strip()] = cast(number)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise UserError(f"{option} {text!r}: expected task=number pairs like sst=0.5,para=1,sts=1") from None
     return result

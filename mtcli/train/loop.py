@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.checkpoint import TRAINER_STATE, model_state_from, read_meta, save_checkpoint
+from mtcli.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.data import read_split, subsample
 from mtcli.encoding import row_lengths
 from mtcli.errors import UserError
@@ -316,8 +316,9 @@ class Trainer:
             return self.run_dir
         plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(TASKS), self.run_dir / "curves.png")
         skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
+        saved = [str(self.run_dir / n) for n in ("best", "last") if (self.run_dir / n / META).is_file()]
         console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
-                      f"{self.best_overall:.4f}; checkpoints in {self.run_dir}/best and {self.run_dir}/last{skipped}")
+                      f"{self.best_overall:.4f}; checkpoints: {', '.join(saved) or 'none'}{skipped}")
         return self.run_dir
 
     def _announce(self) -> None:
