@@ -26,10 +26,10 @@ import onnxruntime
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mtcli.checkpoint import load_checkpoint  # noqa: E402
-from mtcli.data import read_split  # noqa: E402
-from mtcli.encoding import encode, length_order  # noqa: E402
-from mtcli.score import OnnxTask  # noqa: E402
+from mtcli.model.checkpoint import load_checkpoint  # noqa: E402
+from mtcli.core.data import read_split  # noqa: E402
+from mtcli.core.encoding import encode, length_order  # noqa: E402
+from mtcli.inference.score import OnnxTask  # noqa: E402
 
 
 def batches(tokenizer, encoding, texts, size):

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 from mtcli import __version__
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 PACKAGES = ("torch", "numpy", "tokenizers", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "typer", "rich")
 
@@ -33,7 +33,7 @@ def torch_device() -> dict:
 def backbone_summary(model_dir: str | Path | None = None) -> dict:
     """Path, shape and parameter count of a BERT folder, read from its config and weight header."""
     from mtcli.model.config import BertConfig
-    from mtcli.paths import resolve_model_dir
+    from mtcli.core.paths import resolve_model_dir
 
     path = resolve_model_dir(model_dir)
     config = BertConfig.from_file(path / "config.json")
@@ -69,7 +69,7 @@ def native_status() -> dict:
 
 
 def gather(model_dir=None, data_dir=None) -> dict:
-    from mtcli.data import resolve_data_dir, row_counts
+    from mtcli.core.data import resolve_data_dir, row_counts
 
     report = {"versions": package_versions(), "torch": torch_device(), "native": native_status()}
     # Folders the user named must be right (exit 2); missing defaults are reported in place.

@@ -13,7 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(scope="session")
 def packaged_model_dir() -> Path:
-    from mtcli.paths import default_model_dir
+    from mtcli.core.paths import default_model_dir
 
     path = default_model_dir()
     if not (path / "model.safetensors").is_file():
@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory, packaged_model_dir) -> Path:
     import torch
 
     from mtcli.model import BertConfig, MinBert
-    from mtcli.tokenizer import Tokenizer
+    from mtcli.core.tokenizer import Tokenizer
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-bert")
@@ -61,7 +61,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
-    from mtcli.export import export
+    from mtcli.export.onnx import export
 
     out = tmp_path_factory.mktemp("export") / "export"
     export(tiny_checkpoint, out, quantize="int8")

@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from mtcli.data import read_split, row_counts
-from mtcli.errors import DataError, UserError
-from mtcli.tasks import TASKS
+from mtcli.core.data import read_split, row_counts
+from mtcli.core.errors import DataError, UserError
+from mtcli.core.tasks import TASKS
 
 EXPECTED_ROWS = {
     "sst": {"train": 8544, "dev": 1101, "test": 2210},
@@ -86,7 +86,7 @@ def test_empty_file_missing_column_missing_file(tmp_path):
 
 
 def test_subsample_keeps_relative_sizes_and_is_seeded():
-    from mtcli.data import subsample
+    from mtcli.core.data import subsample
 
     sst, para = read_split("sst", "train"), read_split("para", "train")
     a, b = subsample(sst, 0.1, seed=3), subsample(para, 0.1, seed=3)

@@ -9,10 +9,10 @@ import onnx
 import pytest
 
 from conftest import REPO, run_cli
-from mtcli.errors import DataError, UserError
-from mtcli.manifest import read_manifest
-from mtcli.score import OnnxTask, evaluate_onnx, score_file
-from mtcli.tasks import TASKS
+from mtcli.core.errors import DataError, UserError
+from mtcli.inference.manifest import read_manifest
+from mtcli.inference.score import OnnxTask, evaluate_onnx, score_file
+from mtcli.core.tasks import TASKS
 
 
 def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoint):
@@ -55,9 +55,9 @@ def test_cosine_head_exports_and_matches_torch(tmp_path, tiny_model_dir):
     """The parameter-free cosine head (both sentences encoded separately) through ONNX."""
     from rich.console import Console
 
-    from mtcli.checkpoint import load_checkpoint
-    from mtcli.export import export
-    from mtcli.predict import predict_texts
+    from mtcli.model.checkpoint import load_checkpoint
+    from mtcli.export.onnx import export
+    from mtcli.model.predict import predict_texts
     from mtcli.train import TrainConfig
     from mtcli.train.loop import Trainer
 
@@ -75,8 +75,8 @@ def test_cosine_head_exports_and_matches_torch(tmp_path, tiny_model_dir):
 
 
 def test_onnx_matches_torch_on_new_shapes(tiny_export, tiny_checkpoint):
-    from mtcli.checkpoint import load_checkpoint
-    from mtcli.predict import predict_texts
+    from mtcli.model.checkpoint import load_checkpoint
+    from mtcli.model.predict import predict_texts
 
     model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
     rows = {"sst": [("a",), ("a much longer sentence " * 20,), ("three words here",)],

@@ -11,12 +11,12 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from conftest import run_cli
-from mtcli.analysis import analyse_para, analyse_sst, analyse_sts
-from mtcli.data import Example, Split
+from mtcli.eval.analysis import analyse_para, analyse_sst, analyse_sts
+from mtcli.core.data import Example, Split
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.tasks import TASKS
-from mtcli.tokenizer import Tokenizer
+from mtcli.core.tasks import TASKS
+from mtcli.core.tokenizer import Tokenizer
 from mtcli.train import TrainConfig
 from mtcli.train import objectives
 from mtcli.train.loop import Trainer

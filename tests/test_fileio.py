@@ -1,4 +1,4 @@
-"""mtcli.fileio: atomic files, folders replaced only when they are mtcli's, leftovers of
+"""mtcli.core.fileio: atomic files, folders replaced only when they are mtcli's, leftovers of
 killed processes swept, outputs through links and devices, errors naming the user's path."""
 
 import errno
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, ensure_replaceable, output_stream, same_file, staged_dir, sweep_stale, write_text
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, ensure_replaceable, output_stream, same_file, staged_dir, sweep_stale, write_text
 
 
 def _files_of_kind(folder):

@@ -1,4 +1,4 @@
-"""mtcli.manifest: the manifest is validated whole when read, each graph is checked
+"""mtcli.inference.manifest: the manifest is validated whole when read, each graph is checked
 against its entry when loaded, and every damage is one UserError naming the file."""
 
 import json
@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from mtcli.errors import UserError
-from mtcli.manifest import export_files, read_manifest
-from mtcli.score import OnnxTask
+from mtcli.core.errors import UserError
+from mtcli.inference.manifest import export_files, read_manifest
+from mtcli.inference.score import OnnxTask
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_label_count_is_checked_against_the_graph(export_copy):
 
 def test_scoring_reads_labels_from_the_manifest(export_copy, tmp_path):
     """An export is scored with the label names it was written with, not today's code's."""
-    from mtcli.score import score_file
+    from mtcli.inference.score import score_file
 
     names = ["awful", "bad", "meh", "good", "great"]
     _edit(export_copy, lambda m: m["tasks"]["sst"].update(label_names=names))

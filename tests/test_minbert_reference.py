@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from conftest import FIXTURES
 from mtcli.model import MinBert
-from mtcli.tokenizer import Tokenizer
+from mtcli.core.tokenizer import Tokenizer
 
 TOL = 1e-4
 

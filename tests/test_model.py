@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 from mtcli.model import BertConfig, MinBert
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf
-from mtcli.tokenizer import Tokenizer, _wordpiece_from_vocab
+from mtcli.core.tokenizer import Tokenizer, _wordpiece_from_vocab
 
 
 def _batch(tokenizer, texts, pairs=None):

@@ -16,13 +16,13 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from conftest import REPO
-from mtcli.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
-from mtcli.data import parse_rows
-from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, staged_dir, write_json
-from mtcli.manifest import export_files
-from mtcli.score import ScoreStats, read_score_rows
-from mtcli.tasks import TASKS
+from mtcli.model.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
+from mtcli.core.data import parse_rows
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, staged_dir, write_json
+from mtcli.inference.manifest import export_files
+from mtcli.inference.score import ScoreStats, read_score_rows
+from mtcli.core.tasks import TASKS
 from mtcli.train import TrainConfig
 from mtcli.train.loop import NonFiniteError, Trainer
 
@@ -158,7 +158,7 @@ def test_failure_mid_write_leaves_no_final_file(tmp_path):
 
 
 def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, tiny_checkpoint, monkeypatch):
-    from mtcli.checkpoint import load_checkpoint
+    from mtcli.model.checkpoint import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
     save_checkpoint(model, tokenizer, tmp_path / "best", info={"step": 1})
@@ -215,7 +215,7 @@ def test_fuzz_training_reader_never_crashes(body, task, labeled):
     import io
     from pathlib import Path
 
-    from mtcli.tsv import iter_rows
+    from mtcli.core.tsv import iter_rows
 
     try:
         examples, _ = parse_rows(TASKS[task], Path("fuzz.csv"), iter_rows(io.BytesIO(body), "fuzz.csv"),

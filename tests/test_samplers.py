@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 from mtcli.train.samplers import TaskSampler, annealing_alpha
 
 SIZES = {"sst": 8544, "para": 13212, "sts": 6040}

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from mtcli.checkpoint import load_checkpoint
-from mtcli.evaluate import score_predictions
-from mtcli.data import read_split
-from mtcli.metrics import overall, task_metrics
-from mtcli.tasks import TASKS
+from mtcli.model.checkpoint import load_checkpoint
+from mtcli.eval.evaluate import score_predictions
+from mtcli.core.data import read_split
+from mtcli.core.metrics import overall, task_metrics
+from mtcli.core.tasks import TASKS
 from mtcli.train import TrainConfig
 from mtcli.train.loop import Trainer
 from mtcli.train.samplers import SAMPLERS

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from mtcli import __version__
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 app = typer.Typer(
     name="mtcli",

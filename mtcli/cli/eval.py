@@ -30,7 +30,7 @@ def eval_command(
     """Evaluate a checkpoint: SST and paraphrase accuracy, STS Pearson/Spearman, overall."""
     from rich.console import Console
 
-    from mtcli.errors import UserError
+    from mtcli.core.errors import UserError
 
     if split not in ("dev", "test"):
         raise UserError(f"--split {split!r} is not one of dev, test")
@@ -38,7 +38,7 @@ def eval_command(
         raise UserError("pass --checkpoint or --onnx, not both")
     console = Console(stderr=True)
     if onnx is not None:
-        from mtcli.score import evaluate_onnx
+        from mtcli.inference.score import evaluate_onnx
 
         results, splits, predictions = evaluate_onnx(onnx, split=split, data_dir=data_dir, limit=limit, quantized=int8,
                                                      batch_size=batch_size, return_predictions=True)
@@ -50,11 +50,11 @@ def eval_command(
 
 
 def _torch_eval(checkpoint, split, data_dir, limit, batch_size, device):
-    from mtcli.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
-    from mtcli.data import read_split
-    from mtcli.evaluate import score_predictions
-    from mtcli.predict import predict_texts
-    from mtcli.tasks import TASKS
+    from mtcli.model.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
+    from mtcli.core.data import read_split
+    from mtcli.eval.evaluate import score_predictions
+    from mtcli.model.predict import predict_texts
+    from mtcli.core.tasks import TASKS
     from mtcli.train.loop import resolve_device
 
     ckpt = checkpoint or latest_checkpoint()
@@ -72,13 +72,13 @@ def _torch_eval(checkpoint, split, data_dir, limit, batch_size, device):
 def _report(console, results, splits, predictions, split, source, out_dir, provenance):
     from rich.console import Console
 
-    from mtcli.evaluate import scores_table, write_eval, write_test_predictions
+    from mtcli.eval.evaluate import scores_table, write_eval, write_test_predictions
 
     if split == "test":
         for path in write_test_predictions(splits, predictions, out_dir):
             console.print(f"wrote {path}")
         return
-    from mtcli.analysis import analysis_tables
+    from mtcli.eval.analysis import analysis_tables
 
     out = Console()
     out.print(scores_table(results, title=f"{split}: {source} ({provenance['backend']})"))

@@ -24,8 +24,8 @@ def export_command(
     """Export the three task heads to ONNX (dynamic batch and sequence), with tokenizer and manifest."""
     from rich.console import Console
 
-    from mtcli.checkpoint import latest_checkpoint
-    from mtcli.export import export
+    from mtcli.model.checkpoint import latest_checkpoint
+    from mtcli.export.onnx import export
 
     console = Console(stderr=True)
     ckpt = checkpoint or latest_checkpoint()

@@ -17,7 +17,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
     from rich.console import Console
     from rich.table import Table
 
-    from mtcli.report import report_run
+    from mtcli.eval.report import report_run
 
     result = report_run(run_dir)
     console = Console()

@@ -33,7 +33,7 @@ def score(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mtcli.score import score_file
+    from mtcli.inference.score import score_file
 
     console = Console(stderr=True)
     columns = [TextColumn(f"scoring {task}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]} rows"),

@@ -104,7 +104,7 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     with --resume must agree with the saved one, or it is an error naming it."""
     import json
 
-    from mtcli.errors import UserError
+    from mtcli.core.errors import UserError
 
     saved_path = run_dir / "config.json"
     try:

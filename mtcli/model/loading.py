@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, write_json
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, write_json
 from mtcli.model.config import BertConfig
-from mtcli.paths import resolve_model_dir
+from mtcli.core.paths import resolve_model_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")

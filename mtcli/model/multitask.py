@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtcli.encoding import PAIR_MODES, Encoding, encoding_for
-from mtcli.errors import UserError
+from mtcli.core.encoding import PAIR_MODES, Encoding, encoding_for
+from mtcli.core.errors import UserError
 from mtcli.model.bert import MinBert
-from mtcli.tasks import TASKS
-from mtcli.tokenizer import MAX_LENGTH
+from mtcli.core.tasks import TASKS
+from mtcli.core.tokenizer import MAX_LENGTH
 
 POOLINGS = ("cls", "mean")
 

@@ -3,8 +3,8 @@
 import math
 from dataclasses import asdict, dataclass, field
 
-from mtcli.errors import UserError
-from mtcli.tasks import TASKS
+from mtcli.core.errors import UserError
+from mtcli.core.tasks import TASKS
 from mtcli.train.gradients import COMBINES
 from mtcli.train.samplers import SAMPLERS
 

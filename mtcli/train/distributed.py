@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 
 @dataclass

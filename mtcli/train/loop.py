@@ -21,24 +21,24 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
-from mtcli.data import read_split, subsample
-from mtcli.encoding import row_lengths
-from mtcli.errors import UserError
-from mtcli.evaluate import score_predictions, scores_table, write_eval
-from mtcli.fileio import recover_dir, write_json, write_text
+from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
+from mtcli.core.data import read_split, subsample
+from mtcli.core.encoding import row_lengths
+from mtcli.core.errors import UserError
+from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
+from mtcli.core.fileio import recover_dir, write_json, write_text
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.paths import resolve_model_dir
-from mtcli.predict import label_tensor, predict_texts, torch_inputs
-from mtcli.tasks import TASKS
-from mtcli.tokenizer import Tokenizer
+from mtcli.core.paths import resolve_model_dir
+from mtcli.model.predict import label_tensor, predict_texts, torch_inputs
+from mtcli.core.tasks import TASKS
+from mtcli.core.tokenizer import Tokenizer
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
-from mtcli.train.log import MetricsLog, NullLog, read_metrics
+from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
 from mtcli.train.objectives import auxiliary_losses
-from mtcli.train.plots import plot_curves
+from mtcli.eval.plots import plot_curves
 from mtcli.train.samplers import TaskSampler
 
 

@@ -13,7 +13,7 @@ sees it inside that task's gradient):
 import torch
 import torch.nn.functional as F
 
-from mtcli.encoding import encode
+from mtcli.core.encoding import encode
 from mtcli.model.multitask import MultitaskModel
 
 SIMCSE_TEMPERATURE = 0.05

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 SAMPLERS = ("proportional", "annealed", "round-robin", "triple-batch")
 GROUP_BATCHES = 50  # batches per megabatch sorted by length together

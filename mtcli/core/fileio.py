@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.mtcli-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|staging|old)$")
 

@@ -3,9 +3,9 @@
 import importlib.util
 from pathlib import Path
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_EXPORT_DIR = Path("export")

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from mtcli import __version__
-from mtcli.checkpoint import checkpoint_hash, load_checkpoint
-from mtcli.data import read_split
-from mtcli.encoding import encode, input_names
-from mtcli.errors import UserError
-from mtcli.fileio import staged_dir, write_json
-from mtcli.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name
+from mtcli.model.checkpoint import checkpoint_hash, load_checkpoint
+from mtcli.core.data import read_split
+from mtcli.core.encoding import encode, input_names
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import staged_dir, write_json
+from mtcli.inference.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name
 from mtcli.model.multitask import MultitaskModel
-from mtcli.tasks import TASKS
+from mtcli.core.tasks import TASKS
 
 PARITY_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -41,7 +41,7 @@ def check_out_dir(out_dir: Path, checkpoint: Path) -> None:
     """Refuse an output folder that is, holds, or lies inside the checkpoint or a run folder:
     replacing it would destroy the training run. (Any other non-export folder is refused
     by `staged_dir` when it is not empty.)"""
-    from mtcli.paths import enclosing_run_dir
+    from mtcli.core.paths import enclosing_run_dir
 
     out, ckpt = out_dir.resolve(), checkpoint.resolve()
     if out == ckpt or out in ckpt.parents:
@@ -237,7 +237,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
 
 def _int8_report(model_dir: Path, data_dir, say) -> dict:
     """Dev metrics of the fp32 and int8 graphs, and their difference (in metric points)."""
-    from mtcli.score import evaluate_onnx
+    from mtcli.inference.score import evaluate_onnx
 
     fp32 = evaluate_onnx(model_dir, data_dir=data_dir)
     int8 = evaluate_onnx(model_dir, data_dir=data_dir, quantized=True)

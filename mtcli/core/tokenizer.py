@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.errors import UserError
+from mtcli.core.errors import UserError
 
 MAX_LENGTH = 128
 TOKENIZER_FILE = "tokenizer.json"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.errors import UserError
-from mtcli.fileio import write_json
-from mtcli.tasks import TASKS
-from mtcli.train.log import read_metrics
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import write_json
+from mtcli.core.tasks import TASKS
+from mtcli.core.runlog import read_metrics
 
 
 def _canonical(pair: str) -> str:
@@ -47,7 +47,7 @@ def conflict_report(records: list[dict]) -> dict:
 
 
 def plot_conflicts(report: dict, out: Path) -> Path:
-    from mtcli.train.plots import _pyplot, _save
+    from mtcli.eval.plots import _pyplot, _save
 
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
@@ -73,7 +73,7 @@ def plot_conflicts(report: dict, out: Path) -> Path:
 
 
 def report_run(run_dir: str | Path) -> dict:
-    from mtcli.train.plots import plot_curves
+    from mtcli.eval.plots import plot_curves
 
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"

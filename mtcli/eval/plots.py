@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli import __version__
-from mtcli.fileio import atomic_path
+from mtcli.core.fileio import atomic_path
 
 PNG_SOFTWARE = "mtcli"  # the PNGs' Software tag: how mtcli knows a plot is its own to replace
 

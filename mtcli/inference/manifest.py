@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 
 from mtcli import __version__
-from mtcli.encoding import ENCODINGS, input_names
-from mtcli.errors import UserError
-from mtcli.fileio import read_json_dict
+from mtcli.core.encoding import ENCODINGS, input_names
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json_dict
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
@@ -39,7 +39,7 @@ def export_files(folder: Path) -> set[str] | None:
     manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or manifest.get("format") != FORMAT:
         return None
-    from mtcli.evaluate import EVAL_FILES  # `eval --onnx` writes these into the export folder by default
+    from mtcli.eval.evaluate import EVAL_FILES  # `eval --onnx` writes these into the export folder by default
 
     files = {MANIFEST, *EVAL_FILES}
     if isinstance(manifest.get("tokenizer"), str):

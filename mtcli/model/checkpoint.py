@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 
 from mtcli import __version__
-from mtcli.errors import UserError
-from mtcli.fileio import atomic_path, read_json_dict, staged_dir, write_json
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, read_json_dict, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.tasks import TASKS
-from mtcli.tokenizer import Tokenizer
+from mtcli.core.tasks import TASKS
+from mtcli.core.tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
 META = "mtcli.json"

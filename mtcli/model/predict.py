@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mtcli.encoding import encode, length_order
+from mtcli.core.encoding import encode, length_order
 from mtcli.model.multitask import MultitaskModel
 
 

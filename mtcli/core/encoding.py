@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from mtcli.tasks import Task
+from mtcli.core.tasks import Task
 
 Encoding = Literal["single", "joint", "separate"]
 ENCODINGS: tuple[Encoding, ...] = ("single", "joint", "separate")

@@ -108,7 +108,7 @@ DATASETS: dict[str, Task] = {t.name: t for t in (SST, PARA, STS, CFIMDB)}
 
 
 def get_task(name: str, *, registry: dict[str, Task] = DATASETS) -> Task:
-    from mtcli.errors import UserError
+    from mtcli.core.errors import UserError
 
     try:
         return registry[name]

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mtcli.errors import DataError, UserError
-from mtcli.paths import DEFAULT_DATA_DIR
-from mtcli.tasks import DATASETS, TASKS, Task, get_task
-from mtcli.tsv import iter_rows, open_binary
+from mtcli.core.errors import DataError, UserError
+from mtcli.core.paths import DEFAULT_DATA_DIR
+from mtcli.core.tasks import DATASETS, TASKS, Task, get_task
+from mtcli.core.tsv import iter_rows, open_binary
 
 OnError = Literal["fail", "skip"]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mtcli.errors import DataError, UserError
+from mtcli.core.errors import DataError, UserError
 
 csv.field_size_limit(2**31 - 1)  # over-long texts are truncated by the tokenizer, not refused here
 

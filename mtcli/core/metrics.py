@@ -8,7 +8,7 @@ sts -> similarity score 0-5 (N,). The overall score is CS224N's:
 import numpy as np
 from scipy import stats
 
-from mtcli.tasks import Task
+from mtcli.core.tasks import Task
 
 
 def predicted_labels(task: Task, predictions: np.ndarray) -> np.ndarray:

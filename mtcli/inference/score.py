@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.encoding import encode, length_order
-from mtcli.errors import DataError, UserError
-from mtcli.fileio import output_stream, same_file
-from mtcli.manifest import check_graph, read_manifest
-from mtcli.tasks import TASKS
-from mtcli.tokenizer import Tokenizer
-from mtcli.tsv import TsvWriter, iter_rows, line_counter, open_binary
+from mtcli.core.encoding import encode, length_order
+from mtcli.core.errors import DataError, UserError
+from mtcli.core.fileio import output_stream, same_file
+from mtcli.inference.manifest import check_graph, read_manifest
+from mtcli.core.tasks import TASKS
+from mtcli.core.tokenizer import Tokenizer
+from mtcli.core.tsv import TsvWriter, iter_rows, line_counter, open_binary
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 HEADER_NAMES = {"id", "sentence", "sentence1", "sentence2"}
@@ -245,8 +245,8 @@ def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_
                   quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"), batch_size: int = 64,
                   return_predictions: bool = False):
     """The same metrics as the torch eval, computed through onnxruntime."""
-    from mtcli.data import read_split
-    from mtcli.evaluate import score_predictions
+    from mtcli.core.data import read_split
+    from mtcli.eval.evaluate import score_predictions
 
     splits = {t: read_split(t, split, data_dir, limit=limit) for t in TASKS}
     predictions = {}

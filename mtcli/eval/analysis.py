@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.data import Split
-from mtcli.tasks import TASKS
+from mtcli.core.data import Split
+from mtcli.core.tasks import TASKS
 
 WORST = 5
 
@@ -80,7 +80,7 @@ def analyse(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dic
 
 
 def plot_analysis(analysis: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
-    from mtcli.train.plots import plot_confusion, plot_scatter
+    from mtcli.eval.plots import plot_confusion, plot_scatter
 
     written = []
     if "sst" in analysis:

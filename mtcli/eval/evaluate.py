@@ -1,5 +1,5 @@
 """Evaluation: metrics from predictions, eval.json (with the error analysis of
-mtcli.analysis), CS224N test-output files, the Rich table.
+mtcli.eval.analysis), CS224N test-output files, the Rich table.
 
 Backend-neutral: the torch and onnxruntime paths each produce predictions per task
 (probabilities or scores, in split order) and hand them here.
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.data import Split
-from mtcli.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
-from mtcli.metrics import overall, predicted_labels, task_metrics
-from mtcli.tasks import TASKS
-from mtcli.tsv import TsvWriter
+from mtcli.core.data import Split
+from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
+from mtcli.core.metrics import overall, predicted_labels, task_metrics
+from mtcli.core.tasks import TASKS
+from mtcli.core.tsv import TsvWriter
 
 EVAL_FORMAT = "mtcli-eval"
 EVAL_FILES = ("eval.json", "confusion_sst.png", "sts_scatter.png")
@@ -23,9 +23,9 @@ def written_by_mtcli(path: Path) -> bool:
     """Whether an existing evaluation output at `path` is mtcli's to replace: it lies in a run
     or export folder, or it carries mtcli's mark (eval.json's format, the PNGs' Software
     tag, the CS224N prediction header)."""
-    from mtcli.manifest import export_files
-    from mtcli.paths import is_run_dir
-    from mtcli.train.plots import PNG_SOFTWARE
+    from mtcli.inference.manifest import export_files
+    from mtcli.core.paths import is_run_dir
+    from mtcli.eval.plots import PNG_SOFTWARE
 
     if is_run_dir(path.parent) or export_files(path.parent) is not None:
         return True
@@ -65,7 +65,7 @@ def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.n
 def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path,
                **provenance) -> tuple[Path, dict]:
     """eval.json with the metrics and the error analysis, plus its plots (SST confusion, STS scatter)."""
-    from mtcli.analysis import analyse, plot_analysis
+    from mtcli.eval.analysis import analyse, plot_analysis
 
     out_dir = Path(out_dir)
     for name in EVAL_FILES:

@@ -1,0 +1,1 @@
+"""Scoring through onnxruntime: the validated manifest, sessions, the file scorer. Torch-free."""
