@@ -28,12 +28,13 @@ RECIPES = {
     "upsample-3-1-4": "--sampler triple-batch --upsample sst=3,para=1,sts=4",
     "sum-one-batch-steps": "--combine sum --slots 1",
     "cls-pooling": "--pooling cls",
-    "cross-heads": "--para-mode cross --sts-mode cross",
+    "cross-heads": "--encoding para=cross,sts=cross",
     "heads-at-encoder-lr": "--head-lr 5e-5",
     "simcse": "--simcse 0.1",
     "mnrl-cosine-emb": "--mnrl 0.5 --cosine-embedding-loss",
     "pretrain-heads": "--pretrain-epochs 1 --epochs 3",
     "no-length-grouping": "--no-group-by-length",
+    "four-tasks-cfimdb": "--tasks examples/cs224n-cfimdb.toml",   # a declared task file: sst, para, sts + cfimdb
 }
 # A seeded 20% of each training set (tasks keep their relative sizes, so the samplers
 # differ as they do on the full data), two epochs, scored on the whole dev sets.
@@ -52,24 +53,26 @@ def run_recipe(name: str, flags: str, budget: str, out: Path) -> dict:
     records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["type"] == "step"]
     config = json.loads((out / name / "config.json").read_text())
-    per_step = 3 if config["sampler"] == "triple-batch" else config.get("slots") or 3  # task batches per step
+    tasks = len(evaluation["tasks"])
+    per_step = tasks if config["sampler"] == "triple-batch" else config.get("slots") or tasks  # task batches per step
     examples = len(steps) * config["batch_size"] * per_step
-    tasks = evaluation["tasks"]
     return {"recipe": name, "flags": flags, "steps": len(steps), "examples": examples, "wall_s": wall,
-            "sst": tasks["sst"]["accuracy"], "para": tasks["para"]["accuracy"], "sts": tasks["sts"]["pearson"],
-            "overall": evaluation["overall"], "epoch": evaluation.get("epoch")}
+            "scores": evaluation["headline"], "overall": evaluation["overall"], "epoch": evaluation.get("epoch")}
 
 
 def markdown(rows: list[dict], budget: str) -> str:
-    lines = [f"Budget: `mtcli train {budget}` + the recipe's flags; best epoch's dev scores.", "",
-             "| recipe | flags | steps | examples | SST acc | para acc | STS r | overall | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    columns = list(dict.fromkeys(task for r in rows for task in r.get("scores", {})))  # every task of any recipe
+    lines = [f"Budget: `mtcli train {budget}` + the recipe's flags; best epoch's dev scores (each task's "
+             f"declared metric).", "",
+             "| recipe | flags | steps | examples | " + " | ".join(columns) + " | overall | wall s |",
+             "|---|---|---|---|" + "---|" * len(columns) + "---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['recipe']} | `{r['flags']}` | failed: {r['error']} |||||||")
+            lines.append(f"| {r['recipe']} | `{r['flags']}` | failed: {r['error']} |" + "|" * (len(columns) + 3))
             continue
-        lines.append(f"| {r['recipe']} | `{r['flags']}` | {r['steps']} | {r['examples']} | {r['sst']:.3f} | "
-                     f"{r['para']:.3f} | {r['sts']:.3f} | {r['overall']:.3f} | {r['wall_s']:.0f} |")
+        scores = " | ".join(f"{r['scores'][t]:.3f}" if t in r["scores"] else "-" for t in columns)
+        lines.append(f"| {r['recipe']} | `{r['flags']}` | {r['steps']} | {r['examples']} | {scores} | "
+                     f"{r['overall']:.3f} | {r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

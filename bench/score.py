@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mtcli.model.checkpoint import load_checkpoint  # noqa: E402
 from mtcli.core.data import read_split  # noqa: E402
+from mtcli.core.tasks import load_task_file  # noqa: E402
 from mtcli.core.encoding import encode, length_order  # noqa: E402
 from mtcli.inference.score import OnnxTask  # noqa: E402
 
@@ -68,8 +69,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     rows, latency = [], {}
     for data, task in (("sts-dev", "sts"), ("quora-dev", "para")):
-        texts = [ex.texts for ex in read_split(task, "dev").examples[: args.rows]]
-        encoding = model.head_config.encoding(task)
+        texts = [ex.texts for ex in read_split(load_task_file()[task], "dev").examples[: args.rows]]
+        encoding = model.encoding(task)
 
         @torch.inference_mode()  # torch's fastest eager inference
         def torch_predict(group, task=task, encoding=encoding):

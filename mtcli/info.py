@@ -68,8 +68,25 @@ def native_status() -> dict:
     return {"pcgrad_backend": pcgrad.backend(), "native_module": pcgrad.native_module_path()}
 
 
-def gather(model_dir=None, data_dir=None) -> dict:
-    from mtcli.core.data import resolve_data_dir, row_counts
+def task_source(tasks_file=None, checkpoint=None, export=None, data_dir=None) -> tuple[str, dict]:
+    """Which tasks to describe: a checkpoint's or an export's, a task file's, or the built-in ones."""
+    from mtcli.core.data import resolve_data_dir
+    from mtcli.core.tasks import load_task_file, rebase
+
+    data = resolve_data_dir(data_dir)
+    if checkpoint is not None:
+        from mtcli.model.checkpoint import checkpoint_tasks
+
+        return str(checkpoint), rebase(checkpoint_tasks(checkpoint), data)
+    if export is not None:
+        from mtcli.inference.manifest import read_manifest_tasks
+
+        return str(export), rebase(read_manifest_tasks(export), data)
+    return str(tasks_file or "built-in tasks"), load_task_file(tasks_file, data)
+
+
+def gather(model_dir=None, data_dir=None, tasks_file=None, checkpoint=None, export=None) -> dict:
+    from mtcli.core.data import row_counts
 
     report = {"versions": package_versions(), "torch": torch_device(), "native": native_status()}
     # Folders the user named must be right (exit 2); missing defaults are reported in place.
@@ -79,10 +96,12 @@ def gather(model_dir=None, data_dir=None) -> dict:
         if model_dir is not None:
             raise
         report["backbone"] = {"error": str(e)}
+    source, tasks = task_source(tasks_file, checkpoint, export, data_dir)
     try:
-        report["data"] = {"path": str(resolve_data_dir(data_dir).resolve()), "rows": row_counts(data_dir)}
+        report["data"] = {"source": source, "rows": row_counts(tasks),
+                          "tasks": {name: task.to_dict() for name, task in tasks.items()}}
     except UserError as e:
-        if data_dir is not None:
+        if data_dir is not None or tasks_file is not None:
             raise
-        report["data"] = {"error": str(e)}
+        report["data"] = {"source": source, "error": str(e)}
     return report

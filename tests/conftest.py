@@ -11,6 +11,14 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def builtin(name: str | None = None, data_dir=None):
+    """The built-in CS224N tasks (or one of them), reading from `data_dir` if given."""
+    from mtcli.core.tasks import load_task_file
+
+    tasks = load_task_file(None, data_dir)
+    return tasks if name is None else tasks[name]
+
+
 @pytest.fixture(scope="session")
 def packaged_model_dir() -> Path:
     from mtcli.core.paths import default_model_dir
@@ -55,7 +63,8 @@ def tiny_checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
 
     out = tmp_path_factory.mktemp("runs")
     config = TrainConfig(model_dir=str(tiny_model_dir), out=str(out), name="tiny", limit=48, batch_size=8,
-                         max_steps=4, lr=1e-3, para_mode="siamese", sts_mode="cross", sampler="triple-batch")
+                         max_steps=4, lr=1e-3, encodings={"para": "siamese", "sts": "cross"},
+                         sampler="triple-batch")
     return Trainer(config, Console(quiet=True)).run() / "best"
 
 

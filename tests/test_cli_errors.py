@@ -101,7 +101,7 @@ def test_data_dir_without_the_expected_files(tiny_model_dir, tiny_export, tmp_pa
     data = _data_copy(tmp_path)
     (data / "sts-dev.csv").unlink()
     result = run_cli("train", "--model-dir", tiny_model_dir, "--data-dir", data, "--out", tmp_path / "runs")
-    _one_line_error(result, "sts-dev.csv: not found; --data-dir must hold the CS224N files")
+    _one_line_error(result, "sts-dev.csv: not found; it is the dev file of task 'sts'")
     _one_line_error(run_cli("eval", "--data-dir", tmp_path / "empty", "--onnx", tiny_export), "empty: data folder not found")
     _one_line_error(run_cli("info", "--data-dir", tmp_path / "nowhere"), "nowhere: data folder not found")
 

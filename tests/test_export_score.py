@@ -12,7 +12,7 @@ from conftest import REPO, run_cli
 from mtcli.core.errors import DataError, UserError
 from mtcli.inference.manifest import read_manifest
 from mtcli.inference.score import OnnxTask, evaluate_onnx, score_file
-from mtcli.core.tasks import TASKS
+from conftest import builtin
 
 
 def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoint):
@@ -20,7 +20,7 @@ def test_export_writes_graphs_tokenizer_and_manifest(tiny_export, tiny_checkpoin
     assert manifest["opset"] >= 17 and manifest["max_length"] == 128 and manifest["pooling"] == "mean"
     assert manifest["checkpoint"]["sha256"] and manifest["versions"]["mtcli"]
     assert manifest["tasks"]["para"]["encoding"] == "separate" and manifest["tasks"]["sts"]["encoding"] == "joint"
-    assert manifest["tasks"]["sst"]["label_names"] == list(TASKS["sst"].label_names)
+    assert manifest["tasks"]["sst"]["task"]["labels"] == list(builtin("sst").labels)
     for entry in manifest["tasks"].values():
         assert entry["parity_max_abs_diff"] <= 1e-4
         graph = onnx.load(str(tiny_export / entry["file"]))
@@ -62,11 +62,11 @@ def test_cosine_head_exports_and_matches_torch(tmp_path, tiny_model_dir):
     from mtcli.train.loop import Trainer
 
     config = TrainConfig(model_dir=str(tiny_model_dir), out=str(tmp_path), name="cos", limit=32, batch_size=8,
-                         max_steps=2, lr=1e-3, para_mode="cross", sts_mode="cosine", sampler="triple-batch")
+                         max_steps=2, lr=1e-3, encodings={"para": "cross", "sts": "cosine"}, sampler="triple-batch")
     best = Trainer(config, Console(quiet=True)).run() / "best"
     manifest = export(best, tmp_path / "export")
     entry = manifest["tasks"]["sts"]
-    assert entry["mode"] == "cosine" and entry["encoding"] == "separate" and entry["fused_operators"]["Attention"] == 2
+    assert entry["task"]["encoding"] == "cosine" and entry["encoding"] == "separate" and entry["fused_operators"]["Attention"] == 2
     model, tokenizer, _ = load_checkpoint(best)
     pairs = [("A dog runs.", "A dog is running."), ("Nothing alike", "at all " * 40)]
     expected, _ = predict_texts(model, tokenizer, "sts", pairs, device="cpu")
@@ -95,7 +95,7 @@ def test_eval_onnx_equals_torch_eval(tiny_export, tiny_checkpoint, tmp_path):
     a = json.loads((tmp_path / "torch" / "eval.json").read_text())
     b = json.loads((tmp_path / "onnx" / "eval.json").read_text())
     assert b["backend"] == "onnxruntime"
-    for task, spec in TASKS.items():
+    for task, spec in builtin().items():
         assert b["tasks"][task][spec.metric] == pytest.approx(a["tasks"][task][spec.metric], abs=1e-3)
     assert b["overall"] == pytest.approx(a["overall"], abs=1e-3)
 
@@ -196,7 +196,7 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="manifest format v99 .* re-run `mtcli export`"):
         OnnxTask(copy, "sts")
-    manifest["format_version"] = 1
+    manifest["format_version"] = 2
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "sts.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(UserError, match="sts.onnx: cannot load the ONNX graph"):
@@ -208,7 +208,7 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
 
 def test_int8_graphs_score(tiny_export):
     results = evaluate_onnx(tiny_export, limit=50, quantized=True, providers=["cpu"])
-    assert set(results["tasks"]) == set(TASKS) and results["overall"] is not None
+    assert set(results["tasks"]) == set(builtin()) and results["overall"] is not None
 
 
 # ---------------------------------------------------------------- output that reads back

@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from safetensors.torch import load_file
 
-from conftest import run_cli
-from mtcli.eval.analysis import analyse_para, analyse_sst, analyse_sts
+from conftest import builtin, run_cli
+from mtcli.eval.analysis import analyse_binary, analyse_multiclass, analyse_regression
 from mtcli.core.data import Example, Split
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.core.tasks import TASKS
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.train import TrainConfig
 from mtcli.train import objectives
@@ -25,7 +24,7 @@ from mtcli.train.loop import Trainer
 @pytest.fixture()
 def tiny(tiny_model_dir):
     torch.manual_seed(0)
-    model = MultitaskModel(MinBert.from_pretrained(tiny_model_dir), HeadConfig())
+    model = MultitaskModel(MinBert.from_pretrained(tiny_model_dir), HeadConfig(), builtin())
     return model, Tokenizer.from_dir(tiny_model_dir)
 
 
@@ -61,12 +60,13 @@ def test_cosine_embedding_targets(tiny):
     model, tokenizer = tiny
     model.eval()
     pairs = [("a b", "a b"), ("c d", "e f")]
-    same = objectives.cosine_embedding_loss(model, tokenizer, "sts", pairs[:1], [4.0], "cpu")
+    same = objectives.cosine_embedding_loss(model, tokenizer, pairs[:1], model.head("sts").similar([4.0]), "cpu")
     assert same.item() == pytest.approx(0.0, abs=1e-5)  # identical sentences, similar target: 1 - cos = 0
     u = objectives._embed(model, tokenizer, ["c d"], "cpu")
     v = objectives._embed(model, tokenizer, ["e f"], "cpu")
     cos = F.cosine_similarity(u, v).item()
-    apart = objectives.cosine_embedding_loss(model, tokenizer, "para", pairs[1:], [0], "cpu", margin=0.1)
+    apart = objectives.cosine_embedding_loss(model, tokenizer, pairs[1:], model.head("para").similar([0]), "cpu",
+                                             margin=0.1)
     assert apart.item() == pytest.approx(max(0.0, cos - 0.1), abs=1e-5)
 
 
@@ -125,20 +125,20 @@ def test_head_pretraining_then_finetuning_and_resume_across_the_switch(tmp_path,
 
 
 def _split(task, labels):
-    texts = [(f"text {i}",) if not TASKS[task].is_pair else (f"a {i}", f"b {i}") for i in range(len(labels))]
-    return Split(TASKS[task], "dev", None, [Example(str(i), t, y, i + 2) for i, (t, y) in enumerate(zip(texts, labels))])
+    texts = [(f"text {i}",) if not builtin(task).is_pair else (f"a {i}", f"b {i}") for i in range(len(labels))]
+    return Split(builtin(task), "dev", None, [Example(str(i), t, y, i + 2) for i, (t, y) in enumerate(zip(texts, labels))])
 
 
 def test_error_analysis_by_hand():
-    sst = analyse_sst(_split("sst", [0, 1, 2, 3, 4, 2]), np.eye(5)[[0, 2, 2, 1, 4, 4]] * 0.9 + 0.02)
+    sst = analyse_multiclass(_split("sst", [0, 1, 2, 3, 4, 2]), np.eye(5)[[0, 2, 2, 1, 4, 4]] * 0.9 + 0.02)
     # errors: gold 1 -> 2 (more positive), gold 3 -> 1 (more negative, off by 2), gold 2 -> 4 (more positive, off by 2)
-    assert sst["more_positive_share"] == pytest.approx(2 / 3) and sst["more_negative_share"] == pytest.approx(1 / 3)
+    assert sst["higher_class_share"] == pytest.approx(2 / 3) and sst["lower_class_share"] == pytest.approx(1 / 3)
     assert sst["off_by_two_or_more_share"] == pytest.approx(2 / 3)
     assert np.trace(np.array(sst["confusion"])) == 3 and len(sst["worst"]) == 5
-    para = analyse_para(_split("para", [1, 1, 0, 0, 0]), np.array([0.9, 0.2, 0.7, 0.1, 0.3]))
+    para = analyse_binary(_split("para", [1, 1, 0, 0, 0]), np.array([0.9, 0.2, 0.7, 0.1, 0.3]))
     assert para["false_negative_rate"] == pytest.approx(0.5) and para["false_positive_rate"] == pytest.approx(1 / 3)
     assert para["false_positive_share"] == pytest.approx(0.5) and para["worst"][0]["id"] == "1"
-    sts = analyse_sts(_split("sts", [1.0, 2.0, 3.0, 4.0]), np.array([1.5, 1.0, 3.0, 3.0]))
+    sts = analyse_regression(_split("sts", [1.0, 2.0, 3.0, 4.0]), np.array([1.5, 1.0, 3.0, 3.0]))
     assert sts["over_prediction_rate"] == 0.25 and sts["under_prediction_rate"] == 0.5
     assert sts["mean_signed_error"] == pytest.approx(-0.375) and sts["worst"][0]["error"] == pytest.approx(1.0)
 

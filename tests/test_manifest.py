@@ -31,14 +31,17 @@ def _edit(folder, change):
     (lambda m: m.update(tasks=[]), "tasks: expected an object, found a list"),
     (lambda m: m.update(tasks={}), "tasks: no task"),
     (lambda m: m["tasks"].update(sst=None), "tasks.sst: expected an object, found null"),
-    (lambda m: m["tasks"]["sst"].pop("kind"), "tasks.sst.kind: missing"),
-    (lambda m: m["tasks"]["sst"].update(kind="ranking"), "tasks.sst.kind: 'ranking' is not one of"),
-    (lambda m: m["tasks"]["sst"].update(encoding="triple"), "tasks.sst.encoding: 'triple' is not one of"),
+    (lambda m: m["tasks"]["sst"]["task"].pop("kind"), "tasks.sst.task: task 'sst': kind: missing"),
+    (lambda m: m["tasks"]["sst"]["task"].update(kind="ranking"), "task 'sst': kind: 'ranking' is not one of"),
+    (lambda m: m["tasks"]["sst"].update(encoding="triple"), "tasks.sst.encoding: 'triple' is not how"),
+    (lambda m: m["tasks"]["sst"].update(encoding="joint"), "tasks.sst.encoding: 'joint' is not how"),
+    (lambda m: m["tasks"]["sst"]["task"].update(name="other"), "tasks.sst.task.name: 'other' is not the task's key"),
+    (lambda m: m["tasks"]["sst"].pop("task"), "tasks.sst.task: missing"),
     (lambda m: m["tasks"]["sst"].update(inputs=["ids"]), "tasks.sst.inputs: ['ids'] are not the inputs"),
     (lambda m: m["tasks"]["sst"].update(output="logits"), "tasks.sst.output: 'logits' is not the output"),
-    (lambda m: m["tasks"]["sst"].update(label_names=["a"]), "tasks.sst.label_names: a multiclass task has at least 2"),
-    (lambda m: m["tasks"]["para"].update(label_names=["a", "a"]), "tasks.para.label_names: expected distinct"),
-    (lambda m: m["tasks"]["sts"].update(label_range=[5, 0]), "tasks.sts.label_range: [5, 0] is not [low, high]"),
+    (lambda m: m["tasks"]["sst"]["task"].update(labels=["a"]), "task 'sst': labels: a multiclass task has at least 2"),
+    (lambda m: m["tasks"]["para"]["task"].update(labels=["a", "a"]), "task 'para': labels: expected distinct"),
+    (lambda m: m["tasks"]["sts"]["task"].update(range=[5, 0]), "task 'sts': range: expected [low, high]"),
     (lambda m: m["tasks"]["sst"].update(file="../sst.onnx"), "tasks.sst.file: '../sst.onnx' is not a file name"),
     (lambda m: m["tasks"]["sst"].update(file="gone.onnx"), "gone.onnx: not found, but manifest.json lists it"),
     (lambda m: m.update(tokenizer=7), "tokenizer: expected a string, found an integer"),
@@ -54,13 +57,13 @@ def test_graph_swapped_for_another_tasks_is_refused(export_copy):
     shutil.copy(export_copy / "para.onnx", export_copy / "sst.onnx")
     with pytest.raises(UserError, match=r"sst.onnx: the graph's inputs .* are not the manifest's"):
         OnnxTask(export_copy, "sst", providers=["cpu"])
-    _edit(export_copy, lambda m: m["tasks"]["sts"].update(label_names=[], kind="multiclass", output="probabilities"))
-    with pytest.raises(UserError, match="label_names: a multiclass task has at least 2"):
+    _edit(export_copy, lambda m: m["tasks"]["sts"]["task"].update(kind="multiclass"))
+    with pytest.raises(UserError, match="range: a classification task declares labels, not a range"):
         OnnxTask(export_copy, "sts", providers=["cpu"])
 
 
 def test_label_count_is_checked_against_the_graph(export_copy):
-    _edit(export_copy, lambda m: m["tasks"]["sst"].update(label_names=["a", "b", "c"]))
+    _edit(export_copy, lambda m: m["tasks"]["sst"]["task"].update(labels=["a", "b", "c"]))
     with pytest.raises(UserError, match=r"sst.onnx: output 'probabilities' has shape \['batch', 5\]"):
         OnnxTask(export_copy, "sst", providers=["cpu"])
 
@@ -70,7 +73,7 @@ def test_scoring_reads_labels_from_the_manifest(export_copy, tmp_path):
     from mtcli.inference.score import score_file
 
     names = ["awful", "bad", "meh", "good", "great"]
-    _edit(export_copy, lambda m: m["tasks"]["sst"].update(label_names=names))
+    _edit(export_copy, lambda m: m["tasks"]["sst"]["task"].update(labels=names))
     (tmp_path / "in.tsv").write_text("id\tsentence\nr1\tfine\n")
     score_file("sst", str(tmp_path / "in.tsv"), str(tmp_path / "out.tsv"), model_dir=export_copy, providers=["cpu"])
     assert (tmp_path / "out.tsv").read_text().splitlines()[0].split("\t") == ["id", "label", *(f"p_{n}" for n in names)]

@@ -22,7 +22,9 @@ from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, staged_dir, write_json
 from mtcli.inference.manifest import export_files
 from mtcli.inference.score import ScoreStats, read_score_rows
-from mtcli.core.tasks import TASKS
+from conftest import builtin
+
+TASKS = builtin()
 from mtcli.train import TrainConfig
 from mtcli.train.loop import NonFiniteError, Trainer
 

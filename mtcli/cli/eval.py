@@ -50,17 +50,16 @@ def eval_command(
 
 
 def _torch_eval(checkpoint, split, data_dir, limit, batch_size, device):
-    from mtcli.model.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
-    from mtcli.core.data import read_split
+    from mtcli.core.data import read_splits, resolve_data_dir
+    from mtcli.core.tasks import rebase
     from mtcli.eval.evaluate import score_predictions
-    from mtcli.model.predict import predict_texts
-    from mtcli.core.tasks import TASKS
-    from mtcli.train.loop import resolve_device
+    from mtcli.model.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
+    from mtcli.model.predict import predict_texts, resolve_device
 
     ckpt = checkpoint or latest_checkpoint()
     target = resolve_device(device)
     model, tokenizer, _ = load_checkpoint(ckpt, device=target)
-    splits = {t: read_split(t, split, data_dir, limit=limit) for t in TASKS}
+    splits = read_splits(rebase(model.tasks, resolve_data_dir(data_dir)), split, limit=limit)
     predictions = {}
     for task, data in splits.items():
         predictions[task], _ = predict_texts(model, tokenizer, task, [ex.texts for ex in data.examples],
@@ -78,11 +77,13 @@ def _report(console, results, splits, predictions, split, source, out_dir, prove
         for path in write_test_predictions(splits, predictions, out_dir):
             console.print(f"wrote {path}")
         return
-    from mtcli.eval.analysis import analysis_tables
+    from mtcli.eval.analysis import analysis_tables, plot_names
 
+    tasks = {name: data.task for name, data in splits.items()}
     out = Console()
-    out.print(scores_table(results, title=f"{split}: {source} ({provenance['backend']})"))
+    out.print(scores_table(results, tasks, title=f"{split}: {source} ({provenance['backend']})"))
     path, analysis = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
-    for table in analysis_tables(analysis):
+    for table in analysis_tables(analysis, tasks):
         out.print(table)
-    console.print(f"wrote {path} (with confusion_sst.png and sts_scatter.png)")
+    plots = [name for task in tasks.values() for name in plot_names(task)]
+    console.print(f"wrote {path}" + (f" (with {', '.join(plots)})" if plots else ""))

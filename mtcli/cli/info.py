@@ -5,18 +5,37 @@ from pathlib import Path
 
 import typer
 
-EPILOG = "Examples:\n\n  mtcli info\n\n  mtcli info --json\n\n  mtcli info --model-dir path/to/bert-base-uncased"
+EPILOG = """Examples:
+
+  mtcli info
+
+  mtcli info --json
+
+  mtcli info --tasks examples/cs224n-cfimdb.toml      # a task file's tasks and row counts
+
+  mtcli info --checkpoint runs/demo/best               # the tasks a checkpoint was trained on
+
+  mtcli info --model export/                           # the tasks an export scores
+
+  mtcli info --model-dir path/to/bert-base-uncased
+"""
 
 
 def info(
     model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)."),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N task files (default: bundled data/)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Read the tasks' files from this folder instead."),
+    tasks: Path = typer.Option(None, "--tasks", help="A TOML task file (default: the built-in CS224N tasks)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Describe the tasks of this checkpoint."),
+    model: Path = typer.Option(None, "--model", help="Describe the tasks of this `mtcli export` folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
-    """Show versions, torch device, backbone, data row counts and the PCGrad backend."""
+    """Show versions, torch device, backbone, the tasks with their row counts, and the PCGrad backend."""
+    from mtcli.core.errors import UserError
     from mtcli.info import gather
 
-    report = gather(model_dir, data_dir)
+    if sum(x is not None for x in (tasks, checkpoint, model)) > 1:
+        raise UserError("pass one of --tasks, --checkpoint, --model")
+    report = gather(model_dir, data_dir, tasks, checkpoint, model)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -46,9 +65,12 @@ def _render(report: dict) -> None:
     if "error" in data:
         console.print(f"[bold]data[/]      [red]{data['error']}[/]")
         return
-    table = Table(title=f"data: {data['path']}", title_justify="left")
-    for column in ("dataset", "train", "dev", "test"):
-        table.add_column(column, justify="left" if column == "dataset" else "right")
+    table = Table(title=f"tasks: {data['source']}", title_justify="left")
+    for column in ("task", "kind", "text", "labels / range", "metric", "encoding", "train", "dev", "test"):
+        table.add_column(column, justify="right" if column in ("train", "dev", "test") else "left")
     for name, counts in data["rows"].items():
-        table.add_row(name, *("-" if counts[s] is None else f"{counts[s]:,}" for s in ("train", "dev", "test")))
+        task = data["tasks"][name]
+        values = ", ".join(task["labels"]) if "labels" in task else f"{task['range'][0]:g}-{task['range'][1]:g}"
+        table.add_row(name, task["kind"], " + ".join(task["text"]), values, task["metric"], task.get("encoding", "-"),
+                      *("-" if counts[s] is None else f"{counts[s]:,}" for s in ("train", "dev", "test")))
     console.print(table)

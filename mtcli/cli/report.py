@@ -36,9 +36,10 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
                 f"{t} {w:.3f}" for t, w in result["pcgrad_mean_weight"].items()))
     if result["epochs"]:
         epochs = Table(title="dev per epoch", title_justify="left")
-        for column in ("epoch", "step", "sst", "para", "sts", "overall"):
+        columns = [*result["tasks"], "overall"]
+        for column in ("epoch", "step", *columns):
             epochs.add_column(column, justify="right")
         for e in result["epochs"]:
-            epochs.add_row(str(e["epoch"]), str(e["step"]), *(f"{e.get(k) or 0:.4f}" for k in ("sst", "para", "sts", "overall")))
+            epochs.add_row(str(e["epoch"]), str(e["step"]), *(f"{e.get(k) or 0:.4f}" for k in columns))
         console.print(epochs)
     console.print(f"wrote {run_dir}/report.json" + (" and conflicts.png" if result["pairs"] else ""))

@@ -12,7 +12,9 @@ EPILOG = """Examples:
 
   mtcli train --sampler annealed --combine weighted --task-weights sst=0.5,para=1,sts=1
 
-  mtcli train --upsample sst=3,para=1,sts=4 --para-mode cross --sts-mode cross
+  mtcli train --upsample sst=3,para=1,sts=4 --encoding para=cross,sts=cross
+
+  mtcli train --tasks examples/cs224n-cfimdb.toml          # your own tasks, declared in a TOML file
 
   mtcli train --simcse 0.1 --mnrl 0.5 --cosine-embedding-loss --pretrain-epochs 1 --epochs 4
 
@@ -29,13 +31,18 @@ def train(
     task_weights: str = typer.Option(None, "--task-weights", help="Per-task loss weights, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
     phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
+    tasks: Path = typer.Option(None, "--tasks", help="A TOML task file declaring 1 to 8 tasks (default: the built-in "
+                                                     "CS224N tasks sst, para, sts)"),
     pooling: str = typer.Option("mean", help="cls | mean"),
-    para_mode: str = typer.Option("siamese", "--para-mode", help="siamese ([u, v, |u-v|, u*v] -> linear) | cross (joint pair encoding)"),
-    sts_mode: str = typer.Option("cosine", "--sts-mode", help="cosine (5 cos(u, v)) | cross (joint pair encoding)"),
+    encoding: str = typer.Option(None, "--encoding", help="Override declared pair encodings, e.g. para=cross,sts=cross "
+                                 "(classification pairs: cross | siamese; regression pairs: cross | cosine)"),
+    para_mode: str = typer.Option(None, "--para-mode", help="Same as --encoding para=MODE", hidden=True),
+    sts_mode: str = typer.Option(None, "--sts-mode", help="Same as --encoding sts=MODE", hidden=True),
     simcse: float = typer.Option(0.0, help="Weight of an unsupervised SimCSE loss on every batch's sentences (0: off)"),
-    mnrl: float = typer.Option(0.0, help="Weight of a multiple-negatives ranking loss on paraphrase positives (0: off)"),
+    mnrl: float = typer.Option(0.0, help="Weight of a multiple-negatives ranking loss on the positives of binary "
+                                         "pair tasks, e.g. paraphrases (0: off)"),
     cosine_embedding_loss: bool = typer.Option(False, "--cosine-embedding-loss",
-                                               help="Add CosineEmbeddingLoss on pair embeddings (para, sts)"),
+                                               help="Add CosineEmbeddingLoss on the pair embeddings of pair tasks"),
     cosine_margin: float = typer.Option(0.0, "--cosine-margin", help="Margin of the cosine embedding loss"),
     pretrain_epochs: int = typer.Option(0, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
                                         "for the first K epochs, then fine-tune"),
@@ -69,16 +76,21 @@ def train(
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where its last/ checkpoint left off"),
 ):
-    """Fine-tune the shared encoder and three heads on SST, Quora and STS-B; writes runs/<name>/."""
+    """Fine-tune the shared encoder and one head per task (default: SST, Quora, STS-B); writes runs/<name>/."""
+    from mtcli.core.tasks import LEGACY_ENCODING_OPTIONS
     from mtcli.train import TrainConfig
     from mtcli.train import resume as resume_training
     from mtcli.train import train as run_training
     from mtcli.train.config import parse_task_map
 
+    encodings = parse_task_map(encoding, "--encoding", cast=str)
+    legacy = {"para_mode": para_mode, "sts_mode": sts_mode}
+    encodings.update({LEGACY_ENCODING_OPTIONS[option]: mode for option, mode in legacy.items() if mode is not None})
+
     options = dict(
         sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
-        para_mode=para_mode, sts_mode=sts_mode, simcse=simcse, mnrl=mnrl,
+        tasks=str(tasks) if tasks else None, encodings=encodings, simcse=simcse, mnrl=mnrl,
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
         pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,
         group_by_length=group_by_length, lr=lr, head_lr=head_lr,
@@ -96,7 +108,8 @@ def train(
 
 
 # CLI options whose TrainConfig field has another name
-_FIELD = {"cosine_embedding_loss": "cosine_embedding"}
+_FIELD = {"cosine_embedding_loss": "cosine_embedding", "encoding": "encodings", "para_mode": "encodings",
+          "sts_mode": "encodings"}
 
 
 def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:

@@ -1,9 +1,8 @@
-"""Reading the CS224N task files: SST-5, Quora, STS-B (and CFIMDB).
+"""Reading a declared task's files: TSV or CSV with a header row.
 
-Files are tab-separated with a header row whose first column is a row index.
-Columns are found by header name, so the odd test-student headers
-(`0, "", id, sentence`) read the same as the others. Every bad row is reported
-with its file and line number. Torch-free.
+Columns are found by header name (the task's `id`, `text` and `label` columns), so
+CS224N's odd test-student headers (`0, "", id, sentence`) read the same as the
+others. Every bad row is reported with its file and line number. Torch-free.
 """
 
 from collections.abc import Iterable
@@ -12,9 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 from mtcli.core.errors import DataError, UserError
-from mtcli.core.paths import DEFAULT_DATA_DIR
-from mtcli.core.tasks import DATASETS, TASKS, Task, get_task
-from mtcli.core.tsv import iter_rows, open_binary
+from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task
+from mtcli.core.tsv import iter_rows, open_binary, sniff_delimiter
 
 OnError = Literal["fail", "skip"]
 
@@ -43,21 +41,23 @@ class Split:
         return [ex.label for ex in self.examples]
 
 
-def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    path = DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)
+def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+    """--data-dir, checked: the folder task files are read from instead of their declared one."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir)
     if not path.is_dir():
-        raise UserError(f"{path}: data folder not found; pass --data-dir with the CS224N files")
+        raise UserError(f"{path}: data folder not found; pass --data-dir with the task files (e.g. the CS224N files)")
     return path
 
 
-def split_path(task: Task | str, split: str, data_dir: str | Path | None = None) -> Path:
-    task = get_task(task) if isinstance(task, str) else task
-    path = resolve_data_dir(data_dir) / task.file_name(split)
+def split_path(task: Task, split: str) -> Path:
+    path = task.file(split)
+    if path is None:
+        raise UserError(f"task {task.name!r} declares no {split} file; add `{split} = \"FILE\"` to its [[task]] table")
     if not path.is_file():
-        raise UserError(
-            f"{path}: not found; --data-dir must hold the CS224N files "
-            f"({', '.join(t.file_name(split) for t in TASKS.values())})"
-        )
+        raise UserError(f"{path}: not found; it is the {split} file of task {task.name!r}: fix the path in the task "
+                        f"file, or pass --data-dir with the folder that holds it")
     return path
 
 
@@ -76,9 +76,10 @@ def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *,
         _, header = next(rows)
     except StopIteration:
         raise DataError(path, None, "file is empty; expected a header row and data rows") from None
-    id_col = _column_index(header, path, "id")
-    text_cols = [_column_index(header, path, c) for c in task.text_columns]
-    label_col = _column_index(header, path, task.label_column) if labeled else None
+    names = [h.strip() for h in header]
+    id_col = names.index(task.id) if task.id in names else None  # no id column: rows are named by line
+    text_cols = [_column_index(header, path, c) for c in task.text]
+    label_col = _column_index(header, path, task.label) if labeled else None
 
     examples: list[Example] = []
     skipped: list[DataError] = []
@@ -98,7 +99,7 @@ def _parse_row(task, path, line, fields, width, id_col, text_cols, label_col) ->
     if len(fields) != width:
         raise DataError(path, line, f"expected {width} tab-separated columns, found {len(fields)}")
     texts = tuple(fields[c].strip() for c in text_cols)
-    for column, text in zip(task.text_columns, texts):
+    for column, text in zip(task.text, texts):
         if not text:
             raise DataError(path, line, f"empty {column}")
     label = None
@@ -107,30 +108,42 @@ def _parse_row(task, path, line, fields, width, id_col, text_cols, label_col) ->
             label = task.parse_label(fields[label_col].strip())
         except ValueError as e:
             raise DataError(path, line, str(e)) from None
-    return Example(id=fields[id_col].strip(), texts=texts, label=label, line=line)
+    row_id = fields[id_col].strip() if id_col is not None else str(line)
+    return Example(id=row_id, texts=texts, label=label, line=line)
 
 
-def read_split(task: Task | str, split: str, data_dir: str | Path | None = None, *,
-               limit: int | None = None, on_error: OnError = "fail") -> Split:
-    """Read one split of one task. `limit` keeps the first N valid rows."""
-    task = get_task(task) if isinstance(task, str) else task
-    path = split_path(task, split, data_dir)
+def read_split(task: Task, split: str, *, limit: int | None = None, on_error: OnError = "fail") -> Split:
+    """Read one split of one task (TSV or CSV with a header). `limit` keeps the first N valid rows."""
+    path = split_path(task, split)
+    labeled = split != "test" or _has_column(path, task.label)  # a test file may carry labels or not
     with open_binary(path) as stream:
-        examples, skipped = parse_rows(task, path, iter_rows(stream, str(path)),
-                                       labeled=split != "test", on_error=on_error, limit=limit)
+        examples, skipped = parse_rows(task, path, iter_rows(stream, str(path), delimiter=sniff_delimiter(path)),
+                                       labeled=labeled, on_error=on_error, limit=limit)
     if not examples:
         raise DataError(path, None, "no valid data rows")
     return Split(task, split, path, examples, skipped)
 
 
-def row_counts(data_dir: str | Path | None = None) -> dict[str, dict[str, int | None]]:
-    """Rows per dataset and split (None where the file is absent)."""
-    root = resolve_data_dir(data_dir)
+def _has_column(path: Path, name: str) -> bool:
+    with open_binary(path) as stream:
+        first = next(iter_rows(stream, str(path), delimiter=sniff_delimiter(path)), None)
+    return first is not None and name in [h.strip() for h in first[1]]
+
+
+def read_splits(tasks: dict[str, Task], split: str, *, limit: int | None = None) -> dict[str, Split]:
+    """One split of every task that has that split's file (every task for train and dev)."""
+    return {name: read_split(task, split, limit=limit) for name, task in tasks.items()
+            if split in REQUIRED_SPLITS or task.file(split) is not None}
+
+
+def row_counts(tasks: dict[str, Task]) -> dict[str, dict[str, int | None]]:
+    """Rows per task and split (None where the task has no such file, or it is missing)."""
     counts: dict[str, dict[str, int | None]] = {}
-    for name, task in DATASETS.items():
+    for name, task in tasks.items():
         counts[name] = {}
-        for split in ("train", "dev", "test"):
-            counts[name][split] = len(read_split(task, split, root)) if (root / task.file_name(split)).is_file() else None
+        for split in SPLITS:
+            path = task.file(split)
+            counts[name][split] = len(read_split(task, split)) if path is not None and path.is_file() else None
     return counts
 
 

@@ -18,14 +18,14 @@ from mtcli.core.tasks import Task
 Encoding = Literal["single", "joint", "separate"]
 ENCODINGS: tuple[Encoding, ...] = ("single", "joint", "separate")
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
-PAIR_MODES = {"para": ("cross", "siamese"), "sts": ("cross", "cosine")}
 
 
-def encoding_for(task: Task, mode: str) -> Encoding:
-    """The encoding a task's head mode needs ('single' for single-sentence tasks)."""
+def encoding_for(task: Task) -> Encoding:
+    """How a task's rows are encoded: one sentence; a pair in one sequence (the declared
+    pair encoding `cross`); or a pair as two sequences (`siamese`, `cosine`)."""
     if not task.is_pair:
         return "single"
-    return "joint" if mode == "cross" else "separate"
+    return "joint" if task.encoding == "cross" else "separate"
 
 
 def input_names(encoding: Encoding) -> list[str]:

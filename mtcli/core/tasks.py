@@ -1,116 +1,294 @@
-"""The task registry: the one definition of each task that data loading, training,
+"""Tasks as declared data: the one definition of each task that data loading, training,
 evaluation, export and scoring all read. Torch-free on purpose.
+
+A task file (TOML) declares tasks, one `[[task]]` table each:
+
+    [[task]]
+    name = "tickets"                 # what `mtcli score NAME` and the manifest call it
+    kind = "multiclass"              # multiclass | binary | regression
+    text = ["body"]                  # one column, or two for a pair
+    label = "queue"                  # label column
+    labels = ["billing", "bug", "other"]   # classification: names in label-index order
+    # range = [0, 5]                 # regression: the label range, also the output scale
+    metric = "accuracy"              # accuracy | f1 | pearson | spearman
+    # encoding = "siamese"           # pairs: cross | siamese (classification), cross | cosine (regression)
+    train = "tickets-train.tsv"      # TSV or CSV with a header; paths relative to this file
+    dev = "tickets-dev.tsv"
+    # test = "tickets-test.tsv"      # optional, unlabeled allowed
+
+Optional extras: `id` (the id column, default "id"; rows without one are numbered by
+line), `title` (for tables) and `prediction_header` (the column name of `eval --split
+test` files). The CS224N three are the built-in file `cs224n.toml` beside this module.
+What a task *does* (its head, loss, prediction, output scale) follows from its kind and
+arity alone: see mtcli.model.heads.
 """
 
-from dataclasses import dataclass
-from typing import Literal
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-Kind = Literal["multiclass", "binary", "regression"]
+from mtcli.core.errors import UserError
+from mtcli.core.paths import DEFAULT_DATA_DIR
+
+KINDS = ("multiclass", "binary", "regression")
+METRICS = {"accuracy": ("multiclass", "binary"), "f1": ("multiclass", "binary"),
+           "pearson": ("regression",), "spearman": ("regression",)}
+CORRELATIONS = ("pearson", "spearman")   # in [-1, 1]: mapped to (r + 1) / 2 in the overall score
+PAIR_ENCODINGS = {"multiclass": ("cross", "siamese"), "binary": ("cross", "siamese"), "regression": ("cross", "cosine")}
+DEFAULT_PAIR_ENCODING = "cross"
 SPLITS = ("train", "dev", "test")
+REQUIRED_SPLITS = ("train", "dev")
+MAX_TASKS = 8
+BUILTIN_TASK_FILE = Path(__file__).with_name("cs224n.toml")
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+KEYS = {"name", "kind", "text", "label", "labels", "range", "metric", "encoding", *SPLITS, "id", "title",
+        "prediction_header"}
 
 
 @dataclass(frozen=True)
 class Task:
-    name: str                       # short name used on the command line: sst, para, sts
-    title: str                      # human-readable name for tables
-    file_stem: str                  # CS224N file prefix: {file_stem}-{split}.csv
-    text_columns: tuple[str, ...]   # one column (single sentence) or two (a pair)
-    label_column: str
-    kind: Kind
-    label_range: tuple[float, float]
-    label_names: tuple[str, ...] = ()   # classes, in label order (empty for regression)
-    metric: str = "accuracy"        # the headline dev metric
-    prediction_header: str = ""     # CS224N test-output column name
+    name: str
+    kind: str                          # multiclass | binary | regression
+    text: tuple[str, ...]              # one text column, or two for a pair
+    label: str                         # the label column
+    labels: tuple[str, ...] = ()       # class names in label-index order (classification)
+    range: tuple[float, float] | None = None   # label range and output scale (regression)
+    metric: str = "accuracy"
+    encoding: str | None = None        # pairs: cross | siamese | cosine; None for one sentence
+    files: dict[str, str] = field(default_factory=dict)   # split -> file path, absolute once loaded
+    id: str = "id"
+    title: str = ""
+    prediction_header: str = ""
 
     @property
     def is_pair(self) -> bool:
-        return len(self.text_columns) == 2
+        return len(self.text) == 2
 
     @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
 
-    def file_name(self, split: str) -> str:
+    @property
+    def label_range(self) -> tuple[float, float]:
+        """The valid label values: the declared range, or the class indices."""
+        return self.range if self.is_regression else (0, len(self.labels) - 1)
+
+    @property
+    def heading(self) -> str:
+        return self.title or self.name
+
+    @property
+    def test_header(self) -> str:
+        return self.prediction_header or f"Predicted_{self.label}"
+
+    def file(self, split: str) -> Path | None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return f"{self.file_stem}-{'test-student' if split == 'test' else split}.csv"
+        return Path(self.files[split]) if split in self.files else None
 
     def parse_label(self, raw: str) -> int | float:
-        """The label of one data row; ValueError with a readable reason if it is not valid."""
+        """The label of one data row (a class index or name, or a number in range); ValueError if invalid."""
+        if not self.is_regression and raw in self.labels:
+            return self.labels.index(raw)
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"label {raw!r} is not a number") from None
+            expected = "a number" if self.is_regression else f"a class index or one of {', '.join(self.labels)}"
+            raise ValueError(f"label {raw!r} is not {expected}") from None
         low, high = self.label_range
         if not low <= value <= high:
             raise ValueError(f"label {raw!r} is out of range {low:g}-{high:g} for {self.name}")
-        if self.kind == "regression":
+        if self.is_regression:
             return value
         if value != int(value):
-            raise ValueError(f"label {raw!r} is not a class index of {self.name} (0-{self.num_labels - 1})")
+            raise ValueError(f"label {raw!r} is not a class index of {self.name} (0-{len(self.labels) - 1})")
         return int(value)
 
-
-SST = Task(
-    name="sst",
-    title="Sentiment (SST-5)",
-    file_stem="ids-sst",
-    text_columns=("sentence",),
-    label_column="sentiment",
-    kind="multiclass",
-    label_range=(0, 4),
-    label_names=("very negative", "negative", "neutral", "positive", "very positive"),
-    metric="accuracy",
-    prediction_header="Predicted_Sentiment",
-)
-
-PARA = Task(
-    name="para",
-    title="Paraphrase (Quora)",
-    file_stem="quora",
-    text_columns=("sentence1", "sentence2"),
-    label_column="is_duplicate",
-    kind="binary",
-    label_range=(0, 1),
-    label_names=("not duplicate", "duplicate"),
-    metric="accuracy",
-    prediction_header="Predicted_Is_Paraphrase",
-)
-
-STS = Task(
-    name="sts",
-    title="Similarity (STS-B)",
-    file_stem="sts",
-    text_columns=("sentence1", "sentence2"),
-    label_column="similarity",
-    kind="regression",
-    label_range=(0.0, 5.0),
-    metric="pearson",
-    prediction_header="Predicted_Similiary",  # sic: the CS224N grader expects this spelling
-)
-
-# Binary movie-review sentiment shipped with the CS224N data; readable, not a multitask head.
-CFIMDB = Task(
-    name="cfimdb",
-    title="Sentiment (CFIMDB)",
-    file_stem="ids-cfimdb",
-    text_columns=("sentence",),
-    label_column="sentiment",
-    kind="binary",
-    label_range=(0, 1),
-    label_names=("negative", "positive"),
-    metric="accuracy",
-    prediction_header="Predicted_Sentiment",
-)
-
-TASKS: dict[str, Task] = {t.name: t for t in (SST, PARA, STS)}
-DATASETS: dict[str, Task] = {t.name: t for t in (SST, PARA, STS, CFIMDB)}
+    def to_dict(self) -> dict:
+        """The declaration, with absolute file paths (what checkpoints and manifests store)."""
+        table = {"name": self.name, "kind": self.kind, "text": list(self.text), "label": self.label,
+                 "metric": self.metric, **self.files, "id": self.id}
+        if self.labels:
+            table["labels"] = list(self.labels)
+        if self.range is not None:
+            table["range"] = list(self.range)
+        for key in ("encoding", "title", "prediction_header"):
+            if getattr(self, key):
+                table[key] = getattr(self, key)
+        return table
 
 
-def get_task(name: str, *, registry: dict[str, Task] = DATASETS) -> Task:
-    from mtcli.core.errors import UserError
+# ---------------------------------------------------------------- reading declarations
 
+def task_from_table(table, source: str | Path, base: Path | None, index: int = 0) -> Task:
+    """One validated Task from a [[task]] table. Every problem is one UserError naming
+    `source`, the task and the field. Relative file paths are resolved against `base`."""
+    where = f"{source}: task {table.get('name')!r}" if isinstance(table, dict) and isinstance(table.get("name"), str) \
+        else f"{source}: task #{index + 1}"
+
+    def bad(key: str, problem: str):
+        raise UserError(f"{where}: {key}: {problem}")
+
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: expected a [[task]] table")
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        bad(unknown[0], f"unknown field; a task has {', '.join(sorted(KEYS))}")
+
+    def text_field(key: str, required: bool = True) -> str | None:
+        if key not in table:
+            if required:
+                bad(key, "missing")
+            return None
+        if not isinstance(table[key], str) or not table[key].strip():
+            bad(key, f"expected a non-empty string, found {table[key]!r}")
+        return table[key]
+
+    name = text_field("name")
+    if not NAME.match(name):
+        bad("name", f"{name!r} must be lower-case letters, digits, '-' or '_', starting with a letter (at most 32)")
+    kind = text_field("kind")
+    if kind not in KINDS:
+        bad("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    text = table.get("text")
+    if isinstance(text, str):
+        text = [text]
+    if not isinstance(text, list) or len(text) not in (1, 2) or not all(isinstance(t, str) and t for t in text) \
+            or len(set(text)) != len(text):
+        bad("text", f"expected one column name, or two for a pair, found {table.get('text')!r}")
+    label = text_field("label")
+    if label in text or label == table.get("id", "id"):
+        bad("label", f"{label!r} is also a text or id column")
+
+    labels, value_range = (), None
+    if kind == "regression":
+        if "labels" in table:
+            bad("labels", "a regression task has no class names; declare range = [low, high]")
+        value_range = table.get("range")
+        if not isinstance(value_range, list) or len(value_range) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value_range) \
+                or not value_range[0] < value_range[1]:
+            bad("range", f"expected [low, high] with low < high, found {value_range!r}")
+        value_range = (float(value_range[0]), float(value_range[1]))
+    else:
+        if "range" in table:
+            bad("range", "a classification task declares labels, not a range")
+        labels = table.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(l, str) and l.strip() for l in labels) \
+                or len(set(labels)) != len(labels):
+            bad("labels", f"expected distinct class names in label-index order, found {labels!r}")
+        if kind == "binary" and len(labels) != 2:
+            bad("labels", f"a binary task has 2 class names (negative, positive), found {len(labels)}")
+        if kind == "multiclass" and len(labels) < 2:
+            bad("labels", f"a multiclass task has at least 2 class names, found {len(labels)}")
+        labels = tuple(labels)
+
+    metric = text_field("metric", required=False) or ("pearson" if kind == "regression" else "accuracy")
+    if kind not in METRICS.get(metric, ()):
+        allowed = [m for m, kinds in METRICS.items() if kind in kinds]
+        bad("metric", f"{metric!r} is not a metric of a {kind} task ({', '.join(allowed)})")
+
+    encoding = text_field("encoding", required=False)
+    if len(text) == 1 and encoding is not None:
+        bad("encoding", "only a pair task (two text columns) has an encoding")
+    if len(text) == 2:
+        encoding = encoding or DEFAULT_PAIR_ENCODING
+        if encoding not in PAIR_ENCODINGS[kind]:
+            bad("encoding", f"{encoding!r} is not a pair encoding of a {kind} task ({', '.join(PAIR_ENCODINGS[kind])})")
+
+    files = {}
+    for split in SPLITS:
+        path = text_field(split, required=split in REQUIRED_SPLITS)
+        if path is not None:
+            files[split] = str(Path(path) if base is None else (base / path).resolve())
+    return Task(name=name, kind=kind, text=tuple(text), label=label, labels=labels, range=value_range, metric=metric,
+                encoding=encoding, files=files, id=text_field("id", required=False) or "id",
+                title=text_field("title", required=False) or "",
+                prediction_header=text_field("prediction_header", required=False) or "")
+
+
+def tasks_from_tables(tables, source: str | Path, base: Path | None = None) -> dict[str, Task]:
+    """Validated tasks, in declaration order, from a list of tables."""
+    if not isinstance(tables, list) or not tables:
+        raise UserError(f"{source}: declares no task; add one [[task]] table per task")
+    if len(tables) > MAX_TASKS:
+        raise UserError(f"{source}: declares {len(tables)} tasks; mtcli trains 1 to {MAX_TASKS}")
+    tasks: dict[str, Task] = {}
+    for index, table in enumerate(tables):
+        task = task_from_table(table, source, base, index)
+        if task.name in tasks:
+            raise UserError(f"{source}: task {task.name!r}: name: declared twice")
+        tasks[task.name] = task
+    return tasks
+
+
+def load_task_file(path: str | Path | None = None, data_dir: str | Path | None = None) -> dict[str, Task]:
+    """The tasks of a task file (None: the built-in CS224N file). Data paths are relative to
+    `data_dir` when given, else to the task file's folder (the bundled data/ for the built-in)."""
+    builtin = path is None
+    path = BUILTIN_TASK_FILE if builtin else Path(path)
+    shown = "built-in tasks" if builtin else path
     try:
-        return registry[name]
-    except KeyError:
-        raise UserError(f"unknown task {name!r}; expected one of {', '.join(registry)}") from None
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: task file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; pass a TOML task file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8; save the task file as UTF-8") from None
+    extra = sorted(set(document) - {"task"})
+    if extra:
+        raise UserError(f"{path}: unknown top-level key {extra[0]!r}; a task file holds [[task]] tables")
+    base = Path(data_dir) if data_dir is not None else (DEFAULT_DATA_DIR if builtin else path.parent)
+    return tasks_from_tables(document.get("task"), shown if builtin else path, base)
+
+
+def tasks_from_dicts(tables: list[dict], source: str | Path) -> dict[str, Task]:
+    """Tasks stored by a checkpoint or manifest (absolute paths), validated as a task file is."""
+    return tasks_from_tables(tables, source, None)
+
+
+def rebase(tasks: dict[str, Task], data_dir: str | Path | None) -> dict[str, Task]:
+    """The same tasks reading their files by name from `data_dir` (None: unchanged)."""
+    if data_dir is None:
+        return tasks
+    folder = Path(data_dir)
+    return {name: replace(t, files={s: str((folder / Path(f).name).resolve()) for s, f in t.files.items()})
+            for name, t in tasks.items()}
+
+
+def with_encodings(tasks: dict[str, Task], encodings: dict[str, str], option: str = "--encoding") -> dict[str, Task]:
+    """The tasks with some pair encodings overridden (e.g. from the command line)."""
+    result = dict(tasks)
+    check_names(tasks, encodings, option)
+    for name, encoding in encodings.items():
+        task = tasks[name]
+        if not task.is_pair:
+            raise UserError(f"{option} {name}={encoding}: {name} is a single-sentence task; only pairs have an encoding")
+        if encoding not in PAIR_ENCODINGS[task.kind]:
+            raise UserError(f"{option} {name}={encoding}: a {task.kind} pair task is encoded "
+                            f"{' or '.join(PAIR_ENCODINGS[task.kind])}")
+        result[name] = replace(task, encoding=encoding)
+    return result
+
+
+def check_names(tasks: dict[str, Task], names, option: str) -> None:
+    unknown = sorted(set(names) - set(tasks))
+    if unknown:
+        raise UserError(f"{option} names unknown task(s) {', '.join(unknown)}; tasks are {', '.join(tasks)}")
+
+
+def pick(tasks: dict[str, Task], name: str) -> Task:
+    """The task called `name`, or a one-line error listing the ones there are."""
+    if name not in tasks:
+        raise UserError(f"unknown task {name!r}; expected one of {', '.join(tasks)}")
+    return tasks[name]
+
+
+# Shorthands kept from before tasks were declared: `train --para-mode X` is `--encoding para=X`.
+LEGACY_ENCODING_OPTIONS = {"para_mode": "para", "sts_mode": "sts"}

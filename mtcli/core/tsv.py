@@ -55,13 +55,13 @@ def open_binary(path: str | Path) -> BinaryIO:
         raise UserError(f"{path}: permission denied") from None
 
 
-def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter | None = None
+def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter | None = None, delimiter: str = "\t"
               ) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number where the row starts, fields) for each non-blank row.
 
     Undecodable or malformed lines raise DataError, or go to `on_bad_line` and are skipped."""
     lines = lines or _LineCounter(stream, name, on_bad_line)
-    reader = csv.reader(lines, delimiter="\t", strict=True)  # broken quoting is an error, not one huge field
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)  # broken quoting is an error, not one huge field
     start = 1
     while True:
         try:
@@ -96,6 +96,12 @@ class TsvWriter:
     def writerows(self, rows: Iterable[Sequence[str]]) -> None:
         for fields in rows:
             self.writerow(fields)
+
+
+def sniff_delimiter(path: str | Path) -> str:
+    """Tab if the header line holds one, else comma: data files are TSV or CSV with a header."""
+    with open_binary(path) as stream:
+        return "\t" if b"\t" in stream.readline() else ","
 
 
 def line_counter(stream: BinaryIO, name: str, on_bad_line=None) -> _LineCounter:

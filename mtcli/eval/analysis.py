@@ -1,8 +1,11 @@
-"""Error analysis of dev predictions (seed 000, section 6.3): where each task goes wrong.
+"""Error analysis of dev predictions (seed 000, section 6.3): where each task goes wrong,
+by the task's kind:
 
-  sst   confusion matrix; of the errors, the share predicted more positive / more negative
-  para  false positive and false negative rates, and their shares of the errors
-  sts   over- and under-prediction rates, mean signed error; predicted-vs-gold scatter
+  multiclass  confusion matrix; of the errors, the share predicted a higher / lower class,
+              and the share off by two or more classes (ordinal label sets such as SST-5)
+  binary      false positive and false negative rates, and their shares of the errors
+  regression  over- and under-prediction rates, mean signed and absolute error;
+              predicted-vs-gold scatter
 and the five worst examples per task. Torch-free: both eval backends use it.
 """
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.data import Split
-from mtcli.core.tasks import TASKS
+from mtcli.core.tasks import Task
 
 WORST = 5
 
@@ -28,24 +31,24 @@ def _worst(split: Split, errors: np.ndarray, shown: list[str]) -> list[dict]:
              "predicted": shown[i], "error": float(errors[i])} for i in order]
 
 
-def analyse_sst(split: Split, probabilities: np.ndarray) -> dict:
+def analyse_multiclass(split: Split, probabilities: np.ndarray) -> dict:
     gold = np.asarray(split.labels)
     predicted = probabilities.argmax(axis=1)
     wrong = predicted != gold
     errors = max(int(wrong.sum()), 1)
     # how badly: distance between classes, then confidence in the wrong class
     badness = np.abs(predicted - gold) + probabilities.max(axis=1) * wrong
-    names = TASKS["sst"].label_names
+    names = split.task.labels
     return {
-        "confusion": confusion_matrix(probabilities, gold, TASKS["sst"].num_labels).tolist(),
-        "more_positive_share": float(((predicted > gold) & wrong).sum() / errors),
-        "more_negative_share": float(((predicted < gold) & wrong).sum() / errors),
+        "confusion": confusion_matrix(probabilities, gold, len(names)).tolist(),
+        "higher_class_share": float(((predicted > gold) & wrong).sum() / errors),
+        "lower_class_share": float(((predicted < gold) & wrong).sum() / errors),
         "off_by_two_or_more_share": float((np.abs(predicted - gold) >= 2).sum() / errors),
         "worst": _worst(split, badness * wrong, [f"{names[p]} ({probabilities[i, p]:.2f})" for i, p in enumerate(predicted)]),
     }
 
 
-def analyse_para(split: Split, probabilities: np.ndarray) -> dict:
+def analyse_binary(split: Split, probabilities: np.ndarray) -> dict:
     gold = np.asarray(split.labels)
     predicted = (probabilities > 0.5).astype(np.int64)
     fp = int(((predicted == 1) & (gold == 0)).sum())
@@ -60,7 +63,7 @@ def analyse_para(split: Split, probabilities: np.ndarray) -> dict:
     }
 
 
-def analyse_sts(split: Split, scores: np.ndarray) -> dict:
+def analyse_regression(split: Split, scores: np.ndarray) -> dict:
     gold = np.asarray(split.labels, dtype=np.float64)
     diff = scores - gold
     return {
@@ -72,26 +75,39 @@ def analyse_sts(split: Split, scores: np.ndarray) -> dict:
     }
 
 
-ANALYSES = {"sst": analyse_sst, "para": analyse_para, "sts": analyse_sts}
+ANALYSES = {"multiclass": analyse_multiclass, "binary": analyse_binary, "regression": analyse_regression}
 
 
 def analyse(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dict:
-    return {task: ANALYSES[task](splits[task], predictions[task]) for task in predictions}
+    return {name: ANALYSES[splits[name].task.kind](splits[name], predictions[name]) for name in predictions}
+
+
+def plot_names(task: Task) -> list[str]:
+    """The plots `plot_analysis` draws for a task: a confusion matrix or a scatter."""
+    return plot_names_of(task.name, task.kind)
+
+
+def plot_names_of(name: str, kind: str) -> list[str]:
+    return {"multiclass": [f"confusion_{name}.png"], "regression": [f"{name}_scatter.png"]}.get(kind, [])
 
 
 def plot_analysis(analysis: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
     from mtcli.eval.plots import plot_confusion, plot_scatter
 
     written = []
-    if "sst" in analysis:
-        written.append(plot_confusion(np.array(analysis["sst"]["confusion"]), list(TASKS["sst"].label_names),
-                                      out_dir / "confusion_sst.png"))
-    if "sts" in analysis:
-        written.append(plot_scatter(np.asarray(splits["sts"].labels), predictions["sts"], out_dir / "sts_scatter.png"))
+    for name in analysis:
+        task = splits[name].task
+        for file in plot_names(task):
+            if task.kind == "multiclass":
+                written.append(plot_confusion(np.array(analysis[name]["confusion"]), list(task.labels), out_dir / file,
+                                              title=f"{task.heading} dev confusion"))
+            else:
+                written.append(plot_scatter(np.asarray(splits[name].labels), predictions[name], out_dir / file,
+                                            task.range, title=f"{task.heading} dev: predicted vs gold"))
     return written
 
 
-def analysis_tables(analysis: dict) -> list:
+def analysis_tables(analysis: dict, tasks: dict[str, Task]) -> list:
     """Rich renderables: the rates per task and the worst examples."""
     from rich.table import Table
 
@@ -100,33 +116,34 @@ def analysis_tables(analysis: dict) -> list:
     rates.add_column("task")
     rates.add_column("measure")
     rates.add_column("value", justify="right")
-    if "sst" in analysis:
-        a = analysis["sst"]
-        rates.add_row("sst", "errors predicted more positive", f"{a['more_positive_share']:.1%}")
-        rates.add_row("", "errors predicted more negative", f"{a['more_negative_share']:.1%}")
-        rates.add_row("", "errors off by 2+ classes", f"{a['off_by_two_or_more_share']:.1%}")
-    if "para" in analysis:
-        a = analysis["para"]
-        rates.add_row("para", "false positive rate (share of errors)", f"{a['false_positive_rate']:.1%} ({a['false_positive_share']:.0%})")
-        rates.add_row("", "false negative rate (share of errors)", f"{a['false_negative_rate']:.1%} ({a['false_negative_share']:.0%})")
-    if "sts" in analysis:
-        a = analysis["sts"]
-        rates.add_row("sts", "over-predicted / under-predicted", f"{a['over_prediction_rate']:.1%} / {a['under_prediction_rate']:.1%}")
-        rates.add_row("", "mean signed / absolute error", f"{a['mean_signed_error']:+.2f} / {a['mean_absolute_error']:.2f}")
+    for name, a in analysis.items():
+        kind = tasks[name].kind
+        if kind == "multiclass":
+            rates.add_row(name, "errors predicted a higher class", f"{a['higher_class_share']:.1%}")
+            rates.add_row("", "errors predicted a lower class", f"{a['lower_class_share']:.1%}")
+            rates.add_row("", "errors off by 2+ classes", f"{a['off_by_two_or_more_share']:.1%}")
+        elif kind == "binary":
+            rates.add_row(name, "false positive rate (share of errors)", f"{a['false_positive_rate']:.1%} ({a['false_positive_share']:.0%})")
+            rates.add_row("", "false negative rate (share of errors)", f"{a['false_negative_rate']:.1%} ({a['false_negative_share']:.0%})")
+        else:
+            rates.add_row(name, "over-predicted / under-predicted", f"{a['over_prediction_rate']:.1%} / {a['under_prediction_rate']:.1%}")
+            rates.add_row("", "mean signed / absolute error", f"{a['mean_signed_error']:+.2f} / {a['mean_absolute_error']:.2f}")
     tables.append(rates)
-    if "sst" in analysis:
-        confusion = Table(title="sst confusion (rows gold, columns predicted)", title_justify="left")
+    for name, a in analysis.items():
+        if tasks[name].kind != "multiclass":
+            continue
+        confusion = Table(title=f"{name} confusion (rows gold, columns predicted)", title_justify="left")
         confusion.add_column("gold \\ pred")
-        for name in TASKS["sst"].label_names:
-            confusion.add_column(name, justify="right")
-        for name, row in zip(TASKS["sst"].label_names, analysis["sst"]["confusion"]):
-            confusion.add_row(name, *map(str, row))
+        for label in tasks[name].labels:
+            confusion.add_column(label, justify="right")
+        for label, row in zip(tasks[name].labels, a["confusion"]):
+            confusion.add_row(label, *map(str, row))
         tables.append(confusion)
     worst = Table(title=f"{WORST} worst examples per task", title_justify="left")
     for column in ("task", "gold", "predicted", "text"):
         worst.add_column(column, overflow="fold")
-    for task, a in analysis.items():
+    for name, a in analysis.items():
         for item in a["worst"]:
-            worst.add_row(task, f"{item['gold']}", item["predicted"], " ||| ".join(t[:120] for t in item["texts"]))
+            worst.add_row(name, f"{item['gold']}", item["predicted"], " ||| ".join(t[:120] for t in item["texts"]))
     tables.append(worst)
     return tables

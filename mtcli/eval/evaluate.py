@@ -11,12 +11,11 @@ import numpy as np
 
 from mtcli.core.data import Split
 from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
-from mtcli.core.metrics import overall, predicted_labels, task_metrics
-from mtcli.core.tasks import TASKS
+from mtcli.core.metrics import headline, overall, predicted_labels, task_metrics
+from mtcli.core.tasks import CORRELATIONS, Task
 from mtcli.core.tsv import TsvWriter
 
 EVAL_FORMAT = "mtcli-eval"
-EVAL_FILES = ("eval.json", "confusion_sst.png", "sts_scatter.png")
 
 
 def written_by_mtcli(path: Path) -> bool:
@@ -40,35 +39,44 @@ def written_by_mtcli(path: Path) -> bool:
     return path.suffix == ".csv" and head.startswith(b"id,Predicted_")
 
 
+def eval_files(tasks: dict[str, Task]) -> list[str]:
+    """What `write_eval` writes for these tasks: eval.json and the analysis plots."""
+    from mtcli.eval.analysis import plot_names
+
+    return ["eval.json", *(name for task in tasks.values() for name in plot_names(task))]
+
+
 def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dict:
-    """{'tasks': {task: metrics}, 'overall': float | None} for labeled splits."""
-    scores = {task: task_metrics(TASKS[task], predictions[task], splits[task].labels) for task in predictions}
-    return {"tasks": scores, "overall": overall(scores)}
+    """{'tasks': {task: metrics}, 'headline': {task: its declared metric}, 'overall': float | None}."""
+    tasks = {name: splits[name].task for name in predictions}
+    scores = {name: task_metrics(task, predictions[name], splits[name].labels) for name, task in tasks.items()}
+    return {"tasks": scores, "headline": {name: headline(tasks[name], scores[name]) for name in scores},
+            "overall": overall(tasks, scores)}
 
 
 def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
-    """CS224N test-output files: `{task}-test-output.csv` with header `id,Predicted_...`."""
+    """Test-output files in the CS224N format: `{task}-test-output.csv`, header `id,<prediction header>`."""
     paths = {task: Path(out_dir) / f"{task}-test-output.csv" for task in predictions}
     for path in paths.values():
         refuse_overwrite_unless(path, written_by_mtcli)
-    for task, preds in predictions.items():
-        spec = TASKS[task]
-        values = predicted_labels(spec, preds)
-        with atomic_path(paths[task]) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+    for name, preds in predictions.items():
+        task = splits[name].task
+        values = predicted_labels(task, preds)
+        with atomic_path(paths[name]) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = TsvWriter(fh, delimiter=",")
-            writer.writerow(["id", spec.prediction_header])
-            writer.writerows([example.id, f"{value:.4f}" if spec.kind == "regression" else str(int(value))]
-                             for example, value in zip(splits[task].examples, values))
+            writer.writerow(["id", task.test_header])
+            writer.writerows([example.id, f"{value:.4f}" if task.is_regression else str(int(value))]
+                             for example, value in zip(splits[name].examples, values))
     return list(paths.values())
 
 
 def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path,
                **provenance) -> tuple[Path, dict]:
-    """eval.json with the metrics and the error analysis, plus its plots (SST confusion, STS scatter)."""
+    """eval.json with the metrics and the error analysis, plus its plots (confusion matrices, scatters)."""
     from mtcli.eval.analysis import analyse, plot_analysis
 
     out_dir = Path(out_dir)
-    for name in EVAL_FILES:
+    for name in eval_files({name: split.task for name, split in splits.items()}):
         refuse_overwrite_unless(out_dir / name, written_by_mtcli)
     analysis = analyse(splits, predictions)
     plot_analysis(analysis, splits, predictions, out_dir)
@@ -76,19 +84,20 @@ def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, n
     return write_json(out_dir / "eval.json", record), analysis
 
 
-def scores_table(results: dict, title: str = "dev"):
+def scores_table(results: dict, tasks: dict[str, Task], title: str = "dev"):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for column in ("task", "metric", "value", "loss"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
-    for task, metrics in results["tasks"].items():
+    for name, metrics in results["tasks"].items():
+        task = tasks[name]
         loss = f"{metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
-        if TASKS[task].kind == "regression":
-            table.add_row(task, "pearson", f"{metrics['pearson']:.4f}", loss)
-            table.add_row("", "spearman", f"{metrics['spearman']:.4f}", "")
-        else:
-            table.add_row(task, "accuracy", f"{metrics['accuracy']:.4f}", loss)
+        shown = [task.metric, *(m for m in (CORRELATIONS if task.is_regression else ("accuracy", "f1"))
+                                if m != task.metric)]
+        for i, metric in enumerate(shown):
+            table.add_row(name if i == 0 else "", metric + (" *" if i == 0 else ""), f"{metrics[metric]:.4f}",
+                          loss if i == 0 else "")
     if results.get("overall") is not None:
-        table.add_row("[bold]overall[/]", "(sst+para+(r+1)/2)/3", f"[bold]{results['overall']:.4f}[/]", "")
+        table.add_row("[bold]overall[/]", "mean of * (r as (r+1)/2)", f"[bold]{results['overall']:.4f}[/]", "")
     return table

@@ -1,4 +1,4 @@
-"""Plots of a run: loss curves per task (train and dev), SST confusion matrix."""
+"""Plots: loss curves per task (train and dev), confusion matrices, predicted-vs-gold scatters."""
 
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def plot_curves(records: list[dict], tasks: list[str], out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def plot_confusion(matrix: np.ndarray, labels: list[str], out: str | Path, title: str = "SST dev confusion") -> Path:
+def plot_confusion(matrix: np.ndarray, labels: list[str], out: str | Path, title: str = "dev confusion") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -61,15 +61,18 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out: str | Path, title
     return _save(fig, out)
 
 
-def plot_scatter(gold: np.ndarray, predicted: np.ndarray, out: str | Path, title: str = "STS dev: predicted vs gold") -> Path:
+def plot_scatter(gold: np.ndarray, predicted: np.ndarray, out: str | Path, value_range: tuple[float, float],
+                 title: str = "dev: predicted vs gold") -> Path:
     plt = _pyplot()
+    low, high = value_range
+    margin = 0.02 * (high - low)
     fig, ax = plt.subplots(figsize=(4.8, 4.6))
     ax.scatter(gold, predicted, s=6, alpha=0.4)
-    ax.plot([0, 5], [0, 5], color="tab:red", lw=1, label="perfect")
-    ax.set_xlim(-0.1, 5.1)
-    ax.set_ylim(-0.1, 5.1)
-    ax.set_xlabel("gold similarity")
-    ax.set_ylabel("predicted similarity")
+    ax.plot([low, high], [low, high], color="tab:red", lw=1, label="perfect")
+    ax.set_xlim(low - margin, high + margin)
+    ax.set_ylim(low - margin, high + margin)
+    ax.set_xlabel("gold")
+    ax.set_ylabel("predicted")
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -13,25 +13,33 @@ import numpy as np
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import write_json
-from mtcli.core.tasks import TASKS
 from mtcli.core.runlog import read_metrics
 
 
-def _canonical(pair: str) -> str:
-    """'sts/sst' and 'sst/sts' are one pair: name it in task-registry order."""
+def task_order(records: list[dict]) -> list[str]:
+    """The run's tasks in declaration order (the order of its per-step losses and dev scores)."""
+    order: dict[str, None] = {}
+    for r in records:
+        for name in (*r.get("dev", {}), *(k for k in r.get("loss", {}) if ":" not in k)):
+            order.setdefault(name)
+    return list(order)
+
+
+def _canonical(pair: str, order: list[str]) -> str:
+    """'sts/sst' and 'sst/sts' are one pair: name it in declaration order."""
     a, b = pair.split("/")
-    order = list(TASKS)
     return "/".join(sorted((a, b), key=lambda t: order.index(t) if t in order else len(order)))
 
 
 def conflict_report(records: list[dict]) -> dict:
+    order = task_order(records)
     cosines: dict[str, list[tuple[int, float]]] = defaultdict(list)
     weights: dict[str, list[float]] = defaultdict(list)
     for r in records:
         if r.get("type") != "step":
             continue
         for pair, cosine in r.get("grad_cosine", {}).items():
-            cosines[_canonical(pair)].append((r["step"], cosine))
+            cosines[_canonical(pair, order)].append((r["step"], cosine))
         for task, w in r.get("pcgrad_weights", {}).items():
             weights[task].append(w)
     pairs = {}
@@ -40,10 +48,10 @@ def conflict_report(records: list[dict]) -> dict:
         pairs[pair] = {"steps": len(c), "mean_cosine": float(c.mean()), "std_cosine": float(c.std()),
                        "conflict_fraction": float((c < 0).mean())}
     epochs = [{"epoch": r["epoch"], "step": r["step"], "overall": r.get("overall"),
-               **{t: m.get(TASKS[t].metric) for t, m in r["dev"].items() if t in TASKS}}
+               **r.get("headline", {})}
               for r in records if r.get("type") == "epoch"]
     return {"pairs": pairs, "pcgrad_mean_weight": {t: float(np.mean(w)) for t, w in weights.items()},
-            "epochs": epochs, "series": {p: v for p, v in cosines.items()}}
+            "epochs": epochs, "tasks": order, "series": {p: v for p, v in cosines.items()}}
 
 
 def plot_conflicts(report: dict, out: Path) -> Path:
@@ -84,6 +92,6 @@ def report_run(run_dir: str | Path) -> dict:
     if report["pairs"]:
         plot_conflicts(report, run_dir / "conflicts.png")
     if any(r.get("type") == "epoch" for r in records):
-        plot_curves(records, list(TASKS), run_dir / "curves.png")
+        plot_curves(records, report["tasks"], run_dir / "curves.png")
     write_json(run_dir / "report.json", {k: v for k, v in report.items() if k != "series"})
     return report

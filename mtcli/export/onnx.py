@@ -18,13 +18,13 @@ import torch
 
 from mtcli import __version__
 from mtcli.model.checkpoint import checkpoint_hash, load_checkpoint
-from mtcli.core.data import read_split
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import staged_dir, write_json
-from mtcli.inference.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name
+from mtcli.inference.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name, read_manifest_tasks
 from mtcli.model.multitask import MultitaskModel
-from mtcli.core.tasks import TASKS
+from mtcli.core.data import read_split, resolve_data_dir
+from mtcli.core.tasks import Task, rebase
 
 PARITY_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -59,7 +59,7 @@ class TaskGraph(torch.nn.Module):
     def __init__(self, model: MultitaskModel, task: str):
         super().__init__()
         self.model, self.task = model, task
-        self.names = input_names(model.head_config.encoding(task))
+        self.names = input_names(model.encoding(task))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model.predict(self.task, self.model(self.task, dict(zip(self.names, inputs))))
@@ -91,15 +91,16 @@ def _export_graph(model: MultitaskModel, tokenizer, task: str, path: Path, opset
     SkipLayerNormalization and BiasGelu. (The TorchScript exporter is used because the
     dynamo exporter's graph of the same code does not match those fusion patterns.)"""
     graph = TaskGraph(model, task).eval()
-    sample = encode(tokenizer, model.head_config.encoding(task),
-                    [("a first example sentence", "and its pair")[: 1 + TASKS[task].is_pair],
-                     ("a second, slightly longer example sentence", "the other side")[: 1 + TASKS[task].is_pair]])
+    arity = len(model.tasks[task].text)
+    sample = encode(tokenizer, model.encoding(task),
+                    [("a first example sentence", "and its pair")[:arity],
+                     ("a second, slightly longer example sentence", "the other side")[:arity]])
     args = tuple(torch.from_numpy(sample[name]) for name in graph.names)
     traced = path.with_suffix(".traced.onnx")
     model.encoder.spelled_out_attention = True
     try:
         torch.onnx.export(graph, args, str(traced), dynamo=False, input_names=graph.names,
-                          output_names=[output_name(TASKS[task].kind)], opset_version=opset, do_constant_folding=True,
+                          output_names=[output_name(model.tasks[task].kind)], opset_version=opset, do_constant_folding=True,
                           dynamic_axes={name: {0: "batch", 1: "sequence"} for name in graph.names})
         fused = _fuse(traced, path, model.encoder.config)
     finally:
@@ -151,9 +152,9 @@ def _quantize(src: Path, dst: Path) -> None:
         plain.unlink(missing_ok=True)
 
 
-def parity_rows(task: str, data_dir, count: int = 64) -> list[tuple[str, ...]]:
+def parity_rows(task: Task, count: int = 64) -> list[tuple[str, ...]]:
     """Real dev rows (longest and shortest included) for the torch-vs-ONNX check."""
-    examples = read_split(task, "dev", data_dir).examples
+    examples = read_split(task, "dev").examples
     by_length = sorted(examples, key=lambda ex: sum(len(t) for t in ex.texts))
     picked = by_length[:4] + by_length[-4:] + examples[: count - 8]
     return [ex.texts for ex in picked]
@@ -165,11 +166,11 @@ def check_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, 
     session = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for start in range(0, len(rows), batch_size):
-        batch = encode(tokenizer, model.head_config.encoding(task), rows[start:start + batch_size])
+        batch = encode(tokenizer, model.encoding(task), rows[start:start + batch_size])
+        names = input_names(model.encoding(task))
         with torch.no_grad():
-            expected = TaskGraph(model, task).eval()(*(torch.from_numpy(batch[n]) for n in input_names(
-                model.head_config.encoding(task)))).numpy()
-        got = session.run(None, {name: batch[name] for name in input_names(model.head_config.encoding(task))})[0]
+            expected = TaskGraph(model, task).eval()(*(torch.from_numpy(batch[n]) for n in names)).numpy()
+        got = session.run(None, {name: batch[name] for name in names})[0]
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst
 
@@ -199,22 +200,22 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
     with staged_dir(out_dir, export_files, "an earlier `mtcli export`") as staging:
         model, tokenizer, meta = load_checkpoint(checkpoint)
         say(f"checkpoint {checkpoint}")
+        declared = rebase(model.tasks, resolve_data_dir(data_dir))
         tasks = {}
-        for task, spec in TASKS.items():
-            encoding = model.head_config.encoding(task)
+        for task, spec in declared.items():
+            encoding = model.encoding(task)
             path = staging / f"{task}.onnx"
-            say(f"exporting {task} ({model.head_config.mode(task)}, {encoding} encoding) ...")
+            say(f"exporting {task} ({spec.kind}, {spec.encoding or 'single'}: {encoding} encoding) ...")
             with _quiet():
                 fused = _export_graph(model, tokenizer, task, path, opset)
             onnx.checker.check_model(str(path), full_check=True)
-            diff = check_parity(model, tokenizer, task, path, parity_rows(task, data_dir))
+            diff = check_parity(model, tokenizer, task, path, parity_rows(spec))
             say(f"  {task}.onnx: fused {', '.join(f'{n} {op}' for op, n in fused.items()) or 'nothing'}; "
                 f"parity with torch on 64 dev rows, max |diff| = {diff:.2e}")
             if diff > PARITY_TOLERANCE:
                 raise RuntimeError(f"{task}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
-            tasks[task] = {"file": path.name, "kind": spec.kind, "mode": model.head_config.mode(task),
-                           "encoding": encoding, "inputs": input_names(encoding), "output": output_name(spec.kind),
-                           "label_names": list(spec.label_names), "label_range": list(spec.label_range),
+            tasks[task] = {"task": spec.to_dict(), "file": path.name, "encoding": encoding,
+                           "inputs": input_names(encoding), "output": output_name(spec.kind),
                            "parity_max_abs_diff": diff, "fused_operators": fused}
             if quantize == "int8":
                 with _quiet():
@@ -242,7 +243,7 @@ def _int8_report(model_dir: Path, data_dir, say) -> dict:
     fp32 = evaluate_onnx(model_dir, data_dir=data_dir)
     int8 = evaluate_onnx(model_dir, data_dir=data_dir, quantized=True)
     report = {"fp32": fp32, "int8": int8, "change": {}}
-    for task, spec in TASKS.items():
+    for task, spec in read_manifest_tasks(model_dir).items():
         change = int8["tasks"][task][spec.metric] - fp32["tasks"][task][spec.metric]
         report["change"][task] = change
         say(f"  int8 {task} dev {spec.metric}: {fp32['tasks'][task][spec.metric]:.4f} -> "

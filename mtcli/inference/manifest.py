@@ -13,14 +13,14 @@ import math
 from pathlib import Path
 
 from mtcli import __version__
-from mtcli.core.encoding import ENCODINGS, input_names
+from mtcli.core.encoding import encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
+from mtcli.core.tasks import Task, task_from_table
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
-FORMAT_VERSION = 1
-KINDS = ("multiclass", "binary", "regression")
+FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration
 POOLINGS = ("cls", "mean")
 
 
@@ -36,12 +36,12 @@ def export_files(folder: Path) -> set[str] | None:
     """The files an earlier `mtcli export` (and `eval --onnx`) wrote into `folder`, if it is an export.
 
     Read leniently: an export by another mtcli version is still mtcli's to replace."""
+    from mtcli.eval.analysis import plot_names_of  # `eval --onnx` writes its outputs into the export by default
+
     manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or manifest.get("format") != FORMAT:
         return None
-    from mtcli.eval.evaluate import EVAL_FILES  # `eval --onnx` writes these into the export folder by default
-
-    files = {MANIFEST, *EVAL_FILES}
+    files = {MANIFEST, "eval.json"}
     if isinstance(manifest.get("tokenizer"), str):
         files.add(manifest["tokenizer"])
     tasks = manifest.get("tasks") if isinstance(manifest.get("tasks"), dict) else {}
@@ -49,6 +49,9 @@ def export_files(folder: Path) -> set[str] | None:
         files.add(f"{name}-test-output.csv")
         if isinstance(entry, dict):
             files.update(v for k, v in entry.items() if k in ("file", "int8_file") and isinstance(v, str))
+            declared = entry.get("task") if isinstance(entry.get("task"), dict) else entry
+            if isinstance(declared.get("kind"), str):
+                files.update(plot_names_of(name, declared["kind"]))
     return files
 
 
@@ -110,32 +113,29 @@ def validate_manifest(manifest: dict, path: Path) -> None:
         where = f"tasks.{name}."
         if not isinstance(entry, dict):
             bad(where[:-1], f"expected an object, found {_JSON_TYPE.get(type(entry), type(entry).__name__)}")
+        task = task_from_table(need(entry, "task", dict, where), f"{path}: tasks.{name}.task", None)
+        if task.name != name:
+            bad(where + "task.name", f"{task.name!r} is not the task's key {name!r}")
         file_name(entry, "file", where)
         if "int8_file" in entry:
             file_name(entry, "int8_file", where)
-        kind = need(entry, "kind", str, where)
-        if kind not in KINDS:
-            bad(where + "kind", f"{kind!r} is not one of {', '.join(KINDS)}")
-        need(entry, "mode", str, where)
         encoding = need(entry, "encoding", str, where)
-        if encoding not in ENCODINGS:
-            bad(where + "encoding", f"{encoding!r} is not one of {', '.join(ENCODINGS)}")
+        if encoding != encoding_for(task):
+            bad(where + "encoding", f"{encoding!r} is not how a {task.kind} task with encoding {task.encoding!r} "
+                                    f"is encoded ({encoding_for(task)!r})")
         if need(entry, "inputs", list, where) != input_names(encoding):
             bad(where + "inputs", f"{entry['inputs']} are not the inputs of the {encoding} encoding "
                                   f"({', '.join(input_names(encoding))})")
-        if need(entry, "output", str, where) != output_name(kind):
-            bad(where + "output", f"{entry['output']!r} is not the output of a {kind} task ({output_name(kind)!r})")
-        labels = need(entry, "label_names", list, where)
-        if not all(isinstance(label, str) and label for label in labels) or len(set(labels)) != len(labels):
-            bad(where + "label_names", "expected distinct, non-empty names")
-        wanted = {"multiclass": "at least 2", "binary": "exactly 2", "regression": "none"}[kind]
-        if (kind == "multiclass" and len(labels) < 2) or (kind == "binary" and len(labels) != 2) or \
-                (kind == "regression" and labels):
-            bad(where + "label_names", f"a {kind} task has {wanted} label names, found {len(labels)}")
-        low_high = need(entry, "label_range", list, where)
-        if len(low_high) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                         for v in low_high) or not low_high[0] < low_high[1]:
-            bad(where + "label_range", f"{low_high} is not [low, high] with low < high")
+        if need(entry, "output", str, where) != output_name(task.kind):
+            bad(where + "output", f"{entry['output']!r} is not the output of a {task.kind} task "
+                                  f"({output_name(task.kind)!r})")
+
+
+def read_manifest_tasks(model_dir: str | Path, manifest: dict | None = None) -> dict[str, Task]:
+    """The exported tasks, as declared when they were trained (validated)."""
+    manifest = manifest if manifest is not None else read_manifest(model_dir)
+    return {name: task_from_table(entry["task"], Path(model_dir) / MANIFEST, None)
+            for name, entry in manifest["tasks"].items()}
 
 
 def check_graph(session, entry: dict, graph: Path) -> None:
@@ -149,8 +149,9 @@ def check_graph(session, entry: dict, graph: Path) -> None:
         raise UserError(f"{graph}: the graph has no output {entry['output']!r} (has: {', '.join(outputs)}): "
                         f"graph and manifest do not belong together: re-run `mtcli export`")
     shape = outputs[entry["output"]].shape
-    expected = [None, len(entry["label_names"])] if entry["kind"] == "multiclass" else [None]
+    task = entry["task"]
+    expected = [None, len(task["labels"])] if task["kind"] == "multiclass" else [None]
     if len(shape) != len(expected) or any(isinstance(s, int) and e is not None and s != e
                                           for s, e in zip(shape, expected)):
-        raise UserError(f"{graph}: output {entry['output']!r} has shape {shape}, the manifest's {entry['kind']} task "
+        raise UserError(f"{graph}: output {entry['output']!r} has shape {shape}, the manifest's {task['kind']} task "
                         f"needs {['batch', *expected[1:]]}: graph and manifest do not belong together: re-run `mtcli export`")

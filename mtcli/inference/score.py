@@ -19,13 +19,12 @@ import numpy as np
 from mtcli.core.encoding import encode, length_order
 from mtcli.core.errors import DataError, UserError
 from mtcli.core.fileio import output_stream, same_file
-from mtcli.inference.manifest import check_graph, read_manifest
-from mtcli.core.tasks import TASKS
+from mtcli.core.tasks import Task, rebase
+from mtcli.inference.manifest import check_graph, read_manifest, read_manifest_tasks
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.core.tsv import TsvWriter, iter_rows, line_counter, open_binary
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-HEADER_NAMES = {"id", "sentence", "sentence1", "sentence2"}
 WINDOW = 2048  # rows sorted by length together
 
 
@@ -53,39 +52,17 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
         raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
 
 
-@dataclass(frozen=True)
-class ExportedTask:
-    """What the manifest says about one exported task: all that scoring knows of it."""
-    name: str
-    kind: str
-    encoding: str
-    label_names: tuple[str, ...]
-
-    @classmethod
-    def from_manifest(cls, name: str, entry: dict) -> "ExportedTask":
-        return cls(name, entry["kind"], entry["encoding"], tuple(entry["label_names"]))
-
-    @property
-    def is_pair(self) -> bool:
-        return self.encoding != "single"
-
-    @property
-    def text_columns(self) -> tuple[str, ...]:
-        """Input column names a header may use."""
-        return ("sentence1", "sentence2") if self.is_pair else ("sentence",)
-
-
 class OnnxTask:
     """One task's graph, tokenizer and manifest entry."""
 
-    def __init__(self, model_dir: str | Path = "export", task: str = "sts", *, providers: Sequence[str] = ("cuda", "cpu"),
+    def __init__(self, model_dir: str | Path, task: str, *, providers: Sequence[str] = ("cuda", "cpu"),
                  quantized: bool = False, threads: int | None = None):
         self.model_dir = Path(model_dir)
         manifest = read_manifest(self.model_dir)
         if task not in manifest["tasks"]:
             raise UserError(f"unknown task {task!r}; the export in {self.model_dir} has {', '.join(manifest['tasks'])}")
         self.entry = manifest["tasks"][task]
-        self.task = ExportedTask.from_manifest(task, self.entry)
+        self.task = read_manifest_tasks(self.model_dir, manifest)[task]
         file = self.entry.get("int8_file") if quantized else self.entry["file"]
         if file is None:
             raise UserError(f"{self.model_dir}: no int8 graph for {task}; export with `mtcli export --quantize int8`")
@@ -115,19 +92,24 @@ class InputLayout:
     has_header: bool
 
 
-def detect_layout(first_row: list[str], task, path: str) -> InputLayout:
+def header_columns(task: Task) -> list[tuple[str, ...]]:
+    """Column names a header may give the texts: the task's declared ones, or the generic ones."""
+    generic = [("sentence1", "sentence2")] if task.is_pair else [("sentence",), ("sentence1",)]
+    return [tuple(c.lower() for c in task.text), *generic]
+
+
+def detect_layout(first_row: list[str], task: Task, path: str) -> InputLayout:
     """Header or not; columns by name (with a header) or by position (without)."""
     names = [f.strip().lower() for f in first_row]
-    if HEADER_NAMES & set(names):
-        wanted = list(task.text_columns)
-        if not task.is_pair and "sentence" not in names and "sentence1" in names:
-            wanted = ["sentence1"]
-        missing = [w for w in wanted if w not in names]
-        if missing:
-            raise DataError(path, 1, f"header has no {', '.join(repr(m) for m in missing)} column "
+    choices = header_columns(task)
+    ids = [n for n in dict.fromkeys((task.id.lower(), "id")) if n in names]
+    if ids or any(c in names for choice in choices for c in choice):
+        wanted = next((choice for choice in choices if all(c in names for c in choice)), None)
+        if wanted is None:
+            raise DataError(path, 1, f"header has no {' and '.join(repr(c) for c in choices[0])} column "
                                      f"(found: {', '.join(repr(n) for n in names)})")
-        return InputLayout(names.index("id") if "id" in names else None, [names.index(w) for w in wanted], len(names), True)
-    need = len(task.text_columns)
+        return InputLayout(names.index(ids[0]) if ids else None, [names.index(w) for w in wanted], len(names), True)
+    need = len(task.text)
     if len(names) == need:
         return InputLayout(None, list(range(need)), need, False)
     if len(names) == need + 1:
@@ -169,15 +151,15 @@ def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, l
         yield (fields[layout.id_column] if layout.id_column is not None else str(line)), texts  # ids verbatim
 
 
-def output_header(task: ExportedTask) -> list[str]:
+def output_header(task: Task) -> list[str]:
     if task.kind == "regression":
         return ["id", "score"]
     if task.kind == "binary":
-        return ["id", "label", "p_" + task.label_names[1].replace(" ", "_")]
-    return ["id", "label", *("p_" + n.replace(" ", "_") for n in task.label_names)]
+        return ["id", "label", "p_" + task.labels[1].replace(" ", "_")]
+    return ["id", "label", *("p_" + n.replace(" ", "_") for n in task.labels)]
 
 
-def output_rows(task: ExportedTask, ids: Sequence[str], predictions: np.ndarray) -> Iterator[list[str]]:
+def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray) -> Iterator[list[str]]:
     """The fields of each output row (written by TsvWriter, which quotes what needs it)."""
     if task.kind == "regression":
         return ([i, f"{p:.4f}"] for i, p in zip(ids, predictions))
@@ -245,10 +227,11 @@ def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_
                   quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"), batch_size: int = 64,
                   return_predictions: bool = False):
     """The same metrics as the torch eval, computed through onnxruntime."""
-    from mtcli.core.data import read_split
+    from mtcli.core.data import read_splits, resolve_data_dir
     from mtcli.eval.evaluate import score_predictions
 
-    splits = {t: read_split(t, split, data_dir, limit=limit) for t in TASKS}
+    tasks = rebase(read_manifest_tasks(model_dir), resolve_data_dir(data_dir))
+    splits = read_splits(tasks, split, limit=limit)
     predictions = {}
     for task, data in splits.items():
         scorer = OnnxTask(model_dir, task, providers=providers, quantized=quantized)

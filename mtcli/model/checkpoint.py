@@ -22,13 +22,13 @@ from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.core.tasks import TASKS
+from mtcli.core.tasks import Task, tasks_from_dicts
 from mtcli.core.tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
 META = "mtcli.json"
 FORMAT = "mtcli-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tasks are declared data (mtcli.json stores their declarations)
 FILES = {"config.json", "model.safetensors", "tokenizer.json", META, TRAINER_STATE}
 
 
@@ -59,7 +59,7 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
                 torch.save(trainer_state, tmp)
         write_json(staging / META, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "mtcli_version": __version__,
-            "heads": model.head_config.to_dict(), "tasks": {n: t.label_names for n, t in TASKS.items()},
+            "heads": model.head_config.to_dict(), "tasks": [t.to_dict() for t in model.tasks.values()],
             **(info or {}),
         })
     return Path(out_dir)
@@ -90,13 +90,20 @@ def read_meta(ckpt_dir: str | Path) -> dict:
     return meta
 
 
+def checkpoint_tasks(ckpt_dir: str | Path, meta: dict | None = None) -> dict[str, Task]:
+    """The tasks a checkpoint was trained on, as it declared them."""
+    meta = meta if meta is not None else read_meta(ckpt_dir)
+    return tasks_from_dicts(meta.get("tasks"), Path(ckpt_dir) / META)
+
+
 def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
     heads = HeadConfig(**meta["heads"])
     config = BertConfig.from_file(ckpt_dir / "config.json")
     state = model_state_from(ckpt_dir)
-    model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads)
+    model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads,
+                           checkpoint_tasks(ckpt_dir, meta))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -4,7 +4,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from mtcli.core.errors import UserError
-from mtcli.core.tasks import TASKS
+from mtcli.core.data import resolve_data_dir
+from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
 from mtcli.train.gradients import COMBINES
 from mtcli.train.samplers import SAMPLERS
 
@@ -20,8 +21,8 @@ class TrainConfig:
     upsample: dict[str, int] = field(default_factory=dict)
     phase: str = "finetune"
     pooling: str = "mean"
-    para_mode: str = "siamese"       # the backbone is a bi-encoder: siamese/cosine beat cross (README results)
-    sts_mode: str = "cosine"
+    tasks: str | None = None         # a TOML task file (None: the built-in CS224N tasks)
+    encodings: dict[str, str] = field(default_factory=dict)   # pair encodings overriding the declared ones
     simcse: float = 0.0              # weight of the unsupervised SimCSE loss (0: off)
     mnrl: float = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
     cosine_embedding: float = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)
@@ -57,19 +58,19 @@ class TrainConfig:
                                      (self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
             if value not in allowed:
                 raise UserError(f"--{what} {value!r} is not one of {', '.join(allowed)}")
+        tasks = self.load_tasks()  # the task file is checked before anything is read or written
         for option, mapping in (("--task-weights", self.task_weights), ("--upsample", self.upsample)):
-            unknown = set(mapping) - set(TASKS)
-            if unknown:
-                raise UserError(f"{option} names unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(TASKS)}")
+            check_names(tasks, mapping, option)
         if self.combine == "weighted" and not self.task_weights:
-            raise UserError("--combine weighted needs --task-weights, for example sst=0.5,para=1,sts=1")
-        self._check_numbers()
+            example = ",".join(f"{name}={0.5 if i == 0 else 1}" for i, name in enumerate(tasks))
+            raise UserError(f"--combine weighted needs --task-weights, for example {example}")
+        self._check_numbers(tasks)
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
         if self.combine == "pcgrad" and self.slots == 1:
             raise UserError("--combine pcgrad needs a gradient of several tasks per step: drop --slots 1")
 
-    def _check_numbers(self) -> None:
+    def _check_numbers(self, tasks: dict[str, Task]) -> None:
         """Every numeric option in its range, before anything is read or written."""
         def fail(option: str, value, rule: str):
             shown = f"{value:g}" if isinstance(value, float) else value
@@ -105,11 +106,16 @@ class TrainConfig:
         for task, weight in self.task_weights.items():
             if not (math.isfinite(weight) and weight >= 0):
                 fail("task-weights", f"{task}={weight}", "task weights must be finite numbers >= 0")
-        if self.task_weights and not any(self.weight(t) > 0 for t in TASKS):
+        if self.task_weights and not any(self.weight(t) > 0 for t in tasks):
             raise UserError("--task-weights: every task weight is 0, so nothing would train: give one a positive weight")
         for task, factor in self.upsample.items():
             if factor < 1:
                 fail("upsample", f"{task}={factor}", "repeat factors must be whole numbers >= 1")
+
+    def load_tasks(self) -> dict[str, Task]:
+        """The tasks this run trains: the task file's, read from --data-dir if given, with --encoding applied."""
+        tasks = load_task_file(self.tasks, resolve_data_dir(self.data_dir))
+        return with_encodings(tasks, self.encodings)
 
     @property
     def learning_rate(self) -> float:
@@ -135,19 +141,23 @@ class TrainConfig:
 
 
 def parse_task_map(text: str | None, option: str, cast=float) -> dict:
-    """'sst=0.5,para=1,sts=1' -> {'sst': 0.5, ...}; a clear error for anything else."""
+    """'a=0.5,b=1' -> {'a': 0.5, 'b': 1.0} (cast=str: 'a=cross' -> {'a': 'cross'}); a clear error otherwise."""
     if not text:
         return {}
     result = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
+        if cast is str and sep and name.strip() and value.strip():
+            result[name.strip()] = value.strip()
+            continue
         try:
-            if not sep:
+            if not sep or cast is str:
                 raise ValueError
             number = float(value)
             if cast is int and number != int(number):
                 raise ValueError
             result[name.strip()] = cast(number)
         except (ValueError, OverflowError):
-            raise UserError(f"{option} {text!r}: expected task=number pairs like sst=0.5,para=1,sts=1") from None
+            shape = "task=mode pairs like para=cross,sts=cosine" if cast is str else "task=number pairs like sst=0.5,para=1,sts=1"
+            raise UserError(f"{option} {text!r}: expected {shape}") from None
     return result

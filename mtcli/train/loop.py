@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
-from mtcli.core.data import read_split, subsample
+from mtcli.core.data import read_splits, subsample
 from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import UserError
 from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
@@ -30,8 +30,7 @@ from mtcli.core.fileio import recover_dir, write_json, write_text
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.core.paths import resolve_model_dir
-from mtcli.model.predict import label_tensor, predict_texts, torch_inputs
-from mtcli.core.tasks import TASKS
+from mtcli.model.predict import predict_texts, resolve_device, torch_inputs
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
@@ -44,12 +43,6 @@ from mtcli.train.samplers import TaskSampler
 
 class NonFiniteError(UserError):
     """A loss or gradient became NaN/inf."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible to torch")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, phase: str):
@@ -113,19 +106,19 @@ class Trainer:
         np.random.seed(config.seed)
         random.seed(config.seed)
         model_dir = resolve_model_dir(config.model_dir)
-        self.heads = HeadConfig(pooling=config.pooling, para_mode=config.para_mode, sts_mode=config.sts_mode,
-                                dropout=config.dropout)
+        self.tasks = config.load_tasks()
+        self.heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
         encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
-        self.model = MultitaskModel(encoder, self.heads).to(self.device)
-        self.train_splits = {t: subsample(read_split(t, "train", config.data_dir, limit=config.limit),
-                                          config.train_fraction, config.seed) for t in TASKS}
-        self.dev_splits = {t: read_split(t, "dev", config.data_dir, limit=config.limit) for t in TASKS}
-        lengths = {t: row_lengths(self.tokenizer, self.heads.encoding(t), [ex.texts for ex in s.examples])
+        self.model = MultitaskModel(encoder, self.heads, self.tasks).to(self.device)
+        self.train_splits = {name: subsample(split, config.train_fraction, config.seed)
+                             for name, split in read_splits(self.tasks, "train", limit=config.limit).items()}
+        self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
+        lengths = {t: row_lengths(self.tokenizer, self.model.encoding(t), [ex.texts for ex in s.examples])
                    for t, s in self.train_splits.items()} if config.group_by_length else None
         self.sampler = TaskSampler(config.sampler, {t: len(s) for t, s in self.train_splits.items()},
                                    batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                                   upsample=config.upsample, slots_per_step=config.slots or len(TASKS),
+                                   upsample=config.upsample, slots_per_step=config.slots or len(self.tasks),
                                    lengths=lengths)
         self.steps_per_epoch = self.sampler.steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -158,7 +151,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(self.model, config, span, phase)
         shared = self.model.shared_parameters()
         wanted = bool(shared) and (config.combine == "pcgrad" or config.grad_stats)
-        self.grads = TaskGradients(shared, len(TASKS)) if wanted else None
+        self.grads = TaskGradients(shared, len(self.tasks)) if wanted else None
         if self.dist.enabled:  # DDP hooks the parameters that train in this phase
             from torch.nn.parallel import DistributedDataParallel
 
@@ -181,7 +174,12 @@ class Trainer:
             raise UserError(f"{last}: no resumable checkpoint (no {TRAINER_STATE}); the run saved none yet: start it again")
         values = json.loads((run_dir / "config.json").read_text())
         values.pop("learning_rate", None)
-        trainer = cls(TrainConfig(**values), console, run_dir=run_dir)
+        try:
+            config = TrainConfig(**values)
+        except TypeError:  # fields this version does not have, or lacks fields it needs
+            raise UserError(f"{run_dir / 'config.json'}: written by another mtcli version; start the run again "
+                            f"with this one") from None
+        trainer = cls(config, console, run_dir=run_dir)
         read_meta(last)
         trainer.model.load_state_dict(model_state_from(last))
         try:
@@ -253,7 +251,7 @@ class Trainer:
             if self.grads is not None:
                 self.grads.begin(row)
             with self.autocast:
-                loss = self.model.loss(task, self.forward_model(task, inputs), label_tensor(task, labels, self.device))
+                loss = self.model.loss(task, self.forward_model(task, inputs), self.model.label_tensor(task, labels, self.device))
                 extra = auxiliary_losses(self.config, self.model, self.tokenizer, task, texts, labels, self.device) \
                     if self.phase == "finetune" else {}
             total = loss + sum(extra.values())
@@ -314,7 +312,7 @@ class Trainer:
             self.dist.close()
         if not main:
             return self.run_dir
-        plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(TASKS), self.run_dir / "curves.png")
+        plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(self.tasks), self.run_dir / "curves.png")
         skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
         saved = [str(self.run_dir / n) for n in ("best", "last") if (self.run_dir / n / META).is_file()]
         console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
@@ -402,8 +400,9 @@ class Trainer:
         results, predictions = self.evaluate_dev()
         train_loss = {t: float(np.mean(v)) for t, v in pos.epoch_losses.items() if v}
         log.write("epoch", epoch=pos.epoch, step=pos.step, train_loss=train_loss, dev=results["tasks"],
+                  headline=results["headline"],
                   overall=results["overall"])
-        self.console.print(scores_table(results, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
+        self.console.print(scores_table(results, self.tasks, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
         improved = results["overall"] > self.best_overall
         if improved:
             self.best_overall = results["overall"]

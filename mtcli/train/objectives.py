@@ -4,10 +4,12 @@ sees it inside that task's gradient):
   simcse     unsupervised SimCSE (Gao et al. 2021): every sentence of the batch is encoded
              twice with different dropout masks; the two views of a sentence are positives,
              the other sentences in-batch negatives; InfoNCE at temperature 0.05.
-  mnrl       multiple-negatives ranking loss on paraphrase positives: for duplicate pairs
-             (a_i, b_i), b_i must score highest among all b_j for a_i (scaled cosine, CE).
-  cosine     CosineEmbeddingLoss on the pooled embeddings of a pair: 1 - cos for similar
-             pairs (paraphrase, or STS similarity >= 3), max(0, cos - margin) otherwise.
+  mnrl       multiple-negatives ranking loss on the positives of binary pair tasks (paraphrase):
+             for positive pairs (a_i, b_i), b_i must score highest among all b_j for a_i
+             (scaled cosine, CE).
+  cosine     CosineEmbeddingLoss on the pooled embeddings of a pair task's pairs: 1 - cos for
+             similar pairs (the head says which: label 1, or a score in the top 40% of the
+             range, e.g. STS >= 3), max(0, cos - margin) otherwise.
 """
 
 import torch
@@ -18,7 +20,6 @@ from mtcli.model.multitask import MultitaskModel
 
 SIMCSE_TEMPERATURE = 0.05
 MNRL_SCALE = 20.0
-STS_SIMILAR = 3.0  # STS gold score from which a pair counts as similar for the cosine embedding loss
 
 
 def _embed(model: MultitaskModel, tokenizer, sentences: list[str], device) -> torch.Tensor:
@@ -46,11 +47,10 @@ def mnrl_loss(model: MultitaskModel, tokenizer, pairs: list[tuple[str, str]], la
     return F.cross_entropy(scores.float(), torch.arange(len(positives), device=scores.device))
 
 
-def cosine_embedding_loss(model: MultitaskModel, tokenizer, task: str, pairs: list[tuple[str, str]], labels, device,
+def cosine_embedding_loss(model: MultitaskModel, tokenizer, pairs: list[tuple[str, str]], similar: list[bool], device,
                           margin: float = 0.0) -> torch.Tensor:
     u = _embed(model, tokenizer, [a for a, _ in pairs], device)
     v = _embed(model, tokenizer, [b for _, b in pairs], device)
-    similar = [(label == 1) if task == "para" else (label >= STS_SIMILAR) for label in labels]
     target = torch.tensor([1.0 if s else -1.0 for s in similar], device=u.device)
     return F.cosine_embedding_loss(u.float(), v.float(), target, margin=margin)
 
@@ -62,11 +62,13 @@ def auxiliary_losses(config, model: MultitaskModel, tokenizer, task: str, texts,
         loss = simcse_loss(model, tokenizer, [s for row in texts for s in row], device)
         if loss is not None:
             losses["simcse"] = config.simcse * loss
-    if config.mnrl > 0 and task == "para":
+    head = model.head(task)
+    if config.mnrl > 0 and head.has_positive_pairs:
         loss = mnrl_loss(model, tokenizer, texts, labels, device)
         if loss is not None:
             losses["mnrl"] = config.mnrl * loss
-    if config.cosine_embedding > 0 and task in ("para", "sts"):
+    similar = head.similar(labels)
+    if config.cosine_embedding > 0 and similar is not None:
         losses["cosine"] = config.cosine_embedding * cosine_embedding_loss(
-            model, tokenizer, task, texts, labels, device, margin=config.cosine_margin)
+            model, tokenizer, texts, similar, device, margin=config.cosine_margin)
     return losses

@@ -1,0 +1,119 @@
+"""Task heads: one per (arity, kind), each owning everything task-specific about a task.
+
+                 classification (multiclass: C logits, CE; binary: 1 logit, BCE)    regression (MSE, declared range)
+  one sentence   pooled -> dropout -> linear                                        pooled -> dropout -> linear -> scaled sigmoid
+  pair, cross    pooled joint pair -> dropout -> linear                             pooled joint pair -> dropout -> linear -> scaled sigmoid
+  pair, siamese  [u, v, |u-v|, u*v] -> dropout -> linear                            -
+  pair, cosine   -                                                                  low + (high - low) * cos(u, v)  (no parameters)
+
+A head knows its input encoding, computes the output its loss takes (`forward`), the
+loss, the prediction users see (probabilities, P(positive) or a score clamped to the
+range: what the ONNX graphs return), the label dtype, and which pairs count as similar
+for the pair objectives. Nothing outside this module and mtcli.core.tasks looks at what
+a task is called.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtcli.core.encoding import Encoding, encoding_for
+from mtcli.core.tasks import Task
+
+SIMILAR_FROM = 0.6  # a regression pair counts as similar from 60% of its range (STS: gold >= 3 of 5)
+
+
+class Head(nn.Module):
+    """What one task makes of the shared encoder's output."""
+
+    def __init__(self, task: Task, dropout: float):
+        super().__init__()
+        self.task = task
+        self.encoding: Encoding = encoding_for(task)
+        self.dropout = nn.Dropout(dropout)
+
+    def features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled embedding of the sentence or joint pair, or [u, v, |u-v|, u*v] for a separate pair."""
+        if self.encoding == "separate":
+            u, v = model.embed_pair(inputs)
+            return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+        return model.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+
+    def similar(self, labels) -> list[bool] | None:
+        """Which labelled pairs are similar (for the cosine-embedding loss); None: not a pair task."""
+        return None
+
+    @property
+    def has_positive_pairs(self) -> bool:
+        """Whether label 1 marks two sentences that mean the same (the ranking loss's positives)."""
+        return False
+
+
+class Classifier(Head):
+    """Multiclass: C logits, cross-entropy, softmax. Binary: one logit, BCE, sigmoid."""
+
+    label_dtype = torch.long
+
+    def __init__(self, task: Task, width: int, dropout: float):
+        super().__init__(task, dropout)
+        self.binary = task.kind == "binary"
+        if self.binary:
+            self.label_dtype = torch.float32
+        features = 4 * width if self.encoding == "separate" else width
+        self.linear = nn.Linear(features, 1 if self.binary else len(task.labels))
+
+    def forward(self, model, inputs):
+        out = self.linear(self.dropout(self.features(model, inputs)))
+        return out.squeeze(-1) if self.binary else out
+
+    def loss(self, output, labels):
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(output.float(), labels.float())
+        return F.cross_entropy(output.float(), labels)
+
+    def predict(self, output):
+        return torch.sigmoid(output.float()) if self.binary else torch.softmax(output.float(), dim=-1)
+
+    def similar(self, labels):
+        return [label == 1 for label in labels] if self.task.is_pair and self.binary else None
+
+    @property
+    def has_positive_pairs(self) -> bool:
+        return self.task.is_pair and self.binary
+
+
+class Regressor(Head):
+    """A score in the declared range [low, high]: low + (high - low) * sigmoid(linear), or for a
+    cosine pair low + (high - low) * cos(u, v); MSE; predictions clamped to the range."""
+
+    label_dtype = torch.float32
+
+    def __init__(self, task: Task, width: int, dropout: float):
+        super().__init__(task, dropout)
+        self.low, self.high = task.range
+        self.cosine = task.encoding == "cosine"
+        if not self.cosine:
+            self.linear = nn.Linear(width, 1)
+
+    def forward(self, model, inputs):
+        scale = self.high - self.low
+        if self.cosine:
+            u, v = model.embed_pair(inputs)
+            return self.low + scale * F.cosine_similarity(u, v, dim=-1)
+        return self.low + scale * torch.sigmoid(self.linear(self.dropout(self.features(model, inputs))).squeeze(-1))
+
+    def loss(self, output, labels):
+        return F.mse_loss(output.float(), labels.float())
+
+    def predict(self, output):
+        return output.float().clamp(self.low, self.high)
+
+    def similar(self, labels):
+        if not self.task.is_pair:
+            return None
+        threshold = self.low + SIMILAR_FROM * (self.high - self.low)
+        return [label >= threshold for label in labels]
+
+
+def make_head(task: Task, width: int, dropout: float) -> Head:
+    return (Regressor if task.is_regression else Classifier)(task, width, dropout)
