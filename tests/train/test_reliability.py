@@ -10,21 +10,14 @@ import time
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from rich.console import Console
 from safetensors.torch import load_file
 
 from conftest import REPO
 from mtcli.model.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
-from mtcli.core.data import parse_rows
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, staged_dir, write_json
 from mtcli.inference.manifest import export_files
-from mtcli.inference.score import ScoreStats, read_score_rows
-from conftest import builtin
-
-TASKS = builtin()
 from mtcli.train import TrainConfig
 from mtcli.train.loop import NonFiniteError, Trainer
 
@@ -188,39 +181,3 @@ def test_resume_needs_a_resumable_run(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(UserError, match=f"no {TRAINER_STATE}"):
         Trainer.resume(tmp_path)
-
-
-_tsv_bytes = st.lists(st.one_of(
-    st.binary(max_size=40),
-    st.lists(st.one_of(st.text(max_size=12), st.sampled_from(['"', '""', "\t", "\r", "\x00", "id", "sentence",
-                                                            "sentence1", "sentence2", "3.5", "é"])),
-             max_size=6).map(lambda parts: "\t".join(parts).encode("utf-8", "surrogatepass"))),
-    max_size=8).map(lambda lines: b"\n".join(lines))
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=_tsv_bytes, task=st.sampled_from(sorted(TASKS)), on_error=st.sampled_from(["fail", "skip"]))
-def test_fuzz_score_input_never_crashes(body, task, on_error):
-    import io
-
-    stats = ScoreStats()
-    try:
-        for row_id, texts in read_score_rows(io.BytesIO(body), "fuzz.tsv", TASKS[task], stats, on_error):
-            assert isinstance(row_id, str) and all(t.strip() for t in texts)
-    except UserError as e:
-        assert str(e).startswith("fuzz.tsv")
-
-
-@settings(max_examples=300, deadline=None)
-@given(body=_tsv_bytes, task=st.sampled_from(sorted(TASKS)), labeled=st.booleans())
-def test_fuzz_training_reader_never_crashes(body, task, labeled):
-    import io
-    from pathlib import Path
-
-    from mtcli.core.tsv import iter_rows
-
-    try:
-        examples, _ = parse_rows(TASKS[task], Path("fuzz.csv"), iter_rows(io.BytesIO(body), "fuzz.csv"),
-                                 labeled=labeled, on_error="fail")
-    except UserError as e:
-        assert str(e).startswith("fuzz.csv")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO
 from mtcli.cli import main
 
 

@@ -1,0 +1,145 @@
+"""mtcli.core.tasks: task files are read with tomllib, validated field by field, and every
+mistake is one UserError naming the file, the task and the field."""
+
+import re
+
+import pytest
+
+from mtcli.core.errors import UserError
+from mtcli.core.tasks import BUILTIN_TASK_FILE, load_task_file, rebase, tasks_from_dicts, with_encodings
+
+TICKETS = """
+[[task]]
+name = "tickets"
+kind = "multiclass"
+text = ["body"]
+label = "queue"
+labels = ["billing", "bug", "other"]
+metric = "accuracy"
+train = "tickets-train.tsv"
+dev = "tickets-dev.tsv"
+"""
+
+
+def _file(tmp_path, text, name="tasks.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_builtin_file_declares_the_cs224n_tasks():
+    tasks = load_task_file()
+    assert list(tasks) == ["sst", "para", "sts"]
+    sst, para, sts = tasks.values()
+    assert sst.kind == "multiclass" and sst.labels[0] == "very negative" and not sst.is_pair and sst.encoding is None
+    assert para.kind == "binary" and para.encoding == "siamese" and para.text == ("sentence1", "sentence2")
+    assert sts.kind == "regression" and sts.range == (0.0, 5.0) and sts.encoding == "cosine" and sts.metric == "pearson"
+    assert sts.file("dev").name == "sts-dev.csv" and sts.file("dev").is_file()
+    assert sts.test_header == "Predicted_Similiary" and BUILTIN_TASK_FILE.name == "cs224n.toml"
+
+
+def test_a_user_task_file_resolves_paths_next_to_it(tmp_path):
+    tasks = load_task_file(_file(tmp_path, TICKETS))
+    task = tasks["tickets"]
+    assert task.file("train") == tmp_path / "tickets-train.tsv" and task.file("test") is None
+    assert task.metric == "accuracy" and task.id == "id" and task.test_header == "Predicted_queue"
+    assert load_task_file(_file(tmp_path, TICKETS), data_dir=tmp_path / "elsewhere")["tickets"].file("dev") == \
+        (tmp_path / "elsewhere" / "tickets-dev.tsv").resolve()
+
+
+def test_labels_are_indices_or_names():
+    task = load_task_file()["para"]
+    assert task.parse_label("1.0") == 1 and task.parse_label("duplicate") == 1 and task.parse_label("0") == 0
+    with pytest.raises(ValueError, match="not a class index or one of"):
+        task.parse_label("maybe")
+    with pytest.raises(ValueError, match="out of range 0-1"):
+        task.parse_label("2")
+    sts = load_task_file()["sts"]
+    assert sts.parse_label("3.25") == 3.25
+    with pytest.raises(ValueError, match="out of range 0-5"):
+        sts.parse_label("5.5")
+
+
+def test_defaults_of_optional_fields(tmp_path):
+    text = """
+[[task]]
+name = "pairs"
+kind = "regression"
+text = ["q", "a"]
+label = "score"
+range = [1, 7]
+train = "t.csv"
+dev = "d.csv"
+"""
+    task = load_task_file(_file(tmp_path, text))["pairs"]
+    assert task.metric == "pearson" and task.encoding == "cross" and task.range == (1.0, 7.0)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('kind = "multiclass"', 'kind = "ranking"'), "task 'tickets': kind: 'ranking' is not one of"),
+    (lambda t: t.replace('label = "queue"\n', ""), "task 'tickets': label: missing"),
+    (lambda t: t.replace('name = "tickets"', 'name = "Tickets!"'), "task 'Tickets!': name: 'Tickets!' must be lower-case"),
+    (lambda t: t.replace('name = "tickets"\n', ""), "task #1: name: missing"),
+    (lambda t: t.replace('text = ["body"]', 'text = ["a", "b", "c"]'), "task 'tickets': text: expected one column name"),
+    (lambda t: t.replace('labels = ["billing", "bug", "other"]', 'labels = ["a", "a"]'), "labels: expected distinct"),
+    (lambda t: t.replace('labels = ["billing", "bug", "other"]', 'labels = ["a"]'), "labels: a multiclass task has at least 2"),
+    (lambda t: t.replace('kind = "multiclass"', 'kind = "binary"'), "labels: a binary task has 2 class names"),
+    (lambda t: t.replace('metric = "accuracy"', 'metric = "pearson"'), "metric: 'pearson' is not a metric of a multiclass task"),
+    (lambda t: t.replace('metric = "accuracy"', 'metric = "accuracy"\nencoding = "siamese"'), "encoding: only a pair task"),
+    (lambda t: t.replace('metric = "accuracy"', 'metric = "accuracy"\nrange = [0, 1]'), "range: a classification task declares labels"),
+    (lambda t: t.replace('dev = "tickets-dev.tsv"', ''), "task 'tickets': dev: missing"),
+    (lambda t: t.replace('train = "tickets-train.tsv"', 'train = 3'), "train: expected a non-empty string"),
+    (lambda t: t.replace('metric = "accuracy"', 'metric = "accuracy"\nlables = []'), "lables: unknown field"),
+    (lambda t: t.replace('label = "queue"', 'label = "body"'), "label: 'body' is also a text or id column"),
+    (lambda t: t + t, "task 'tickets': name: declared twice"),
+    (lambda t: t.replace("[[task]]", "[task]"), "declares no task"),
+    (lambda t: "", "declares no task"),
+    (lambda t: t + "\n[other]\nx = 1\n", "unknown top-level key 'other'"),
+    (lambda t: t.replace('kind = "multiclass"', 'kind = multiclass'), "not valid TOML"),
+    (lambda t: "".join(t.replace('"tickets"', f'"t{i}"') for i in range(9)), "declares 9 tasks; mtcli trains 1 to 8"),
+])
+def test_a_bad_task_file_is_one_error_naming_file_task_and_field(tmp_path, edit, message):
+    path = _file(tmp_path, edit(TICKETS))
+    with pytest.raises(UserError) as caught:
+        load_task_file(path)
+    assert str(caught.value).startswith(str(path)) and message in str(caught.value), str(caught.value)
+
+
+def test_regression_range_and_pair_encodings(tmp_path):
+    base = """
+[[task]]
+name = "sim"
+kind = "regression"
+text = ["a", "b"]
+label = "y"
+train = "t"
+dev = "d"
+"""
+    for extra, message in (("", "range: expected [low, high]"), ("range = [5, 1]", "range: expected [low, high]"),
+                           ('range = [0, 5]\nencoding = "siamese"', "encoding: 'siamese' is not a pair encoding of a regression"),
+                           ('range = [0, 5]\nlabels = ["x", "y"]', "labels: a regression task has no class names")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_task_file(_file(tmp_path, base + extra))
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(UserError, match="task file not found"):
+        load_task_file(tmp_path / "nope.toml")
+    with pytest.raises(UserError, match="is a folder"):
+        load_task_file(tmp_path)
+
+
+def test_round_trip_through_dicts_and_overrides():
+    tasks = load_task_file()
+    again = tasks_from_dicts([t.to_dict() for t in tasks.values()], "manifest.json")
+    assert again == tasks
+    crossed = with_encodings(tasks, {"para": "cross", "sts": "cross"})
+    assert crossed["para"].encoding == "cross" and tasks["para"].encoding == "siamese"
+    with pytest.raises(UserError, match="--encoding sst=cross: sst is a single-sentence task"):
+        with_encodings(tasks, {"sst": "cross"})
+    with pytest.raises(UserError, match="a regression pair task is encoded cross or cosine"):
+        with_encodings(tasks, {"sts": "siamese"})
+    with pytest.raises(UserError, match="--encoding names unknown task"):
+        with_encodings(tasks, {"nli": "cross"})
+    moved = rebase(tasks, "/data/elsewhere")
+    assert str(moved["sst"].file("train")) == "/data/elsewhere/ids-sst-train.csv"

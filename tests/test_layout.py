@@ -1,0 +1,65 @@
+"""The architecture, checked: torch-free parts never import torch (scoring, ONNX eval and the
+run report run with torch made unimportable), and no module outside the task and head
+modules looks at what a task is called."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+PACKAGE = REPO / "mtcli"
+TORCH_FREE = ("core", "inference", "eval")
+# Only the task declarations and the heads may know a task by name.
+TASK_NAMES = re.compile(r"""["'](sst|para|sts|cfimdb)["']|task(_name)?\s*(==|!=|in)\s*[("'\[]""")
+OWNERS = {PACKAGE / "core" / "tasks.py", PACKAGE / "model" / "heads.py"}
+
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_no_module_branches_on_a_task_name():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path in OWNERS:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if TASK_NAMES.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_torch_free_packages_import_no_torch():
+    modules = [f"mtcli.{folder}.{p.stem}" for folder in TORCH_FREE for p in sorted((PACKAGE / folder).glob("*.py"))
+               if p.stem != "__init__"]
+    code = BLOCK_TORCH + "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + \
+        "import mtcli.cli.score, mtcli.cli.report, mtcli.cli.eval\nprint('ok', len(sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0 and b"ok" in done.stdout, done.stderr.decode()[-2000:]
+
+
+def _cli_without_torch(*args, cwd=REPO):
+    code = BLOCK_TORCH + f"sys.argv = ['mtcli', *{[str(a) for a in args]!r}]\nfrom mtcli.cli import main\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"})
+
+
+@pytest.mark.parametrize("command", ["score", "eval --onnx", "report"])
+def test_commands_that_need_no_torch_run_without_it(command, tiny_export, tiny_checkpoint, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("id\tsentence1\tsentence2\nr1\tA dog runs.\tA dog is running.\n")
+    args = {"score": ["score", "sts", pairs, "--model", tiny_export, "-o", tmp_path / "out.tsv"],
+            "eval --onnx": ["eval", "--onnx", tiny_export, "--limit", "20", "--out", tmp_path / "eval"],
+            "report": ["report", tiny_checkpoint.parent]}[command]
+    done = _cli_without_torch(*args)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
