@@ -30,7 +30,7 @@ from mtcli.model.checkpoint import load_checkpoint  # noqa: E402
 from mtcli.core.data import read_split  # noqa: E402
 from mtcli.core.tasks import load_task_file  # noqa: E402
 from mtcli.core.encoding import encode, length_order  # noqa: E402
-from mtcli.inference.score import OnnxTask  # noqa: E402
+from mtcli.inference.scorer import Scorer  # noqa: E402
 
 
 def batches(tokenizer, encoding, texts, size):
@@ -46,6 +46,11 @@ def run(predict, groups) -> tuple[float, list[float]]:
         predict(group)
         latencies.append(time.perf_counter() - t)
     return time.perf_counter() - start, latencies
+
+
+def _whole_batch(scorer: Scorer, task: str):
+    """The task's whole graph on one batch (what the torch column runs), through the Scorer."""
+    return lambda group: scorer.score_window(task, group, batch_size=len(group))
 
 
 def main() -> None:
@@ -78,8 +83,8 @@ def main() -> None:
             return model.predict(task, model(task, batch)).numpy()
 
         backends = {"torch": torch_predict,
-                    "ort_fp32": OnnxTask(args.export, task, providers=["cpu"]).predict,
-                    "ort_int8": OnnxTask(args.export, task, providers=["cpu"], quantized=True).predict}
+                    "ort_fp32": _whole_batch(Scorer(args.export, providers=["cpu"], dedup=False), task),
+                    "ort_int8": _whole_batch(Scorer(args.export, providers=["cpu"], dedup=False, int8=True), task)}
         for size in args.batches:
             groups = batches(tokenizer, encoding, texts, size)
             row = {"data": data, "task": task, "batch": size, "rows": len(texts)}

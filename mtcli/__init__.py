@@ -5,3 +5,14 @@ Importing the package is cheap: torch is imported only by the modules that need 
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Scorer", "__version__"]
+
+
+def __getattr__(name: str):
+    """`from mtcli import Scorer` without importing anything else (and never torch)."""
+    if name == "Scorer":
+        from mtcli.inference.scorer import Scorer
+
+        return Scorer
+    raise AttributeError(f"module 'mtcli' has no attribute {name!r}")

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from mtcli import __version__
@@ -21,7 +22,8 @@ from mtcli.model.checkpoint import checkpoint_hash, load_checkpoint
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import staged_dir, write_json
-from mtcli.inference.manifest import FORMAT, FORMAT_VERSION, MANIFEST, export_files, output_name, read_manifest_tasks
+from mtcli.inference.manifest import (EMBEDDING, FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files,
+                                     output_name, read_manifest_tasks)
 from mtcli.model.multitask import MultitaskModel
 from mtcli.core.data import read_split, resolve_data_dir
 from mtcli.core.tasks import Task, rebase
@@ -65,6 +67,33 @@ class TaskGraph(torch.nn.Module):
         return self.model.predict(self.task, self.model(self.task, dict(zip(self.names, inputs))))
 
 
+class EmbedGraph(torch.nn.Module):
+    """One sentence -> the encoder's pooled embedding (what `Scorer.embed` returns, and the
+    first half of a separately encoded pair)."""
+
+    names = input_names("single")
+
+    def __init__(self, model: MultitaskModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        return self.model.embed(input_ids, attention_mask, token_type_ids)
+
+
+class PairHeadGraph(torch.nn.Module):
+    """A separately encoded pair task's second half: the two sentences' embeddings -> its predictions."""
+
+    names = PAIR_HEAD_INPUTS
+
+    def __init__(self, model: MultitaskModel, task: str):
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(self.task, self.model.head(self.task).from_pair(u, v))
+
+
 @contextlib.contextmanager
 def _quiet():
     """The exporter and quantizer narrate every stage on stdout, stderr and the root logger."""
@@ -82,32 +111,47 @@ def _quiet():
             logger.setLevel(level)
 
 
-def _export_graph(model: MultitaskModel, tokenizer, task: str, path: Path, opset: int) -> dict[str, int]:
-    """Export one task's graph and fuse it for onnxruntime; returns the fused operator counts.
+def _sample_inputs(tokenizer, encoding: str, names: list[str]) -> tuple[torch.Tensor, ...]:
+    rows = [("a first example sentence", "and its pair"), ("a second, slightly longer example sentence", "the other side")]
+    sample = encode(tokenizer, encoding, rows if encoding != "single" else [r[:1] for r in rows])
+    return tuple(torch.from_numpy(sample[name]) for name in names)
+
+
+def _export_encoder_graph(graph: torch.nn.Module, args, output: str, path: Path, opset: int, config) -> dict[str, int]:
+    """Export a graph that runs the encoder, and fuse it for onnxruntime; returns the fused operator counts.
 
     The encoder is traced with its attention spelled out (matmul, additive mask, softmax,
     matmul) and separate query/key/value projections: the form onnxruntime's BERT graph
     optimizer recognises and fuses into one Attention op per layer, next to
     SkipLayerNormalization and BiasGelu. (The TorchScript exporter is used because the
     dynamo exporter's graph of the same code does not match those fusion patterns.)"""
-    graph = TaskGraph(model, task).eval()
-    arity = len(model.tasks[task].text)
-    sample = encode(tokenizer, model.encoding(task),
-                    [("a first example sentence", "and its pair")[:arity],
-                     ("a second, slightly longer example sentence", "the other side")[:arity]])
-    args = tuple(torch.from_numpy(sample[name]) for name in graph.names)
     traced = path.with_suffix(".traced.onnx")
-    model.encoder.spelled_out_attention = True
+    graph.model.encoder.spelled_out_attention = True
     try:
-        torch.onnx.export(graph, args, str(traced), dynamo=False, input_names=graph.names,
-                          output_names=[output_name(model.tasks[task].kind)], opset_version=opset, do_constant_folding=True,
+        torch.onnx.export(graph.eval(), args, str(traced), dynamo=False, input_names=graph.names, output_names=[output],
+                          opset_version=opset, do_constant_folding=True,
                           dynamic_axes={name: {0: "batch", 1: "sequence"} for name in graph.names})
-        fused = _fuse(traced, path, model.encoder.config)
+        fused = _fuse(traced, path, config)
     finally:
-        model.encoder.spelled_out_attention = False
+        graph.model.encoder.spelled_out_attention = False
         traced.unlink(missing_ok=True)
     _check_dynamic_axes(path)
     return fused
+
+
+def _export_graph(model: MultitaskModel, tokenizer, task: str, path: Path, opset: int) -> dict[str, int]:
+    """One task's whole graph: its encoded inputs -> its predictions."""
+    graph = TaskGraph(model, task)
+    args = _sample_inputs(tokenizer, model.encoding(task), graph.names)
+    return _export_encoder_graph(graph, args, output_name(model.tasks[task].kind), path, opset, model.encoder.config)
+
+
+def _export_pair_head(model: MultitaskModel, task: str, path: Path, opset: int) -> None:
+    """A separate pair task's head alone: (embedding_a, embedding_b) -> predictions. Tiny, unfused."""
+    width = model.encoder.hidden_size
+    torch.onnx.export(PairHeadGraph(model, task).eval(), (torch.randn(2, width), torch.randn(2, width)), str(path),
+                      dynamo=False, input_names=list(PAIR_HEAD_INPUTS), output_names=[output_name(model.tasks[task].kind)],
+                      opset_version=opset, dynamic_axes={name: {0: "batch"} for name in PAIR_HEAD_INPUTS})
 
 
 def _fuse(src: Path, dst: Path, config) -> dict[str, int]:
@@ -160,19 +204,36 @@ def parity_rows(task: Task, count: int = 64) -> list[tuple[str, ...]]:
     return [ex.texts for ex in picked]
 
 
-def check_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, rows, batch_size: int = 16) -> float:
+def max_difference(graph: torch.nn.Module, path: Path, batches: list[dict[str, np.ndarray]]) -> float:
+    """Largest |onnxruntime - torch| of a graph's output over the given input batches."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(graph_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for start in range(0, len(rows), batch_size):
-        batch = encode(tokenizer, model.encoding(task), rows[start:start + batch_size])
-        names = input_names(model.encoding(task))
+    for batch in batches:
+        inputs = {name: batch[name] for name in graph.names}
         with torch.no_grad():
-            expected = TaskGraph(model, task).eval()(*(torch.from_numpy(batch[n]) for n in names)).numpy()
-        got = session.run(None, {name: batch[name] for name in names})[0]
-        worst = max(worst, float(np.abs(got - expected).max()))
+            expected = graph.eval()(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+        worst = max(worst, float(np.abs(session.run(None, inputs)[0] - expected).max()))
     return worst
+
+
+def check_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, rows, batch_size: int = 16) -> float:
+    batches = [encode(tokenizer, model.encoding(task), rows[s:s + batch_size]) for s in range(0, len(rows), batch_size)]
+    return max_difference(TaskGraph(model, task), graph_path, batches)
+
+
+def check_embedding_parity(model: MultitaskModel, tokenizer, graph_path: Path, sentences, batch_size: int = 16) -> float:
+    batches = [encode(tokenizer, "single", [(s,) for s in sentences[i:i + batch_size]])
+               for i in range(0, len(sentences), batch_size)]
+    return max_difference(EmbedGraph(model), graph_path, batches)
+
+
+def check_pair_head_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, rows) -> float:
+    with torch.no_grad():
+        u, v = (EmbedGraph(model).eval()(*(torch.from_numpy(a) for a in encode(
+            tokenizer, "single", [(row[side],) for row in rows]).values())).numpy() for side in (0, 1))
+    return max_difference(PairHeadGraph(model, task), graph_path, [dict(zip(PAIR_HEAD_INPUTS, (u, v)))])
 
 
 def versions() -> dict[str, str]:
@@ -188,7 +249,6 @@ def versions() -> dict[str, str]:
 def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int = 18, quantize: str | None = None,
            data_dir=None, console=None, evaluate_int8: bool = True) -> dict:
     """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success)."""
-    import onnx
 
     if not MIN_OPSET <= opset <= max_opset():
         raise UserError(f"--opset {opset}: mtcli exports opsets {MIN_OPSET} to {max_opset()}")
@@ -217,14 +277,23 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             tasks[task] = {"task": spec.to_dict(), "file": path.name, "encoding": encoding,
                            "inputs": input_names(encoding), "output": output_name(spec.kind),
                            "parity_max_abs_diff": diff, "fused_operators": fused}
+            if encoding == "separate":  # scoring may encode each distinct sentence once, then run the head alone
+                head = staging / f"{task}.head.onnx"
+                with _quiet():
+                    _export_pair_head(model, task, head, opset)
+                head_diff = check_pair_head_parity(model, tokenizer, task, head, parity_rows(spec))
+                if head_diff > PARITY_TOLERANCE:
+                    raise RuntimeError(f"{task}: ONNX head differs from torch by {head_diff:.2e}")
+                tasks[task].update(head_file=head.name, head_inputs=list(PAIR_HEAD_INPUTS), head_parity=head_diff)
             if quantize == "int8":
                 with _quiet():
                     _quantize(path, staging / f"{task}.int8.onnx")
                 tasks[task]["int8_file"] = f"{task}.int8.onnx"
+        embedding = _export_embedding(model, tokenizer, declared, staging, opset, quantize, say)
         tokenizer.save(staging)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "max_length": tokenizer.max_length,
-            "pooling": model.head_config.pooling, "tasks": tasks, "tokenizer": "tokenizer.json",
+            "pooling": model.head_config.pooling, "tasks": tasks, "embedding": embedding, "tokenizer": "tokenizer.json",
             "checkpoint": {"path": str(checkpoint.resolve()), "sha256": checkpoint_hash(checkpoint),
                            "step": meta.get("step"), "dev": (meta.get("dev") or {}).get("overall")},
             "versions": versions(),
@@ -234,6 +303,30 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             manifest["int8_dev"] = _int8_report(staging, data_dir, say)
             write_json(staging / MANIFEST, manifest)
     return manifest
+
+
+def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task], staging: Path, opset: int,
+                      quantize: str | None, say) -> dict:
+    """embed.onnx: the shared encoder and pooling alone (Scorer.embed, and pairs scored a sentence at a time)."""
+    path = staging / f"{EMBEDDING}.onnx"
+    say(f"exporting {EMBEDDING} (the pooled sentence embedding, {model.encoder.hidden_size} wide) ...")
+    graph = EmbedGraph(model)
+    with _quiet():
+        fused = _export_encoder_graph(graph, _sample_inputs(tokenizer, "single", graph.names), "embedding", path,
+                                      opset, model.encoder.config)
+    onnx.checker.check_model(str(path), full_check=True)
+    sentences = [row[0] for task in tasks.values() for row in parity_rows(task, count=16)]
+    diff = check_embedding_parity(model, tokenizer, path, sentences)
+    say(f"  {path.name}: parity with torch on {len(sentences)} dev sentences, max |diff| = {diff:.2e}")
+    if diff > PARITY_TOLERANCE:
+        raise RuntimeError(f"{EMBEDDING}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
+    entry = {"file": path.name, "inputs": list(graph.names), "output": "embedding", "dim": model.encoder.hidden_size,
+             "parity_max_abs_diff": diff, "fused_operators": fused}
+    if quantize == "int8":
+        with _quiet():
+            _quantize(path, staging / f"{EMBEDDING}.int8.onnx")
+        entry["int8_file"] = f"{EMBEDDING}.int8.onnx"
+    return entry
 
 
 def _int8_report(model_dir: Path, data_dir, say) -> dict:

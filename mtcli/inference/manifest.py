@@ -9,7 +9,6 @@ one clear error, not a traceback in the middle of scoring.
 """
 
 import json
-import math
 from pathlib import Path
 
 from mtcli import __version__
@@ -20,7 +19,9 @@ from mtcli.core.tasks import Task, task_from_table
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
-FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration
+FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
+EMBEDDING = "embed"   # embed.onnx: a sentence -> the encoder's pooled embedding
+PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
 POOLINGS = ("cls", "mean")
 
 
@@ -44,11 +45,13 @@ def export_files(folder: Path) -> set[str] | None:
     files = {MANIFEST, "eval.json"}
     if isinstance(manifest.get("tokenizer"), str):
         files.add(manifest["tokenizer"])
+    if isinstance(manifest.get("embedding"), dict):
+        files.update(v for k, v in manifest["embedding"].items() if k in ("file", "int8_file") and isinstance(v, str))
     tasks = manifest.get("tasks") if isinstance(manifest.get("tasks"), dict) else {}
     for name, entry in tasks.items():
         files.add(f"{name}-test-output.csv")
         if isinstance(entry, dict):
-            files.update(v for k, v in entry.items() if k in ("file", "int8_file") and isinstance(v, str))
+            files.update(v for k, v in entry.items() if k in ("file", "int8_file", "head_file") and isinstance(v, str))
             declared = entry.get("task") if isinstance(entry.get("task"), dict) else entry
             if isinstance(declared.get("kind"), str):
                 files.update(plot_names_of(name, declared["kind"]))
@@ -106,6 +109,15 @@ def validate_manifest(manifest: dict, path: Path) -> None:
     if need(manifest, "pooling", str, "") not in POOLINGS:
         bad("pooling", f"{manifest['pooling']!r} is not one of {', '.join(POOLINGS)}")
     file_name(manifest, "tokenizer", "")
+    embedding = need(manifest, "embedding", dict, "")
+    file_name(embedding, "file", "embedding.")
+    if "int8_file" in embedding:
+        file_name(embedding, "int8_file", "embedding.")
+    if need(embedding, "inputs", list, "embedding.") != input_names("single"):
+        bad("embedding.inputs", f"{embedding['inputs']} are not {', '.join(input_names('single'))}")
+    need(embedding, "output", str, "embedding.")
+    if need(embedding, "dim", int, "embedding.") < 1:
+        bad("embedding.dim", f"{embedding['dim']} is not a width")
     tasks = need(manifest, "tasks", dict, "")
     if not tasks:
         bad("tasks", "no task")
@@ -129,6 +141,10 @@ def validate_manifest(manifest: dict, path: Path) -> None:
         if need(entry, "output", str, where) != output_name(task.kind):
             bad(where + "output", f"{entry['output']!r} is not the output of a {task.kind} task "
                                   f"({output_name(task.kind)!r})")
+        if encoding == "separate":
+            file_name(entry, "head_file", where)
+            if need(entry, "head_inputs", list, where) != list(PAIR_HEAD_INPUTS):
+                bad(where + "head_inputs", f"{entry['head_inputs']} are not {', '.join(PAIR_HEAD_INPUTS)}")
 
 
 def read_manifest_tasks(model_dir: str | Path, manifest: dict | None = None) -> dict[str, Task]:
@@ -138,20 +154,24 @@ def read_manifest_tasks(model_dir: str | Path, manifest: dict | None = None) -> 
             for name, entry in manifest["tasks"].items()}
 
 
-def check_graph(session, entry: dict, graph: Path) -> None:
-    """The loaded graph takes the inputs and gives the output its manifest entry says."""
+def check_graph(session, entry: dict, graph: Path, inputs_key: str = "inputs") -> None:
+    """The loaded graph takes the inputs and gives the output its manifest entry says
+    (`inputs_key="head_inputs"`: the entry's pair head graph)."""
     inputs = [i.name for i in session.get_inputs()]
-    if sorted(inputs) != sorted(entry["inputs"]):
+    if sorted(inputs) != sorted(entry[inputs_key]):
         raise UserError(f"{graph}: the graph's inputs ({', '.join(inputs)}) are not the manifest's "
-                        f"({', '.join(entry['inputs'])}): graph and manifest do not belong together: re-run `mtcli export`")
+                        f"({', '.join(entry[inputs_key])}): graph and manifest do not belong together: re-run `mtcli export`")
     outputs = {o.name: o for o in session.get_outputs()}
     if entry["output"] not in outputs:
         raise UserError(f"{graph}: the graph has no output {entry['output']!r} (has: {', '.join(outputs)}): "
                         f"graph and manifest do not belong together: re-run `mtcli export`")
     shape = outputs[entry["output"]].shape
-    task = entry["task"]
-    expected = [None, len(task["labels"])] if task["kind"] == "multiclass" else [None]
+    if "task" in entry:
+        task = entry["task"]
+        expected, what = [None, len(task["labels"])] if task["kind"] == "multiclass" else [None], f"{task['kind']} task"
+    else:
+        expected, what = [None, entry["dim"]], "embedding"
     if len(shape) != len(expected) or any(isinstance(s, int) and e is not None and s != e
                                           for s, e in zip(shape, expected)):
-        raise UserError(f"{graph}: output {entry['output']!r} has shape {shape}, the manifest's {task['kind']} task "
+        raise UserError(f"{graph}: output {entry['output']!r} has shape {shape}, the manifest's {what} "
                         f"needs {['batch', *expected[1:]]}: graph and manifest do not belong together: re-run `mtcli export`")

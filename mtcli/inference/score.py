@@ -1,9 +1,8 @@
-"""Scoring through onnxruntime, with no torch: `mtcli score` and `mtcli eval --onnx`.
+"""Scoring files through the Scorer, with no torch: `mtcli score` and `mtcli eval --onnx`.
 
-Input rows stream through in windows; inside a window rows are sorted by token length so
-batches pad little, and results go out in input order. Memory stays constant in
-the file size. Everything about a task (inputs, encoding, output, labels, max
-length) comes from the export's manifest.
+Input rows stream through in windows of the Scorer's size, and results go out in input
+order, so memory stays constant in the file size. Everything about a task (inputs,
+encoding, output, labels, max length) comes from the export's manifest.
 """
 
 import itertools
@@ -16,70 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.encoding import encode, length_order
 from mtcli.core.errors import DataError, UserError
 from mtcli.core.fileio import output_stream, same_file
 from mtcli.core.tasks import Task, rebase
-from mtcli.inference.manifest import check_graph, read_manifest, read_manifest_tasks
-from mtcli.core.tokenizer import Tokenizer
 from mtcli.core.tsv import TsvWriter, iter_rows, line_counter, open_binary
-
-PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-WINDOW = 2048  # rows sorted by length together
-
-
-def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None):
-    import onnxruntime as ort
-
-    unknown = [p for p in providers if p not in PROVIDERS]
-    if unknown:
-        raise UserError(f"--providers: unknown provider(s) {', '.join(unknown)}; expected cuda and/or cpu")
-    available = ort.get_available_providers()
-    chosen = [PROVIDERS[p] for p in providers if PROVIDERS[p] in available]
-    if PROVIDERS["cpu"] not in chosen:
-        chosen.append(PROVIDERS["cpu"])
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if not path.is_file():
-        raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")
-    try:
-        return ort.InferenceSession(str(path), options, providers=chosen)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-        reason = str(e).strip().splitlines()[0][:200]
-        raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
-
-
-class OnnxTask:
-    """One task's graph, tokenizer and manifest entry."""
-
-    def __init__(self, model_dir: str | Path, task: str, *, providers: Sequence[str] = ("cuda", "cpu"),
-                 quantized: bool = False, threads: int | None = None):
-        self.model_dir = Path(model_dir)
-        manifest = read_manifest(self.model_dir)
-        if task not in manifest["tasks"]:
-            raise UserError(f"unknown task {task!r}; the export in {self.model_dir} has {', '.join(manifest['tasks'])}")
-        self.entry = manifest["tasks"][task]
-        self.task = read_manifest_tasks(self.model_dir, manifest)[task]
-        file = self.entry.get("int8_file") if quantized else self.entry["file"]
-        if file is None:
-            raise UserError(f"{self.model_dir}: no int8 graph for {task}; export with `mtcli export --quantize int8`")
-        self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=manifest["max_length"])
-        self.session = make_session(self.model_dir / file, providers, threads)
-        check_graph(self.session, self.entry, self.model_dir / file)
-        self.providers = self.session.get_providers()
-
-    def predict(self, texts: Sequence[Sequence[str]]) -> np.ndarray:
-        batch = encode(self.tokenizer, self.entry["encoding"], texts)
-        return self.session.run([self.entry["output"]], {n: batch[n] for n in self.entry["inputs"]})[0]
-
-    def predict_many(self, texts: Sequence[Sequence[str]], batch_size: int = 64) -> np.ndarray:
-        """All rows, length-bucketed, in input order."""
-        order = length_order(self.tokenizer, self.entry["encoding"], texts)
-        parts = [self.predict([texts[i] for i in order[s:s + batch_size]]) for s in range(0, len(order), batch_size)]
-        return np.concatenate(parts)[np.argsort(order)]
+from mtcli.inference.scorer import WINDOW, Scorer
 
 
 # ---------------------------------------------------------------- reading score input
@@ -162,7 +102,7 @@ def output_header(task: Task) -> list[str]:
 def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray) -> Iterator[list[str]]:
     """The fields of each output row (written by TsvWriter, which quotes what needs it)."""
     if task.kind == "regression":
-        return ([i, f"{p:.4f}"] for i, p in zip(ids, predictions))
+        return ([i, f"{p:.6f}"] for i, p in zip(ids, predictions))
     if task.kind == "binary":
         return ([i, str(int(p > 0.5)), f"{p:.6f}"] for i, p in zip(ids, predictions))
     return ([i, str(int(row.argmax())), *(f"{v:.6f}" for v in row)] for i, row in zip(ids, predictions))
@@ -170,7 +110,7 @@ def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray) -> Iter
 
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
-               quantized: bool = False) -> ScoreStats:
+               quantized: bool = False, scorer: Scorer | None = None) -> ScoreStats:
     """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout).
 
     A file output is written atomically (through a symlink, to its target); a device or
@@ -181,7 +121,8 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
         raise UserError("--batch-size must be at least 1")
     if output_path not in (None, "-") and input_path != "-" and same_file(input_path, output_path):
         raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
-    scorer = OnnxTask(model_dir, task_name, providers=providers, quantized=quantized)
+    scorer = scorer or Scorer(model_dir, int8=quantized, providers=providers)
+    task = scorer.task(task_name)
     stats = ScoreStats()
     start = time.perf_counter()
     stream = open_binary(input_path)
@@ -189,7 +130,7 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     lines = line_counter(stream, input_path, None if on_error == "fail" else stats.skipped.append)
     try:
         with output_stream(output_path) as out:
-            _score_stream(scorer, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
+            _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -197,25 +138,25 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     return stats
 
 
-def _score_stream(scorer, stream, name, out, stats, on_error, batch_size, progress, lines, total):
-    rows = read_score_rows(stream, name, scorer.task, stats, on_error, lines=lines)
+def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total):
+    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines)
     window: list[tuple[str, tuple[str, ...]]] = [next(rows, None)]  # the input's layout is checked before any output
     writer = TsvWriter(out)
-    writer.writerow(output_header(scorer.task))
+    writer.writerow(output_header(task))
     if window[0] is None:
         return
     for item in rows:
         window.append(item)
         if len(window) >= WINDOW:
-            _flush(scorer, window, writer, stats, batch_size, progress, lines, total)
+            _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total)
             window = []
     if window:
-        _flush(scorer, window, writer, stats, batch_size, progress, lines, total)
+        _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total)
 
 
-def _flush(scorer, window, writer, stats, batch_size, progress, lines, total):
-    predictions = scorer.predict_many([texts for _, texts in window], batch_size)
-    writer.writerows(output_rows(scorer.task, [i for i, _ in window], predictions))
+def _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total):
+    predictions = scorer.score_window(task.name, [texts for _, texts in window], batch_size)
+    writer.writerows(output_rows(task, [i for i, _ in window], predictions))
     stats.rows += len(window)
     if progress is not None:
         progress(stats.rows, lines.bytes, total)
@@ -230,12 +171,10 @@ def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_
     from mtcli.core.data import read_splits, resolve_data_dir
     from mtcli.eval.evaluate import score_predictions
 
-    tasks = rebase(read_manifest_tasks(model_dir), resolve_data_dir(data_dir))
-    splits = read_splits(tasks, split, limit=limit)
-    predictions = {}
-    for task, data in splits.items():
-        scorer = OnnxTask(model_dir, task, providers=providers, quantized=quantized)
-        predictions[task] = scorer.predict_many([ex.texts for ex in data.examples], batch_size)
+    scorer = Scorer(model_dir, int8=quantized, providers=providers)
+    splits = read_splits(rebase(scorer.tasks, resolve_data_dir(data_dir)), split, limit=limit)
+    predictions = {task: scorer.score(task, [ex.texts for ex in data.examples], batch_size=batch_size)
+                   for task, data in splits.items()}
     if split == "test":
         return (None, splits, predictions) if return_predictions else None
     results = score_predictions(splits, predictions)

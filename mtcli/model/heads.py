@@ -32,12 +32,20 @@ class Head(nn.Module):
         self.encoding: Encoding = encoding_for(task)
         self.dropout = nn.Dropout(dropout)
 
-    def features(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled embedding of the sentence or joint pair, or [u, v, |u-v|, u*v] for a separate pair."""
+    def forward(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the loss takes, from the encoder's pooled embedding(s) of the row."""
         if self.encoding == "separate":
-            u, v = model.embed_pair(inputs)
-            return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
-        return model.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+            return self.from_pair(*model.embed_pair(inputs))
+        return self.from_pooled(model.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]))
+
+    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The output from the pooled embedding of a sentence or a joint pair."""
+        raise NotImplementedError
+
+    def from_pair(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The output from the separately pooled embeddings of a pair's two sentences (the
+        second half of a separate encoding; scoring reuses one sentence's embedding in many pairs)."""
+        raise NotImplementedError
 
     def similar(self, labels) -> list[bool] | None:
         """Which labelled pairs are similar (for the cosine-embedding loss); None: not a pair task."""
@@ -62,9 +70,12 @@ class Classifier(Head):
         features = 4 * width if self.encoding == "separate" else width
         self.linear = nn.Linear(features, 1 if self.binary else len(task.labels))
 
-    def forward(self, model, inputs):
-        out = self.linear(self.dropout(self.features(model, inputs)))
+    def from_pooled(self, pooled):
+        out = self.linear(self.dropout(pooled))
         return out.squeeze(-1) if self.binary else out
+
+    def from_pair(self, u, v):
+        return self.from_pooled(torch.cat([u, v, (u - v).abs(), u * v], dim=-1))
 
     def loss(self, output, labels):
         if self.binary:
@@ -95,12 +106,11 @@ class Regressor(Head):
         if not self.cosine:
             self.linear = nn.Linear(width, 1)
 
-    def forward(self, model, inputs):
-        scale = self.high - self.low
-        if self.cosine:
-            u, v = model.embed_pair(inputs)
-            return self.low + scale * F.cosine_similarity(u, v, dim=-1)
-        return self.low + scale * torch.sigmoid(self.linear(self.dropout(self.features(model, inputs))).squeeze(-1))
+    def from_pooled(self, pooled):
+        return self.low + (self.high - self.low) * torch.sigmoid(self.linear(self.dropout(pooled)).squeeze(-1))
+
+    def from_pair(self, u, v):  # the cosine encoding: the only separate one a regression task has
+        return self.low + (self.high - self.low) * F.cosine_similarity(u, v, dim=-1)
 
     def loss(self, output, labels):
         return F.mse_loss(output.float(), labels.float())

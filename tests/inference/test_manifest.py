@@ -8,7 +8,7 @@ import pytest
 
 from mtcli.core.errors import UserError
 from mtcli.inference.manifest import export_files, read_manifest
-from mtcli.inference.score import OnnxTask
+from mtcli.inference.scorer import Scorer
 
 
 @pytest.fixture()
@@ -56,16 +56,16 @@ def test_damaged_manifest_is_one_error_naming_it(export_copy, change, message):
 def test_graph_swapped_for_another_tasks_is_refused(export_copy):
     shutil.copy(export_copy / "para.onnx", export_copy / "sst.onnx")
     with pytest.raises(UserError, match=r"sst.onnx: the graph's inputs .* are not the manifest's"):
-        OnnxTask(export_copy, "sst", providers=["cpu"])
+        Scorer(export_copy, providers=["cpu"]).score("sst", ["a sentence"])
     _edit(export_copy, lambda m: m["tasks"]["sts"]["task"].update(kind="multiclass"))
     with pytest.raises(UserError, match="range: a classification task declares labels, not a range"):
-        OnnxTask(export_copy, "sts", providers=["cpu"])
+        Scorer(export_copy, providers=["cpu"]).score("sts", [("a", "b")])
 
 
 def test_label_count_is_checked_against_the_graph(export_copy):
     _edit(export_copy, lambda m: m["tasks"]["sst"]["task"].update(labels=["a", "b", "c"]))
     with pytest.raises(UserError, match=r"sst.onnx: output 'probabilities' has shape \['batch', 5\]"):
-        OnnxTask(export_copy, "sst", providers=["cpu"])
+        Scorer(export_copy, providers=["cpu"]).score("sst", ["a sentence"])
 
 
 def test_scoring_reads_labels_from_the_manifest(export_copy, tmp_path):

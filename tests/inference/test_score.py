@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO, run_cli
 from mtcli.core.errors import DataError, UserError
 from mtcli.inference.manifest import read_manifest
-from mtcli.inference.score import OnnxTask, evaluate_onnx, score_file
+from mtcli.inference.score import evaluate_onnx, score_file
+from mtcli.inference.scorer import Scorer
 from conftest import builtin
 
 
@@ -70,8 +71,9 @@ def test_cosine_head_exports_and_matches_torch(tmp_path, tiny_model_dir):
     model, tokenizer, _ = load_checkpoint(best)
     pairs = [("A dog runs.", "A dog is running."), ("Nothing alike", "at all " * 40)]
     expected, _ = predict_texts(model, tokenizer, "sts", pairs, device="cpu")
-    got = OnnxTask(tmp_path / "export", "sts", providers=["cpu"]).predict_many(pairs)
-    assert np.abs(got - expected).max() <= 1e-4
+    for dedup in (True, False):  # a sentence at a time (embed + head graphs), and the whole pair graph
+        got = Scorer(tmp_path / "export", providers=["cpu"], dedup=dedup).score("sts", pairs)
+        assert np.abs(got - expected).max() <= 1e-4
 
 
 def test_onnx_matches_torch_on_new_shapes(tiny_export, tiny_checkpoint):
@@ -84,7 +86,7 @@ def test_onnx_matches_torch_on_new_shapes(tiny_export, tiny_checkpoint):
             "sts": [("A dog runs.", "A dog is running."), ("Nothing alike", "at all " * 50), ("a", "b")]}
     for task, texts in rows.items():
         expected, _ = predict_texts(model, tokenizer, task, texts, device="cpu")
-        got = OnnxTask(tiny_export, task, providers=["cpu"]).predict_many(texts, batch_size=2)
+        got = Scorer(tiny_export, providers=["cpu"]).score(task, texts, batch_size=2)
         assert np.abs(got - expected).max() <= 1e-4, task
 
 
@@ -123,7 +125,7 @@ def test_no_header_by_position_and_order_restored(tiny_export, tmp_path):
     assert stats.rows == 3000 and len(lines) == 3001
     assert lines[0].split("\t")[:2] == ["id", "label"] and len(lines[0].split("\t")) == 7
     assert [l.split("\t")[0] for l in lines[1:]] == [f"id{i}" for i in range(3000)]
-    direct = OnnxTask(tiny_export, "sst", providers=["cpu"]).predict([(texts[1234],)])[0]
+    direct = Scorer(tiny_export, providers=["cpu"]).score("sst", [texts[1234]])[0]
     assert np.allclose([float(v) for v in lines[1235].split("\t")[2:]], direct, atol=1e-6)
     single = _score(tiny_export, tmp_path, "sst", b"just text\nmore text\n")[1]
     assert [l.split("\t")[0] for l in single[1:]] == ["1", "2"]  # no id column: line numbers
@@ -195,15 +197,15 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
     manifest["format_version"] = 99
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="manifest format v99 .* re-run `mtcli export`"):
-        OnnxTask(copy, "sts")
+        Scorer(copy)
     manifest["format_version"] = 2
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "sts.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(UserError, match="sts.onnx: cannot load the ONNX graph"):
-        OnnxTask(copy, "sts", providers=["cpu"])
+        Scorer(copy, providers=["cpu"]).score("sts", [("a", "b")])  # the cross-encoded sts of the tiny export
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt manifest"):
-        OnnxTask(copy, "sts")
+        Scorer(copy)
 
 
 def test_int8_graphs_score(tiny_export):

@@ -1,0 +1,166 @@
+"""The Python scoring API: `from mtcli import Scorer`. Torch-free; `mtcli score` and
+`mtcli eval --onnx` run through it.
+
+    scorer = Scorer("export")                        # loads the export's manifest once
+    scorer.score(task, [("A dog runs.", "A dog is running.")])   # a pair task: scores or P(label 1), shape (1,)
+    scorer.score(task, ["What a film!"])             # a multiclass task: class probabilities, shape (1, C)
+    scorer.embed(["A dog runs."])                    # pooled embeddings, shape (1, 384)
+
+Rows go through in windows of WINDOW; inside a window they are sorted by token length so
+batches pad little, and results come back in input order. A task whose head encodes the
+two sentences separately (siamese, cosine) is scored a sentence at a time: each distinct
+sentence of a window is encoded once (embed.onnx) and its embedding reused by every pair
+it is in (the task's head graph), so one query against many candidates costs one
+encoding of the query.
+"""
+
+import itertools
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mtcli.core.encoding import encode, length_order
+from mtcli.core.errors import UserError
+from mtcli.core.tasks import Task, pick
+from mtcli.core.tokenizer import Tokenizer
+from mtcli.inference.manifest import PAIR_HEAD_INPUTS, check_graph, read_manifest, read_manifest_tasks
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+WINDOW = 2048        # rows sorted by length (and deduplicated) together
+BATCH_SIZE = 64
+
+
+def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None):
+    import onnxruntime as ort
+
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown:
+        raise UserError(f"--providers: unknown provider(s) {', '.join(unknown)}; expected cuda and/or cpu")
+    available = ort.get_available_providers()
+    chosen = [PROVIDERS[p] for p in providers if PROVIDERS[p] in available]
+    if PROVIDERS["cpu"] not in chosen:
+        chosen.append(PROVIDERS["cpu"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")
+    try:
+        return ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+        reason = str(e).strip().splitlines()[0][:200]
+        raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
+
+
+class Scorer:
+    """An `mtcli export` folder, loaded once: scores rows of any exported task, embeds sentences."""
+
+    def __init__(self, model_dir: str | Path = "export", *, int8: bool = False,
+                 providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None, dedup: bool = True):
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        self.tasks: dict[str, Task] = read_manifest_tasks(self.model_dir, self.manifest)
+        self.int8, self.providers, self.threads, self.dedup = int8, tuple(providers), threads, dedup
+        self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=self.manifest["max_length"])
+        self._sessions: dict[str, object] = {}
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, entry: dict, file_key: str = "file", inputs_key: str = "inputs"):
+        """The onnxruntime session of one graph of the manifest, created (and checked) on first use."""
+        if self.int8 and file_key == "file":
+            if "int8_file" not in entry:
+                raise UserError(f"{self.model_dir}: no int8 graphs; export with `mtcli export --quantize int8`")
+            file_key = "int8_file"
+        file = entry[file_key]
+        if file not in self._sessions:
+            session = make_session(self.model_dir / file, self.providers, self.threads)
+            check_graph(session, entry, self.model_dir / file, inputs_key)
+            self._sessions[file] = session
+        return self._sessions[file]
+
+    def task(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise UserError(f"unknown task {name!r}; the export in {self.model_dir} has {', '.join(self.tasks)}")
+        return pick(self.tasks, name)
+
+    @property
+    def active_providers(self) -> list[str]:
+        return next(iter(self._sessions.values())).get_providers() if self._sessions else []
+
+    # ------------------------------------------------------------------ the API
+
+    def score(self, task: str, rows: Iterable, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Predictions for `rows` (sentences, or (sentence1, sentence2) pairs), in input order:
+        class probabilities (N, C) for multiclass tasks, P(label 1) (N,) for binary ones, the
+        score (N,) for regression."""
+        spec = self.task(task)
+        arity = len(spec.text)
+        parts = []
+        rows = iter(rows)
+        while window := [_as_texts(row, arity) for row in itertools.islice(rows, WINDOW)]:
+            parts.append(self.score_window(task, window, batch_size))
+        if not parts:
+            shape = (0, len(spec.labels)) if spec.kind == "multiclass" else (0,)
+            return np.zeros(shape, dtype=np.float32)
+        return np.concatenate(parts)
+
+    def embed(self, sentences: Iterable[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """The encoder's pooled embedding of each sentence, (N, d), in input order."""
+        parts = []
+        sentences = iter(sentences)
+        while window := [_as_texts(s, 1)[0] for s in itertools.islice(sentences, WINDOW)]:
+            parts.append(self._embed(window, batch_size))
+        return np.concatenate(parts) if parts else np.zeros((0, self.manifest["embedding"]["dim"]), dtype=np.float32)
+
+    # ------------------------------------------------------------------ one window
+
+    def score_window(self, task: str, texts: Sequence[tuple[str, ...]], batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """One window of rows (tuples of texts), already materialised."""
+        entry = self.manifest["tasks"][task]
+        if self.dedup and entry["encoding"] == "separate":
+            return self._score_pairs_by_sentence(entry, texts, batch_size)
+        session = self._session(entry)
+        order = length_order(self.tokenizer, entry["encoding"], texts)
+        parts = []
+        for start in range(0, len(order), batch_size):
+            batch = encode(self.tokenizer, entry["encoding"], [texts[i] for i in order[start:start + batch_size]])
+            parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
+        return np.concatenate(parts)[np.argsort(order)]
+
+    def _score_pairs_by_sentence(self, entry: dict, texts: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:
+        """Each distinct sentence of the window encoded once; the head graph on every pair's two embeddings."""
+        index: dict[str, int] = {}
+        sides = np.array([[index.setdefault(text, len(index)) for text in row] for row in texts], dtype=np.int64)
+        embeddings = self._embed(list(index), batch_size)
+        head = self._session(entry, "head_file", "head_inputs")
+        parts = []
+        for start in range(0, len(texts), 4 * batch_size):  # the head is cheap: larger batches
+            rows = sides[start:start + 4 * batch_size]
+            feed = dict(zip(PAIR_HEAD_INPUTS, (embeddings[rows[:, 0]], embeddings[rows[:, 1]])))
+            parts.append(head.run([entry["output"]], feed)[0])
+        return np.concatenate(parts)
+
+    def _embed(self, sentences: Sequence[str], batch_size: int) -> np.ndarray:
+        entry = self.manifest["embedding"]
+        session = self._session(entry)
+        rows = [(s,) for s in sentences]
+        order = length_order(self.tokenizer, "single", rows)
+        parts = []
+        for start in range(0, len(order), batch_size):
+            batch = encode(self.tokenizer, "single", [rows[i] for i in order[start:start + batch_size]])
+            parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
+        return np.concatenate(parts)[np.argsort(order)]
+
+
+def _as_texts(row, arity: int) -> tuple[str, ...]:
+    """A row as a tuple of `arity` texts: a sentence may come bare, a pair as any 2-sequence."""
+    texts = (row,) if isinstance(row, str) else tuple(row)
+    if len(texts) != arity or not all(isinstance(t, str) for t in texts):
+        shape = "a sentence" if arity == 1 else "a (sentence1, sentence2) pair"
+        raise UserError(f"each row of this task is {shape}; got {row!r}")
+    return texts
