@@ -167,8 +167,6 @@ def _fuse(src: Path, dst: Path, config) -> dict[str, int]:
 def _check_dynamic_axes(path: Path) -> None:
     """Every input must keep symbolic batch and sequence axes (a specialised axis would
     make the graph refuse other batch sizes at scoring time)."""
-    import onnx
-
     for tensor in onnx.load(str(path), load_external_data=False).graph.input:
         dims = [d.dim_param for d in tensor.type.tensor_type.shape.dim]
         if len(dims) != 2 or not all(dims):
@@ -179,7 +177,6 @@ def _quantize(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization: int8 weights per output channel, uint8 activations scaled at
     run time. Weights use 7 bits (reduce_range): without AVX-512 VNNI the u8 x s8 kernels add
     pairs of products in 16 bits, which full-range weights can saturate."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The exporter's intermediate shape annotations trip the quantizer's own shape
