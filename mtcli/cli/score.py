@@ -12,6 +12,10 @@ EPILOG = """Examples:
 
   cat pairs.tsv | mtcli score para - -o - --providers cpu
 
+  mtcli score sts big.tsv -o scores.tsv --engine ray --workers 8        # Ray Data, local cluster
+
+  mtcli score sts big.tsv -o scores.tsv --engine ray --ray-address head:6379
+
 Input: TSV with or without a header. With a header, columns are found by name
 (id, sentence or sentence1 and sentence2); without one, rows are `sentence` or
 `id, sentence` (pairs: `sentence1, sentence2` or `id, sentence1, sentence2`).
@@ -28,14 +32,32 @@ def score(
     providers: str = typer.Option("cuda,cpu", help="onnxruntime providers in order of preference"),
     on_error: str = typer.Option("fail", "--on-error", help="fail: stop at the first bad row (exit 2); skip: count them"),
     int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs (export --quantize int8)"),
+    engine: str = typer.Option("local", help="local (this process) | ray (Ray Data: read, score on --workers actors)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="With --engine ray: a running cluster (HOST:6379); "
+                                                                "default: start a local one"),
+    workers: int = typer.Option(2, help="With --engine ray: scoring actors (one CPU each)"),
 ):
     """Score a TSV of sentences (sst) or sentence pairs (para, sts) with the exported model."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from mtcli.core.errors import UserError
     from mtcli.inference.score import score_file
 
     console = Console(stderr=True)
+    provider_list = [p.strip() for p in providers.split(",") if p.strip()]
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine {engine!r} is not one of local, ray")
+    if engine == "ray":
+        from mtcli.inference.ray_data import score_file_ray
+
+        stats = score_file_ray(task, file, output, model_dir=model, workers=workers, address=ray_address,
+                               on_error=on_error, providers=provider_list, quantized=int8)
+        console.print(f"scored {stats.rows} rows on {workers} Ray workers in {stats.seconds:.1f}s"
+                      + (f" -> {output}" if output != "-" else ""))
+        if stats.skipped:
+            console.print(f"skipped {len(stats.skipped)} bad rows (first: {stats.skipped[0]})")
+        return
     columns = [TextColumn(f"scoring {task}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]} rows"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -45,7 +67,7 @@ def score(
             bar.update(handle, completed=read, total=total, rows=rows)
 
         stats = score_file(task, file, output, model_dir=model, batch_size=batch_size,
-                           providers=[p.strip() for p in providers.split(",") if p.strip()], on_error=on_error,
+                           providers=provider_list, on_error=on_error,
                            progress=advance, quantized=int8)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     console.print(f"scored {stats.rows} rows in {stats.seconds:.1f}s ({rate:.0f} rows/s)"
