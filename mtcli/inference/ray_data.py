@@ -5,7 +5,7 @@ your own Ray pipelines. Torch-free; needs the `ray` extra (`pip install "mtcli[r
     from mtcli.inference.ray_data import RayScorer
 
     ds = ray.data.read_csv("s3://bucket/pairs/", parse_options=...)        # any Ray Data source
-    scored = ds.map_batches(RayScorer, fn_constructor_args=("export", "sts"), batch_format="pandas",
+    scored = ds.map_batches(RayScorer, fn_constructor_args=("export", task_name), batch_format="pandas",
                             compute=ray.data.ActorPoolStrategy(size=8))
 
 Each actor loads the export once (one onnxruntime session per graph, one thread per actor
