@@ -283,12 +283,5 @@ def check_names(tasks: dict[str, Task], names, option: str) -> None:
         raise UserError(f"{option} names unknown task(s) {', '.join(unknown)}; tasks are {', '.join(tasks)}")
 
 
-def pick(tasks: dict[str, Task], name: str) -> Task:
-    """The task called `name`, or a one-line error listing the ones there are."""
-    if name not in tasks:
-        raise UserError(f"unknown task {name!r}; expected one of {', '.join(tasks)}")
-    return tasks[name]
-
-
 # Shorthands kept from before tasks were declared: `train --para-mode X` is `--encoding para=X`.
 LEGACY_ENCODING_OPTIONS = {"para_mode": "para", "sts_mode": "sts"}

@@ -23,7 +23,7 @@ import numpy as np
 
 from mtcli.core.encoding import encode, length_order
 from mtcli.core.errors import UserError
-from mtcli.core.tasks import Task, pick
+from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.inference.manifest import PAIR_HEAD_INPUTS, check_graph, read_manifest, read_manifest_tasks
 
@@ -86,7 +86,7 @@ class Scorer:
     def task(self, name: str) -> Task:
         if name not in self.tasks:
             raise UserError(f"unknown task {name!r}; the export in {self.model_dir} has {', '.join(self.tasks)}")
-        return pick(self.tasks, name)
+        return self.tasks[name]
 
     @property
     def active_providers(self) -> list[str]:
