@@ -16,8 +16,8 @@ import numpy as np
 from mtcli.core.tasks import Task
 
 Encoding = Literal["single", "joint", "separate"]
-ENCODINGS: tuple[Encoding, ...] = ("single", "joint", "separate")
 FIELDS = ("input_ids", "attention_mask", "token_type_ids")
+POOLINGS = ("cls", "mean")  # how the encoder's token states become one vector: [CLS], or the mask-aware mean
 
 
 def encoding_for(task: Task) -> Encoding:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from mtcli import __version__
-from mtcli.core.encoding import encoding_for, input_names
+from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
 from mtcli.core.tasks import Task, task_from_table
@@ -22,7 +22,6 @@ FORMAT = "mtcli-onnx"
 FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
 EMBEDDING = "embed"   # embed.onnx: a sentence -> the encoder's pooled embedding
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
-POOLINGS = ("cls", "mean")
 
 
 _JSON_TYPE = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",

@@ -10,14 +10,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from mtcli.core.encoding import Encoding
+from mtcli.core.encoding import POOLINGS, Encoding
 from mtcli.core.errors import UserError
 from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import MAX_LENGTH
 from mtcli.model.bert import MinBert
 from mtcli.model.heads import Head, make_head
-
-POOLINGS = ("cls", "mean")
 
 
 @dataclass
