@@ -68,9 +68,10 @@ def _column_index(header: list[str], path: Path, name: str) -> int:
     return names.index(name)
 
 
-def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *, labeled: bool,
+def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *, labeled: bool | None,
                on_error: OnError = "fail", limit: int | None = None) -> tuple[list[Example], list[DataError]]:
-    """Validate (line, fields) rows of one task file into Examples."""
+    """Validate (line, fields) rows of one task file into Examples. `labeled=None`: labels are
+    read if the header has the label column (a test file may carry them or not)."""
     rows = iter(rows)
     try:
         _, header = next(rows)
@@ -79,6 +80,8 @@ def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *,
     names = [h.strip() for h in header]
     id_col = names.index(task.id) if task.id in names else None  # no id column: rows are named by line
     text_cols = [_column_index(header, path, c) for c in task.text]
+    if labeled is None:
+        labeled = task.label in names
     label_col = _column_index(header, path, task.label) if labeled else None
 
     examples: list[Example] = []
@@ -115,19 +118,12 @@ def _parse_row(task, path, line, fields, width, id_col, text_cols, label_col) ->
 def read_split(task: Task, split: str, *, limit: int | None = None, on_error: OnError = "fail") -> Split:
     """Read one split of one task (TSV or CSV with a header). `limit` keeps the first N valid rows."""
     path = split_path(task, split)
-    labeled = split != "test" or _has_column(path, task.label)  # a test file may carry labels or not
     with open_binary(path) as stream:
         examples, skipped = parse_rows(task, path, iter_rows(stream, str(path), delimiter=sniff_delimiter(path)),
-                                       labeled=labeled, on_error=on_error, limit=limit)
+                                       labeled=True if split != "test" else None, on_error=on_error, limit=limit)
     if not examples:
         raise DataError(path, None, "no valid data rows")
     return Split(task, split, path, examples, skipped)
-
-
-def _has_column(path: Path, name: str) -> bool:
-    with open_binary(path) as stream:
-        first = next(iter_rows(stream, str(path), delimiter=sniff_delimiter(path)), None)
-    return first is not None and name in [h.strip() for h in first[1]]
 
 
 def read_splits(tasks: dict[str, Task], split: str, *, limit: int | None = None) -> dict[str, Split]:

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import DataError, UserError
-from mtcli.core.fileio import output_stream, same_file
+from mtcli.core.fileio import output_stream
 from mtcli.core.tsv import TsvWriter, iter_rows, open_binary
-from mtcli.inference.score import ScoreStats, detect_layout, output_header, output_rows
+from mtcli.inference.score import ScoreStats, detect_layout, output_header, output_rows, refuse_input_as_output
 from mtcli.inference.scorer import WINDOW, Scorer
 
 BAD = "_mtcli_bad"          # per row: the reason it cannot be scored ("" when it can)
@@ -91,8 +91,7 @@ def score_file_ray(task_name: str, input_path: str, output_path: str | None, *, 
         raise UserError("--engine ray reads a file (every worker must reach it), not stdin")
     if workers < 1:
         raise UserError("--workers must be at least 1")
-    if output_path not in (None, "-") and same_file(input_path, output_path):
-        raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
+    refuse_input_as_output(input_path, output_path)
     scorer = Scorer(model_dir, int8=quantized, providers=providers)  # the manifest, checked before Ray starts
     task = scorer.task(task_name)
     with open_binary(input_path) as stream:  # the layout, detected exactly as the single-process CLI does

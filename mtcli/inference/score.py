@@ -108,9 +108,15 @@ def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray) -> Iter
     return ([i, str(int(row.argmax())), *(f"{v:.6f}" for v in row)] for i, row in zip(ids, predictions))
 
 
+def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
+    """An -o that is the input file (also through a link) would replace what is being read."""
+    if output_path not in (None, "-") and input_path != "-" and same_file(input_path, output_path):
+        raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
+
+
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
-               quantized: bool = False, scorer: Scorer | None = None) -> ScoreStats:
+               quantized: bool = False) -> ScoreStats:
     """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout).
 
     A file output is written atomically (through a symlink, to its target); a device or
@@ -119,9 +125,8 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
         raise UserError(f"--on-error {on_error!r} is not one of fail, skip")
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    if output_path not in (None, "-") and input_path != "-" and same_file(input_path, output_path):
-        raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
-    scorer = scorer or Scorer(model_dir, int8=quantized, providers=providers)
+    refuse_input_as_output(input_path, output_path)
+    scorer = Scorer(model_dir, int8=quantized, providers=providers)
     task = scorer.task(task_name)
     stats = ScoreStats()
     start = time.perf_counter()

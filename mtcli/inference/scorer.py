@@ -88,10 +88,6 @@ class Scorer:
             raise UserError(f"unknown task {name!r}; the export in {self.model_dir} has {', '.join(self.tasks)}")
         return self.tasks[name]
 
-    @property
-    def active_providers(self) -> list[str]:
-        return next(iter(self._sessions.values())).get_providers() if self._sessions else []
-
     # ------------------------------------------------------------------ the API
 
     def score(self, task: str, rows: Iterable, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -99,11 +95,7 @@ class Scorer:
         class probabilities (N, C) for multiclass tasks, P(label 1) (N,) for binary ones, the
         score (N,) for regression."""
         spec = self.task(task)
-        arity = len(spec.text)
-        parts = []
-        rows = iter(rows)
-        while window := [_as_texts(row, arity) for row in itertools.islice(rows, WINDOW)]:
-            parts.append(self.score_window(task, window, batch_size))
+        parts = [self.score_window(task, window, batch_size) for window in _windows(rows, len(spec.text))]
         if not parts:
             shape = (0, len(spec.labels)) if spec.kind == "multiclass" else (0,)
             return np.zeros(shape, dtype=np.float32)
@@ -111,10 +103,7 @@ class Scorer:
 
     def embed(self, sentences: Iterable[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """The encoder's pooled embedding of each sentence, (N, d), in input order."""
-        parts = []
-        sentences = iter(sentences)
-        while window := [_as_texts(s, 1)[0] for s in itertools.islice(sentences, WINDOW)]:
-            parts.append(self._embed(window, batch_size))
+        parts = [self._embed([row[0] for row in window], batch_size) for window in _windows(sentences, 1)]
         return np.concatenate(parts) if parts else np.zeros((0, self.manifest["embedding"]["dim"]), dtype=np.float32)
 
     # ------------------------------------------------------------------ one window
@@ -124,11 +113,15 @@ class Scorer:
         entry = self.manifest["tasks"][task]
         if self.dedup and entry["encoding"] == "separate":
             return self._score_pairs_by_sentence(entry, texts, batch_size)
+        return self._run_length_sorted(entry, entry["encoding"], texts, batch_size)
+
+    def _run_length_sorted(self, entry: dict, encoding: str, rows: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:
+        """One graph over the rows in batches of similar token length; the outputs in input order."""
         session = self._session(entry)
-        order = length_order(self.tokenizer, entry["encoding"], texts)
+        order = length_order(self.tokenizer, encoding, rows)
         parts = []
         for start in range(0, len(order), batch_size):
-            batch = encode(self.tokenizer, entry["encoding"], [texts[i] for i in order[start:start + batch_size]])
+            batch = encode(self.tokenizer, encoding, [rows[i] for i in order[start:start + batch_size]])
             parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
         return np.concatenate(parts)[np.argsort(order)]
 
@@ -146,15 +139,14 @@ class Scorer:
         return np.concatenate(parts)
 
     def _embed(self, sentences: Sequence[str], batch_size: int) -> np.ndarray:
-        entry = self.manifest["embedding"]
-        session = self._session(entry)
-        rows = [(s,) for s in sentences]
-        order = length_order(self.tokenizer, "single", rows)
-        parts = []
-        for start in range(0, len(order), batch_size):
-            batch = encode(self.tokenizer, "single", [rows[i] for i in order[start:start + batch_size]])
-            parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
-        return np.concatenate(parts)[np.argsort(order)]
+        return self._run_length_sorted(self.manifest["embedding"], "single", [(s,) for s in sentences], batch_size)
+
+
+def _windows(rows: Iterable, arity: int):
+    """The rows as lists of up to WINDOW text tuples (memory bounded for any iterable)."""
+    rows = iter(rows)
+    while window := [_as_texts(row, arity) for row in itertools.islice(rows, WINDOW)]:
+        yield window
 
 
 def _as_texts(row, arity: int) -> tuple[str, ...]:
