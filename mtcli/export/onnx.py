@@ -280,7 +280,8 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             with _quiet():
                 fused = _export_graph(model, tokenizer, task, path, opset)
             onnx.checker.check_model(str(path), full_check=True)
-            diff = check_parity(model, tokenizer, task, path, parity_rows(spec))
+            rows = parity_rows(spec)
+            diff = check_parity(model, tokenizer, task, path, rows)
             say(f"  {task}.onnx: fused {', '.join(f'{n} {op}' for op, n in fused.items()) or 'nothing'}; "
                 f"parity with torch on 64 dev rows, max |diff| = {diff:.2e}")
             if diff > PARITY_TOLERANCE:
@@ -292,7 +293,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
                 head = staging / f"{task}.head.onnx"
                 with _quiet():
                     _export_pair_head(model, task, head, opset)
-                head_diff = check_pair_head_parity(model, tokenizer, task, head, parity_rows(spec))
+                head_diff = check_pair_head_parity(model, tokenizer, task, head, rows)
                 if head_diff > PARITY_TOLERANCE:
                     raise RuntimeError(f"{task}: ONNX head differs from torch by {head_diff:.2e}")
                 tasks[task].update(head_file=head.name, head_inputs=list(PAIR_HEAD_INPUTS), head_parity=head_diff)
