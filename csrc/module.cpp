@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "pcgrad.h"
+#include "kernel.h"
 
 namespace py = pybind11;
 using mtcli::DType;
@@ -49,24 +49,6 @@ void combine(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype
   mtcli::combine_cpu(as_ptr(grads), d, tasks, n, w, reinterpret_cast<void*>(out));
 }
 
-py::array_t<double> weights(py::array_t<double, py::array::c_style | py::array::forcecast> gram,
-                            py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders) {
-  const int64_t tasks = gram.ndim() == 2 ? gram.shape(0) : 0;
-  if (tasks < 1 || gram.shape(1) != tasks) throw std::invalid_argument("gram must be a square (T, T) array");
-  if (orders.size() != tasks * (tasks - 1)) throw std::invalid_argument("orders must be (T, T-1)");
-  py::array_t<double> out(tasks);
-  mtcli::pcgrad_weights(gram.data(), orders.data(), tasks, out.mutable_data());
-  return out;
-}
-
-py::array_t<double> project(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype,
-                            py::array_t<int64_t, py::array::c_style | py::array::forcecast> orders, uintptr_t out) {
-  py::array_t<double> g = gram(grads, tasks, n, dtype);
-  py::array_t<double> w = weights(g, orders);
-  combine(grads, tasks, n, dtype, w, out);
-  return w;
-}
-
 #ifdef MTCLI_WITH_CUDA
 py::array_t<double> gram_cuda(uintptr_t grads, int64_t tasks, int64_t n, const std::string& dtype, uintptr_t stream) {
   check_shape(tasks, n);
@@ -93,16 +75,12 @@ void combine_cuda(uintptr_t grads, int64_t tasks, int64_t n, const std::string& 
 
 }  // namespace
 
-PYBIND11_MODULE(_pcgrad, m) {
-  m.doc() = "Fused PCGrad passes (Gram matrix, combination) over a contiguous (T, n) gradient buffer.";
+PYBIND11_MODULE(_kernel, m) {
+  m.doc() = "Fused passes of the Gram-based weightings (Gram matrix, combination) over a contiguous (T, n) gradient buffer.";
   m.def("gram", &gram, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"),
         "Pass 1: the (T, T) Gram matrix of the buffer at address `grads`, accumulated in float64.");
   m.def("combine", &combine, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("weights"),
         py::arg("out"), "Pass 2: out = sum_t weights[t] * grads[t], written in the buffer's dtype.");
-  m.def("weights", &weights, py::arg("gram"), py::arg("orders"),
-        "PCGrad coefficients from a Gram matrix and (T, T-1) projection orders.");
-  m.def("project", &project, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("orders"),
-        py::arg("out"), "Both passes and the coefficients in one call; returns the coefficients.");
   m.def("cpu_threads", &mtcli::cpu_threads, "OpenMP threads the CPU passes use.");
 #ifdef MTCLI_WITH_CUDA
   m.def("gram_cuda", &gram_cuda, py::arg("grads"), py::arg("tasks"), py::arg("n"), py::arg("dtype"), py::arg("stream"),

@@ -63,9 +63,10 @@ def _safetensors_numel(path: Path) -> int:
 
 
 def native_status() -> dict:
-    from mtcli import pcgrad
+    from mtcli.weightings import WEIGHTINGS, kernel, make
 
-    return {"pcgrad_backend": pcgrad.backend(), "native_module": pcgrad.native_module_path()}
+    return {"kernel_backend": kernel.backend(), "native_module": kernel.native_module_path(),
+            "weightings": {name: make(name, num_tasks=1, task_weights=(1.0,)).spec for name in WEIGHTINGS}}
 
 
 def task_source(tasks_file=None, checkpoint=None, export=None, data_dir=None) -> tuple[str, dict]:

@@ -1,4 +1,4 @@
-"""`mtcli info`: versions, device, backbone, data and whether the native PCGrad kernel is loaded."""
+"""`mtcli info`: versions, device, backbone, data, the weightings and whether the native kernel is loaded."""
 
 import json
 from pathlib import Path
@@ -29,7 +29,7 @@ def info(
     model: Path = typer.Option(None, "--model", help="Describe the tasks of this `mtcli export` folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
-    """Show versions, torch device, backbone, the tasks with their row counts, and the PCGrad backend."""
+    """Show versions, torch device, backbone, the tasks with their row counts, the weightings (--combine) and the kernel backend."""
     from mtcli.core.errors import UserError
     from mtcli.info import gather
 
@@ -54,7 +54,8 @@ def _render(report: dict) -> None:
     console.print(f"[bold]device[/]    {where}")
     native = report["native"]
     loaded = f"loaded from {native['native_module']}" if native["native_module"] else "not built (torch fallback)"
-    console.print(f"[bold]pcgrad[/]    backend {native['pcgrad_backend']}; native module {loaded}")
+    console.print(f"[bold]kernel[/]    backend {native['kernel_backend']}; native module {loaded}")
+    console.print("[bold]combine[/]   " + "  ".join(native["weightings"].values()))
     bb = report["backbone"]
     if "error" in bb:
         console.print(f"[bold]backbone[/]  [red]{bb['error']}[/]")

@@ -12,6 +12,8 @@ EPILOG = """Examples:
 
   mtcli train --sampler annealed --combine weighted --task-weights sst=0.5,para=1,sts=1
 
+  mtcli train --combine upgrad            # or mgda, cagrad:c=0.4, nash-mtl, imtl-g, aligned-mtl, dualproj, ...
+
   mtcli train --upsample sst=3,para=1,sts=4 --encoding para=cross,sts=cross
 
   mtcli train --tasks examples/cs224n-cfimdb.toml          # your own tasks, declared in a TOML file
@@ -27,8 +29,12 @@ EPILOG = """Examples:
 def train(
     ctx: typer.Context,
     sampler: str = typer.Option("proportional", help="proportional | annealed | round-robin | triple-batch"),
-    combine: str = typer.Option("pcgrad", help="How task gradients combine: sum | weighted | pcgrad"),
-    task_weights: str = typer.Option(None, "--task-weights", help="Per-task loss weights, e.g. sst=0.5,para=1,sts=1"),
+    combine: str = typer.Option("pcgrad", help="How the task gradients of the shared encoder combine: NAME[:key=value,...] "
+                                "with NAME one of sum, weighted, pcgrad, mgda, cagrad, nash-mtl, imtl-g, aligned-mtl, "
+                                "upgrad, dualproj, gradvac, fairgrad (e.g. cagrad:c=0.4, gradvac:beta=0.01); "
+                                "`mtcli info` lists them with their parameters"),
+    task_weights: str = typer.Option(None, "--task-weights", help="Fixed per-task gradient weights for --combine "
+                                     "weighted, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
     phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
     tasks: Path = typer.Option(None, "--tasks", help="A TOML task file declaring 1 to 8 tasks (default: the built-in "
@@ -64,7 +70,6 @@ def train(
     train_fraction: float = typer.Option(1.0, "--train-fraction",
                                          help="Train on a seeded random share of each task's rows (tasks keep their "
                                               "relative sizes; dev sets stay whole)"),
-    grad_stats: bool = typer.Option(False, "--grad-stats", help="Log task-gradient cosines with sum/weighted too"),
     model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
     out: Path = typer.Option(Path("runs"), help="Folder that holds runs"),
@@ -96,7 +101,7 @@ def train(
         group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
         train_fraction=train_fraction,
-        grad_stats=grad_stats, model_dir=str(model_dir) if model_dir else None,
+        model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
         eval_batch_size=eval_batch_size, save_every=save_every, skip_nonfinite=skip_nonfinite,
     )

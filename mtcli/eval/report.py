@@ -2,8 +2,9 @@
 
 Per task pair: how many steps measured it, the mean (and spread of the) cosine between
 the two task gradients, and the fraction of steps in which they conflicted (cosine < 0,
-the steps where PCGrad projects). Also the mean PCGrad weight per task, the per-epoch
-dev scores, and the plots: conflicts.png and (re-drawn) curves.png. Torch-free.
+the steps where PCGrad projects). Per task: the weight the run's weighting gave its
+gradient (mean, min, max over the steps; weights.png draws it over the run). Also the
+per-epoch dev scores, and the plots: conflicts.png and (re-drawn) curves.png. Torch-free.
 """
 
 from collections import defaultdict
@@ -12,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import write_json
+from mtcli.core.fileio import read_json_dict, write_json
 from mtcli.core.runlog import read_metrics
 
 
 def task_order(records: list[dict]) -> list[str]:
     """The run's tasks in declaration order (the order of its per-step losses and dev scores)."""
     order: dict[str, None] = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: r.get("type") != "epoch"):  # dev scores list every task in order
         for name in (*r.get("dev", {}), *(k for k in r.get("loss", {}) if ":" not in k)):
             order.setdefault(name)
     return list(order)
@@ -34,14 +35,14 @@ def _canonical(pair: str, order: list[str]) -> str:
 def conflict_report(records: list[dict]) -> dict:
     order = task_order(records)
     cosines: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    weights: dict[str, list[float]] = defaultdict(list)
+    weights: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in records:
         if r.get("type") != "step":
             continue
         for pair, cosine in r.get("grad_cosine", {}).items():
             cosines[_canonical(pair, order)].append((r["step"], cosine))
-        for task, w in r.get("pcgrad_weights", {}).items():
-            weights[task].append(w)
+        for task, w in r.get("weights", r.get("pcgrad_weights", {})).items():  # pcgrad_weights: runs before 0.2
+            weights[task].append((r["step"], w))
     pairs = {}
     for pair, values in sorted(cosines.items()):
         c = np.array([v for _, v in values])
@@ -50,8 +51,36 @@ def conflict_report(records: list[dict]) -> dict:
     epochs = [{"epoch": r["epoch"], "step": r["step"], "overall": r.get("overall"),
                **r.get("headline", {})}
               for r in records if r.get("type") == "epoch"]
-    return {"pairs": pairs, "pcgrad_mean_weight": {t: float(np.mean(w)) for t, w in weights.items()},
-            "epochs": epochs, "tasks": order, "series": {p: v for p, v in cosines.items()}}
+    task_weights = {}
+    for task in sorted(weights, key=lambda t: order.index(t) if t in order else len(order)):
+        w = np.array([v for _, v in weights[task]])
+        task_weights[task] = {"steps": len(w), "mean": float(w.mean()), "min": float(w.min()), "max": float(w.max())}
+    return {"pairs": pairs, "weights": task_weights, "epochs": epochs, "tasks": order,
+            "series": dict(cosines), "weight_series": dict(weights)}
+
+
+def _smoothed(series: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """A moving average over about 1/40 of the run, against the step."""
+    steps = np.array([s for s, _ in series])
+    values = np.array([v for _, v in series])
+    window = max(1, len(values) // 40)
+    return steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_weights(report: dict, out: Path, title: str) -> Path:
+    from mtcli.eval.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for task, series in report["weight_series"].items():
+        ax.plot(*_smoothed(series), label=task)
+    ax.set_xlabel("step")
+    ax.set_ylabel("weight of the task's gradient")
+    ax.set_title(f"task weights over the run (smoothed): {title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
 
 
 def plot_conflicts(report: dict, out: Path) -> Path:
@@ -60,11 +89,7 @@ def plot_conflicts(report: dict, out: Path) -> Path:
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
     for pair, series in report["series"].items():
-        steps = np.array([s for s, _ in series])
-        values = np.array([v for _, v in series])
-        window = max(1, len(values) // 40)
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        left.plot(steps[window - 1:], smooth, label=pair)
+        left.plot(*_smoothed(series), label=pair)
     left.axhline(0, color="black", lw=0.8)
     left.set_xlabel("step")
     left.set_ylabel("cosine between task gradients")
@@ -91,7 +116,10 @@ def report_run(run_dir: str | Path) -> dict:
     report = conflict_report(records)
     if report["pairs"]:
         plot_conflicts(report, run_dir / "conflicts.png")
+    if report["weights"]:
+        config = read_json_dict(run_dir / "config.json") or {}
+        plot_weights(report, run_dir / "weights.png", str(config.get("combine", "")))
     if any(r.get("type") == "epoch" for r in records):
         plot_curves(records, report["tasks"], run_dir / "curves.png")
-    write_json(run_dir / "report.json", {k: v for k, v in report.items() if k != "series"})
+    write_json(run_dir / "report.json", {k: v for k, v in report.items() if k not in ("series", "weight_series")})
     return report

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from mtcli.core.errors import UserError
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
-from mtcli.train.gradients import COMBINES
 from mtcli.train.samplers import SAMPLERS
+from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
 
 PHASES = ("pretrain", "finetune")
 PHASE_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # heads only / whole model (encoder; heads: head_lr)
@@ -16,7 +16,7 @@ PHASE_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # heads only / whole model (enc
 @dataclass
 class TrainConfig:
     sampler: str = "proportional"
-    combine: str = "pcgrad"
+    combine: str = "pcgrad"          # a weighting, NAME[:key=value,...] (mtcli.weightings)
     task_weights: dict[str, float] = field(default_factory=dict)
     upsample: dict[str, int] = field(default_factory=dict)
     phase: str = "finetune"
@@ -41,7 +41,6 @@ class TrainConfig:
     max_steps: int | None = None
     limit: int | None = None         # rows per task, train and dev
     train_fraction: float = 1.0      # a seeded random share of each task's training rows (dev untouched)
-    grad_stats: bool = False         # log task-gradient cosines even without PCGrad
     save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
     model_dir: str | None = None
@@ -54,21 +53,27 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        for value, allowed, what in ((self.sampler, SAMPLERS, "sampler"), (self.combine, COMBINES, "combine"),
-                                     (self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
+        for value, allowed, what in ((self.sampler, SAMPLERS, "sampler"), (self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
             if value not in allowed:
                 raise UserError(f"--{what} {value!r} is not one of {', '.join(allowed)}")
+        check_spec(self.combine)
         tasks = self.load_tasks()  # the task file is checked before anything is read or written
         for option, mapping in (("--task-weights", self.task_weights), ("--upsample", self.upsample)):
             check_names(tasks, mapping, option)
-        if self.combine == "weighted" and not self.task_weights:
+        weighting = WEIGHTINGS[spec_name(self.combine)]
+        uses_weights = "task_weights" in parameters(weighting)
+        if uses_weights and not self.task_weights:
             example = ",".join(f"{name}={0.5 if i == 0 else 1}" for i, name in enumerate(tasks))
-            raise UserError(f"--combine weighted needs --task-weights, for example {example}")
+            raise UserError(f"--combine {spec_name(self.combine)} needs --task-weights, for example {example}")
+        if self.task_weights and not uses_weights:
+            raise UserError(f"--task-weights apply to --combine weighted; {spec_name(self.combine)} computes its own "
+                            f"weights: drop --task-weights or pass --combine weighted")
         self._check_numbers(tasks)
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
-        if self.combine == "pcgrad" and self.slots == 1:
-            raise UserError("--combine pcgrad needs a gradient of several tasks per step: drop --slots 1")
+        if self.slots == 1 and weighting.reads_gram:
+            raise UserError(f"--combine {spec_name(self.combine)} weighs the gradients of several tasks per step: "
+                            f"drop --slots 1")
 
     def _check_numbers(self, tasks: dict[str, Task]) -> None:
         """Every numeric option in its range, before anything is read or written."""

@@ -3,12 +3,11 @@
 `torchrun --nproc-per-node N -m mtcli train ...` sets RANK, WORLD_SIZE and LOCAL_RANK;
 this module turns them into a process group (NCCL on GPUs, gloo on CPUs) and the few
 collectives the trainer needs. Every rank draws the same seeded sampler plan and takes
-its own slice of every batch (`--batch-size` is the global batch). With sum/weighted the
-model is wrapped in DistributedDataParallel and DDP all-reduces gradients as usual. With
-PCGrad the task backward passes run under `no_sync()` and the contiguous (T, n) buffer of
-task gradients (plus the heads' gradients) is averaged in one collective before surgery,
-so every rank projects the same gradients and applies the identical update: T·n values
-cross the network per step instead of DDP's n.
+its own slice of every batch (`--batch-size` is the global batch). Rank 0's initial
+weights are broadcast once; after the task backward passes the contiguous (T, n) buffer
+of task gradients (plus the heads' gradients) is averaged in one collective, so every
+rank computes the same Gram matrix and the same weights, whatever the weighting, and
+applies the identical update: T·n values cross the network per step instead of DDP's n.
 """
 
 import os
@@ -73,6 +72,12 @@ class Distributed:
         for t in tensors:
             t.copy_(flat[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+
+    def broadcast_(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite tensors on every rank with rank 0's."""
+        if self.enabled:
+            for t in tensors:
+                dist.broadcast(t, src=0)
 
     def all_true(self, flag: bool, device) -> bool:
         """True on every rank iff `flag` is true on every rank."""

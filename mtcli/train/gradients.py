@@ -2,19 +2,15 @@
 
 During task k's backward pass every shared parameter's `.grad` is a view into row k
 of one contiguous (T, n) buffer, so autograd accumulates each task's gradient
-straight into its row. The combination (PCGrad, or a plain weighted sum when
-gradient statistics are wanted) is then written into a second flat buffer of n,
-whose views become the `.grad` the optimizer reads. Nothing is concatenated or
-allocated per step. Head parameters are not in the buffer: each head only ever
-receives its own task's gradient.
+straight into its row. The weighted combination is then written into a second flat
+buffer of n, whose views become the `.grad` the optimizer reads. Nothing is
+concatenated or allocated per step. Head parameters are not in the buffer: each head
+only ever receives its own task's gradient.
 """
 
-import numpy as np
 import torch
 
-from mtcli import pcgrad
-
-COMBINES = ("sum", "weighted", "pcgrad")
+from mtcli.weightings import kernel
 
 
 def _views(flat: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
@@ -41,7 +37,7 @@ class TaskGradients:
         return self.buffer.shape[1]
 
     def used_rows(self) -> torch.Tensor:
-        """The rows written this step, as one contiguous view (what PCGrad and all-reduce read)."""
+        """The rows written this step, as one contiguous view (what the kernel and all-reduce read)."""
         return self.buffer[: self._used]
 
     def begin(self, row: int) -> None:
@@ -50,20 +46,11 @@ class TaskGradients:
             p.grad = view
         self._used = max(self._used, row + 1)
 
-    def finish(self, method: str, *, seed: int | None = None) -> dict:
-        """Combine the rows used this step into the parameters' `.grad`; returns Gram statistics."""
-        grads = self.used_rows()
-        gram = pcgrad.gram(grads)
-        if method == "pcgrad" and self._used > 1:
-            weights = pcgrad.pcgrad_weights(gram, pcgrad.task_orders(self._used, seed))
-        else:  # one task this step: plain descent; sum/weighted: losses already carry the weights
-            weights = np.ones(self._used)
-        pcgrad.combine(grads, weights, out=self.combined)
+    def combine(self, weights) -> None:
+        """sum_k weights[k] * row_k into the combined buffer, which becomes the parameters' `.grad`."""
+        kernel.combine(self.used_rows(), weights, out=self.combined)
         for p, view in zip(self.params, self._out):
             p.grad = view
-        stats = pcgrad.conflict_stats(gram)
-        stats["weights"] = weights.tolist()
-        return stats
 
     def reset(self) -> None:
         self.buffer[: self._used].zero_()

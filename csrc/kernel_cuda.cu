@@ -14,7 +14,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "pcgrad.h"
+#include "kernel.h"
 
 namespace mtcli {
 namespace {

@@ -1,10 +1,10 @@
-// Fused PCGrad passes over a contiguous (T, n) buffer of flattened task gradients.
+// Fused passes over a contiguous (T, n) buffer of flattened task gradients.
 //
-// PCGrad's result is a linear combination sum_k w_k g_k of the task gradients, with
-// weights that depend only on the T x T Gram matrix. So the surgery is two passes
-// over memory and a little host arithmetic in between:
+// Every Gram-based multitask weighting (PCGrad, MGDA, CAGrad, Nash-MTL, UPGrad, ...)
+// combines the task gradients as sum_k w_k g_k with weights that depend only on the
+// T x T Gram matrix. So each is two passes over memory and a little host arithmetic
+// (in Python, mtcli/weightings/) in between:
 //   pass 1  gram():    all T(T+1)/2 dot products in one read of the buffer
-//   host    weights(): Algorithm 1's per-task projections, on the Gram matrix alone
 //   pass 2  combine(): out[k] = sum_t w[t] * g[t][k], one read of the buffer, one write of n
 // No torch here: callers pass raw pointers, sizes and a dtype.
 #pragma once
@@ -20,10 +20,6 @@ void gram_cpu(const void* grads, DType dtype, int64_t tasks, int64_t n, double* 
 
 // out may alias any memory except the buffer itself; it has the buffer's dtype.
 void combine_cpu(const void* grads, DType dtype, int64_t tasks, int64_t n, const double* weights, void* out);
-
-// orders: T rows of T-1 task indices (the order in which task i projects out the others).
-// weights_out: T doubles such that sum_i g_i' = sum_k weights_out[k] g_k.
-void pcgrad_weights(const double* gram, const int64_t* orders, int64_t tasks, double* weights_out);
 
 int cpu_threads();
 

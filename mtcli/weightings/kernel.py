@@ -1,24 +1,11 @@
-"""PCGrad gradient surgery (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning").
+"""The two fused passes every weighting runs on, for a (T, n) tensor of task gradients:
 
-Algorithm 1, with the sum reduction:
-
-    for each task i:                        g_i' = g_i
-        for j in a random order of the other tasks:
-            if g_i' . g_j < 0:  g_i' -= (g_i' . g_j / |g_j|^2) g_j
-    return sum_i g_i'
-
-Every g_i' is a linear combination of the original task gradients, so the result is
-sum_k w_k g_k with weights w that depend only on the T x T Gram matrix G = g g^T.
-That splits the surgery into three steps, each usable on its own:
-
-    gram(grads)            one read of the (T, n) buffer          -> G (T, T), float64
-    pcgrad_weights(G, ...) T^2 scalar work on the host            -> w (T,)
+    gram(grads)            one read of the buffer                 -> G (T, T), float64
     combine(grads, w, out) one read of the buffer, one write of n -> sum_k w_k g_k
 
-`project` runs all three on the fastest backend available: the native module
-`mtcli._pcgrad` (csrc/: OpenMP on the CPU; CUDA kernels on the caller's stream, for
-T <= 8, when it was built with a CUDA toolkit), else the torch code below. `project_literal` is
-the pairwise loop of Algorithm 1 written out, kept as the test oracle.
+on the fastest backend available: the native module `mtcli._kernel` (csrc/: OpenMP on
+the CPU; CUDA kernels on the caller's stream, for T <= 8, when it was built with a CUDA
+toolkit), else the torch code below.
 """
 
 from __future__ import annotations
@@ -37,12 +24,12 @@ NATIVE_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.flo
 def _native():
     """The compiled module, or None (with one warning) when it was not built."""
     try:
-        from mtcli import _pcgrad
+        from mtcli import _kernel
     except ImportError as e:
-        warnings.warn(f"mtcli._pcgrad is not built ({e}); PCGrad runs on the slower torch fallback. "
+        warnings.warn(f"mtcli._kernel is not built ({e}); the gradient weightings run on the slower torch fallback. "
                       "Reinstall with `make install` to build it.", RuntimeWarning, stacklevel=3)
         return None
-    return _pcgrad
+    return _kernel
 
 
 def native_module_path() -> str | None:
@@ -67,7 +54,7 @@ def _use_native(grads: torch.Tensor):
 
 
 def backend(device: str | torch.device = "cpu") -> str:
-    """Name of what `project` runs for float32/bf16/fp16 gradients on `device`."""
+    """Name of what `gram` and `combine` run for float32/bf16/fp16 gradients on `device`."""
     kind = torch.device(device).type
     module = _native()
     if kind == "cpu" and module is not None:
@@ -81,39 +68,7 @@ def _stream(grads: torch.Tensor) -> int:
     return torch.cuda.current_stream(grads.device).cuda_stream
 
 
-def task_orders(num_tasks: int, seed: int | None = None) -> list[list[int]]:
-    """For each task i, the order in which the other tasks are projected out (Algorithm 1's shuffle)."""
-    rng = np.random.default_rng(seed)
-    return [[int(j) for j in rng.permutation([k for k in range(num_tasks) if k != i])] for i in range(num_tasks)]
-
-
-def pcgrad_weights(gram: np.ndarray | torch.Tensor, orders: list[list[int]]) -> np.ndarray:
-    """Coefficients w with sum_i g_i' = sum_k w_k g_k, from the Gram matrix alone (float64)."""
-    gram = np.asarray(gram.cpu() if isinstance(gram, torch.Tensor) else gram, dtype=np.float64)
-    num_tasks = gram.shape[0]
-    weights = np.zeros(num_tasks)
-    for i in range(num_tasks):
-        c = np.zeros(num_tasks)
-        c[i] = 1.0  # g_i' = sum_k c_k g_k
-        for j in orders[i]:
-            dot = c @ gram[:, j]  # g_i' . g_j
-            if dot < 0 and gram[j, j] > 0:
-                c[j] -= dot / gram[j, j]
-        weights += c
-    return weights
-
-
-def conflict_stats(gram: np.ndarray | torch.Tensor) -> dict:
-    """Cosine between every pair of task gradients and the fraction of pairs in conflict."""
-    gram = np.asarray(gram.cpu() if isinstance(gram, torch.Tensor) else gram, dtype=np.float64)
-    norms = np.sqrt(np.clip(np.diag(gram), 0, None))
-    pairs = [(i, j) for i in range(len(gram)) for j in range(i + 1, len(gram))]
-    cosines = {(i, j): float(gram[i, j] / (norms[i] * norms[j])) if norms[i] * norms[j] > 0 else 0.0 for i, j in pairs}
-    conflicts = sum(gram[i, j] < 0 for i, j in pairs)
-    return {"cosine": cosines, "conflict_fraction": float(conflicts / len(pairs)) if pairs else 0.0}
-
-
-# ---------------------------------------------------------------- torch backend
+# ---------------------------------------------------------------- the passes
 
 def gram(grads: torch.Tensor) -> np.ndarray:
     """G = grads grads^T for a (T, n) tensor, accumulated in float64."""
@@ -154,29 +109,6 @@ def combine(grads: torch.Tensor, weights, out: torch.Tensor | None = None) -> to
         block = grads[:, start:start + CHUNK]
         out[start:start + CHUNK] = (w @ block.to(w.dtype)).to(out.dtype)
     return out
-
-
-def project(grads: torch.Tensor, *, seed: int | None = None, out: torch.Tensor | None = None,
-            orders: list[list[int]] | None = None) -> torch.Tensor:
-    """PCGrad of a (T, n) stack of flattened task gradients: the summed projected gradient (n,)."""
-    if orders is None:
-        orders = task_orders(grads.shape[0], seed)
-    return combine(grads, pcgrad_weights(gram(grads), orders), out)
-
-
-def project_literal(grads: torch.Tensor, *, seed: int | None = None, orders: list[list[int]] | None = None) -> torch.Tensor:
-    """Algorithm 1 as written: the pairwise loop over projected copies. Slow; the test oracle."""
-    _check(grads)
-    if orders is None:
-        orders = task_orders(grads.shape[0], seed)
-    projected = [g.clone() for g in grads]
-    for i, g_i in enumerate(projected):
-        for j in orders[i]:
-            g_j = grads[j]
-            dot = torch.dot(g_i, g_j)
-            if dot < 0:
-                g_i -= dot / torch.dot(g_j, g_j) * g_j
-    return torch.stack(projected).sum(0)
 
 
 def _check_out(grads: torch.Tensor, out: torch.Tensor) -> None:

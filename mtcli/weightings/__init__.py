@@ -1,0 +1,81 @@
+"""Gram-based multitask weightings through one fused kernel.
+
+Every method here combines the task gradients as g = sum_k w_k g_k with weights computed
+from the T x T Gram matrix G = g g^T alone, so all of them run in the same two passes
+over the (T, n) gradient buffer (`kernel.gram`, then `kernel.combine`) with T x T host
+arithmetic in between (float64). `--combine NAME[:key=value,...]` picks one for training;
+`aggregate` is the same computation for code that trains outside mtcli:
+
+    from mtcli.weightings import aggregate
+    g = aggregate("upgrad", grads)            # grads: (T, n) tensor, CPU or CUDA, fp32/bf16/fp16
+    g = aggregate("cagrad", grads, c=0.4)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mtcli.core.errors import UserError
+from mtcli.weightings.aligned_mtl import AlignedMTL
+from mtcli.weightings.base import Weighting, cast_params, parameters, parse_spec
+from mtcli.weightings.cagrad import CAGrad
+from mtcli.weightings.constant import Sum, Weighted
+from mtcli.weightings.dualproj import DualProj
+from mtcli.weightings.fairgrad import FairGrad
+from mtcli.weightings.gradvac import GradVac
+from mtcli.weightings.imtl_g import IMTLG
+from mtcli.weightings.mgda import MGDA
+from mtcli.weightings.nash_mtl import NashMTL
+from mtcli.weightings.pcgrad import PCGrad
+from mtcli.weightings.upgrad import UPGrad
+
+WEIGHTINGS: dict[str, type[Weighting]] = {cls.name: cls for cls in (
+    Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad)}
+
+
+def spec_name(spec: str) -> str:
+    return parse_spec(spec)[0]
+
+
+def check_spec(spec: str) -> None:
+    """Raise UserError unless `spec` names a weighting with parameters it has, of the right types."""
+    name, params = parse_spec(spec)
+    if name not in WEIGHTINGS:
+        raise UserError(f"--combine {spec!r}: unknown weighting; pick one of {', '.join(WEIGHTINGS)}")
+    make(spec, num_tasks=1, task_weights=(1.0,))
+
+
+def make(spec: str, *, num_tasks: int, task_weights: Sequence[float] | None = None, seed: int = 0,
+         **params) -> Weighting:
+    """The weighting `spec` ('name' or 'name:key=value,...', or a name and keyword params) for a run
+    of `num_tasks` tasks. task_weights feed `weighted`; seed seeds the methods that shuffle."""
+    name, spec_params = parse_spec(spec)
+    cls = WEIGHTINGS.get(name)
+    if cls is None:
+        raise UserError(f"--combine {spec!r}: unknown weighting; pick one of {', '.join(WEIGHTINGS)}")
+    values = cast_params(cls, {**spec_params, **params}, spec)
+    fields = parameters(cls)
+    if "task_weights" in fields:
+        values.setdefault("task_weights", None if task_weights is None else tuple(float(w) for w in task_weights))
+    if "seed" in fields:
+        values.setdefault("seed", seed)
+    try:
+        return cls(num_tasks=num_tasks, **values)
+    except ValueError as e:
+        raise UserError(f"--combine {spec!r}: {e}") from None
+
+
+def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None, **params):
+    """sum_k w_k grads[k] with the weights of `name` (a `--combine` spec) for a (T, n) tensor.
+
+    Two passes of the fused kernel (Gram, combine) and T x T host work. Pass `weighting`
+    (from `make`) to keep a stateful method's state (GradVac, Nash-MTL, the shuffles) across
+    calls; `out` (n,) receives the result in the gradients' dtype."""
+    from mtcli.weightings import kernel
+
+    if weighting is None:
+        weighting = make(name, num_tasks=grads.shape[0], **params)
+    return kernel.combine(grads, weighting(kernel.gram(grads)), out)
+
+
+__all__ = ["WEIGHTINGS", "Weighting", "aggregate", "make", "check_spec", "parameters", "spec_name"]

@@ -1,0 +1,113 @@
+"""What every weighting is: a map from the T x T Gram matrix of the task gradients to T weights.
+
+The combined gradient is sum_k w_k g_k. Computing w needs only G = g g^T, so the kernel's
+two passes over the (T, n) buffer (Gram, then combine) serve every weighting; what a
+weighting adds is host arithmetic on T x T numbers, in float64, and a little state.
+
+A step may carry only some of the run's tasks (the samplers need not put every task in
+every step), so a weighting is called with the run-wide indices of the rows it weighs;
+stateful weightings keep their state per task of the run and read the rows' part of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import ClassVar, Sequence
+
+import numpy as np
+
+from mtcli.core.errors import UserError
+
+
+@dataclasses.dataclass
+class Weighting:
+    """Base class. Subclasses are dataclasses whose fields are the method's parameters,
+    with the published defaults; `num_tasks` is the number of tasks in the run."""
+
+    name: ClassVar[str]
+    reads_gram: ClassVar[bool] = True      # False: fixed weights, the same whatever the gradients
+    num_tasks: int = dataclasses.field(default=1, kw_only=True)
+
+    def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None) -> np.ndarray:
+        """Weights (T,) float64 for the rows whose Gram matrix is `gram` (T, T); `tasks` are the
+        rows' indices among the run's tasks (default: 0..T-1)."""
+        gram = np.asarray(gram, dtype=np.float64)
+        if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+            raise ValueError(f"expected a square Gram matrix, got shape {gram.shape}")
+        tasks = list(range(len(gram))) if tasks is None else [int(t) for t in tasks]
+        if len(tasks) != len(gram) or any(not 0 <= t < self.num_tasks for t in tasks):
+            raise ValueError(f"tasks {tasks} do not index {len(gram)} rows among {self.num_tasks} tasks")
+        return np.asarray(self.weights(gram, tasks), dtype=np.float64)
+
+    def weights(self, gram: np.ndarray, tasks: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    # State: what must survive a checkpoint for --resume to continue bit-identically.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")
+
+    @property
+    def spec(self) -> str:
+        """The weighting as `--combine` spells it, with every parameter."""
+        params = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                  if f.init and f.name not in ("num_tasks", "task_weights", "seed")]
+        return self.name + (":" + ",".join(params) if params else "")
+
+
+class RandomOrder:
+    """A seeded permutation source whose position is state (PCGrad's and GradVac's shuffles)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def permutation(self, k: int) -> list[int]:
+        return [int(i) for i in self.rng.permutation(k)]
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+def parameters(cls: type[Weighting]) -> dict[str, dataclasses.Field]:
+    """The parameters a user may set on `cls` (its dataclass fields but the task count)."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in ("num_tasks",)}
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'cagrad:c=0.4' -> ('cagrad', {'c': '0.4'}); values stay strings until the class casts them."""
+    name, _, rest = spec.strip().partition(":")
+    params = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--combine {spec!r}: expected NAME or NAME:key=value,... (for example cagrad:c=0.4)")
+        params[key.strip().replace("-", "_")] = value.strip()
+    return name.strip().lower(), params
+
+
+def cast_params(cls: type[Weighting], params: dict, spec: str) -> dict:
+    """Parameter strings (from the command line) or values (from Python) as the fields' types."""
+    known = parameters(cls)
+    out = {}
+    for key, value in params.items():
+        if key not in known:
+            options = ", ".join(k for k in known if k != "task_weights") or "none"
+            raise UserError(f"--combine {spec!r}: {cls.name} has no parameter {key!r} (parameters: {options})")
+        kind = typing.get_type_hints(cls).get(key)
+        if isinstance(value, str) and kind in (int, float):
+            try:
+                number = float(value)
+                value = kind(number) if kind is float or number == int(number) else None
+                if value is None:
+                    raise ValueError
+            except (ValueError, OverflowError):
+                raise UserError(f"--combine {spec!r}: {key} must be {'a whole number' if kind is int else 'a number'}") from None
+        out[key] = value
+    return out

@@ -1,0 +1,94 @@
+"""Nash-MTL (Navon et al. 2022, "Multi-Task Learning as a Bargaining Game"): the Nash
+bargaining solution, the weights a > 0 with
+
+    G a = 1 / a        (elementwise),
+
+found as in the paper's Algorithm 1 by a sequence of convex problems that linearise the
+concave part phi(a) = sum_i log a_i + log (G a)_i around the previous iterate a_prev:
+
+    min_a  1^T G a + phi'(a_prev) (a - a_prev) / s   subject to  s a_i (G a)_i >= 1,  a >= 0
+
+with G scaled by s = |G|_F, up to `optim_niter` times per step, warm-started from the last
+step's weights (the state). The update's norm is then clipped to `max_norm`. Each convex
+problem is solved by SLSQP (scipy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mtcli.weightings.base import Weighting
+
+
+@dataclasses.dataclass
+class NashMTL(Weighting):
+    name = "nash-mtl"
+    max_norm: float = 1.0
+    update_weights_every: int = 1
+    optim_niter: int = 20
+
+    def __post_init__(self):
+        if self.update_weights_every < 1 or self.optim_niter < 1 or self.max_norm < 0:
+            raise ValueError("nash-mtl needs update_weights_every >= 1, optim_niter >= 1 and max_norm >= 0")
+        self.alpha = np.ones(self.num_tasks)
+        self.calls = 0
+
+    def weights(self, gram, tasks):
+        if self.calls % self.update_weights_every == 0:
+            scale = np.linalg.norm(gram)
+            self.alpha[tasks] = self._bargain(gram / scale if scale > 0 else gram, scale, self.alpha[tasks])
+        self.calls += 1
+        alpha = self.alpha[tasks].copy()
+        norm = np.sqrt(max(alpha @ gram @ alpha, 0.0))
+        if self.max_norm > 0 and norm > self.max_norm:
+            alpha *= self.max_norm / norm
+        return alpha
+
+    def _bargain(self, gram: np.ndarray, scale: float, alpha: np.ndarray) -> np.ndarray:
+        for _ in range(self.optim_niter):
+            solved = self._linearised_step(gram, scale, alpha)
+            converged = (np.linalg.norm(gram @ alpha - 1 / (alpha + 1e-10)) < 1e-3
+                         or np.linalg.norm(solved - alpha) < 1e-6)
+            if converged:
+                break
+            alpha = solved
+        return alpha
+
+    @staticmethod
+    def _linearised_step(gram: np.ndarray, scale: float, prev: np.ndarray) -> np.ndarray:
+        """One convex problem, in log coordinates a = exp(x) (the constraint needs a > 0),
+        where the constraint is linear in x plus log-sum-exp: log s + x_i + log (G e^x)_i >= 0."""
+        from scipy.optimize import minimize
+
+        slope = (1 / prev + (1 / (gram @ prev)) @ gram) / scale
+        column_sums = gram.sum(axis=0)
+
+        def cost(x):
+            return column_sums @ np.exp(x) + slope @ (np.exp(x) - prev)
+
+        def cost_gradient(x):
+            return (column_sums + slope) * np.exp(x)
+
+        def bargain(x):
+            reach = gram @ np.exp(x)
+            return np.log(scale) + x + np.log(np.where(reach > 0, reach, 1e-300))
+
+        def bargain_jacobian(x):
+            a = np.exp(x)
+            reach = gram @ a
+            return np.eye(len(x)) + gram * a[None, :] / np.where(reach > 0, reach, 1e-300)[:, None]
+
+        start = np.log(np.clip(prev, 1e-12, None))
+        result = minimize(cost, start, jac=cost_gradient, method="SLSQP",
+                          constraints=[{"type": "ineq", "fun": bargain, "jac": bargain_jacobian}],
+                          options={"ftol": 1e-15, "maxiter": 1000})
+        return np.exp(result.x) if result.success else prev
+
+    def state_dict(self):
+        return {"alpha": self.alpha.tolist(), "calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.alpha = np.asarray(state["alpha"], dtype=np.float64)
+        self.calls = int(state["calls"])
