@@ -75,3 +75,26 @@ def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
     out = tmp_path_factory.mktemp("export") / "export"
     export(tiny_checkpoint, out, quantize="int8")
     return out
+
+
+def pcgrad_literal(grads, orders):
+    """PCGrad's Algorithm 1 as written (Yu et al. 2020): each task's copy projected out of the
+    others it conflicts with, in orders[i], then summed. Slow; the test oracle."""
+    import torch
+
+    projected = [g.clone() for g in grads]
+    for i, g_i in enumerate(projected):
+        for j in orders[i]:
+            g_j = grads[j]
+            dot = torch.dot(g_i, g_j)
+            if dot < 0:
+                g_i -= dot / torch.dot(g_j, g_j) * g_j
+    return torch.stack(projected).sum(0)
+
+
+def random_orders(num_tasks: int, seed: int) -> list[list[int]]:
+    """For each task, a seeded order of the others (Algorithm 1's shuffle)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [[int(j) for j in rng.permutation([k for k in range(num_tasks) if k != i])] for i in range(num_tasks)]

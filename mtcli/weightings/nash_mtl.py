@@ -34,6 +34,7 @@ class NashMTL(Weighting):
             raise ValueError("nash-mtl needs update_weights_every >= 1, optim_niter >= 1 and max_norm >= 0")
         self.alpha = np.ones(self.num_tasks)
         self.calls = 0
+        self.solves = 0        # convex problems solved at the last update (for tests and curiosity)
 
     def weights(self, gram, tasks):
         if self.calls % self.update_weights_every == 0:
@@ -47,7 +48,7 @@ class NashMTL(Weighting):
         return alpha
 
     def _bargain(self, gram: np.ndarray, scale: float, alpha: np.ndarray) -> np.ndarray:
-        for _ in range(self.optim_niter):
+        for self.solves in range(1, self.optim_niter + 1):
             solved = self._linearised_step(gram, scale, alpha)
             converged = (np.linalg.norm(gram @ alpha - 1 / (alpha + 1e-10)) < 1e-3
                          or np.linalg.norm(solved - alpha) < 1e-6)
@@ -58,12 +59,15 @@ class NashMTL(Weighting):
 
     @staticmethod
     def _linearised_step(gram: np.ndarray, scale: float, prev: np.ndarray) -> np.ndarray:
-        """One convex problem, in log coordinates a = exp(x) (the constraint needs a > 0),
-        where the constraint is linear in x plus log-sum-exp: log s + x_i + log (G e^x)_i >= 0."""
+        """One convex problem, in log coordinates a = exp(x) (the constraint needs a > 0), where
+        it reads log s + x_i + log (G e^x)_i >= 0. Below `floor`, log r continues as its tangent
+        line, so the constraint stays smooth and informative where (G a)_i <= 0 (conflicting
+        tasks can put the warm start there)."""
         from scipy.optimize import minimize
 
         slope = (1 / prev + (1 / (gram @ prev)) @ gram) / scale
         column_sums = gram.sum(axis=0)
+        floor = 1e-6 * max(np.abs(gram).max(), 1e-300)
 
         def cost(x):
             return column_sums @ np.exp(x) + slope @ (np.exp(x) - prev)
@@ -73,18 +77,22 @@ class NashMTL(Weighting):
 
         def bargain(x):
             reach = gram @ np.exp(x)
-            return np.log(scale) + x + np.log(np.where(reach > 0, reach, 1e-300))
+            log_reach = np.where(reach > floor, np.log(np.maximum(reach, floor)), np.log(floor) + (reach - floor) / floor)
+            return np.log(scale) + x + log_reach
 
         def bargain_jacobian(x):
             a = np.exp(x)
             reach = gram @ a
-            return np.eye(len(x)) + gram * a[None, :] / np.where(reach > 0, reach, 1e-300)[:, None]
+            return np.eye(len(x)) + gram * a[None, :] / np.maximum(reach, floor)[:, None]
 
         start = np.log(np.clip(prev, 1e-12, None))
         result = minimize(cost, start, jac=cost_gradient, method="SLSQP",
                           constraints=[{"type": "ineq", "fun": bargain, "jac": bargain_jacobian}],
                           options={"ftol": 1e-15, "maxiter": 1000})
-        return np.exp(result.x) if result.success else prev
+        # Status 8 (no descent left for the line search) is SLSQP at the limit of float64: keep
+        # the point if it is feasible; any other failure keeps the warm start, as TorchJD does.
+        solved = result.success or (result.status == 8 and np.min(bargain(result.x)) > -1e-8)
+        return np.exp(result.x) if solved else prev
 
     def state_dict(self):
         return {"alpha": self.alpha.tolist(), "calls": self.calls}
