@@ -20,7 +20,7 @@ from mtcli.core.runlog import read_metrics
 def task_order(records: list[dict]) -> list[str]:
     """The run's tasks in declaration order (the order of its per-step losses and dev scores)."""
     order: dict[str, None] = {}
-    for r in sorted(records, key=lambda r: r.get("type") != "epoch"):  # dev scores list every task in order
+    for r in records:
         for name in (*r.get("dev", {}), *(k for k in r.get("loss", {}) if ":" not in k)):
             order.setdefault(name)
     return list(order)

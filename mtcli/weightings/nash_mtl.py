@@ -86,9 +86,12 @@ class NashMTL(Weighting):
             return np.eye(len(x)) + gram * a[None, :] / np.maximum(reach, floor)[:, None]
 
         start = np.log(np.clip(prev, 1e-12, None))
-        result = minimize(cost, start, jac=cost_gradient, method="SLSQP",
-                          constraints=[{"type": "ineq", "fun": bargain, "jac": bargain_jacobian}],
-                          options={"ftol": 1e-15, "maxiter": 1000})
+        with np.errstate(over="ignore", invalid="ignore"):  # an unbounded problem (a task against all) runs off
+            result = minimize(cost, start, jac=cost_gradient, method="SLSQP",
+                              constraints=[{"type": "ineq", "fun": bargain, "jac": bargain_jacobian}],
+                              options={"ftol": 1e-15, "maxiter": 1000})
+        if not np.all(result.x < 700):  # e^700 is near float64's limit: the problem had no bounded solution
+            return prev
         # Status 8 (no descent left for the line search) is SLSQP at the limit of float64: keep
         # the point if it is feasible; any other failure keeps the warm start, as TorchJD does.
         solved = result.success or (result.status == 8 and np.min(bargain(result.x)) > -1e-8)

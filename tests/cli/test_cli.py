@@ -5,7 +5,7 @@ import json
 from conftest import run_cli
 
 
-def test_info_reports_versions_backbone_data_and_pcgrad():
+def test_info_reports_versions_backbone_data_and_the_weightings():
     result = run_cli("info", "--json")
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
@@ -13,9 +13,12 @@ def test_info_reports_versions_backbone_data_and_pcgrad():
     assert report["backbone"]["layers"] == 6 and report["backbone"]["hidden"] == 384
     assert 22_000_000 < report["backbone"]["parameters"] < 23_000_000
     assert report["data"]["rows"]["sst"]["train"] == 8544
-    assert report["native"]["pcgrad_backend"] in ("torch", "native-cpu")
+    assert report["native"]["kernel_backend"] in ("torch", "native-cpu")
+    assert report["native"]["weightings"]["cagrad"] == "cagrad:c=0.4,norm_eps=0.0001"
+    assert len(report["native"]["weightings"]) == 12
     table = run_cli("info")
-    assert table.returncode == 0 and b"pcgrad" in table.stdout and b"13,212" in table.stdout
+    assert table.returncode == 0 and b"native-cpu" in table.stdout and b"nash-mtl" in table.stdout
+    assert b"13,212" in table.stdout
 
 
 def test_help_and_version():

@@ -90,8 +90,8 @@ def test_head_pretraining_then_finetuning_and_resume_across_the_switch(tmp_path,
     config = _config(tmp_path, tiny_model_dir, epochs=3, pretrain_epochs=1, save_every=0, name="phases", lr=5e-4)
     trainer = Trainer(config, Console(quiet=True))
     encoder_before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
-    assert trainer.phase == "pretrain" and trainer.grads is None
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / (int(0.1 * trainer.steps_per_epoch) + 1))
+    assert trainer.phase.name == "pretrain" and trainer.phase.grads is None
+    assert trainer.phase.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / (int(0.1 * trainer.steps_per_epoch) + 1))
     original = trainer.step
 
     def stop_in_epoch_2(slots, step):
@@ -109,7 +109,7 @@ def test_head_pretraining_then_finetuning_and_resume_across_the_switch(tmp_path,
     for name, tensor in hf_before.items():  # the encoder did not move while the heads pretrained
         assert torch.equal(after_epoch_1[name], tensor), name
     resumed = Trainer.resume(tmp_path / "phases", Console(quiet=True))
-    assert resumed.phase == "finetune" and resumed.grads is not None
+    assert resumed.phase.name == "finetune" and resumed.phase.grads is not None
     resumed.run()
     final = load_file(tmp_path / "phases" / "last" / "model.safetensors")
     assert any(not torch.equal(final[n], t) for n, t in hf_before.items())  # fine-tuning moved it

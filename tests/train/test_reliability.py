@@ -39,13 +39,16 @@ def _assert_identical(a, b):
         assert torch.equal(a[name], b[name]), name
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("combine", ["pcgrad", "gradvac", "nash-mtl", "upgrad"])
+def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, combine):
+    """Weights, and the weighting's own state (shuffles, GradVac's targets, Nash-MTL's warm
+    start), continue exactly as if the run had never stopped."""
     quiet = Console(quiet=True)
-    straight = Trainer(_config(tmp_path, tiny_model_dir, "straight"), quiet)
+    straight = Trainer(_config(tmp_path, tiny_model_dir, "straight", combine=combine), quiet)
     straight.run()
     total = straight.total_steps
 
-    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted"), quiet)
+    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted", combine=combine), quiet)
     original = interrupted.step
 
     def crash_at_step_11(slots, step):  # mid-epoch 2, two steps after the save at step 9
@@ -60,8 +63,11 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir):
 
     resumed = Trainer.resume(interrupted.run_dir, quiet)
     assert resumed.position.step == 9 and resumed.position.epoch == 2
+    assert str(resumed.weighting.state_dict()) != str(type(resumed.weighting)(num_tasks=3).state_dict()) \
+        or combine == "upgrad"  # the restored state is not a fresh one
     resumed.run()
     _assert_identical(_weights(straight.run_dir), _weights(interrupted.run_dir))
+    assert str(resumed.weighting.state_dict()) == str(straight.weighting.state_dict())
     steps = [json.loads(l)["step"] for l in (interrupted.run_dir / "metrics.jsonl").read_text().splitlines()
              if json.loads(l)["type"] == "step"]
     assert steps == list(range(1, total + 1))  # the log continues with no gap and no duplicate

@@ -18,14 +18,18 @@ TASKS = builtin()
 from mtcli.train import TrainConfig
 from mtcli.train.loop import Trainer
 from mtcli.train.samplers import SAMPLERS
-from mtcli.train.gradients import COMBINES
+from mtcli.weightings import WEIGHTINGS, kernel
+
+COMBINES = list(WEIGHTINGS)
 from rich.console import Console
 
 
 def _config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
     values = dict(model_dir=str(tiny_model_dir), out=str(tmp_path), limit=64, batch_size=8, epochs=1,
-                  lr=1e-3, eval_batch_size=32, task_weights={"sst": 0.5, "para": 1, "sts": 1}, seed=0)
+                  lr=1e-3, eval_batch_size=32, seed=0)
     values.update(overrides)
+    if values.get("combine") == "weighted":
+        values.setdefault("task_weights", {"sst": 0.5, "para": 1, "sts": 1})
     return TrainConfig(**values)
 
 
@@ -35,17 +39,17 @@ def _quiet() -> Console:
 
 @pytest.mark.parametrize("combine", COMBINES)
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_every_sampler_and_combination_trains_20_steps(tmp_path, tiny_model_dir, sampler, combine):
-    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler=sampler, combine=combine, max_steps=20,
+def test_every_sampler_and_weighting_trains(tmp_path, tiny_model_dir, sampler, combine):
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler=sampler, combine=combine, max_steps=8,
                               name=f"{sampler}-{combine}"), _quiet())
     run = trainer.run()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["type"] == "step"]
-    assert len(steps) == min(20, trainer.total_steps) and all(np.isfinite(list(r["loss"].values())).all() for r in steps)
-    if combine == "pcgrad":
-        assert all("grad_cosine" in r for r in steps)
-        multi = [r for r in steps if len(r["loss"]) > 1]
-        assert multi and all(0 <= r["conflict_fraction"] <= 1 for r in multi)
+    assert len(steps) == min(8, trainer.total_steps) and all(np.isfinite(list(r["loss"].values())).all() for r in steps)
+    assert all(set(r["weights"]) == {t for t in r["loss"] if ":" not in t} for r in steps)  # one weight per task
+    assert all(np.isfinite(list(r["weights"].values())).all() for r in steps)
+    multi = [r for r in steps if len(r["weights"]) > 1]
+    assert multi and all(0 <= r["conflict_fraction"] <= 1 and r["grad_cosine"] for r in multi)
     epochs = [r for r in records if r["type"] == "epoch"]
     assert len(epochs) == 1 and set(epochs[0]["dev"]) == set(TASKS)
 
@@ -55,32 +59,55 @@ def test_loss_goes_down_on_a_repeated_batch(tmp_path, tiny_model_dir, combine):
     trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine=combine, warmup=0.0,
                               dropout=0.0, epochs=5), _quiet())
     slots = trainer.sampler.epoch_plan(1)[0]
-    first, _, _ = trainer.step(slots, 0)
+    first = trainer.step(slots, 0).losses
     for step in range(1, 30):
-        last, _, _ = trainer.step(slots, step)
+        last = trainer.step(slots, step).losses
     for task in TASKS:
         assert last[task].item() < 0.8 * first[task].item(), (task, first[task].item(), last[task].item())
 
 
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
-def test_pcgrad_step_writes_the_projected_gradient(tmp_path, tiny_model_dir):
-    """The optimizer sees exactly pcgrad.project of the per-task encoder gradients."""
-    from mtcli import pcgrad
+@pytest.mark.parametrize("combine", ["sum", "weighted", "pcgrad", "upgrad", "nash-mtl"])
+def test_the_optimizer_sees_the_weighted_combination(tmp_path, tiny_model_dir, combine):
+    """The encoder's .grad is exactly sum_k w_k g_k of the task rows, with the weights the
+    run's weighting gives their Gram matrix (a copy of it, state and shuffle included)."""
+    import copy
 
-    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine="pcgrad", clip=0.0), _quiet())
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine=combine, clip=0.0), _quiet())
+    expected_weighting = copy.deepcopy(trainer.weighting)
     captured = {}
-    original = trainer.optimizer.step
+    original = trainer.phase.optimizer.step
 
     def spy():
         captured["grad"] = torch.cat([p.grad.flatten() for p in trainer.model.shared_parameters()]).clone()
-        captured["rows"] = trainer.grads.buffer[:3].clone()
+        captured["rows"] = trainer.phase.grads.buffer[:3].clone()
         return original()
 
-    trainer.optimizer.step = spy
-    trainer.step(trainer.sampler.epoch_plan(1)[0], step=4)
-    expected = pcgrad.project(captured["rows"], seed=trainer.config.seed * 1_000_003 + 4)
+    trainer.phase.optimizer.step = spy
+    result = trainer.step(trainer.sampler.epoch_plan(1)[0], step=4)
+    weights = expected_weighting(kernel.gram(captured["rows"]), [list(TASKS).index(t) for t in result.tasks])
+    assert np.array_equal(weights, result.weights)
+    if combine == "weighted":
+        assert weights.tolist() == [{"sst": 0.5, "para": 1, "sts": 1}[t] for t in result.tasks]
+    expected = torch.from_numpy(weights).float() @ captured["rows"]
     assert torch.allclose(captured["grad"], expected, atol=1e-7)
     assert captured["rows"].abs().sum(1).gt(0).all()  # one non-zero gradient row per task
+
+
+def test_task_weights_weigh_gradients_not_losses(tmp_path, tiny_model_dir):
+    """sum and weighted differ only in the encoder's combination: the heads see their own loss unscaled."""
+    runs = {}
+    for combine in ("sum", "weighted"):
+        trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine=combine, clip=0.0,
+                                  dropout=0.0, name=combine), _quiet())
+        result = trainer.step(trainer.sampler.epoch_plan(1)[0], step=0)
+        runs[combine] = (result, {n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    (s, sum_params), (w, weighted_params) = runs["sum"], runs["weighted"]
+    assert s.weights.tolist() == [1.0, 1.0, 1.0] and sorted(w.weights.tolist()) == [0.5, 1.0, 1.0]
+    assert all(torch.equal(s.losses[t], w.losses[t]) for t in TASKS)
+    heads = [n for n in sum_params if n.startswith("heads.")]
+    assert heads and all(torch.equal(sum_params[n], weighted_params[n]) for n in heads)
+    assert any(not torch.equal(sum_params[n], weighted_params[n]) for n in sum_params if n.startswith("encoder."))
 
 
 def test_run_folder_checkpoints_and_eval_cli(tmp_path, tiny_model_dir):
@@ -112,7 +139,7 @@ def test_pretrain_phase_freezes_the_encoder(tmp_path, tiny_model_dir):
     before = [p.detach().clone() for p in trainer.model.encoder.parameters()]
     head_before = trainer.model.heads["sst"].linear.weight.detach().clone()
     trainer.step(trainer.sampler.epoch_plan(1)[0], 0)
-    assert trainer.config.learning_rate == 1e-3 and trainer.grads is None
+    assert trainer.config.learning_rate == 1e-3 and trainer.phase.grads is None
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.encoder.parameters()))
     assert not torch.equal(head_before, trainer.model.heads["sst"].linear.weight)
 
@@ -168,7 +195,7 @@ def test_heads_learn_at_their_own_rate(tmp_path, tiny_model_dir):
     def rates(trainer):
         heads = {id(p) for p in trainer.model.heads.parameters()}
         found = {}
-        for group in trainer.optimizer.param_groups:
+        for group in trainer.phase.optimizer.param_groups:
             kind = "head" if id(group["params"][0]) in heads else "encoder"
             assert all((id(p) in heads) == (kind == "head") for p in group["params"])
             found.setdefault(kind, set()).add(group["initial_lr"])
@@ -184,18 +211,19 @@ def test_heads_learn_at_their_own_rate(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("combine", COMBINES)
 def test_every_combination_sees_one_batch_per_task_slot(tmp_path, tiny_model_dir, combine):
-    """sum, weighted and PCGrad combine the same task batches: only the combination differs."""
+    """Every weighting combines the same task batches: only the combination differs."""
     trainer = Trainer(_config(tmp_path, tiny_model_dir, combine=combine), _quiet())
     plan = trainer.sampler.epoch_plan(1)
     assert all(len(step) == 3 for step in plan[:-1])
-    if combine != "pcgrad":
+    if not WEIGHTINGS[combine].reads_gram:
         classic = Trainer(_config(tmp_path, tiny_model_dir, combine=combine, slots=1), _quiet())
         assert all(len(step) == 1 for step in classic.sampler.epoch_plan(1))
         assert trainer.steps_per_epoch == -(-classic.steps_per_epoch // 3)  # the same batches, three per step
 
 
-def test_pcgrad_refuses_one_slot(tmp_path, tiny_model_dir):
-    result = run_cli("train", "--slots", "1", "--combine", "pcgrad", "--out", tmp_path)
+@pytest.mark.parametrize("combine", ["pcgrad", "mgda"])
+def test_gram_weightings_refuse_one_slot(tmp_path, tiny_model_dir, combine):
+    result = run_cli("train", "--slots", "1", "--combine", combine, "--out", tmp_path)
     assert result.returncode == 2 and "--slots 1" in result.stderr.decode()
 
 
@@ -203,5 +231,7 @@ def test_head_pretraining_with_a_parameter_free_cosine_head(tmp_path, tiny_model
     """With the encoder frozen, cosine STS has nothing to train: its loss is logged, not back-propagated."""
     trainer = Trainer(_config(tmp_path, tiny_model_dir, phase="pretrain", lr=None, encodings={"sts": "cosine"},
                               sampler="triple-batch"), _quiet())
-    losses, _, _ = trainer.step(trainer.sampler.epoch_plan(1)[0], 0)
+    result = trainer.step(trainer.sampler.epoch_plan(1)[0], 0)
+    losses = result.losses
+    assert result.gram is None and result.gradient_record() == {}  # no shared gradient: nothing to weigh
     assert set(losses) == {"sst", "para", "sts"} and all(torch.isfinite(v) for v in losses.values())

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 torchjd = pytest.importorskip("torchjd.aggregation")
+pytestmark = pytest.mark.filterwarnings("ignore:You are solving a parameterized problem that is not DPP")
 
 from mtcli.weightings import aggregate, kernel, make  # noqa: E402
 
