@@ -3,10 +3,14 @@
     python bench/ablate.py                              # every recipe, default budget
     python bench/ablate.py --budget "--train-fraction 0.1 --epochs 2" --only default sum
     python bench/ablate.py --md ablation.md
+    python bench/ablate.py --only default $(python bench/ablate.py --weightings)   # every weighting
 
 Each recipe is `mtcli train <budget> <recipe flags>` (the default recipe plus the flags);
 the table reports the best epoch's dev scores, the optimizer steps, the training
-examples seen and the wall time. Compare rows only within one table: they share the budget, seed and machine.
+examples seen and the wall time. A second table explains the weightings: per recipe, the
+share of steps in which some pair of task gradients conflicted, the mean cosine of each
+pair, and the mean weight each task's gradient got. Compare rows only within one table:
+they share the budget, seed and machine.
 """
 
 import argparse
@@ -36,6 +40,10 @@ RECIPES = {
     "no-length-grouping": "--no-group-by-length",
     "four-tasks-cfimdb": "--tasks examples/cs224n-cfimdb.toml",   # a declared task file: sst, para, sts + cfimdb
 }
+# One row per weighting of the encoder's task gradients (the default is pcgrad; sum and weighted are above).
+WEIGHTING_RECIPES = {name: f"--combine {name}" for name in
+                     ("mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj", "gradvac", "fairgrad")}
+RECIPES.update(WEIGHTING_RECIPES)
 # A seeded 20% of each training set (tasks keep their relative sizes, so the samplers
 # differ as they do on the full data), two epochs, scored on the whole dev sets.
 DEFAULT_BUDGET = "--train-fraction 0.2 --epochs 2 --seed 0"
@@ -57,7 +65,23 @@ def run_recipe(name: str, flags: str, budget: str, out: Path) -> dict:
     per_step = tasks if config["sampler"] == "triple-batch" else config.get("slots") or tasks  # task batches per step
     examples = len(steps) * config["batch_size"] * per_step
     return {"recipe": name, "flags": flags, "steps": len(steps), "examples": examples, "wall_s": wall,
-            "scores": evaluation["headline"], "overall": evaluation["overall"], "epoch": evaluation.get("epoch")}
+            "scores": evaluation["headline"], "overall": evaluation["overall"], "epoch": evaluation.get("epoch"),
+            "gradients": gradient_summary(steps)}
+
+
+def gradient_summary(steps: list[dict]) -> dict:
+    """Over the steps with two tasks or more: conflicting share, mean cosine per pair, mean weight per task."""
+    multi = [r for r in steps if len(r.get("weights", {})) > 1]
+    cosines, weights = {}, {}
+    for r in multi:
+        for pair, c in r["grad_cosine"].items():
+            a, b = pair.split("/")
+            cosines.setdefault("/".join(sorted((a, b))), []).append(c)
+        for task, w in r["weights"].items():
+            weights.setdefault(task, []).append(w)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    return {"steps": len(multi), "conflicting": mean([r["conflict_fraction"] > 0 for r in multi]) if multi else None,
+            "cosine": {p: mean(v) for p, v in sorted(cosines.items())}, "weight": {t: mean(v) for t, v in weights.items()}}
 
 
 def markdown(rows: list[dict], budget: str) -> str:
@@ -76,23 +100,48 @@ def markdown(rows: list[dict], budget: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gradient_markdown(rows: list[dict]) -> str:
+    rows = [r for r in rows if r.get("gradients", {}).get("steps")]
+    if not rows:
+        return ""
+    pairs = list(dict.fromkeys(p for r in rows for p in r["gradients"]["cosine"]))
+    tasks = list(dict.fromkeys(t for r in rows for t in r["gradients"]["weight"]))
+    lines = ["Task gradients of the shared encoder over the steps with two tasks or more: steps with a "
+             "conflicting pair (cosine < 0), mean cosine per pair, mean weight per task.", "",
+             "| recipe | steps with a conflict | " + " | ".join(f"cos {p}" for p in pairs) + " | "
+             + " | ".join(f"w {t}" for t in tasks) + " |", "|---|---|" + "---|" * (len(pairs) + len(tasks))]
+    for r in rows:
+        g = r["gradients"]
+        cells = [f"{g['cosine'][p]:+.3f}" if p in g["cosine"] else "-" for p in pairs]
+        cells += [f"{g['weight'][t]:.3g}" if t in g["weight"] else "-" for t in tasks]
+        lines.append(f"| {r['recipe']} | {g['conflicting']:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default=DEFAULT_BUDGET)
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES))
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"))
     parser.add_argument("--md", type=Path, help="also write the table here")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--weightings", action="store_true", help="print the weighting recipes' names and exit")
     args = parser.parse_args()
+    if args.weightings:
+        print(" ".join(WEIGHTING_RECIPES))
+        return
     rows = []
     for name, flags in RECIPES.items():
         if args.only and name not in args.only:
             continue
         rows.append(run_recipe(name, flags, args.budget, args.out))
         print(markdown(rows[-1:], args.budget).splitlines()[-1], flush=True)
-    table = markdown(rows, args.budget)
+    table = markdown(rows, args.budget) + "\n" + gradient_markdown(rows)
     print("\n" + table)
     if args.md:
         args.md.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """torchrun with 2 CPU processes (gloo): identical parameters on every rank, and equal to a
-single process on the union of the shards, for sum and PCGrad."""
+single process on the union of the shards, for sum, PCGrad, UPGrad and Nash-MTL (every rank
+computes the weights from the same all-reduced buffer; Nash-MTL also carries state)."""
 
 import json
 import os
@@ -24,7 +25,7 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("combine", ["sum", "pcgrad"])
+@pytest.mark.parametrize("combine", ["sum", "pcgrad", "upgrad", "nash-mtl"])
 def test_two_processes_match_one_process_on_the_union(tmp_path, tiny_model_dir, combine):
     ddp = _train(tmp_path, tiny_model_dir, f"ddp-{combine}", combine, 2)
     single = _train(tmp_path, tiny_model_dir, f"single-{combine}", combine, 1)
@@ -39,7 +40,13 @@ def test_two_processes_match_one_process_on_the_union(tmp_path, tiny_model_dir, 
     moved = max((a[k] - initial[k]).abs().max().item() for k in initial)
     assert moved > 1e-3, "training did not change the encoder: the comparison would be vacuous"
     steps = [r for r in records if r["type"] == "step"]
-    assert len(steps) == 6 and (combine != "pcgrad" or all("grad_cosine" in r for r in steps))
+    assert len(steps) == 6 and all("weights" in r for r in steps)
+    single_steps = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()
+                    if json.loads(line)["type"] == "step"]
+    for a_step, b_step in zip(steps, single_steps):  # the same weights as one process on the whole batch
+        assert a_step["weights"].keys() == b_step["weights"].keys()
+        assert all(abs(a_step["weights"][t] - b_step["weights"][t]) <= 1e-4 * max(1.0, abs(b_step["weights"][t]))
+                   for t in a_step["weights"])
 
 
 def test_batch_must_divide_over_processes(tmp_path, tiny_model_dir):
