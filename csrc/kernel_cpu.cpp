@@ -29,35 +29,41 @@ typedef float f32x8 __attribute__((vector_size(32)));
 // the 1e-5 the weightings are tested to. fp32 products do half the work of fp64 ones.
 constexpr int64_t kChunk = 256;
 
+// Row I against rows I..NT-1 over columns [lo, hi): NT - I fp32 accumulators, all indices
+// known at compile time, so they live in registers (at most 8, plus two operands).
+template <int NT, int I>
+inline void gram_row(const float* const* rows, int64_t lo, int64_t hi, double* total) {
+  constexpr int M = NT - I;
+  f32x8 sum[M] = {};
+  const float* xi_row = rows[I];
+  for (int64_t k = lo; k < hi; k += 8) {
+    f32x8 xi;
+    std::memcpy(&xi, xi_row + k, sizeof xi);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      f32x8 xj;
+      std::memcpy(&xj, rows[I + m] + k, sizeof xj);
+      sum[m] += xi * xj;
+    }
+  }
+  constexpr int first = I * NT - I * (I - 1) / 2;  // index of pair (I, I) in row-major upper-triangle order
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m) {
+    double s = 0.0;
+    for (int l = 0; l < 8; ++l) s += static_cast<double>(sum[m][l]);
+    total[first + m] += s;
+  }
+  if constexpr (I + 1 < NT) gram_row<NT, I + 1>(rows, lo, hi, total);
+}
+
 // All T(T+1)/2 dot products of T rows over one block, with T fixed at compile time. Per
-// chunk, row i meets rows i..T-1 with T-i fp32 accumulators held in registers (no spills
-// at T = 8), the chunk's rows being in L1; each chunk's sums are added in fp64.
+// chunk (its rows in L1), each row meets the rows after it; each chunk's sums go to fp64.
 template <int NT>
 void gram_block(const float* const* rows, int64_t len, double* acc) {
   constexpr int P = NT * (NT + 1) / 2;
   double total[P] = {};
   const int64_t whole = len - len % 8;
-  for (int64_t lo = 0; lo < whole; lo += kChunk) {
-    const int64_t hi = std::min(lo + kChunk, whole);
-    int p = 0;
-    for (int i = 0; i < NT; ++i) {
-      f32x8 sum[NT] = {};
-      for (int64_t k = lo; k < hi; k += 8) {
-        f32x8 xi;
-        std::memcpy(&xi, rows[i] + k, sizeof xi);
-        for (int j = i; j < NT; ++j) {
-          f32x8 xj;
-          std::memcpy(&xj, rows[j] + k, sizeof xj);
-          sum[j] += xi * xj;
-        }
-      }
-      for (int j = i; j < NT; ++j, ++p) {
-        double s = 0.0;
-        for (int l = 0; l < 8; ++l) s += static_cast<double>(sum[j][l]);
-        total[p] += s;
-      }
-    }
-  }
+  for (int64_t lo = 0; lo < whole; lo += kChunk) gram_row<NT, 0>(rows, lo, std::min(lo + kChunk, whole), total);
   int p = 0;
   for (int i = 0; i < NT; ++i)
     for (int j = i; j < NT; ++j, ++p) {
