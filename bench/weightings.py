@@ -12,6 +12,10 @@ values, so its time can be no less than (2 T n + n) * 4 bytes over the copy band
 measured here as a plain tensor copy of T n values (read + write bytes per second). The
 surgery time is gram + host weights + combine, as a training step runs them; "host" is
 the weights alone (T x T float64 arithmetic), from the same Gram matrices.
+
+This VM's memory bandwidth drifts by up to 2x over minutes, so ratios are measured side
+by side: each round times the copy and then the surgery (or ours and then TorchJD's),
+and a ratio is the median of the per-round ratios.
 """
 
 import argparse
@@ -21,6 +25,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+warnings.filterwarnings("ignore", message="You are solving a parameterized problem that is not DPP")  # TorchJD's cvxpy
 from mtcli.weightings import WEIGHTINGS, kernel, make  # noqa: E402
 
 # TorchJD's aggregator of each name, with the parameters ours defaults to (None: TorchJD has none).
@@ -64,6 +70,21 @@ def timed(fn, repeats: int, sync) -> float:
     return statistics.median(times)
 
 
+def paired(first, second, repeats: int, sync) -> tuple[float, float, float]:
+    """Alternate two functions `repeats` times (after one warm-up of each): median seconds of
+    each, and the median of the per-round ratio first/second."""
+    first(), second()
+    sync()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b), statistics.median([x / y for x, y in zip(a, b)])
+
+
 def copy_bandwidth(src: torch.Tensor, repeats: int, sync) -> float:
     dst = torch.empty_like(src)
     seconds = timed(lambda: dst.copy_(src), repeats, sync)
@@ -88,26 +109,29 @@ def conflicting_buffer(n: int, tasks: int, device: str) -> torch.Tensor:
 def bench_size(n: int, tasks: int, device: str, repeats: int, names: list[str], torchjd: bool) -> list[dict]:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     grads = conflicting_buffer(n, tasks, device)
-    out = torch.empty(n, device=device)
-    bandwidth = copy_bandwidth(grads, repeats, sync)
-    bound = (2 * tasks * n + n) * 4 / bandwidth
-    gram_s = timed(lambda: kernel.gram(grads), repeats, sync)
+    out, copy = torch.empty(n, device=device), torch.empty_like(grads)
+    bound_per_copy = (2 * tasks + 1) / (2 * tasks)  # bound bytes over the copy's bytes
+    gram_s, copy_s, _ = paired(lambda: kernel.gram(grads), lambda: copy.copy_(grads), repeats, sync)
     gram = kernel.gram(grads)
     combine_s = timed(lambda: kernel.combine(grads, np.ones(tasks), out), repeats, sync)
     rows = []
     for name in names:
         weighting = make(name, num_tasks=tasks, task_weights=[1.0] * tasks)
-        row = {"name": name, "n": n, "tasks": tasks, "device": device, "copy_GBps": bandwidth / 1e9,
-               "bound_s": bound, "gram_s": gram_s, "combine_s": combine_s,
+
+        def surgery():
+            kernel.combine(grads, weighting(kernel.gram(grads)), out)
+
+        surgery_s, copy_s, x_copy = paired(surgery, lambda: copy.copy_(grads), repeats, sync)
+        row = {"name": name, "n": n, "tasks": tasks, "device": device,
+               "copy_GBps": 2 * grads.numel() * grads.element_size() / copy_s / 1e9, "bound_s": copy_s * bound_per_copy,
+               "gram_s": gram_s, "combine_s": combine_s, "surgery_s": surgery_s, "x_bound": x_copy / bound_per_copy,
                "host_s": timed(lambda: weighting(gram), repeats, lambda: None)}
-        row["surgery_s"] = timed(lambda: kernel.combine(grads, weighting(kernel.gram(grads)), out), repeats, sync)
-        row["x_bound"] = row["surgery_s"] / bound
         reference = torchjd_aggregator(name, tasks) if torchjd else None
         if reference is not None:
-            row["torchjd_s"] = timed(lambda: reference(grads), max(1, repeats // 2), sync)
-            row["speedup_vs_torchjd"] = row["torchjd_s"] / row["surgery_s"]
+            _, row["torchjd_s"], slower = paired(surgery, lambda: reference(grads), max(3, repeats // 2), sync)
+            row["speedup_vs_torchjd"] = 1 / slower
         rows.append(row)
-    del grads, out
+    del grads, out, copy
     gc.collect()  # the buffers go before the next, larger ones
     return rows
 
