@@ -9,6 +9,10 @@
 # prerequisites are missing (pytest, the packaged weights, onnxruntime-gpu) says so and is skipped.
 #
 #   bash bench/gpu.sh                 # PYTHON=... to pick the interpreter (default: python3)
+#
+# The build needs pybind11 (a build requirement of the wheel). A GPU machine without network
+# can take it from a folder of wheels: `pip download -d build/wheels pybind11` on a machine
+# with network, carry build/wheels along, and this script installs it from there (WHEELS=...).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
@@ -31,7 +35,13 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -
 note "gpu   $(head -1 "$out/gpu.txt"); torch $("$py" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
 
 # 1. build: the same CMakeLists as the wheel, CUDA on, installed next to the Python sources
+wheels=${WHEELS:-build/wheels}
+if ! has pybind11 && [ -d "$wheels" ]; then
+  "$py" -m pip install --quiet --no-index --find-links "$wheels" --target build/pydeps pybind11 \
+    && export PYTHONPATH="$PYTHONPATH:$PWD/build/pydeps"
+fi
 pybind11_dir=$("$py" -m pybind11 --cmakedir 2>/dev/null || true)
+[ -n "$pybind11_dir" ] || note "FAIL  build: pybind11 is not installed (pip install pybind11, or see WHEELS above)"
 if run build cmake -S . -B build/gpu -DPython_EXECUTABLE="$(command -v "$py")" ${pybind11_dir:+-Dpybind11_DIR="$pybind11_dir"} \
       -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release \
    && run compile cmake --build build/gpu -j \

@@ -111,7 +111,7 @@ def bench_size(n: int, tasks: int, device: str, repeats: int, names: list[str], 
     grads = conflicting_buffer(n, tasks, device)
     out, copy = torch.empty(n, device=device), torch.empty_like(grads)
     bound_per_copy = (2 * tasks + 1) / (2 * tasks)  # bound bytes over the copy's bytes
-    gram_s, copy_s, _ = paired(lambda: kernel.gram(grads), lambda: copy.copy_(grads), repeats, sync)
+    gram_s, _, _ = paired(lambda: kernel.gram(grads), lambda: copy.copy_(grads), repeats, sync)
     gram = kernel.gram(grads)
     combine_s = timed(lambda: kernel.combine(grads, np.ones(tasks), out), repeats, sync)
     rows = []
@@ -131,8 +131,6 @@ def bench_size(n: int, tasks: int, device: str, repeats: int, names: list[str], 
             _, row["torchjd_s"], slower = paired(surgery, lambda: reference(grads), max(3, repeats // 2), sync)
             row["speedup_vs_torchjd"] = 1 / slower
         rows.append(row)
-    del grads, out, copy
-    gc.collect()  # the buffers go before the next, larger ones
     return rows
 
 
@@ -265,6 +263,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for size in args.n:
             for tasks in args.tasks:
+                gc.collect()  # the previous size's buffers go before the next, larger ones
                 for row in bench_size(parse_size(size), tasks, args.device, args.repeats, args.only, not args.no_torchjd):
                     rows.append(row)
                     jd = (f"{row['torchjd_s'] * 1e3:.0f} | {row['speedup_vs_torchjd']:.1f}x" if "torchjd_s" in row

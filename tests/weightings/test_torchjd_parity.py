@@ -8,7 +8,6 @@ which is what a step applies; the kernel's output is that combination rounded on
 the buffer's dtype. Stateful methods (GradVac, Nash-MTL) are compared over three calls.
 """
 
-import numpy as np
 import pytest
 import torch
 
