@@ -13,7 +13,11 @@ which ends after finitely many small linear solves.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from mtcli.weightings.base import Weighting
 
 NORM_EPS = 1e-4
 REG_EPS = 1e-4
@@ -24,6 +28,16 @@ def conditioned(gram: np.ndarray, norm_eps: float = NORM_EPS, reg_eps: float = R
     trace = np.trace(gram)
     scaled = np.zeros_like(gram) if trace < norm_eps else gram / trace
     return scaled + reg_eps * np.eye(len(gram))
+
+
+@dataclasses.dataclass
+class DualConeWeighting(Weighting):
+    """Base of the weightings built on the projection (UPGrad, DualProj): its two constants."""
+    norm_eps: float = NORM_EPS
+    reg_eps: float = REG_EPS
+
+    def conditioned(self, gram: np.ndarray) -> np.ndarray:
+        return conditioned(gram, self.norm_eps, self.reg_eps)
 
 
 def project(u: np.ndarray, gram: np.ndarray) -> np.ndarray:

@@ -10,16 +10,12 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings import dual_cone
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.dual_cone import DualConeWeighting, project
 
 
 @dataclasses.dataclass
-class DualProj(Weighting):
+class DualProj(DualConeWeighting):
     name = "dualproj"
-    norm_eps: float = dual_cone.NORM_EPS
-    reg_eps: float = dual_cone.REG_EPS
 
     def weights(self, gram, tasks):
-        num = len(gram)
-        return dual_cone.project(np.full(num, 1.0 / num), dual_cone.conditioned(gram, self.norm_eps, self.reg_eps))
+        return project(np.full(len(gram), 1.0 / len(gram)), self.conditioned(gram))

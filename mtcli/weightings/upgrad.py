@@ -12,17 +12,13 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings import dual_cone
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.dual_cone import DualConeWeighting, project
 
 
 @dataclasses.dataclass
-class UPGrad(Weighting):
+class UPGrad(DualConeWeighting):
     name = "upgrad"
-    norm_eps: float = dual_cone.NORM_EPS
-    reg_eps: float = dual_cone.REG_EPS
 
     def weights(self, gram, tasks):
-        num = len(gram)
-        conditioned = dual_cone.conditioned(gram, self.norm_eps, self.reg_eps)
-        return sum(dual_cone.project(np.eye(num)[i] / num, conditioned) for i in range(num))
+        num, conditioned = len(gram), self.conditioned(gram)
+        return sum(project(np.eye(num)[i] / num, conditioned) for i in range(num))
