@@ -43,4 +43,7 @@ def test_eval_writes_analysis_and_report_reads_conflicts(tiny_checkpoint, tmp_pa
     stats = json.loads((run / "report.json").read_text())
     assert set(stats["pairs"]) == {"sst/para", "sst/sts", "para/sts"}
     assert all(0 <= s["conflict_fraction"] <= 1 and s["steps"] > 0 for s in stats["pairs"].values())
-    assert (run / "conflicts.png").is_file()
+    assert (run / "conflicts.png").is_file() and (run / "weights.png").is_file()
+    assert set(stats["weights"]) == {"sst", "para", "sts"}  # each task's weight over the run
+    assert all(w["min"] <= w["mean"] <= w["max"] and w["steps"] > 0 for w in stats["weights"].values())
+    assert "weight of each task's gradient" in result.stdout.decode()
