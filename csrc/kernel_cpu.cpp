@@ -29,16 +29,24 @@ typedef float f32x8 __attribute__((vector_size(32)));
 // the 1e-5 the weightings are tested to. fp32 products do half the work of fp64 ones.
 constexpr int64_t kChunk = 256;
 
+inline double lanes_sum(f32x8 v) {
+  double s = 0.0;
+  for (int l = 0; l < 8; ++l) s += static_cast<double>(v[l]);
+  return s;
+}
+
+// Index of pair (i, i) in row-major upper-triangle order.
+constexpr int diagonal(int nt, int i) { return i * nt - i * (i - 1) / 2; }
+
 // Row I against rows I..NT-1 over columns [lo, hi): NT - I fp32 accumulators, all indices
-// known at compile time, so they live in registers (at most 8, plus two operands).
+// known at compile time, so they live in registers. (The last row, when T is odd.)
 template <int NT, int I>
 inline void gram_row(const float* const* rows, int64_t lo, int64_t hi, double* total) {
   constexpr int M = NT - I;
   f32x8 sum[M] = {};
-  const float* xi_row = rows[I];
   for (int64_t k = lo; k < hi; k += 8) {
     f32x8 xi;
-    std::memcpy(&xi, xi_row + k, sizeof xi);
+    std::memcpy(&xi, rows[I] + k, sizeof xi);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
       f32x8 xj;
@@ -46,24 +54,52 @@ inline void gram_row(const float* const* rows, int64_t lo, int64_t hi, double* t
       sum[m] += xi * xj;
     }
   }
-  constexpr int first = I * NT - I * (I - 1) / 2;  // index of pair (I, I) in row-major upper-triangle order
 #pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) {
-    double s = 0.0;
-    for (int l = 0; l < 8; ++l) s += static_cast<double>(sum[m][l]);
-    total[first + m] += s;
+  for (int m = 0; m < M; ++m) total[diagonal(NT, I) + m] += lanes_sum(sum[m]);
+}
+
+// Rows I and I+1 against rows I..NT-1 together: each column of rows I+2.. is loaded once
+// for two products, which halves the loads of the one-row version (the loads, not the
+// multiply-adds, bounded it at T = 8). 2(NT-I)-1 accumulators in registers.
+template <int NT, int I>
+inline void gram_rows(const float* const* rows, int64_t lo, int64_t hi, double* total) {
+  if constexpr (I + 1 == NT) {
+    gram_row<NT, I>(rows, lo, hi, total);
+  } else {
+    constexpr int M = NT - I;
+    f32x8 a[M] = {}, b[M - 1] = {};  // a[m]: row I . row I+m; b[m]: row I+1 . row I+1+m
+    for (int64_t k = lo; k < hi; k += 8) {
+      f32x8 x0, x1;
+      std::memcpy(&x0, rows[I] + k, sizeof x0);
+      std::memcpy(&x1, rows[I + 1] + k, sizeof x1);
+      a[0] += x0 * x0;
+      a[1] += x0 * x1;
+      b[0] += x1 * x1;
+#pragma GCC unroll 8
+      for (int m = 2; m < M; ++m) {
+        f32x8 xj;
+        std::memcpy(&xj, rows[I + m] + k, sizeof xj);
+        a[m] += x0 * xj;
+        b[m - 1] += x1 * xj;
+      }
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) total[diagonal(NT, I) + m] += lanes_sum(a[m]);
+#pragma GCC unroll 8
+    for (int m = 0; m < M - 1; ++m) total[diagonal(NT, I + 1) + m] += lanes_sum(b[m]);
+    if constexpr (I + 2 < NT) gram_rows<NT, I + 2>(rows, lo, hi, total);
   }
-  if constexpr (I + 1 < NT) gram_row<NT, I + 1>(rows, lo, hi, total);
 }
 
 // All T(T+1)/2 dot products of T rows over one block, with T fixed at compile time. Per
-// chunk (its rows in L1), each row meets the rows after it; each chunk's sums go to fp64.
+// chunk (its rows in L1), rows meet the rows after them two at a time; each chunk's sums
+// go to fp64.
 template <int NT>
 void gram_block(const float* const* rows, int64_t len, double* acc) {
   constexpr int P = NT * (NT + 1) / 2;
   double total[P] = {};
   const int64_t whole = len - len % 8;
-  for (int64_t lo = 0; lo < whole; lo += kChunk) gram_row<NT, 0>(rows, lo, std::min(lo + kChunk, whole), total);
+  for (int64_t lo = 0; lo < whole; lo += kChunk) gram_rows<NT, 0>(rows, lo, std::min(lo + kChunk, whole), total);
   int p = 0;
   for (int i = 0; i < NT; ++i)
     for (int j = i; j < NT; ++j, ++p) {

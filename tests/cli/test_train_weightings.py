@@ -1,0 +1,33 @@
+"""Every weighting trains from the command line, with its parameters spelled as users spell
+them, and `mtcli report` shows what it did."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from mtcli.weightings import WEIGHTINGS
+
+SPECS = {name: name for name in WEIGHTINGS}
+SPECS.update({"cagrad": "cagrad:c=0.2", "gradvac": "gradvac:beta=0.5", "fairgrad": "fairgrad:alpha=2",
+              "nash-mtl": "nash-mtl:optim_niter=5", "aligned-mtl": "aligned-mtl:scale=median",
+              "mgda": "mgda:max_iters=50"})
+SAMPLER = {name: sampler for name, sampler in zip(WEIGHTINGS, ["proportional", "annealed", "round-robin",
+                                                                "triple-batch"] * 3)}
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS)
+def test_weighting_trains_from_the_cli(name, tiny_model_dir, tmp_path):
+    args = ["train", "--model-dir", tiny_model_dir, "--out", tmp_path, "--name", "run", "--limit", "24",
+            "--batch-size", "8", "--max-steps", "3", "--epochs", "1", "--combine", SPECS[name],
+            "--sampler", SAMPLER[name]]
+    if name == "weighted":
+        args += ["--task-weights", "sst=0.5,para=1,sts=2"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["combine"] == SPECS[name]
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "step"]
+    assert len(steps) == 3 and all(r["weights"] for r in steps)
+    report = run_cli("report", tmp_path / "run")
+    assert report.returncode == 0 and b"weight of each task's gradient" in report.stdout
