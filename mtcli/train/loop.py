@@ -112,6 +112,7 @@ class Trainer:
             raise UserError(f"{last}: no resumable checkpoint (no {TRAINER_STATE}); the run saved none yet: start it again")
         values = json.loads((run_dir / "config.json").read_text())
         values.pop("learning_rate", None)
+        values.pop("grad_stats", None)  # runs before the weightings: gradient statistics are now always logged
         try:
             config = TrainConfig(**values)
         except TypeError:  # fields this version does not have, or lacks fields it needs
