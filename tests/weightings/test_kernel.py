@@ -7,7 +7,6 @@ import torch
 
 from conftest import pcgrad_literal, random_orders
 from mtcli.weightings import kernel
-from mtcli.weightings.conflicts import conflict_stats
 from mtcli.weightings.pcgrad import pcgrad_weights
 
 
@@ -156,11 +155,3 @@ def test_bad_arguments_are_refused():
         kernel.gram(torch.zeros(6, 3).T)
     with pytest.raises(ValueError, match="out must be"):
         kernel.combine(torch.zeros(2, 4), [1, 1], out=torch.zeros(3))
-
-
-def test_conflict_stats_from_gram():
-    g = torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, 2.0]])
-    stats = conflict_stats(kernel.gram(g))
-    assert stats["cosine"][(0, 1)] == pytest.approx(-1 / np.sqrt(2))
-    assert stats["cosine"][(0, 2)] == pytest.approx(0.0)
-    assert stats["conflict_fraction"] == pytest.approx(1 / 3)
