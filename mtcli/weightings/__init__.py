@@ -53,7 +53,7 @@ def make(spec: str, *, num_tasks: int, task_weights: Sequence[float] | None = No
     cls = WEIGHTINGS.get(name)
     if cls is None:
         raise UserError(f"--combine {spec!r}: unknown weighting; pick one of {', '.join(WEIGHTINGS)}")
-    values = cast_params(cls, {**spec_params, **params}, spec)
+    values = {**cast_params(cls, spec_params, spec), **cast_params(cls, params, spec, from_spec=False)}
     fields = parameters(cls)
     if "task_weights" in fields:
         values.setdefault("task_weights", None if task_weights is None else tuple(float(w) for w in task_weights))

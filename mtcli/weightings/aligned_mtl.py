@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import Weighting, param
 
 SCALES = ("min", "median", "rmse")
 
@@ -23,11 +23,7 @@ SCALES = ("min", "median", "rmse")
 @dataclasses.dataclass
 class AlignedMTL(Weighting):
     name = "aligned-mtl"
-    scale: str = "min"
-
-    def __post_init__(self):
-        if self.scale not in SCALES:
-            raise ValueError(f"aligned-mtl scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+    scale: str = param("min", choices=SCALES)
 
     def weights(self, gram, tasks):
         num = len(gram)

@@ -12,6 +12,7 @@ stateful weightings keep their state per task of the run and read the rows' part
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import ClassVar, Sequence
 
@@ -75,9 +76,54 @@ class RandomOrder:
         self.rng.bit_generator.state = state["rng"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The values a parameter takes: a finite number in [low, high] (`above`: low excluded), a
+    whole number in [low, high], or one of `choices`."""
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def problem(self, value) -> str | None:
+        """Why `value` is out of bounds, or None."""
+        if self.choices is not None:
+            return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if self.above is not None and not value > self.above:
+            return f"must be greater than {_shown(self.above)}"
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            if self.high is None:
+                return f"must be at least {_shown(self.low)}"
+            return f"must be between {_shown(self.low)} and {_shown(self.high)}"
+        return None
+
+
+def _shown(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def param(default, *, low=None, high=None, above=None, choices=None):
+    """A weighting's parameter: its published default and the values it takes."""
+    bounds = Bounds(low, high, above, tuple(choices) if choices is not None else None)
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+MAX_ITERATIONS = 1_000_000   # the upper bound of every iteration-count parameter
+
+# Fields a spec may not set: they come from the run (--task-weights, --seed)
+FROM_THE_RUN = {"task_weights": "--task-weights", "seed": "--seed"}
+
+
 def parameters(cls: type[Weighting]) -> dict[str, dataclasses.Field]:
     """The parameters a user may set on `cls` (its dataclass fields but the task count)."""
     return {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in ("num_tasks",)}
+
+
+def spec_parameters(cls: type[Weighting]) -> dict[str, dataclasses.Field]:
+    """The parameters a `--combine` spec may set (not the ones the run supplies)."""
+    return {name: f for name, f in parameters(cls).items() if name not in FROM_THE_RUN}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -88,17 +134,24 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise UserError(f"--combine {spec!r}: expected NAME or NAME:key=value,... (for example cagrad:c=0.4)")
-        params[key.strip().replace("-", "_")] = value.strip()
+        key = key.strip().replace("-", "_")
+        if key in params:
+            raise UserError(f"--combine {spec!r}: {key} is given twice; give each parameter once")
+        params[key] = value.strip()
     return name.strip().lower(), params
 
 
-def cast_params(cls: type[Weighting], params: dict, spec: str) -> dict:
-    """Parameter strings (from the command line) or values (from Python) as the fields' types."""
-    known = parameters(cls)
+def cast_params(cls: type[Weighting], params: dict, spec: str, *, from_spec: bool = True) -> dict:
+    """Parameter strings (from the command line) or values (from Python) as the fields' types,
+    each checked against its bounds. `from_spec`: the values came from a `--combine` spec,
+    which may not set what the run supplies (task weights, the seed)."""
+    known = spec_parameters(cls) if from_spec else parameters(cls)
     out = {}
     for key, value in params.items():
+        if key in FROM_THE_RUN and from_spec:
+            raise UserError(f"--combine {spec!r}: {key} is not set in the spec; it comes from {FROM_THE_RUN[key]}")
         if key not in known:
-            options = ", ".join(k for k in known if k != "task_weights") or "none"
+            options = ", ".join(spec_parameters(cls)) or "none"
             raise UserError(f"--combine {spec!r}: {cls.name} has no parameter {key!r} (parameters: {options})")
         kind = typing.get_type_hints(cls).get(key)
         if isinstance(value, str) and kind in (int, float):
@@ -109,5 +162,11 @@ def cast_params(cls: type[Weighting], params: dict, spec: str) -> dict:
                     raise ValueError
             except (ValueError, OverflowError):
                 raise UserError(f"--combine {spec!r}: {key} must be {'a whole number' if kind is int else 'a number'}") from None
+        bounds = known[key].metadata.get("bounds")
+        if bounds is not None and bounds.choices is None and not isinstance(value, (int, float)):
+            raise UserError(f"--combine {spec!r}: {key} must be {'a whole number' if kind is int else 'a number'}")
+        problem = bounds.problem(value) if bounds is not None else None
+        if problem:
+            raise UserError(f"--combine {spec!r}: {key}={value} {problem}")
         out[key] = value
     return out

@@ -16,18 +16,14 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import Weighting, param
 
 
 @dataclasses.dataclass
 class CAGrad(Weighting):
     name = "cagrad"
-    c: float = 0.4
-    norm_eps: float = 1e-4
-
-    def __post_init__(self):
-        if self.c < 0:
-            raise ValueError(f"cagrad c must be >= 0, got {self.c}")
+    c: float = param(0.4, low=0)
+    norm_eps: float = param(1e-4, low=0)
 
     def weights(self, gram, tasks):
         from scipy.optimize import minimize

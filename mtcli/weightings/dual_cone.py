@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import Weighting, param
 
 NORM_EPS = 1e-4
 REG_EPS = 1e-4
@@ -33,8 +33,8 @@ def conditioned(gram: np.ndarray, norm_eps: float = NORM_EPS, reg_eps: float = R
 @dataclasses.dataclass
 class DualConeWeighting(Weighting):
     """Base of the weightings built on the projection (UPGrad, DualProj): its two constants."""
-    norm_eps: float = NORM_EPS
-    reg_eps: float = REG_EPS
+    norm_eps: float = param(NORM_EPS, low=0)
+    reg_eps: float = param(REG_EPS, low=0)
 
     def conditioned(self, gram: np.ndarray) -> np.ndarray:
         return conditioned(gram, self.norm_eps, self.reg_eps)

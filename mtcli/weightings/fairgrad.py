@@ -17,14 +17,14 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
 
 
 @dataclasses.dataclass
 class FairGrad(Weighting):
     name = "fairgrad"
-    alpha: float = 1.0
-    max_iters: int = 0            # solver evaluations; 0: scipy's default (100 T)
+    alpha: float = param(1.0, low=0)
+    max_iters: int = param(0, low=0, high=MAX_ITERATIONS)   # solver evaluations; 0: scipy's default (100 T)
 
     def weights(self, gram, tasks):
         num = len(gram)

@@ -16,19 +16,17 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import RandomOrder, Weighting
+from mtcli.weightings.base import RandomOrder, Weighting, param
 
 
 @dataclasses.dataclass
 class GradVac(Weighting):
     name = "gradvac"
-    beta: float = 0.01
-    eps: float = 1e-8
+    beta: float = param(0.01, low=0, high=1)
+    eps: float = param(1e-8, low=0)
     seed: int = 0
 
     def __post_init__(self):
-        if not 0 <= self.beta <= 1:
-            raise ValueError(f"gradvac beta must be in [0, 1], got {self.beta}")
         self.order = RandomOrder(self.seed)
         self.targets = np.zeros((self.num_tasks, self.num_tasks))
 

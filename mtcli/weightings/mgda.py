@@ -13,14 +13,14 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
 
 
 @dataclasses.dataclass
 class MGDA(Weighting):
     name = "mgda"
-    epsilon: float = 0.001
-    max_iters: int = 100
+    epsilon: float = param(0.001, low=0)
+    max_iters: int = param(100, low=1, high=MAX_ITERATIONS)
 
     def weights(self, gram, tasks):
         num = len(gram)

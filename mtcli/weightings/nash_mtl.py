@@ -19,19 +19,17 @@ import dataclasses
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
 
 
 @dataclasses.dataclass
 class NashMTL(Weighting):
     name = "nash-mtl"
-    max_norm: float = 1.0
-    update_weights_every: int = 1
-    optim_niter: int = 20
+    max_norm: float = param(1.0, low=0)
+    update_weights_every: int = param(1, low=1, high=MAX_ITERATIONS)
+    optim_niter: int = param(20, low=1, high=MAX_ITERATIONS)
 
     def __post_init__(self):
-        if self.update_weights_every < 1 or self.optim_niter < 1 or self.max_norm < 0:
-            raise ValueError("nash-mtl needs update_weights_every >= 1, optim_niter >= 1 and max_norm >= 0")
         self.alpha = np.ones(self.num_tasks)
         self.calls = 0
         self.solves = 0        # convex problems solved at the last update (for tests and curiosity)

@@ -44,9 +44,22 @@ def test_specs_set_parameters_with_their_types():
     ("cagrad:radius=1", "cagrad has no parameter 'radius' (parameters: c, norm_eps)"),
     ("cagrad:c=big", "c must be a number"),
     ("nash-mtl:optim_niter=2.5", "optim_niter must be a whole number"),
-    ("cagrad:c=-1", "cagrad c must be >= 0"),
-    ("gradvac:beta=2", "gradvac beta must be in [0, 1]"),
-    ("aligned-mtl:scale=max", "aligned-mtl scale must be one of min, median, rmse"),
+    ("cagrad:c=-1", "c=-1.0 must be at least 0"),
+    ("gradvac:beta=2", "beta=2.0 must be between 0 and 1"),
+    ("aligned-mtl:scale=max", "scale=max must be one of min, median, rmse"),
+    # every parameter declares its range, checked before anything runs (hostile-inputs issue, point 8)
+    ("cagrad:c=nan", "c=nan must be a finite number"),
+    ("cagrad:c=inf", "c=inf must be a finite number"),
+    ("fairgrad:alpha=nan", "alpha=nan must be a finite number"),
+    ("fairgrad:alpha=-1", "alpha=-1.0 must be at least 0"),
+    ("mgda:max_iters=-5", "max_iters=-5 must be between 1 and 1000000"),
+    ("mgda:epsilon=nan", "epsilon=nan must be a finite number"),
+    ("mgda:epsilon=-1", "epsilon=-1.0 must be at least 0"),
+    ("nash-mtl:max_norm=nan", "max_norm=nan must be a finite number"),
+    ("cagrad:norm_eps=-1", "norm_eps=-1.0 must be at least 0"),
+    ("cagrad:c=1,c=2", "c is given twice; give each parameter once"),
+    ("weighted:task_weights=1", "task_weights is not set in the spec; it comes from --task-weights"),
+    ("pcgrad:seed=4", "seed is not set in the spec; it comes from --seed"),
 ])
 def test_bad_specs_say_what_is_wrong(spec, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
