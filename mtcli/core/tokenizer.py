@@ -4,9 +4,15 @@ of how a single sentence or a pair becomes model input. Torch-free (numpy out).
 Pairs are `[CLS] a [SEP] b [SEP]` with token type ids 0 for a and 1 for b;
 sequences are truncated longest-first to MAX_LENGTH and padded to the longest
 row of the batch.
+
+A text far longer than MAX_LENGTH tokens is cut to a prefix of whole words before it
+is tokenized (`clip`): one that still gives at least MAX_LENGTH tokens, so the truncated
+result is the one the whole text gives, while the memory the tokenizer takes stays
+bounded whatever the length of the line (a 5 MB line no longer costs a gigabyte).
 """
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from mtcli.core.errors import UserError
 
 MAX_LENGTH = 128
 TOKENIZER_FILE = "tokenizer.json"
+CLIP_CHARS_PER_TOKEN = 16   # the first prefix tried for a long text: max_length x this many characters
 
 
 class Tokenizer:
@@ -27,6 +34,7 @@ class Tokenizer:
             raise UserError("tokenizer has no [PAD] token; expected a BERT WordPiece vocabulary")
         backend.no_padding()
         backend.enable_truncation(max_length=max_length, strategy="longest_first")
+        self._counter = None  # an untruncated copy of the backend, to count the tokens of long texts
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, max_length: int = MAX_LENGTH) -> "Tokenizer":
@@ -47,14 +55,72 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
 
+    def clip(self, text: str, budget: int | None = None) -> str:
+        """`text`, or for a long one a prefix of whole words that still gives at least max_length
+        tokens: its first max_length tokens (all that truncation keeps of a sentence) are the
+        whole text's. The prefix grows fourfold until it does."""
+        budget = budget or self.max_length * CLIP_CHARS_PER_TOKEN
+        while len(text) > budget:
+            prefix = _whole_words(self.backend, text[:budget])
+            if prefix and len(self.backend.encode(prefix, add_special_tokens=False).ids) >= self.max_length:
+                return prefix
+            budget *= 4
+        return text
+
+    def clip_pair(self, a: str, b: str) -> tuple[str, str]:
+        """Both sides of a pair clipped so that longest-first truncation keeps exactly what it keeps
+        of the whole pair. It keeps at most max_length tokens of either side, and one token more
+        of the longer side (ties: the second), so the clipped sides must also compare as the
+        whole ones do: the whole sides are counted in bounded pieces, and the side that must be
+        longer grows until it is."""
+        clipped_a, clipped_b = self.clip(a), self.clip(b)
+        if clipped_a is a and clipped_b is b:
+            return a, b
+        if len(a) >= len(b):  # count the shorter side whole, the other only until it passes it
+            count_b = self._count(b)
+            a_longer = self._count(a, stop_above=count_b) > count_b
+        else:
+            count_a = self._count(a)
+            a_longer = self._count(b, stop_above=count_a - 1) < count_a
+        count_a, count_b = self._count(clipped_a), self._count(clipped_b)
+        budget = self.max_length * CLIP_CHARS_PER_TOKEN
+        while a_longer and count_a <= count_b:
+            budget *= 4
+            clipped_a = self.clip(a, budget)
+            count_a = self._count(clipped_a)
+        while not a_longer and count_a > count_b:
+            budget *= 4
+            clipped_b = self.clip(b, budget)
+            count_b = self._count(clipped_b)
+        return clipped_a, clipped_b
+
+    def _count(self, text: str, piece: int = 1 << 16, stop_above: int | None = None) -> int:
+        """Tokens of the whole `text` (no special tokens), tokenized in pieces of whole words; or,
+        with `stop_above`, some count above it as soon as the text is known to pass it."""
+        if self._counter is None:
+            from tokenizers import Tokenizer as HFTokenizer
+
+            self._counter = HFTokenizer.from_str(self.backend.to_str())
+            self._counter.no_truncation()
+        total, start = 0, 0
+        while start < len(text):
+            chunk = text[start:start + piece]
+            if start + piece < len(text):
+                chunk = _whole_words(self.backend, chunk) or text[start:_word_end(text, start + piece)]
+            total += len(self._counter.encode(chunk, add_special_tokens=False).ids)
+            start += len(chunk)
+            if stop_above is not None and total > stop_above:
+                break
+        return total
+
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Batch-encode sentences (or sentence pairs) into padded int64 arrays."""
         if pairs is None:
-            encodings = self.backend.encode_batch(list(texts))
+            encodings = self.backend.encode_batch([self.clip(t) for t in texts])
         else:
             if len(pairs) != len(texts):
                 raise ValueError(f"{len(texts)} first sentences but {len(pairs)} second sentences")
-            encodings = self.backend.encode_batch(list(zip(texts, pairs)))
+            encodings = self.backend.encode_batch([self.clip_pair(a, b) for a, b in zip(texts, pairs)])
         width = max((len(e.ids) for e in encodings), default=0)
         batch = {
             "input_ids": np.full((len(encodings), width), self.pad_id, dtype=np.int64),
@@ -70,13 +136,33 @@ class Tokenizer:
 
     def lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
         """Tokens per sentence (or pair), after truncation, without padding."""
-        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        inputs = [self.clip(t) for t in texts] if pairs is None else [self.clip_pair(a, b) for a, b in zip(texts, pairs)]
         return np.array([len(e.ids) for e in self.backend.encode_batch(inputs)], dtype=np.int64)
 
     def save(self, out_dir: str | Path) -> Path:
         path = Path(out_dir) / TOKENIZER_FILE
         self.backend.save(str(path))
         return path
+
+
+def _whole_words(backend, prefix: str) -> str:
+    """`prefix` without its last word, which the cut may have split ("" if it is all one word).
+    Words as the tokenizer's pre-tokenizer splits them (whitespace and punctuation for BERT), so
+    the words kept tokenize exactly as they do in the whole text."""
+    if backend.pre_tokenizer is not None:
+        words = backend.pre_tokenizer.pre_tokenize_str(prefix)
+        return prefix[:words[-1][1][0]] if len(words) > 1 else ""
+    cut = max(prefix.rfind(" "), prefix.rfind("\t"), prefix.rfind("\n"))
+    return prefix[:cut] if cut > 0 else ""
+
+
+def _word_end(text: str, position: int) -> int:
+    """Where the word running through `position` ends (the next whitespace, or the end)."""
+    match = _SPACE.search(text, position)
+    return match.start() if match else len(text)
+
+
+_SPACE = re.compile(r"\s")
 
 
 def _wordpiece_from_vocab(model_dir: Path):
