@@ -35,6 +35,7 @@ from mtcli.core.errors import UserError
 
 SAMPLERS = ("proportional", "annealed", "round-robin", "triple-batch")
 GROUP_BATCHES = 50  # batches per megabatch sorted by length together
+MAX_POOL = 10_000_000  # rows of one task per epoch, upsampled: its index pool is held in memory
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class TaskSampler:
             raise UserError(f"--upsample names unknown task(s) {', '.join(sorted(unknown))}; tasks are {', '.join(sizes)}")
         if any(int(f) != f or f < 1 for f in upsample.values()):
             raise UserError("--upsample factors must be whole numbers >= 1 (for example sst=3,para=1,sts=4)")
+        if any(size < 1 for size in sizes.values()):
+            raise ValueError(f"every task needs at least one row, got {sizes}")
+        pools = {t: sizes[t] * int(upsample.get(t, 1)) for t in sizes}
+        too_big = [t for t, n in pools.items() if n > MAX_POOL and n > sizes[t]]
+        if too_big:
+            t = too_big[0]
+            raise UserError(f"--upsample {t}={int(upsample.get(t, 1))}: {sizes[t]:,} rows repeated make {pools[t]:,} "
+                            f"per epoch; an upsampled task draws at most {MAX_POOL:,} rows per epoch: lower the "
+                            f"factor")
         self.kind, self.batch_size, self.epochs, self.seed = kind, batch_size, epochs, seed
         self.tasks = list(sizes)
         self.sizes = dict(sizes)
@@ -109,9 +119,10 @@ class TaskSampler:
         return [self.tasks[i] for i in draws]
 
     def _stream(self, task: str, start: int, count: int) -> np.ndarray:
-        """Positions start..start+count of the task's endless reshuffled index stream."""
+        """Positions start..start+count of the task's endless reshuffled index stream (empty when
+        the epoch's draw gave the task no batch)."""
         pool = np.repeat(np.arange(self.sizes[task]), self.factors[task])
-        out, position = [], start
+        out, position = [np.zeros(0, dtype=pool.dtype)], start
         while position < start + count:
             rounds, offset = divmod(position, len(pool))
             order = pool[np.random.default_rng([self.seed, self.tasks.index(task), rounds, 1]).permutation(len(pool))]
@@ -131,7 +142,7 @@ class TaskSampler:
             chunk = chunk[np.argsort(-self.lengths[task][chunk], kind="stable")]
             batches = [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
             out.extend(batches[i] for i in rng.permutation(len(batches)))
-        return np.concatenate(out) if out else rows
+        return np.concatenate(out) if out else rows[:0]
 
     def epoch_plan(self, epoch: int) -> list[list[Slot]]:
         """Steps of 1-based `epoch`, each a list of slots (task, batch indices)."""

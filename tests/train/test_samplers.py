@@ -149,3 +149,51 @@ def test_length_grouped_plans_are_reproducible_and_shuffled():
     assert maxima[:50] != sorted(maxima[:50], reverse=True)
     with pytest.raises(ValueError, match="one length per row"):
         TaskSampler("proportional", SIZES, batch_size=16, epochs=1, lengths={t: np.ones(3) for t in SIZES})
+
+
+# ---------------------------------------------------------------- any task sizes (hostile-inputs issue, point 3)
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtcli.train.samplers import SAMPLERS
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(SAMPLERS), sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5),
+       batch=st.integers(1, 40), epochs=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       grouped=st.booleans(), slots=st.integers(1, 6))
+def test_every_sampler_plans_every_epoch_for_any_task_sizes(kind, sizes, batch, epochs, seed, grouped, slots):
+    """Tiny tasks next to big ones (a 1-row task, an epoch whose draw gives a task no batch):
+    every step's slots hold full batches of that task's own rows, and epochs replay exactly."""
+    names = [f"t{i}" for i in range(len(sizes))]
+    sizes_by_task = dict(zip(names, sizes))
+    lengths = {t: np.arange(n) % 7 for t, n in sizes_by_task.items()} if grouped else None
+    sampler = TaskSampler(kind, sizes_by_task, batch_size=batch, epochs=epochs, seed=seed,
+                          slots_per_step=min(slots, len(names)), lengths=lengths)
+    for epoch in range(1, epochs + 1):
+        plan = sampler.epoch_plan(epoch)
+        assert len(plan) == sampler.steps_per_epoch() >= 1
+        for step in plan:
+            for slot in step:
+                assert len(slot.indices) == batch
+                assert slot.indices.min() >= 0 and slot.indices.max() < sizes_by_task[slot.task]
+    again = TaskSampler(kind, sizes_by_task, batch_size=batch, epochs=epochs, seed=seed,
+                        slots_per_step=min(slots, len(names)), lengths=lengths)
+    replay = again.epoch_plan(epochs)
+    assert [[(s.task, s.indices.tolist()) for s in step] for step in replay] == \
+        [[(s.task, s.indices.tolist()) for s in step] for step in sampler.epoch_plan(epochs)]
+
+
+def test_a_20_row_task_next_to_sst_trains_on_every_seed():
+    """The case the issue measured: 55% of seeds crashed with 'need at least one array'."""
+    for seed in range(60):
+        for kind in ("proportional", "annealed"):
+            sampler = TaskSampler(kind, {"sst": 8544, "tiny": 20}, batch_size=32, epochs=3, seed=seed, slots_per_step=2)
+            for epoch in (1, 2, 3):
+                sampler.epoch_plan(epoch)
+
+
+def test_an_upsample_that_cannot_fit_in_memory_is_refused_up_front():
+    with pytest.raises(UserError, match=r"--upsample tickets=1000000000: 20 rows repeated make 20,000,000,000"):
+        TaskSampler("proportional", {"tickets": 20, "sst": 100}, batch_size=8, epochs=1, upsample={"tickets": 10**9})
