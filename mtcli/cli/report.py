@@ -20,7 +20,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
 
     from mtcli.eval.report import report_run
 
-    result = report_run(run_dir)
+    import sys
+
+    result = report_run(run_dir, warn=lambda line: print(f"mtcli: warning: {line}", file=sys.stderr))
     console = Console()
     if not result["pairs"]:
         console.print("no task-gradient statistics in this run (the encoder never trained, or one task per step)")

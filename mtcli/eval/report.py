@@ -105,14 +105,15 @@ def plot_conflicts(report: dict, out: Path) -> Path:
     return _save(fig, out)
 
 
-def report_run(run_dir: str | Path) -> dict:
+def report_run(run_dir: str | Path, warn=None) -> dict:
+    """The report of a run folder; `warn(line)` hears of a torn last line in its log."""
     from mtcli.eval.plots import plot_curves
 
     run_dir = Path(run_dir)
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir}: no metrics.jsonl; pass a folder written by `mtcli train`")
-    records = read_metrics(path)
+    records = read_metrics(path, on_torn=warn)
     report = conflict_report(records)
     if report["pairs"]:
         plot_conflicts(report, run_dir / "conflicts.png")
