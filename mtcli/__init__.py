@@ -4,9 +4,11 @@ Importing the package is cheap: torch is imported only by the modules that need 
 (`mtcli.model`, training, export), never by scoring.
 """
 
+from mtcli.core.errors import UserError  # what mtcli raises for anything its caller can fix (torch-free)
+
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "__version__"]
+__all__ = ["Scorer", "UserError", "__version__"]
 
 
 def __getattr__(name: str):

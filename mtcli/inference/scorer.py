@@ -6,6 +6,11 @@
     scorer.score(task, ["What a film!"])             # a multiclass task: class probabilities, shape (1, C)
     scorer.embed(["A dog runs."])                    # pooled embeddings, shape (1, 384)
 
+Anything the caller can get wrong (an unknown task, a bare string where a list of rows
+belongs, a row of the wrong shape or type, an empty text, a batch size below 1) raises
+`mtcli.UserError` with a message naming the argument (`rows[3]: ...`): the rules of
+`mtcli score`, which runs on this class.
+
 Rows go through in windows of WINDOW; inside a window they are sorted by token length so
 batches pad little, and results come back in input order. A task whose head encodes the
 two sentences separately (siamese, cosine) is scored a sentence at a time: each distinct
@@ -80,8 +85,23 @@ class Scorer:
         if file not in self._sessions:
             session = make_session(self.model_dir / file, self.providers, self.threads)
             check_graph(session, entry, self.model_dir / file, inputs_key)
+            if inputs_key == "inputs":
+                self._probe(session, entry, self.model_dir / file)
             self._sessions[file] = session
         return self._sessions[file]
+
+    def _probe(self, session, entry: dict, graph: Path) -> None:
+        """Run one row of the manifest's max_length tokens: a graph whose position table is shorter
+        (a manifest edited to a longer max_length) fails here, not in the middle of scoring."""
+        length = self.manifest["max_length"]
+        ones = np.ones((1, length), dtype=np.int64)
+        feed = {name: (ones if name.startswith("attention_mask") else np.zeros_like(ones)) for name in entry["inputs"]}
+        try:
+            session.run([entry["output"]], feed)
+        except Exception as e:  # onnxruntime's own error types
+            reason = str(e).strip().splitlines()[0][:160]
+            raise UserError(f"{graph}: does not take rows of {length} tokens, the manifest's max_length ({reason}); "
+                            f"graph and manifest do not belong together: re-run `mtcli export`") from None
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -95,6 +115,7 @@ class Scorer:
         class probabilities (N, C) for multiclass tasks, P(label 1) (N,) for binary ones, the
         score (N,) for regression."""
         spec = self.task(task)
+        _check_batch_size(batch_size)
         parts = [self.score_window(task, window, batch_size) for window in _windows(rows, len(spec.text))]
         if not parts:
             shape = (0, len(spec.labels)) if spec.kind == "multiclass" else (0,)
@@ -103,13 +124,19 @@ class Scorer:
 
     def embed(self, sentences: Iterable[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """The encoder's pooled embedding of each sentence, (N, d), in input order."""
+        _check_batch_size(batch_size)
         parts = [self._embed([row[0] for row in window], batch_size) for window in _windows(sentences, 1)]
         return np.concatenate(parts) if parts else np.zeros((0, self.manifest["embedding"]["dim"]), dtype=np.float32)
 
     # ------------------------------------------------------------------ one window
 
     def score_window(self, task: str, texts: Sequence[tuple[str, ...]], batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """One window of rows (tuples of texts), already materialised."""
+        """One window of rows (tuples of texts, checked as `score` checks them), already materialised."""
+        spec = self.task(task)
+        _check_batch_size(batch_size)
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise UserError(f"texts: expected a list of rows, got {type(texts).__name__}")
+        texts = [_as_texts(row, len(spec.text), i) for i, row in enumerate(texts)]
         entry = self.manifest["tasks"][task]
         if self.dedup and entry["encoding"] == "separate":
             return self._score_pairs_by_sentence(entry, texts, batch_size)
@@ -142,17 +169,40 @@ class Scorer:
         return self._run_length_sorted(self.manifest["embedding"], "single", [(s,) for s in sentences], batch_size)
 
 
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UserError(f"batch_size: expected a whole number >= 1, got {batch_size!r}")
+
+
 def _windows(rows: Iterable, arity: int):
     """The rows as lists of up to WINDOW text tuples (memory bounded for any iterable)."""
-    rows = iter(rows)
-    while window := [_as_texts(row, arity) for row in itertools.islice(rows, WINDOW)]:
+    if isinstance(rows, (str, bytes)):
+        example = "['A dog runs.']" if arity == 1 else "[('A dog runs.', 'A dog is running.')]"
+        raise UserError(f"rows: expected a list of rows, got a {type(rows).__name__}; wrap one row in a list, "
+                        f"e.g. {example}")
+    try:
+        rows = iter(rows)
+    except TypeError:
+        raise UserError(f"rows: expected a list (or any iterable) of rows, got {type(rows).__name__}") from None
+    start = 0
+    while window := [_as_texts(row, arity, start + i) for i, row in enumerate(itertools.islice(rows, WINDOW))]:
+        start += len(window)
         yield window
 
 
-def _as_texts(row, arity: int) -> tuple[str, ...]:
-    """A row as a tuple of `arity` texts: a sentence may come bare, a pair as any 2-sequence."""
-    texts = (row,) if isinstance(row, str) else tuple(row)
+def _as_texts(row, arity: int, index: int) -> tuple[str, ...]:
+    """A row as a tuple of `arity` non-empty texts: a sentence may come bare, a pair as any
+    2-sequence. The same rules as `mtcli score` (an empty or blank text is refused)."""
+    shape = "a sentence (str)" if arity == 1 else "a (sentence1, sentence2) pair of str"
+    if isinstance(row, str):
+        texts = (row,)
+    elif isinstance(row, Sequence) and not isinstance(row, bytes):
+        texts = tuple(row)
+    else:
+        raise UserError(f"rows[{index}]: expected {shape}, got {type(row).__name__}")
     if len(texts) != arity or not all(isinstance(t, str) for t in texts):
-        shape = "a sentence" if arity == 1 else "a (sentence1, sentence2) pair"
-        raise UserError(f"each row of this task is {shape}; got {row!r}")
+        got = f"{len(texts)} items" if len(texts) != arity else ", ".join(type(t).__name__ for t in texts)
+        raise UserError(f"rows[{index}]: expected {shape}, got {got}")
+    if any(not t or t.isspace() for t in texts):  # (no stripped copy of a long text)
+        raise UserError(f"rows[{index}]: empty text; every text needs at least one non-blank character")
     return texts

@@ -63,5 +63,30 @@ def test_bad_rows_and_tasks_are_user_errors(tiny_export):
     scorer = Scorer(tiny_export, providers=["cpu"])
     with pytest.raises(UserError, match="unknown task 'nli'"):
         scorer.score("nli", ["x"])
-    with pytest.raises(UserError, match=r"each row of this task is a \(sentence1, sentence2\) pair"):
+    with pytest.raises(UserError, match=r"rows\[0\]: expected a \(sentence1, sentence2\) pair of str, got 1 items"):
         scorer.score("sts", ["only one sentence"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.score("sst", "hello"), r"rows: expected a list of rows, got a str; wrap one row in a list"),
+    (lambda s: s.score("sst", b"hello"), r"rows: expected a list of rows, got a bytes"),
+    (lambda s: s.score("sst", 5), r"rows: expected a list \(or any iterable\) of rows, got int"),
+    (lambda s: s.score("sst", [1]), r"rows\[0\]: expected a sentence \(str\), got int"),
+    (lambda s: s.score("sst", ["fine", None]), r"rows\[1\]: expected a sentence \(str\), got NoneType"),
+    (lambda s: s.score("sts", [("a", 2)]), r"rows\[0\]: expected a \(sentence1, sentence2\) pair of str, got str, int"),
+    (lambda s: s.score("sts", [("", "")]), r"rows\[0\]: empty text"),
+    (lambda s: s.score("sst", ["ok", "  \t"]), r"rows\[1\]: empty text"),
+    (lambda s: s.score("sst", ["ok"], batch_size=0), r"batch_size: expected a whole number >= 1, got 0"),
+    (lambda s: s.score("sst", ["ok"], batch_size=2.5), r"batch_size: expected a whole number >= 1, got 2.5"),
+    (lambda s: s.embed(["ok"], batch_size=-1), r"batch_size: expected a whole number >= 1, got -1"),
+    (lambda s: s.embed(["ok", ""]), r"rows\[1\]: empty text"),
+    (lambda s: s.score_window("nli", [("x",)]), r"unknown task 'nli'"),
+    (lambda s: s.score_window("sst", "x"), r"texts: expected a list of rows, got str"),
+])
+def test_the_python_api_follows_the_cli_rules(tiny_export, call, message):
+    """A library user gets mtcli.UserError naming the argument, never a bare TypeError or a
+    string scored as five one-character rows (hostile-inputs issue, point 12)."""
+    import mtcli
+
+    with pytest.raises(mtcli.UserError, match=message):
+        call(Scorer(tiny_export, providers=["cpu"]))
