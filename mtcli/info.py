@@ -71,19 +71,27 @@ def native_status() -> dict:
 
 def task_source(tasks_file=None, checkpoint=None, export=None, data_dir=None) -> tuple[str, dict]:
     """Which tasks to describe: a checkpoint's or an export's, a task file's, or the built-in ones."""
-    from mtcli.core.data import resolve_data_dir
-    from mtcli.core.tasks import load_task_file, rebase
+    from mtcli.core.data import locate_data, resolve_data_dir
+    from mtcli.core.tasks import load_task_file
 
-    data = resolve_data_dir(data_dir)
+    if checkpoint is None and export is None:
+        return str(tasks_file or "built-in tasks"), load_task_file(tasks_file, resolve_data_dir(data_dir))
     if checkpoint is not None:
-        from mtcli.model.checkpoint import checkpoint_tasks
+        from mtcli.model.checkpoint import checkpoint_data, checkpoint_tasks
 
-        return str(checkpoint), rebase(checkpoint_tasks(checkpoint), data)
-    if export is not None:
+        source, tasks = checkpoint, checkpoint_tasks(checkpoint)
+        locate = lambda: checkpoint_data(checkpoint, tasks, task_file=tasks_file, data_dir=data_dir)  # noqa: E731
+    else:
         from mtcli.inference.manifest import read_manifest_tasks
 
-        return str(export), rebase(read_manifest_tasks(export), data)
-    return str(tasks_file or "built-in tasks"), load_task_file(tasks_file, data)
+        source, tasks = export, read_manifest_tasks(export)
+        locate = lambda: locate_data(tasks, export, task_file=tasks_file, data_dir=data_dir)  # noqa: E731
+    try:
+        return str(source), locate()
+    except UserError:
+        if tasks_file is not None or data_dir is not None:
+            raise
+        return str(source), tasks  # described without row counts: its data files are named, not located
 
 
 def gather(model_dir=None, data_dir=None, tasks_file=None, checkpoint=None, export=None) -> dict:

@@ -13,6 +13,13 @@ EPILOG = """Examples:
   mtcli eval --split test --checkpoint runs/demo/best   # writes {sst,para,sts}-test-output.csv
 
   mtcli eval --onnx export/                      # the same metrics through onnxruntime (no torch)
+
+  mtcli eval --onnx export/ --tasks sick.toml    # declared tasks: where their data lies
+
+Checkpoints and exports name their data files by name only. The data is read from
+--data-dir (by name), --tasks (the files that task file declares), the bundled data/
+for the built-in tasks, or, for a checkpoint inside a run folder, the files that run
+read if they are unchanged.
 """
 
 
@@ -22,7 +29,10 @@ def eval_command(
     onnx: Path = typer.Option(None, help="Evaluate an `mtcli export` folder through onnxruntime instead"),
     int8: bool = typer.Option(False, "--int8", help="With --onnx: use the int8 graphs"),
     out: Path = typer.Option(None, help="Where eval.json / predictions go (default: the checkpoint's run folder)"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Folder that holds the tasks' data files, read by name "
+                                                           "(default: see below)"),
+    tasks: Path = typer.Option(None, "--tasks", help="A task file declaring the checkpoint's tasks: read the data "
+                                                     "files it names"),
     limit: int = typer.Option(None, help="Evaluate the first N rows of each task"),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -36,30 +46,33 @@ def eval_command(
         raise UserError(f"--split {split!r} is not one of dev, test")
     if onnx is not None and checkpoint is not None:
         raise UserError("pass --checkpoint or --onnx, not both")
+    if tasks is not None and data_dir is not None:
+        raise UserError("pass --tasks or --data-dir, not both")
     console = Console(stderr=True)
     if onnx is not None:
         from mtcli.inference.score import evaluate_onnx
 
-        results, splits, predictions = evaluate_onnx(onnx, split=split, data_dir=data_dir, limit=limit, quantized=int8,
-                                                     batch_size=batch_size, return_predictions=True)
+        results, splits, predictions = evaluate_onnx(onnx, split=split, data_dir=data_dir, task_file=tasks, limit=limit,
+                                                     quantized=int8, batch_size=batch_size, return_predictions=True)
         source, out_dir, provenance = onnx, out or onnx, {"backend": "onnxruntime" + (" int8" if int8 else "")}
     else:
-        results, splits, predictions, source, provenance = _torch_eval(checkpoint, split, data_dir, limit, batch_size, device)
+        results, splits, predictions, source, provenance = _torch_eval(checkpoint, split, data_dir, tasks, limit,
+                                                                       batch_size, device)
         out_dir = out or source.parent
     _report(console, results, splits, predictions, split, source, out_dir, provenance)
 
 
-def _torch_eval(checkpoint, split, data_dir, limit, batch_size, device):
-    from mtcli.core.data import read_splits, resolve_data_dir
-    from mtcli.core.tasks import rebase
+def _torch_eval(checkpoint, split, data_dir, task_file, limit, batch_size, device):
+    from mtcli.core.data import read_splits
     from mtcli.eval.evaluate import score_predictions
-    from mtcli.model.checkpoint import checkpoint_hash, latest_checkpoint, load_checkpoint
+    from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, latest_checkpoint, load_checkpoint
     from mtcli.model.predict import predict_texts, resolve_device
 
     ckpt = checkpoint or latest_checkpoint()
     target = resolve_device(device)
     model, tokenizer, _ = load_checkpoint(ckpt, device=target)
-    splits = read_splits(rebase(model.tasks, resolve_data_dir(data_dir)), split, limit=limit)
+    located = checkpoint_data(ckpt, model.tasks, task_file=task_file, data_dir=data_dir, splits=(split,))
+    splits = read_splits(located, split, limit=limit)
     predictions = {}
     for task, data in splits.items():
         predictions[task], _ = predict_texts(model, tokenizer, task, [ex.texts for ex in data.examples],

@@ -19,16 +19,21 @@ def export_command(
     out: Path = typer.Option(Path("export"), help="Output folder (replaced as a whole on success)"),
     quantize: str = typer.Option(None, help="int8: also write dynamically quantized graphs and report the dev change"),
     opset: int = typer.Option(18, help="ONNX opset (17 or newer)"),
-    data_dir: Path = typer.Option(None, "--data-dir", help="CS224N files for the parity check and int8 report"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Folder holding the tasks' dev files (parity check, int8 "
+                                                           "report), read by name"),
+    tasks: Path = typer.Option(None, "--tasks", help="The task file declaring the checkpoint's tasks (their dev files)"),
 ):
     """Export the three task heads to ONNX (dynamic batch and sequence), with tokenizer and manifest."""
     from rich.console import Console
 
+    from mtcli.core.errors import UserError
     from mtcli.model.checkpoint import latest_checkpoint
     from mtcli.export.onnx import export
 
     console = Console(stderr=True)
     ckpt = checkpoint or latest_checkpoint()
-    manifest = export(ckpt, out, opset=opset, quantize=quantize, data_dir=data_dir, console=console)
+    if tasks is not None and data_dir is not None:
+        raise UserError("pass --tasks or --data-dir, not both")
+    manifest = export(ckpt, out, opset=opset, quantize=quantize, data_dir=data_dir, task_file=tasks, console=console)
     files = ", ".join(e["file"] + (f" + {e['int8_file']}" if "int8_file" in e else "") for e in manifest["tasks"].values())
     console.print(f"wrote {out}/: {files}, tokenizer.json, manifest.json (opset {opset})")

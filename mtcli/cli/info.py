@@ -24,7 +24,8 @@ EPILOG = """Examples:
 def info(
     model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Read the tasks' files from this folder instead."),
-    tasks: Path = typer.Option(None, "--tasks", help="A TOML task file (default: the built-in CS224N tasks)."),
+    tasks: Path = typer.Option(None, "--tasks", help="A TOML task file (default: the built-in CS224N tasks); with "
+                                                     "--checkpoint or --model: where their tasks' data lies."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Describe the tasks of this checkpoint."),
     model: Path = typer.Option(None, "--model", help="Describe the tasks of this `mtcli export` folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -33,8 +34,8 @@ def info(
     from mtcli.core.errors import UserError
     from mtcli.info import gather
 
-    if sum(x is not None for x in (tasks, checkpoint, model)) > 1:
-        raise UserError("pass one of --tasks, --checkpoint, --model")
+    if checkpoint is not None and model is not None:
+        raise UserError("pass one of --checkpoint, --model")
     report = gather(model_dir, data_dir, tasks, checkpoint, model)
     if as_json:
         print(json.dumps(report, indent=2))

@@ -5,13 +5,15 @@ CS224N's odd test-student headers (`0, "", id, sentence`) read the same as the
 others. Every bad row is reported with its file and line number. Torch-free.
 """
 
+import errno
+import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from mtcli.core.errors import DataError, UserError
-from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task
+from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task, rebase
 from mtcli.core.tsv import iter_rows, open_binary, sniff_delimiter
 
 OnError = Literal["fail", "skip"]
@@ -55,10 +57,94 @@ def split_path(task: Task, split: str) -> Path:
     path = task.file(split)
     if path is None:
         raise UserError(f"task {task.name!r} declares no {split} file; add `{split} = \"FILE\"` to its [[task]] table")
+    if not path.is_absolute():  # an artifact's bare file name that no one located (locate_data): never read from the cwd
+        raise UserError(f"task {task.name!r}: its {split} file {str(path)!r} is named without a folder; pass --data-dir "
+                        f"with the folder that holds it, or --tasks with the task file")
     if not path.is_file():
-        raise UserError(f"{path}: not found; it is the {split} file of task {task.name!r}: fix the path in the task "
-                        f"file, or pass --data-dir with the folder that holds it")
+        problem = path_problem(path)
+        fix = "fix the path in the task file, or pass --data-dir with the folder that holds it" \
+            if problem == "not found" else "name a data file (TSV or CSV with a header)"
+        raise UserError(f"{path}: {problem}; it is the {split} file of task {task.name!r}: {fix}")
     return path
+
+
+def path_problem(path: Path) -> str:
+    """Why `path` is not a readable regular file, in a few words."""
+    try:
+        mode = path.stat().st_mode
+    except RuntimeError:
+        return "is a symlink loop"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symlink loop"
+        return "not found" if e.errno == errno.ENOENT else (e.strerror or "cannot be read").lower()
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
+def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | Path | None = None,
+                data_dir: str | Path | None = None, record: dict | None = None, splits=SPLITS) -> dict[str, Task]:
+    """Where the data of a checkpoint's or an export's tasks lies. Artifacts name their data
+    files by name only (a copied or hostile artifact never points mtcli at a path), so the
+    reader says where, in this order:
+
+      --data-dir DIR    each file by its name in DIR
+      --tasks FILE      the files a task file declares for tasks of the same name and shape
+      built-in tasks    the bundled data/ folder (the artifact's tasks are CS224N's three, or some of them)
+      a run's record    for a checkpoint inside a run folder: the files that run read, if unchanged
+                        (mtcli.core.provenance; `splits` are the ones the caller reads)
+    and otherwise it is one error saying which to pass."""
+    from mtcli.core.provenance import recorded_files
+    from mtcli.core.tasks import load_task_file
+
+    if data_dir is not None:
+        return rebase(tasks, resolve_data_dir(data_dir))
+    if task_file is not None:
+        declared = load_task_file(task_file)
+        located = {}
+        for name, task in tasks.items():
+            if name not in declared:
+                raise UserError(f"{task_file}: declares no task {name!r}, which {source} has; pass the task file "
+                                f"it was trained with, or --data-dir")
+            if shape(declared[name]) != shape(task):
+                raise UserError(f"{task_file}: task {name!r} is declared otherwise than in {source} (kind, columns, "
+                                f"labels or range differ); pass the task file it was trained with")
+            located[name] = replace(task, files=declared[name].files)
+        return located
+    builtin = load_task_file()
+    if all(name in builtin and builtin[name].declaration() == _without_encoding(task, builtin[name])
+           for name, task in tasks.items()):
+        return {name: replace(task, files=builtin[name].files) for name, task in tasks.items()}
+    if record is not None:
+        located = {}
+        for name, task in tasks.items():
+            files = recorded_files(record, name, splits)
+            if files is None:
+                break
+            located[name] = replace(task, files=files)
+        else:
+            return located
+    first = next(iter(tasks.values()))
+    shown = next(iter(first.files.values()), "")
+    raise UserError(f"{source}: names its data files by name only (task {first.name!r}: {shown!r}); pass --data-dir "
+                    f"with the folder that holds them, or --tasks with the task file")
+
+
+def shape(task: Task) -> tuple:
+    """What must agree between an artifact's task and a task file's to read its data for it."""
+    return task.kind, task.text, task.label, task.labels, task.range
+
+
+def _without_encoding(task: Task, builtin: Task) -> dict:
+    """`task`'s declaration with the built-in's encoding (--encoding overrides it in training)."""
+    return replace(task, encoding=builtin.encoding).declaration()
 
 
 def _column_index(header: list[str], path: Path, name: str) -> int:
@@ -139,7 +225,8 @@ def row_counts(tasks: dict[str, Task]) -> dict[str, dict[str, int | None]]:
         counts[name] = {}
         for split in SPLITS:
             path = task.file(split)
-            counts[name][split] = len(read_split(task, split)) if path is not None and path.is_file() else None
+            located = path is not None and path.is_absolute() and path.is_file()  # a bare name is not located
+            counts[name][split] = len(read_split(task, split)) if located else None
     return counts
 
 

@@ -24,10 +24,11 @@ arity alone: see mtcli.model.heads.
 """
 
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from mtcli.core.errors import UserError
 from mtcli.core.paths import DEFAULT_DATA_DIR
@@ -42,7 +43,10 @@ SPLITS = ("train", "dev", "test")
 REQUIRED_SPLITS = ("train", "dev")
 MAX_TASKS = 8
 BUILTIN_TASK_FILE = Path(__file__).with_name("cs224n.toml")
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")   # matched whole (fullmatch): no trailing newline slips through
+EMBEDDING = "embed"   # the name of an export's sentence-embedding graph (embed.onnx): not a task's name
+RESERVED_NAMES = {EMBEDDING: "the export's sentence-embedding graph is embed.onnx"}
+MAX_RANGE = 1e9       # regression labels beyond this overflow the float32 squared error: rescale them
 KEYS = {"name", "kind", "text", "label", "labels", "range", "metric", "encoding", *SPLITS, "id", "title",
         "prediction_header"}
 
@@ -88,23 +92,49 @@ class Task:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         return Path(self.files[split]) if split in self.files else None
 
+    @property
+    def numeric_labels(self) -> bool:
+        """Whether some class name is a number (`labels = ["1", "0"]`): then every number in the
+        data is read as a class name, never as a class index."""
+        return any(_number(name) is not None for name in self.labels)
+
     def parse_label(self, raw: str) -> int | float:
-        """The label of one data row (a class index or name, or a number in range); ValueError if invalid."""
-        if not self.is_regression and raw in self.labels:
-            return self.labels.index(raw)
-        try:
-            value = float(raw)
-        except ValueError:
-            expected = "a number" if self.is_regression else f"a class index or one of {', '.join(self.labels)}"
-            raise ValueError(f"label {raw!r} is not {expected}") from None
-        low, high = self.label_range
-        if not low <= value <= high:
-            raise ValueError(f"label {raw!r} is out of range {low:g}-{high:g} for {self.name}")
+        """The label of one data row; ValueError if invalid.
+
+        Regression: a number in the declared range. Classification, one rule for every
+        spelling: a label is a class name (numbers compared as numbers, so `1`, `1.0` and
+        `1e0` name the same class); only when no class name is a number may a label also
+        be a class index (`0` .. `C-1`, as `1` or `1.0`)."""
+        number = _number(raw)
         if self.is_regression:
-            return value
-        if value != int(value):
+            if number is None:
+                raise ValueError(f"label {raw!r} is not a number")
+            low, high = self.label_range
+            if not low <= number <= high:
+                raise ValueError(f"label {raw!r} is out of range {low:g}-{high:g} for {self.name}")
+            return number
+        if raw in self.labels:
+            return self.labels.index(raw)
+        if self.numeric_labels:
+            named = [i for i, name in enumerate(self.labels) if number is not None and _number(name) == number]
+            if named:
+                return named[0]
+            raise ValueError(f"label {raw!r} is not one of {', '.join(self.labels)} (the class names are numbers, "
+                             f"so a number in the data is a class name, not an index)")
+        if number is None:
+            raise ValueError(f"label {raw!r} is not a class index or one of {', '.join(self.labels)}")
+        if not 0 <= number <= len(self.labels) - 1:
+            raise ValueError(f"label {raw!r} is out of range 0-{len(self.labels) - 1} for {self.name}")
+        if number != int(number):
             raise ValueError(f"label {raw!r} is not a class index of {self.name} (0-{len(self.labels) - 1})")
-        return int(value)
+        return int(number)
+
+    def declaration(self) -> dict:
+        """The declaration as artifacts store it (checkpoints, manifests): data files by name
+        only, so that an artifact never points a reader at a path (see `artifact_tasks`)."""
+        table = self.to_dict()
+        table.update({split: Path(path).name for split, path in self.files.items()})
+        return table
 
     def to_dict(self) -> dict:
         """The declaration, with absolute file paths (what checkpoints and manifests store)."""
@@ -147,8 +177,10 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
         return table[key]
 
     name = text_field("name")
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         bad("name", f"{name!r} must be lower-case letters, digits, '-' or '_', starting with a letter (at most 32)")
+    if name in RESERVED_NAMES:
+        bad("name", f"{name!r} is reserved ({RESERVED_NAMES[name]}): name the task otherwise, e.g. {name}-task")
     kind = text_field("kind")
     if kind not in KINDS:
         bad("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
@@ -171,6 +203,9 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value_range) \
                 or not value_range[0] < value_range[1]:
             bad("range", f"expected [low, high] with low < high, found {value_range!r}")
+        if max(abs(v) for v in value_range) > MAX_RANGE:
+            bad("range", f"{value_range!r} reaches beyond ±{MAX_RANGE:g}, where squared errors overflow float32: "
+                         f"rescale the labels (for example to thousands)")
         value_range = (float(value_range[0]), float(value_range[1]))
     else:
         if "range" in table:
@@ -202,7 +237,7 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
     for split in SPLITS:
         path = text_field(split, required=split in REQUIRED_SPLITS)
         if path is not None:
-            files[split] = str(Path(path) if base is None else (base / path).resolve())
+            files[split] = str(Path(path) if base is None else Path(os.path.realpath(base / path)))
     return Task(name=name, kind=kind, text=tuple(text), label=label, labels=labels, range=value_range, metric=metric,
                 encoding=encoding, files=files, id=text_field("id", required=False) or "id",
                 title=text_field("title", required=False) or "",
@@ -249,8 +284,22 @@ def load_task_file(path: str | Path | None = None, data_dir: str | Path | None =
 
 
 def tasks_from_dicts(tables: list[dict], source: str | Path) -> dict[str, Task]:
-    """Tasks stored by a checkpoint or manifest (absolute paths), validated as a task file is."""
-    return tasks_from_tables(tables, source, None)
+    """Tasks stored by a checkpoint or manifest, validated as a task file is. Their data files
+    are kept by name only, whatever the artifact says (earlier versions stored absolute
+    paths; a hostile one may name any file): where the data lies is the reader's to say
+    (mtcli.core.data.locate_data)."""
+    tasks = tasks_from_tables(tables, source, None)
+    return {name: replace(task, files={split: file_name(path, f"{source}: task {name!r}: {split}")
+                                       for split, path in task.files.items()})
+            for name, task in tasks.items()}
+
+
+def file_name(path: str, where: str) -> str:
+    """The last component of a stored data path: what an artifact may say about its data."""
+    name = PurePath(path.replace("\\", "/")).name
+    if name in ("", ".", ".."):
+        raise UserError(f"{where}: {path!r} names no file; the artifact is damaged: re-create it")
+    return name
 
 
 def rebase(tasks: dict[str, Task], data_dir: str | Path | None) -> dict[str, Task]:
@@ -258,7 +307,7 @@ def rebase(tasks: dict[str, Task], data_dir: str | Path | None) -> dict[str, Tas
     if data_dir is None:
         return tasks
     folder = Path(data_dir)
-    return {name: replace(t, files={s: str((folder / Path(f).name).resolve()) for s, f in t.files.items()})
+    return {name: replace(t, files={s: os.path.realpath(folder / Path(f).name) for s, f in t.files.items()})
             for name, t in tasks.items()}
 
 
@@ -281,6 +330,15 @@ def check_names(tasks: dict[str, Task], names, option: str) -> None:
     unknown = sorted(set(names) - set(tasks))
     if unknown:
         raise UserError(f"{option} names unknown task(s) {', '.join(unknown)}; tasks are {', '.join(tasks)}")
+
+
+def _number(text: str) -> float | None:
+    """`text` as a finite number, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 # Shorthands kept from before tasks were declared: `train --para-mode X` is `--encoding para=X`.

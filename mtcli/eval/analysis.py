@@ -88,7 +88,14 @@ def plot_names(task: Task) -> list[str]:
 
 
 def plot_names_of(name: str, kind: str) -> list[str]:
-    return {"multiclass": [f"confusion_{name}.png"], "regression": [f"{name}_scatter.png"]}.get(kind, [])
+    """Each kind's plots under a prefix of its own, so no two tasks' plots share a name whatever
+    the tasks are called (a multiclass `scatter` and a regression `confusion` included)."""
+    return {"multiclass": [f"confusion_{name}.png"], "regression": [f"scatter_{name}.png"]}.get(kind, [])
+
+
+def earlier_plot_names_of(name: str, kind: str) -> list[str]:
+    """What mtcli before 0.2 called them (`sts_scatter.png`): still mtcli's own to replace."""
+    return [f"{name}_scatter.png"] if kind == "regression" else []
 
 
 def plot_analysis(analysis: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: Path) -> list[Path]:

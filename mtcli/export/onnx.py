@@ -19,15 +19,15 @@ import onnx
 import torch
 
 from mtcli import __version__
-from mtcli.model.checkpoint import checkpoint_hash, load_checkpoint
+from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, load_checkpoint
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import staged_dir, write_json
 from mtcli.inference.manifest import (EMBEDDING, FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files,
                                      output_name, read_manifest_tasks)
 from mtcli.model.multitask import MultitaskModel
-from mtcli.core.data import read_split, resolve_data_dir
-from mtcli.core.tasks import Task, rebase
+from mtcli.core.data import read_split
+from mtcli.core.tasks import Task
 
 PARITY_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -215,6 +215,15 @@ def parity_rows(task: Task, count: int = 64) -> list[tuple[str, ...]]:
     return [ex.texts for ex in picked]
 
 
+def generated_rows(tokenizer, task: Task, count: int = 64) -> list[tuple[str, ...]]:
+    """Rows of the vocabulary's words, from one word to past the maximum length, for the parity
+    check when no dev data was located (a copied checkpoint without its data)."""
+    words = sorted(w for w in tokenizer.backend.get_vocab() if w.isalpha() and w.islower())
+    rng = np.random.default_rng(0)
+    lengths = np.geomspace(1, 2 * tokenizer.max_length, count).astype(int)
+    return [tuple(" ".join(rng.choice(words, size=n)) for _ in task.text) for n in lengths]
+
+
 def max_difference(graph: torch.nn.Module, path: Path, batches: list[dict[str, np.ndarray]]) -> float:
     """Largest |onnxruntime - torch| of a graph's output over the given input batches."""
     import onnxruntime as ort
@@ -258,8 +267,13 @@ def versions() -> dict[str, str]:
 
 
 def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int = 18, quantize: str | None = None,
-           data_dir=None, console=None, evaluate_int8: bool = True) -> dict:
-    """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success)."""
+           data_dir=None, task_file=None, console=None, evaluate_int8: bool = True) -> dict:
+    """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success).
+
+    The parity check (and the int8 report) read the tasks' dev rows where `data_dir` or
+    `task_file` say, or the checkpoint's run recorded (mtcli.core.data.locate_data); with
+    neither given and none located, parity is checked on generated rows and the int8 dev
+    report is left out, both said."""
 
     if not MIN_OPSET <= opset <= max_opset():
         raise UserError(f"--opset {opset}: mtcli exports opsets {MIN_OPSET} to {max_opset()}")
@@ -271,22 +285,22 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
     with staged_dir(out_dir, export_files, "an earlier `mtcli export`") as staging:
         model, tokenizer, meta = load_checkpoint(checkpoint)
         say(f"checkpoint {checkpoint}")
-        declared = rebase(model.tasks, resolve_data_dir(data_dir))
+        located = _located_dev_data(checkpoint, model, data_dir, task_file, say)
         tasks = {}
-        for task, spec in declared.items():
+        for task, spec in model.tasks.items():
             encoding = model.encoding(task)
             path = staging / f"{task}.onnx"
             say(f"exporting {task} ({spec.kind}, {spec.encoding or 'single'}: {encoding} encoding) ...")
             with _quiet():
                 fused = _export_graph(model, tokenizer, task, path, opset)
             onnx.checker.check_model(str(path), full_check=True)
-            rows = parity_rows(spec)
+            rows = parity_rows(located[task]) if located else generated_rows(tokenizer, spec)
             diff = check_parity(model, tokenizer, task, path, rows)
             say(f"  {task}.onnx: fused {', '.join(f'{n} {op}' for op, n in fused.items()) or 'nothing'}; "
-                f"parity with torch on 64 dev rows, max |diff| = {diff:.2e}")
+                f"parity with torch on {len(rows)} {'dev' if located else 'generated'} rows, max |diff| = {diff:.2e}")
             if diff > PARITY_TOLERANCE:
                 raise RuntimeError(f"{task}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
-            tasks[task] = {"task": spec.to_dict(), "file": path.name, "encoding": encoding,
+            tasks[task] = {"task": spec.declaration(), "file": path.name, "encoding": encoding,
                            "inputs": input_names(encoding), "output": output_name(spec.kind),
                            "parity_max_abs_diff": diff, "fused_operators": fused}
             if encoding == "separate":  # scoring may encode each distinct sentence once, then run the head alone
@@ -301,7 +315,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
                 with _quiet():
                     _quantize(path, staging / f"{task}.int8.onnx", nodes_matching(path, INT8_FP32_NODES))
                 tasks[task]["int8_file"] = f"{task}.int8.onnx"
-        embedding = _export_embedding(model, tokenizer, declared, staging, opset, quantize, say)
+        embedding = _export_embedding(model, tokenizer, located, staging, opset, quantize, say)
         tokenizer.save(staging)
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "max_length": tokenizer.max_length,
@@ -311,13 +325,26 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             "versions": versions(),
         }
         write_json(staging / MANIFEST, manifest)
-        if quantize == "int8" and evaluate_int8:
-            manifest["int8_dev"] = _int8_report(staging, data_dir, say)
+        if quantize == "int8" and evaluate_int8 and located:
+            manifest["int8_dev"] = _int8_report(staging, located, say)
             write_json(staging / MANIFEST, manifest)
+        elif quantize == "int8" and evaluate_int8:
+            say("  int8 dev change not measured: no dev data located (pass --data-dir or --tasks)")
     return manifest
 
 
-def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task], staging: Path, opset: int,
+def _located_dev_data(checkpoint: Path, model: MultitaskModel, data_dir, task_file, say) -> dict[str, Task] | None:
+    """The tasks with their dev files located, or None (then said) when none is and none was named."""
+    try:
+        return checkpoint_data(checkpoint, model.tasks, task_file=task_file, data_dir=data_dir, splits=("dev",))
+    except UserError as e:
+        if data_dir is not None or task_file is not None:
+            raise
+        say(f"no dev data located ({e}); parity is checked on generated rows")
+        return None
+
+
+def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task] | None, staging: Path, opset: int,
                       quantize: str | None, say) -> dict:
     """embed.onnx: the shared encoder and pooling alone (Scorer.embed, and pairs scored a sentence at a time)."""
     path = staging / f"{EMBEDDING}.onnx"
@@ -327,9 +354,12 @@ def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task], 
         fused = _export_encoder_graph(graph, _sample_inputs(tokenizer, "single", graph.names), "embedding", path,
                                       opset, model.encoder.config)
     onnx.checker.check_model(str(path), full_check=True)
-    sentences = [row[0] for task in tasks.values() for row in parity_rows(task, count=16)]
+    rows = [row for name, task in model.tasks.items()
+            for row in (parity_rows(tasks[name], count=16) if tasks else generated_rows(tokenizer, task, count=16))]
+    sentences = [row[0] for row in rows]
     diff = check_embedding_parity(model, tokenizer, path, sentences)
-    say(f"  {path.name}: parity with torch on {len(sentences)} dev sentences, max |diff| = {diff:.2e}")
+    say(f"  {path.name}: parity with torch on {len(sentences)} {'dev' if tasks else 'generated'} sentences, "
+        f"max |diff| = {diff:.2e}")
     if diff > PARITY_TOLERANCE:
         raise RuntimeError(f"{EMBEDDING}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
     entry = {"file": path.name, "inputs": list(graph.names), "output": "embedding", "dim": model.encoder.hidden_size,
@@ -341,12 +371,12 @@ def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task], 
     return entry
 
 
-def _int8_report(model_dir: Path, data_dir, say) -> dict:
+def _int8_report(model_dir: Path, tasks: dict[str, Task], say) -> dict:
     """Dev metrics of the fp32 and int8 graphs, and their difference (in metric points)."""
     from mtcli.inference.score import evaluate_onnx
 
-    fp32 = evaluate_onnx(model_dir, data_dir=data_dir)
-    int8 = evaluate_onnx(model_dir, data_dir=data_dir, quantized=True)
+    fp32 = evaluate_onnx(model_dir, tasks=tasks)
+    int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True)
     report = {"fp32": fp32, "int8": int8, "change": {}}
     for task, spec in read_manifest_tasks(model_dir).items():
         change = int8["tasks"][task][spec.metric] - fp32["tasks"][task][spec.metric]

@@ -15,12 +15,12 @@ from mtcli import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
-from mtcli.core.tasks import Task, task_from_table
+from mtcli.core.tasks import EMBEDDING, Task, tasks_from_dicts
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
 FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
-EMBEDDING = "embed"   # embed.onnx: a sentence -> the encoder's pooled embedding
+# EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take (core.tasks)
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
 
 
@@ -36,7 +36,8 @@ def export_files(folder: Path) -> set[str] | None:
     """The files an earlier `mtcli export` (and `eval --onnx`) wrote into `folder`, if it is an export.
 
     Read leniently: an export by another mtcli version is still mtcli's to replace."""
-    from mtcli.eval.analysis import plot_names_of  # `eval --onnx` writes its outputs into the export by default
+    # `eval --onnx` writes its outputs into the export by default
+    from mtcli.eval.analysis import earlier_plot_names_of, plot_names_of
 
     manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or manifest.get("format") != FORMAT:
@@ -53,7 +54,7 @@ def export_files(folder: Path) -> set[str] | None:
             files.update(v for k, v in entry.items() if k in ("file", "int8_file", "head_file") and isinstance(v, str))
             declared = entry.get("task") if isinstance(entry.get("task"), dict) else entry
             if isinstance(declared.get("kind"), str):
-                files.update(plot_names_of(name, declared["kind"]))
+                files.update(plot_names_of(name, declared["kind"]), earlier_plot_names_of(name, declared["kind"]))
     return files
 
 
@@ -124,7 +125,7 @@ def validate_manifest(manifest: dict, path: Path) -> None:
         where = f"tasks.{name}."
         if not isinstance(entry, dict):
             bad(where[:-1], f"expected an object, found {_JSON_TYPE.get(type(entry), type(entry).__name__)}")
-        task = task_from_table(need(entry, "task", dict, where), f"{path}: tasks.{name}.task", None)
+        task = next(iter(tasks_from_dicts([need(entry, "task", dict, where)], f"{path}: tasks.{name}.task").values()))
         if task.name != name:
             bad(where + "task.name", f"{task.name!r} is not the task's key {name!r}")
         file_name(entry, "file", where)
@@ -147,10 +148,10 @@ def validate_manifest(manifest: dict, path: Path) -> None:
 
 
 def read_manifest_tasks(model_dir: str | Path, manifest: dict | None = None) -> dict[str, Task]:
-    """The exported tasks, as declared when they were trained (validated)."""
+    """The exported tasks, as declared when they were trained (validated), their data files by
+    name only: an export never points at a path (mtcli.core.data.locate_data says where)."""
     manifest = manifest if manifest is not None else read_manifest(model_dir)
-    return {name: task_from_table(entry["task"], Path(model_dir) / MANIFEST, None)
-            for name, entry in manifest["tasks"].items()}
+    return tasks_from_dicts([entry["task"] for entry in manifest["tasks"].values()], Path(model_dir) / MANIFEST)
 
 
 def check_graph(session, entry: dict, graph: Path, inputs_key: str = "inputs") -> None:

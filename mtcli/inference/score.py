@@ -17,7 +17,7 @@ import numpy as np
 
 from mtcli.core.errors import DataError, UserError
 from mtcli.core.fileio import output_stream, same_file
-from mtcli.core.tasks import Task, rebase
+from mtcli.core.tasks import Task
 from mtcli.core.tsv import TsvWriter, iter_rows, line_counter, open_binary
 from mtcli.inference.scorer import WINDOW, Scorer
 
@@ -169,15 +169,18 @@ def _flush(scorer, task, window, writer, stats, batch_size, progress, lines, tot
 
 # ---------------------------------------------------------------- evaluation through ONNX
 
-def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, limit: int | None = None,
-                  quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"), batch_size: int = 64,
-                  return_predictions: bool = False):
-    """The same metrics as the torch eval, computed through onnxruntime."""
-    from mtcli.core.data import read_splits, resolve_data_dir
+def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, task_file=None,
+                  limit: int | None = None, quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"),
+                  batch_size: int = 64, return_predictions: bool = False, tasks: dict[str, Task] | None = None):
+    """The same metrics as the torch eval, computed through onnxruntime. The data is located
+    from `data_dir` or `task_file` (mtcli.core.data.locate_data), or given as located `tasks`."""
+    from mtcli.core.data import locate_data, read_splits
     from mtcli.eval.evaluate import score_predictions
 
     scorer = Scorer(model_dir, int8=quantized, providers=providers)
-    splits = read_splits(rebase(scorer.tasks, resolve_data_dir(data_dir)), split, limit=limit)
+    if tasks is None:
+        tasks = locate_data(scorer.tasks, model_dir, task_file=task_file, data_dir=data_dir, splits=(split,))
+    splits = read_splits(tasks, split, limit=limit)
     predictions = {task: scorer.score(task, [ex.texts for ex in data.examples], batch_size=batch_size)
                    for task, data in splits.items()}
     if split == "test":

@@ -22,7 +22,8 @@ from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
 from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.core.tasks import Task, tasks_from_dicts
+from mtcli.core.data import locate_data
+from mtcli.core.tasks import SPLITS, Task, tasks_from_dicts
 from mtcli.core.tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
@@ -59,7 +60,7 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
                 torch.save(trainer_state, tmp)
         write_json(staging / META, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "mtcli_version": __version__,
-            "heads": model.head_config.to_dict(), "tasks": [t.to_dict() for t in model.tasks.values()],
+            "heads": model.head_config.to_dict(), "tasks": [t.declaration() for t in model.tasks.values()],
             **(info or {}),
         })
     return Path(out_dir)
@@ -94,6 +95,18 @@ def checkpoint_tasks(ckpt_dir: str | Path, meta: dict | None = None) -> dict[str
     """The tasks a checkpoint was trained on, as it declared them."""
     meta = meta if meta is not None else read_meta(ckpt_dir)
     return tasks_from_dicts(meta.get("tasks"), Path(ckpt_dir) / META)
+
+
+def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=None, data_dir=None,
+                    splits=SPLITS) -> dict[str, Task]:
+    """A checkpoint's tasks with their data located (mtcli.core.data.locate_data): the run that
+    holds the checkpoint, if any, vouches for the files it read."""
+    from mtcli.core.paths import enclosing_run_dir
+    from mtcli.core.provenance import read_record
+
+    run = enclosing_run_dir(ckpt_dir)
+    record = read_record(run) if run is not None else None
+    return locate_data(tasks, ckpt_dir, task_file=task_file, data_dir=data_dir, record=record, splits=splits)
 
 
 def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:

@@ -75,7 +75,7 @@ def test_a_declared_task_trains_exports_scores_and_evaluates(task_file, tiny_mod
     result = json.loads((tmp_path / "runs" / "mine" / "eval.json").read_text())
     assert set(result["tasks"]) == {"answers", "spam"} and set(result["headline"]) == {"answers", "spam"}
     assert result["overall"] == pytest.approx(((result["headline"]["answers"] + 1) / 2 + result["headline"]["spam"]) / 2)
-    assert (tmp_path / "runs" / "mine" / "answers_scatter.png").is_file()
+    assert (tmp_path / "runs" / "mine" / "scatter_answers.png").is_file()
 
     exported = run_cli("export", "--checkpoint", best, "--out", tmp_path / "export")
     assert exported.returncode == 0, exported.stderr.decode()[-3000:]
@@ -90,7 +90,9 @@ def test_a_declared_task_trains_exports_scores_and_evaluates(task_file, tiny_mod
     messages = run_cli("score", "spam", "-", "--model", tmp_path / "export", input=b"msg_id\tmessage\nx\tfree prize\n")
     assert messages.returncode == 0 and messages.stdout.decode().splitlines()[0] == "id\tlabel\tp_spam"
 
-    onnx = run_cli("eval", "--onnx", tmp_path / "export", "--out", tmp_path / "onnx-eval")
+    unlocated = run_cli("eval", "--onnx", tmp_path / "export", "--out", tmp_path / "onnx-eval")
+    assert unlocated.returncode == 2 and "names its data files by name only" in unlocated.stderr.decode()
+    onnx = run_cli("eval", "--onnx", tmp_path / "export", "--tasks", task_file, "--out", tmp_path / "onnx-eval")
     torch_eval = run_cli("eval", "--checkpoint", best, "--out", tmp_path / "torch-eval")
     assert onnx.returncode == 0 and torch_eval.returncode == 0, onnx.stderr.decode() + torch_eval.stderr.decode()
     a = json.loads((tmp_path / "onnx-eval" / "eval.json").read_text())

@@ -2,6 +2,8 @@
 mistake is one UserError naming the file, the task and the field."""
 
 import re
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -132,7 +134,8 @@ def test_missing_file_and_folder(tmp_path):
 def test_round_trip_through_dicts_and_overrides():
     tasks = load_task_file()
     again = tasks_from_dicts([t.to_dict() for t in tasks.values()], "manifest.json")
-    assert again == tasks
+    assert again == {name: replace(t, files={s: Path(f).name for s, f in t.files.items()}) for name, t in tasks.items()}
+    assert again == tasks_from_dicts([t.declaration() for t in tasks.values()], "manifest.json")  # names only
     crossed = with_encodings(tasks, {"para": "cross", "sts": "cross"})
     assert crossed["para"].encoding == "cross" and tasks["para"].encoding == "siamese"
     with pytest.raises(UserError, match="--encoding sst=cross: sst is a single-sentence task"):

@@ -36,7 +36,7 @@ def test_eval_writes_analysis_and_report_reads_conflicts(tiny_checkpoint, tmp_pa
     out = result.stdout.decode()
     assert "error analysis" in out and "5 worst examples per task" in out and "sst confusion" in out
     report = json.loads((tmp_path / "eval.json").read_text())["analysis"]
-    assert {"sst", "para", "sts"} == set(report) and (tmp_path / "sts_scatter.png").is_file()
+    assert {"sst", "para", "sts"} == set(report) and (tmp_path / "scatter_sts.png").is_file()
     run = tiny_checkpoint.parent
     result = run_cli("report", run)
     assert result.returncode == 0, result.stderr.decode()

@@ -1,0 +1,108 @@
+"""What a run read, so that it resumes anywhere and notices when its data changed: the task
+file and every data file, by resolved path, with size and sha256 (`data.json` in the run
+folder). Torch-free.
+
+`--resume` reads the files at the recorded paths, and only if they still have the recorded
+digest; `eval` of a run's checkpoint may read them the same way. The record comes from a
+run folder, which may come from someone else: every field is checked, and a path is only
+ever read to compare its digest before anything else is done with it.
+"""
+
+import hashlib
+from pathlib import Path
+
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json_dict, write_json
+from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task
+
+RECORD = "data.json"
+FORMAT = "mtcli-data"
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entry(path: str | Path) -> dict:
+    path = Path(path).resolve()
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def describe_sources(task_file: str | Path | None, tasks: dict[str, Task]) -> dict:
+    """The record of a run that read `tasks` (declared in `task_file`; None: the built-in ones):
+    the train and dev files it read, and the test files declared beside them (for `eval
+    --split test` of its checkpoints)."""
+    def splits(task: Task) -> dict:
+        return {split: _entry(path) for split in SPLITS if (path := task.file(split)) is not None
+                and (split in REQUIRED_SPLITS or path.is_file())}
+
+    return {"format": FORMAT, "task_file": None if task_file is None else _entry(task_file),
+            "files": {name: splits(task) for name, task in tasks.items()}}
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    write_json(run_dir / RECORD, record)
+
+
+def read_record(run_dir: str | Path) -> dict | None:
+    """A run's record, checked field by field; None if the run has none (mtcli before 0.2)."""
+    path = Path(run_dir) / RECORD
+    if not path.exists():
+        return None
+    record = read_json_dict(path)
+
+    def bad(where: str):
+        raise UserError(f"{path}: {where}: damaged (not what mtcli writes); restore it from a copy, or start a "
+                        f"new run")
+
+    if record is None or record.get("format") != FORMAT:
+        bad("format")
+    entries = [("task_file", record.get("task_file"))] if record.get("task_file") is not None else []
+    files = record.get("files")
+    if not isinstance(files, dict):
+        bad("files")
+    for task, splits in files.items():
+        if not isinstance(splits, dict):
+            bad(f"files.{task}")
+        entries += [(f"files.{task}.{split}", entry) for split, entry in splits.items()]
+    for where, entry in entries:
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).is_absolute()
+                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+            bad(where)
+    return record
+
+
+def check_unchanged(entry: dict, what: str) -> Path:
+    """The recorded file, if it is still there with the recorded content; one UserError otherwise."""
+    path = Path(entry["path"])
+    if not path.is_file():
+        raise UserError(f"{path}: not found; the run read {what} from there: put it back, or start a new run")
+    if sha256_of(path) != entry["sha256"]:
+        raise UserError(f"{path}: changed since the run read it as {what} (sha256 {entry['sha256'][:12]}..., now "
+                        f"{sha256_of(path)[:12]}...): restore it to resume exactly, or start a new run")
+    return path
+
+
+def check_sources(record: dict) -> None:
+    """The task file and every train and dev file of the record unchanged (resume reads
+    nothing before this passes)."""
+    if record.get("task_file") is not None:
+        check_unchanged(record["task_file"], "its task file")
+    for task, splits in record["files"].items():
+        for split, entry in splits.items():
+            if split in REQUIRED_SPLITS:
+                check_unchanged(entry, f"the {split} file of task {task!r}")
+
+
+def recorded_files(record: dict, task: str, splits) -> dict[str, str] | None:
+    """split -> path of the task's recorded files among `splits`, each checked unchanged; None
+    if the task is not in the record."""
+    recorded = record["files"].get(task)
+    if recorded is None:
+        return None
+    return {split: str(check_unchanged(recorded[split], f"the {split} file of task {task!r}"))
+            for split in splits if split in recorded}
