@@ -8,7 +8,7 @@ import sys
 import typer
 
 from mtcli import __version__
-from mtcli.core.errors import UserError
+from mtcli.core.errors import Interrupted, UserError
 
 app = typer.Typer(
     name="mtcli",
@@ -47,18 +47,16 @@ def _register() -> None:
 _register()
 
 
-class Interrupted(BaseException):
-    """Ctrl-C. Not a KeyboardInterrupt: Typer turns those into a silent exit 130."""
-
-
 def _interrupt(signum, frame):
-    raise Interrupted()
+    raise Interrupted(signum)  # not a KeyboardInterrupt: Typer turns those into a silent exit 130
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C
-    says so and exits 130 (files being written are removed on the way out)."""
-    signal.signal(signal.SIGINT, _interrupt)
+    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C and
+    SIGTERM say so and exit 130 / 143 (files being written are removed on the way out;
+    training first saves last/, so the run resumes)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         app(prog_name="mtcli")
     except UserError as e:
@@ -67,7 +65,10 @@ def main() -> None:
     except OSError as e:  # the machine said no: disk full, permissions, a vanished folder
         print(f"mtcli: error: {describe_os_error(e)}", file=sys.stderr)
         sys.exit(UserError.exit_code)
-    except (Interrupted, KeyboardInterrupt):
+    except Interrupted as e:
+        print(f"mtcli: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
         print("mtcli: interrupted", file=sys.stderr)
         sys.exit(130)
 

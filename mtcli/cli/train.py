@@ -123,12 +123,16 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     import json
 
     from mtcli.core.errors import UserError
+    from mtcli.train.config import PATH_FIELDS, resolved_path
 
     saved_path = run_dir / "config.json"
     try:
         saved = json.loads(saved_path.read_text())
     except (OSError, ValueError):
         return  # resume itself reports the missing or broken run folder
+    if not isinstance(saved, dict):
+        return
+    options = {k: resolved_path(v) if k in PATH_FIELDS else v for k, v in options.items()}
     conflicts = []
     for param, value in ctx.params.items():
         source = ctx.get_parameter_source(param)

@@ -14,3 +14,24 @@ class DataError(UserError):
         self.path, self.line, self.problem = str(path), line, problem
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {problem}")
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or a SIGTERM: the command stops, removes what it was writing, and the CLI
+    says so in one line and exits 128 + the signal's number. A BaseException (as
+    KeyboardInterrupt is), so that no `except Exception` swallows it. `note` says what was
+    kept (training: where its last/ checkpoint is and how to continue)."""
+
+    def __init__(self, signum: int, note: str = ""):
+        super().__init__(signum, note)
+        self.signum, self.note = signum, note
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        import signal
+
+        what = "interrupted" if self.signum == signal.SIGINT else "terminated"
+        return f"{what}; {self.note}" if self.note else what

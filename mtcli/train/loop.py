@@ -10,6 +10,7 @@ to one that was never interrupted.
 import json
 import math
 import random
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtcli.core.data import read_splits, subsample
 from mtcli.core.encoding import row_lengths
-from mtcli.core.errors import UserError
+from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import recover_dir, write_json, write_text
 from mtcli.core.paths import resolve_model_dir
+from mtcli.core.provenance import RECORD, check_sources, describe_sources, read_record, write_record
+from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
+from mtcli.core.stopping import StopRequest, deferred_stop
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
 from mtcli.eval.plots import plot_curves
@@ -32,7 +36,7 @@ from mtcli.model import MinBert
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.train.config import TrainConfig
+from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
@@ -43,7 +47,10 @@ __all__ = ["NonFiniteError", "Trainer", "train", "resume"]
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, console: Console | None = None, *, run_dir: Path | None = None):
+    def __init__(self, config: TrainConfig, console: Console | None = None, *, run_dir: Path | None = None,
+                 init_dir: Path | None = None):
+        """`init_dir`: where the encoder and tokenizer start from (default: config.model_dir);
+        a resumed run starts from its own last/ checkpoint, which is also a backbone folder."""
         self.config = config
         device = resolve_device(config.device)
         self.dist = Distributed.from_env(use_cuda=device.type == "cuda")
@@ -53,7 +60,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
-        model_dir = resolve_model_dir(config.model_dir)
+        model_dir = init_dir or resolve_model_dir(config.model_dir)
         self.tasks = config.load_tasks()
         self.heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
@@ -83,6 +90,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
         self.best_overall = -math.inf
         self.position = Position()
+        self.restart = False  # resuming a run that saved no checkpoint: it starts again in its folder
+        self.sources = describe_sources(config.tasks, self.tasks) if self.dist.is_main else None
 
     # ------------------------------------------------------------------ phases
 
@@ -103,41 +112,64 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir: str | Path, console: Console | None = None) -> "Trainer":
-        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint."""
+        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint.
+
+        Everything read from the run folder is checked before it is used: the configuration
+        (types, values, and that it is the one last/ was saved with), the data (the files the
+        run recorded, unchanged), the state (plain data only, state.py). A run that stopped
+        before saving any checkpoint starts again from step 0 in its folder."""
         run_dir = Path(run_dir)
-        last = recover_dir(run_dir / "last")
-        if not (run_dir / "config.json").is_file():
+        config_path = run_dir / "config.json"
+        if not config_path.is_file():
             raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
+        config = TrainConfig.from_saved(_read_json(config_path), config_path)
+        record = read_record(run_dir)
+        console = console or Console(stderr=True)
+        if record is None:
+            console.print(f"[yellow]note[/] {run_dir} records no data digests (an earlier mtcli): its data files are "
+                          f"not checked for changes")
+        else:
+            _check_record_matches(record, config, run_dir)
+            check_sources(record)
+        last = recover_dir(run_dir / "last")
         if not (last / TRAINER_STATE).is_file():
-            raise UserError(f"{last}: no resumable checkpoint (no {TRAINER_STATE}); the run saved none yet: start it again")
-        values = json.loads((run_dir / "config.json").read_text())
-        values.pop("learning_rate", None)
-        values.pop("grad_stats", None)  # runs before the weightings: gradient statistics are now always logged
+            if last.exists():
+                raise UserError(f"{last}: no {TRAINER_STATE}; this last/ is not a resumable checkpoint (damaged?): "
+                                f"move it away to start the run again from step 0")
+            console.print(f"[yellow]note[/] {run_dir} stopped before it saved a checkpoint: starting it again from "
+                          f"step 0")
+            trainer = cls(config, console, run_dir=run_dir)
+            trainer.restart = True
+            return trainer
+        meta = read_meta(last)
+        _check_saved_with(meta.get("train_config"), config, last, config_path)
+        trainer = cls(config, console, run_dir=run_dir, init_dir=last)
         try:
-            config = TrainConfig(**values)
-        except TypeError:  # fields this version does not have, or lacks fields it needs
-            raise UserError(f"{run_dir / 'config.json'}: written by another mtcli version; start the run again "
-                            f"with this one") from None
-        trainer = cls(config, console, run_dir=run_dir)
-        read_meta(last)
-        trainer.model.load_state_dict(model_state_from(last))
-        state = read_trainer_state(last)
-        p = position_from(state)
-        trainer._enter_phase(p.epoch)  # the optimizer's parameter groups depend on the phase
-        trainer.phase.optimizer.load_state_dict(state["optimizer"])
-        trainer.phase.scheduler.load_state_dict(state["scheduler"])
-        trainer.weighting.load_state_dict(state["weighting"])
+            trainer.model.load_state_dict(model_state_from(last))
+            state = read_trainer_state(last)
+            p = position_from(state)
+            if p.epoch > config.epochs + 1 or p.step > trainer.total_steps or p.index > trainer.steps_per_epoch:
+                raise ValueError(f"position step {p.step}, epoch {p.epoch} lies outside the run")
+            trainer._enter_phase(min(p.epoch, config.epochs))  # the optimizer's parameter groups depend on the phase
+            trainer.phase.optimizer.load_state_dict(state["optimizer"])
+            trainer.phase.scheduler.load_state_dict(state["scheduler"])
+            trainer.weighting.load_state_dict(state["weighting"])
+            set_rng_state(state["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError(f"{last}: does not fit the run that {config_path} describes ({first}); resume from an "
+                            f"earlier copy, or start the run again") from None
         trainer.best_overall = state["best_overall"]
         trainer.position = p
-        set_rng_state(state["rng"])
         trainer._truncate_log(trainer.position.step)
         return trainer
 
     def _truncate_log(self, step: int) -> None:
-        """Drop metrics written after the checkpoint the run continues from."""
+        """Drop metrics written after the checkpoint the run continues from (and a torn last line)."""
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
-            kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+            warn = lambda line: self.console.print(f"[yellow]note[/] {line}; cut off")  # noqa: E731
+            kept = [r for r in read_metrics(path, on_torn=warn) if r.get("step", 0) <= step]
             write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     # ------------------------------------------------------------------ one step
@@ -164,13 +196,16 @@ class Trainer:
     def run(self) -> Path:
         config, console, pos, main = self.config, self.console, self.position, self.dist.is_main
         if pos.step == 0:
-            exists = self.run_dir.exists() and any(self.run_dir.iterdir())
+            exists = self.run_dir.exists() and any(self.run_dir.iterdir()) and not self.restart
             if not self.dist.all_true(not exists, self.device):
                 raise UserError(f"{self.run_dir}: run folder exists; pick another --name (or --resume it)")
             self.dist.barrier()
             if main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
+                if self.restart:  # its own log of the steps that no checkpoint kept
+                    (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
                 write_json(self.run_dir / "config.json", config.to_dict())
+                write_record(self.run_dir, self.sources)
         self._announce()
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
         start = time.perf_counter()
@@ -178,11 +213,11 @@ class Trainer:
                             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console)
         try:
-            with progress:
+            with progress, deferred_stop() as stop:
                 bar = progress.add_task("train", total=self.total_steps, completed=pos.step, epoch=pos.epoch,
                                         losses="", speed="")
                 while pos.epoch <= config.epochs and pos.step < self.total_steps:
-                    self._run_epoch(log, progress, bar)
+                    self._run_epoch(log, progress, bar, stop)
             if self.dist.enabled:  # every rank applied the same updates: check it, and say so
                 divergence = self.dist.max_parameter_divergence(list(self.model.parameters()))
                 log.write("ddp", world=self.dist.world, max_parameter_divergence=divergence)
@@ -211,7 +246,7 @@ class Trainer:
                            f"{config.learning_rate:g} ({config.phase}), heads {config.head_lr_of(config.phase):g}; "
                            f"kernel {kernel.backend(self.device)}")
 
-    def _run_epoch(self, log: MetricsLog, progress: Progress, bar) -> None:
+    def _run_epoch(self, log: MetricsLog, progress: Progress, bar, stop: StopRequest) -> None:
         config, pos = self.config, self.position
         self._enter_phase(pos.epoch)
         plan = self.sampler.epoch_plan(pos.epoch)
@@ -248,7 +283,25 @@ class Trainer:
                 pending = []
                 if self.dist.is_main:
                     self._save_last()
+            if not at_end and self._stop_requested(stop):
+                self._flush(log, pending, 0.0)
+                self._stop(stop)
         self._end_epoch(log)
+        if pos.step < self.total_steps and pos.epoch <= config.epochs and self._stop_requested(stop):
+            self._stop(stop)  # last/ was saved at the epoch's end
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether a SIGINT/SIGTERM arrived (on any rank: all ranks stop after the same step)."""
+        return not self.dist.all_true(not stop.requested, self.device) if self.dist.enabled else stop.requested
+
+    def _stop(self, stop: StopRequest) -> None:
+        """Save last/ at this step boundary and stop with a resumable run."""
+        if self.dist.is_main:
+            self._save_last()
+        self.dist.barrier()
+        raise Interrupted(stop.signum or signal.SIGTERM,
+                          f"saved {self.run_dir / 'last'} at step {self.position.step}; continue with "
+                          f"`mtcli train --resume {self.run_dir}`")
 
     def _flush(self, log: MetricsLog, pending, speed: float) -> str:
         """Write buffered step records (one host sync per log interval) and return the loss summary."""
@@ -302,6 +355,47 @@ class Trainer:
             return f"step {read_meta(self.run_dir / 'last').get('step')}"
         except UserError:
             return "none saved yet"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); it was edited or damaged: restore it, "
+                        f"or start a new run") from None
+
+
+def _check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> None:
+    """The data record and config.json describe one run: the same task file, and the tasks it
+    declares read exactly the recorded train and dev files (checked before any is read)."""
+    def edited(what: str):
+        raise UserError(f"{run_dir / 'config.json'}: {what} differs from what {run_dir / RECORD} recorded; one of "
+                        f"them was edited: restore it")
+
+    recorded = record["task_file"]["path"] if record.get("task_file") else None
+    if recorded != config.tasks:
+        edited(f"tasks ({config.tasks!r})")
+    tasks = config.load_tasks()
+    if set(tasks) != set(record["files"]):
+        edited(f"the task names ({', '.join(tasks)})")
+    for name, task in tasks.items():
+        for split in REQUIRED_SPLITS:
+            entry = record["files"][name].get(split)
+            if entry is None or str(task.file(split)) != entry["path"]:
+                edited(f"the {split} file of task {name!r} ({task.file(split)})")
+
+
+def _check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) -> None:
+    """config.json is the configuration last/ was saved with (an edited one would continue another run)."""
+    if saved is None:
+        return  # checkpoints of earlier versions did not keep it
+    current = config.to_dict()
+    if not isinstance(saved, dict):
+        raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")
+    for key, value in current.items():
+        if key in saved and saved[key] != value and key not in PATH_FIELDS:  # where files lie: data.json checks
+            raise UserError(f"{config_path}: {key} is {value!r} but {last} was saved by the run with {saved[key]!r}; "
+                            f"config.json was edited: restore it (to change an option, start a new run)")
 
 
 def train(config: TrainConfig, console: Console | None = None) -> Path:

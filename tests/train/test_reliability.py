@@ -185,5 +185,6 @@ def test_resume_needs_a_resumable_run(tmp_path):
     with pytest.raises(UserError, match="not a run folder"):
         Trainer.resume(tmp_path)
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(UserError, match=f"no {TRAINER_STATE}"):
+    (tmp_path / "last").mkdir()
+    with pytest.raises(UserError, match=f"no {TRAINER_STATE}; this last/ is not a resumable checkpoint"):
         Trainer.resume(tmp_path)
