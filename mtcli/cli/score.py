@@ -16,9 +16,16 @@ EPILOG = """Examples:
 
   mtcli score sts big.tsv -o scores.tsv --engine ray --ray-address head:6379
 
-Input: TSV with or without a header. With a header, columns are found by name
-(id, sentence or sentence1 and sentence2); without one, rows are `sentence` or
-`id, sentence` (pairs: `sentence1, sentence2` or `id, sentence1, sentence2`).
+  mtcli score sick_r qa.tsv --columns sentence_A=question,sentence_B=answer
+
+  printf 'A dog.\tA cat.\n' | mtcli score sts - --no-header
+
+Input: TSV with a header row; the task's text columns are found by name (the names
+its declaration gives, e.g. sentence or sentence1 and sentence2, and its id column),
+or mapped with --columns TASK_COLUMN=FILE_COLUMN. Headerless input needs --no-header:
+rows are then `sentence` or `id, sentence` (pairs: `sentence1, sentence2` or `id,
+sentence1, sentence2`), or the 1-based positions --columns gives. A first row that
+names none of the task's columns is an error, never scored as data.
 Output: id, label and probabilities (sst, para) or id and score (sts), in input order.
 """
 
@@ -36,15 +43,20 @@ def score(
     ray_address: str = typer.Option(None, "--ray-address", help="With --engine ray: a running cluster (HOST:6379); "
                                                                 "default: start a local one"),
     workers: int = typer.Option(2, help="With --engine ray: scoring actors (one CPU each)"),
+    no_header: bool = typer.Option(False, "--no-header", help="The input has no header row: columns by position"),
+    columns: str = typer.Option(None, "--columns", help="Map the task's columns to the file's: TASK_COLUMN=FILE_COLUMN,... "
+                                                        "(1-based positions with --no-header), e.g. "
+                                                        "sentence1=question,sentence2=answer"),
 ):
     """Score a TSV of sentences (sst) or sentence pairs (para, sts) with the exported model."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mtcli.core.errors import UserError
-    from mtcli.inference.score import score_file
+    from mtcli.inference.score import parse_columns, score_file
 
     console = Console(stderr=True)
+    layout = {"header": not no_header, "columns": parse_columns(columns)}
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
     if engine not in ("local", "ray"):
         raise UserError(f"--engine {engine!r} is not one of local, ray")
@@ -52,7 +64,7 @@ def score(
         from mtcli.inference.ray_data import score_file_ray
 
         stats = score_file_ray(task, file, output, model_dir=model, workers=workers, address=ray_address,
-                               on_error=on_error, providers=provider_list, quantized=int8)
+                               on_error=on_error, providers=provider_list, quantized=int8, **layout)
         console.print(f"scored {stats.rows} rows on {workers} Ray workers in {stats.seconds:.1f}s"
                       + (f" -> {output}" if output != "-" else ""))
         if stats.skipped:
@@ -68,7 +80,7 @@ def score(
 
         stats = score_file(task, file, output, model_dir=model, batch_size=batch_size,
                            providers=provider_list, on_error=on_error,
-                           progress=advance, quantized=int8)
+                           progress=advance, quantized=int8, **layout)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     console.print(f"scored {stats.rows} rows in {stats.seconds:.1f}s ({rate:.0f} rows/s)"
                   + (f" -> {output}" if output != "-" else ""))

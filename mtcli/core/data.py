@@ -186,7 +186,7 @@ def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *,
 
 def _parse_row(task, path, line, fields, width, id_col, text_cols, label_col) -> Example:
     if len(fields) != width:
-        raise DataError(path, line, f"expected {width} tab-separated columns, found {len(fields)}")
+        raise DataError(path, line, f"expected {width} columns, found {len(fields)}")
     texts = tuple(fields[c].strip() for c in text_cols)
     for column, text in zip(task.text, texts):
         if not text:

@@ -16,6 +16,7 @@ Errors name the user's path, never a temporary one. Torch-free.
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -185,16 +186,22 @@ def staged_dir(final: str | Path, files_of: Callable[[Path], set[str] | None], w
     try:
         yield staging
         ensure_replaceable(final, files_of(final) if final.is_dir() else None, what, shown)  # still true?
-        if final.exists():
-            old = _temp_path(final, "old")
-            for item in final.iterdir():
-                if _carried(item.name):
-                    shutil.move(str(item), staging / item.name)
-            final.rename(old)
-            staging.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(final)
+        try:
+            if final.exists():
+                old = _temp_path(final, "old")
+                for item in final.iterdir():
+                    if _carried(item.name):
+                        shutil.move(str(item), staging / item.name)
+                final.rename(old)
+                staging.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(final)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+            raise UserError(f"{shown}: another process wrote or moved it while this one worked (two commands with "
+                            f"one output at once?); this run's result was discarded: run it again") from None
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, OSError):

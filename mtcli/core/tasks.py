@@ -332,6 +332,11 @@ def check_names(tasks: dict[str, Task], names, option: str) -> None:
         raise UserError(f"{option} names unknown task(s) {', '.join(unknown)}; tasks are {', '.join(tasks)}")
 
 
+def test_output_name(task: str) -> str:
+    """The file `eval --split test` writes a task's predictions to (CS224N's naming)."""
+    return f"{task}-test-output.csv"
+
+
 def _number(text: str) -> float | None:
     """`text` as a finite number, or None."""
     try:

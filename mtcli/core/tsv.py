@@ -60,7 +60,8 @@ def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter
     """Yield (line number where the row starts, fields) for each non-blank row.
 
     Undecodable or malformed lines raise DataError, or go to `on_bad_line` and are skipped."""
-    lines = lines or _LineCounter(stream, name, on_bad_line)
+    lines = lines or _LineCounter(stream, name)
+    lines.on_bad_line = on_bad_line
     reader = csv.reader(lines, delimiter=delimiter, strict=True)  # broken quoting is an error, not one huge field
     start = 1
     while True:
@@ -104,6 +105,6 @@ def sniff_delimiter(path: str | Path) -> str:
         return "\t" if b"\t" in stream.readline() else ","
 
 
-def line_counter(stream: BinaryIO, name: str, on_bad_line=None) -> _LineCounter:
+def line_counter(stream: BinaryIO, name: str) -> _LineCounter:
     """A counter to pass to iter_rows when the caller wants to watch bytes read (progress)."""
-    return _LineCounter(stream, name, on_bad_line)
+    return _LineCounter(stream, name)

@@ -12,7 +12,7 @@ import numpy as np
 from mtcli.core.data import Split
 from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
 from mtcli.core.metrics import headline, overall, predicted_labels, task_metrics
-from mtcli.core.tasks import CORRELATIONS, Task
+from mtcli.core.tasks import CORRELATIONS, Task, test_output_name
 from mtcli.core.tsv import TsvWriter
 
 EVAL_FORMAT = "mtcli-eval"
@@ -56,7 +56,7 @@ def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarra
 
 def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
     """Test-output files in the CS224N format: `{task}-test-output.csv`, header `id,<prediction header>`."""
-    paths = {task: Path(out_dir) / f"{task}-test-output.csv" for task in predictions}
+    paths = {task: Path(out_dir) / test_output_name(task) for task in predictions}
     for path in paths.values():
         refuse_overwrite_unless(path, written_by_mtcli)
     for name, preds in predictions.items():

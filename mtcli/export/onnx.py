@@ -24,7 +24,7 @@ from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import staged_dir, write_json
 from mtcli.inference.manifest import (EMBEDDING, FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files,
-                                     output_name, read_manifest_tasks)
+                                     graph_file, output_name, read_manifest_tasks)
 from mtcli.model.multitask import MultitaskModel
 from mtcli.core.data import read_split
 from mtcli.core.tasks import Task
@@ -289,7 +289,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
         tasks = {}
         for task, spec in model.tasks.items():
             encoding = model.encoding(task)
-            path = staging / f"{task}.onnx"
+            path = staging / graph_file(task)
             say(f"exporting {task} ({spec.kind}, {spec.encoding or 'single'}: {encoding} encoding) ...")
             with _quiet():
                 fused = _export_graph(model, tokenizer, task, path, opset)
@@ -304,7 +304,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
                            "inputs": input_names(encoding), "output": output_name(spec.kind),
                            "parity_max_abs_diff": diff, "fused_operators": fused}
             if encoding == "separate":  # scoring may encode each distinct sentence once, then run the head alone
-                head = staging / f"{task}.head.onnx"
+                head = staging / graph_file(task, "head_file")
                 with _quiet():
                     _export_pair_head(model, task, head, opset)
                 head_diff = check_pair_head_parity(model, tokenizer, task, head, rows)
@@ -313,8 +313,8 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
                 tasks[task].update(head_file=head.name, head_inputs=list(PAIR_HEAD_INPUTS), head_parity=head_diff)
             if quantize == "int8":
                 with _quiet():
-                    _quantize(path, staging / f"{task}.int8.onnx", nodes_matching(path, INT8_FP32_NODES))
-                tasks[task]["int8_file"] = f"{task}.int8.onnx"
+                    _quantize(path, staging / graph_file(task, "int8_file"), nodes_matching(path, INT8_FP32_NODES))
+                tasks[task]["int8_file"] = graph_file(task, "int8_file")
         embedding = _export_embedding(model, tokenizer, located, staging, opset, quantize, say)
         tokenizer.save(staging)
         manifest = {
@@ -347,7 +347,7 @@ def _located_dev_data(checkpoint: Path, model: MultitaskModel, data_dir, task_fi
 def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task] | None, staging: Path, opset: int,
                       quantize: str | None, say) -> dict:
     """embed.onnx: the shared encoder and pooling alone (Scorer.embed, and pairs scored a sentence at a time)."""
-    path = staging / f"{EMBEDDING}.onnx"
+    path = staging / graph_file(EMBEDDING)
     say(f"exporting {EMBEDDING} (the pooled sentence embedding, {model.encoder.hidden_size} wide) ...")
     graph = EmbedGraph(model)
     with _quiet():
@@ -366,8 +366,8 @@ def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task] |
              "parity_max_abs_diff": diff, "fused_operators": fused}
     if quantize == "int8":
         with _quiet():
-            _quantize(path, staging / f"{EMBEDDING}.int8.onnx", nodes_matching(path, INT8_FP32_NODES))
-        entry["int8_file"] = f"{EMBEDDING}.int8.onnx"
+            _quantize(path, staging / graph_file(EMBEDDING, "int8_file"), nodes_matching(path, INT8_FP32_NODES))
+        entry["int8_file"] = graph_file(EMBEDDING, "int8_file")
     return entry
 
 

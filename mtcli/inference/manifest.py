@@ -15,7 +15,7 @@ from mtcli import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
-from mtcli.core.tasks import EMBEDDING, Task, tasks_from_dicts
+from mtcli.core.tasks import EMBEDDING, Task, tasks_from_dicts, test_output_name
 
 MANIFEST = "manifest.json"
 FORMAT = "mtcli-onnx"
@@ -26,6 +26,15 @@ PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's hea
 
 _JSON_TYPE = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
               bool: "true/false", type(None): "null"}
+
+
+GRAPH_SUFFIXES = {"file": ".onnx", "head_file": ".head.onnx", "int8_file": ".int8.onnx"}
+
+
+def graph_file(name: str, key: str = "file") -> str:
+    """A graph's file name: a task's (or the embedding's) whole graph, pair head, or int8 copy.
+    Task names hold no '.', so no two graphs of an export share a name."""
+    return name + GRAPH_SUFFIXES[key]
 
 
 def output_name(task_kind: str) -> str:
@@ -49,7 +58,7 @@ def export_files(folder: Path) -> set[str] | None:
         files.update(v for k, v in manifest["embedding"].items() if k in ("file", "int8_file") and isinstance(v, str))
     tasks = manifest.get("tasks") if isinstance(manifest.get("tasks"), dict) else {}
     for name, entry in tasks.items():
-        files.add(f"{name}-test-output.csv")
+        files.add(test_output_name(name))
         if isinstance(entry, dict):
             files.update(v for k, v in entry.items() if k in ("file", "int8_file", "head_file") and isinstance(v, str))
             declared = entry.get("task") if isinstance(entry.get("task"), dict) else entry

@@ -23,7 +23,6 @@ from mtcli.inference.scorer import WINDOW, Scorer
 
 
 # ---------------------------------------------------------------- reading score input
-
 @dataclass
 class InputLayout:
     id_column: int | None          # None: ids are line numbers
@@ -32,31 +31,91 @@ class InputLayout:
     has_header: bool
 
 
-def header_columns(task: Task) -> list[tuple[str, ...]]:
-    """Column names a header may give the texts: the task's declared ones, or the generic ones."""
-    generic = [("sentence1", "sentence2")] if task.is_pair else [("sentence",), ("sentence1",)]
-    return [tuple(c.lower() for c in task.text), *generic]
+def parse_columns(text: str | None) -> dict[str, str]:
+    """`--columns sentence_A=question,sentence_B=answer` -> {'sentence_A': 'question', ...}."""
+    if not text:
+        return {}
+    columns = {}
+    for part in text.split(","):
+        key, sep, value = (p.strip() for p in part.partition("="))
+        if not sep or not key or not value:
+            raise UserError(f"--columns {text!r}: expected TASK_COLUMN=FILE_COLUMN pairs, e.g. "
+                            f"sentence1=question,sentence2=answer (or 1-based positions with --no-header)")
+        if key in columns:
+            raise UserError(f"--columns {text!r}: {key} is mapped twice")
+        columns[key] = value
+    return columns
 
 
-def detect_layout(first_row: list[str], task: Task, path: str) -> InputLayout:
-    """Header or not; columns by name (with a header) or by position (without)."""
+def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool = True,
+                  columns: dict[str, str] | None = None) -> InputLayout:
+    """Where the id and text columns are. With a header (the default), columns are found by name:
+    the task's declared text columns (and its id column, else rows are numbered by line), or
+    the file's own names mapped with `columns` ({task column: file column}). Without one
+    (`header=False`), by position: `text...` or `id, text...`, or the 1-based positions that
+    `columns` gives. A first row that names none of the task's columns is never taken as
+    data: it is an error saying how to map the columns, or to pass --no-header."""
+    columns = dict(columns or {})
+    known = [*task.text, task.id, "id"]
+    unknown = [key for key in columns if key not in known]
+    if unknown:
+        raise UserError(f"--columns: {unknown[0]!r} is not a column of task {task.name!r} "
+                        f"(its columns: {', '.join(dict.fromkeys([*task.text, task.id]))})")
+    id_key = next((key for key in (task.id, "id") if key in columns), None)
+    if not header:
+        return _positional_layout(first_row, task, path, columns, id_key)
     names = [f.strip().lower() for f in first_row]
-    choices = header_columns(task)
-    ids = [n for n in dict.fromkeys((task.id.lower(), "id")) if n in names]
-    if ids or any(c in names for choice in choices for c in choice):
-        wanted = next((choice for choice in choices if all(c in names for c in choice)), None)
-        if wanted is None:
-            raise DataError(path, 1, f"header has no {' and '.join(repr(c) for c in choices[0])} column "
-                                     f"(found: {', '.join(repr(n) for n in names)})")
-        return InputLayout(names.index(ids[0]) if ids else None, [names.index(w) for w in wanted], len(names), True)
-    need = len(task.text)
-    if len(names) == need:
+
+    def find(name: str) -> int | None:
+        matches = [i for i, n in enumerate(names) if n == name.lower()]
+        if len(matches) > 1:
+            raise DataError(path, 1, f"header names column {name!r} {len(matches)} times; name each column once")
+        return matches[0] if matches else None
+
+    wanted = {c: columns.get(c, c) for c in task.text}
+    found = {c: find(name) for c, name in wanted.items()}
+    missing = [c for c, i in found.items() if i is None]
+    if missing:
+        shown = ", ".join(repr(f.strip()) for f in first_row)
+        example = ",".join(f"{c}=COLUMN" for c in task.text)
+        if len(missing) == len(task.text) and not columns:
+            raise DataError(path, 1, f"the header names none of {task.name}'s text columns "
+                                     f"({', '.join(task.text)}; found: {shown}): map them with --columns {example}, "
+                                     f"or pass --no-header if the first row is data")
+        raise DataError(path, 1, f"header has no column {wanted[missing[0]]!r} for {missing[0]} (found: {shown}); "
+                                 f"map it with --columns {missing[0]}=COLUMN")
+    if id_key is not None:
+        id_column = find(columns[id_key])
+        if id_column is None:
+            raise DataError(path, 1, f"header has no column {columns[id_key]!r} for the ids (--columns {id_key}=...)")
+    else:
+        id_column = next((i for i in (find(task.id), find("id")) if i is not None), None)
+    return InputLayout(id_column, [found[c] for c in task.text], len(first_row), True)
+
+
+def _positional_layout(first_row: list[str], task: Task, path: str, columns: dict[str, str], id_key) -> InputLayout:
+    width, need = len(first_row), len(task.text)
+    shape = ", ".join(task.text)
+    if columns:
+        def position(key: str) -> int:
+            value = columns[key]
+            if not value.isdigit() or not 1 <= int(value) <= width:
+                raise UserError(f"--columns {key}={value}: without a header, columns are 1-based positions "
+                                f"(1 to {width} in {path})")
+            return int(value) - 1
+
+        missing = [c for c in task.text if c not in columns]
+        if missing:
+            raise UserError(f"--columns: with --no-header give every text column's position ({missing[0]} is "
+                            f"missing), e.g. --columns {','.join(f'{c}={i + 2}' for i, c in enumerate(task.text))}")
+        return InputLayout(position(id_key) if id_key else None, [position(c) for c in task.text], width, False)
+    if width == need:
         return InputLayout(None, list(range(need)), need, False)
-    if len(names) == need + 1:
+    if width == need + 1:
         return InputLayout(0, list(range(1, need + 1)), need + 1, False)
-    shape = "sentence1, sentence2" if task.is_pair else "sentence"
-    raise DataError(path, 1, f"{len(names)} columns; without a header {task.name} rows are `{shape}` or `id, {shape}`: "
-                             f"add a header row naming the columns (id, {shape})")
+    raise DataError(path, 1, f"{width} columns; without a header {task.name} rows are `{shape}` or `id, {shape}`: "
+                             f"give the columns' positions with --columns, e.g. "
+                             f"{','.join(f'{c}={i + 2}' for i, c in enumerate(task.text))}, or add a header row")
 
 
 @dataclass
@@ -66,29 +125,53 @@ class ScoreStats:
     seconds: float = 0.0
 
 
-def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, lines=None
-                    ) -> Iterator[tuple[str, tuple[str, ...]]]:
-    """(id, texts) of every valid row; bad rows raise (fail) or are counted (skip)."""
-    def bad(error: DataError):
-        if on_error == "fail":
-            raise error
-        stats.skipped.append(error)
+@dataclass(frozen=True)
+class ScoreItem:
+    """One row of a score input, in file order: its id and texts, or why it cannot be scored."""
+    line: int
+    id: str | None = None
+    texts: tuple[str, ...] | None = None
+    error: DataError | None = None
 
-    rows = iter_rows(stream, name, on_bad_line=None if on_error == "fail" else bad, lines=lines)
+
+def score_items(stream, name: str, task: Task, *, header: bool = True, columns: dict[str, str] | None = None,
+                lines=None) -> Iterator[ScoreItem]:
+    """Every row of a score input in order, good or bad: the one reading of score input that
+    the local and Ray engines share (same rows, same line numbers, same reasons). The layout
+    (header, columns) is settled from the first row; a problem there is raised at once."""
+    errors: list[DataError] = []
+    rows = iter_rows(stream, name, on_bad_line=errors.append, lines=lines)
     first = next(rows, None)
+    if errors and (first is None or errors[0].line <= first[0]):
+        raise errors[0]  # the first row itself is unreadable: no layout to read the rest with
     if first is None:
-        raise DataError(name, None, "file is empty; expected TSV rows (with or without a header)")
-    layout = detect_layout(first[1], task, name)
+        raise DataError(name, None, "file is empty; expected TSV rows (a header row, or data with --no-header)")
+    layout = detect_layout(first[1], task, name, header=header, columns=columns)
     pending = [] if layout.has_header else [first]
     for line, fields in itertools.chain(pending, rows):
+        yield from (ScoreItem(e.line, error=e) for e in errors)
+        errors.clear()
         if len(fields) != layout.width:
-            bad(DataError(name, line, f"expected {layout.width} tab-separated columns, found {len(fields)}"))
+            yield ScoreItem(line, error=DataError(name, line, f"expected {layout.width} columns, found {len(fields)}"))
             continue
         texts = tuple(fields[c].strip() for c in layout.text_columns)
         if not all(texts):
-            bad(DataError(name, line, "empty text"))
+            yield ScoreItem(line, error=DataError(name, line, "empty text"))
             continue
-        yield (fields[layout.id_column] if layout.id_column is not None else str(line)), texts  # ids verbatim
+        yield ScoreItem(line, fields[layout.id_column] if layout.id_column is not None else str(line), texts)
+    yield from (ScoreItem(e.line, error=e) for e in errors)
+
+
+def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, lines=None, *, header: bool = True,
+                    columns: dict[str, str] | None = None) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(id, texts) of every valid row (ids verbatim); bad rows raise (fail) or are counted (skip)."""
+    for item in score_items(stream, name, task, header=header, columns=columns, lines=lines):
+        if item.error is None:
+            yield item.id, item.texts
+        elif on_error == "fail":
+            raise item.error
+        else:
+            stats.skipped.append(item.error)
 
 
 def output_header(task: Task) -> list[str]:
@@ -116,7 +199,7 @@ def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
 
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
-               quantized: bool = False) -> ScoreStats:
+               quantized: bool = False, header: bool = True, columns: dict[str, str] | None = None) -> ScoreStats:
     """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout).
 
     A file output is written atomically (through a symlink, to its target); a device or
@@ -132,10 +215,11 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     start = time.perf_counter()
     stream = open_binary(input_path)
     total = os.fstat(stream.fileno()).st_size if input_path != "-" else None
-    lines = line_counter(stream, input_path, None if on_error == "fail" else stats.skipped.append)
+    lines = line_counter(stream, input_path)
     try:
         with output_stream(output_path) as out:
-            _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total)
+            _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total,
+                          header, columns)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -143,8 +227,8 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     return stats
 
 
-def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total):
-    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines)
+def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total, header, columns):
+    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines, header=header, columns=columns)
     window: list[tuple[str, tuple[str, ...]]] = [next(rows, None)]  # the input's layout is checked before any output
     writer = TsvWriter(out)
     writer.writerow(output_header(task))

@@ -93,15 +93,18 @@ class Scorer:
     def _probe(self, session, entry: dict, graph: Path) -> None:
         """Run one row of the manifest's max_length tokens: a graph whose position table is shorter
         (a manifest edited to a longer max_length) fails here, not in the middle of scoring."""
+        import onnxruntime as ort
+
         length = self.manifest["max_length"]
         ones = np.ones((1, length), dtype=np.int64)
         feed = {name: (ones if name.startswith("attention_mask") else np.zeros_like(ones)) for name in entry["inputs"]}
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the failure is said below, in one line
         try:
-            session.run([entry["output"]], feed)
-        except Exception as e:  # onnxruntime's own error types
-            reason = str(e).strip().splitlines()[0][:160]
-            raise UserError(f"{graph}: does not take rows of {length} tokens, the manifest's max_length ({reason}); "
-                            f"graph and manifest do not belong together: re-run `mtcli export`") from None
+            session.run([entry["output"]], feed, quiet)
+        except Exception:  # onnxruntime's own error types
+            raise UserError(f"{graph}: does not take rows of {length} tokens, the manifest's max_length: graph and "
+                            f"manifest do not belong together: re-run `mtcli export`") from None
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:

@@ -24,6 +24,7 @@ from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.core.data import locate_data
 from mtcli.core.tasks import SPLITS, Task, tasks_from_dicts
+from mtcli.core.typed import typed_values
 from mtcli.core.tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
@@ -85,6 +86,8 @@ def read_meta(ckpt_dir: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: corrupt ({e}); retrain or pick another checkpoint") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: corrupt (not a JSON object); retrain or pick another checkpoint")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('format_version')} "
                         f"is not {FORMAT} v{FORMAT_VERSION}; re-train with this mtcli version")
@@ -112,8 +115,11 @@ def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=N
 def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    heads = HeadConfig(**meta["heads"])
+    heads = HeadConfig(**typed_values(HeadConfig, meta.get("heads"), f"{ckpt_dir / META}: heads"))
     config = BertConfig.from_file(ckpt_dir / "config.json")
+    if not 2 <= heads.max_length <= config.max_position_embeddings:
+        raise UserError(f"{ckpt_dir / META}: heads: max_length {heads.max_length} is not between 2 and the encoder's "
+                        f"{config.max_position_embeddings} positions; the checkpoint is damaged")
     state = model_state_from(ckpt_dir)
     model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads,
                            checkpoint_tasks(ckpt_dir, meta))

@@ -27,6 +27,8 @@ class HeadConfig:
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise UserError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"dropout {self.dropout} is not in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,12 +8,11 @@ types checked (`TrainConfig.from_saved`), since a run folder may come from anyon
 import math
 import os
 import re
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtcli.core.errors import UserError
+from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
 from mtcli.train.samplers import SAMPLERS
@@ -163,18 +162,7 @@ class TrainConfig:
     def from_saved(cls, values, source: str | Path) -> "TrainConfig":
         """A configuration read back from a file (a run's config.json): every field of the right
         type, and valid, or one UserError naming the file and the field."""
-        if not isinstance(values, dict):
-            raise UserError(f"{source}: expected a JSON object of training options")
-        values = {k: v for k, v in values.items() if k not in DERIVED_FIELDS}
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UserError(f"{source}: {unknown[0]}: not an option of this mtcli version (written by another "
-                            f"version, or edited); start the run again with this one")
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            if not _has_type(value, hints[key]):
-                raise UserError(f"{source}: {key}: {value!r} is not {_type_name(hints[key])}")
+        values = typed_values(cls, values, source, ignore=DERIVED_FIELDS)
         try:
             return cls(**values)
         except UserError as e:
@@ -189,37 +177,6 @@ RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 def resolved_path(path: str | None) -> str | None:
     """An absolute path without symlinks (what a run records, to be found from any directory)."""
     return None if path is None else os.path.realpath(Path(path).expanduser())
-
-
-def _has_type(value, kind) -> bool:
-    """Whether a JSON value fits a field's annotation (int, float, str, bool, X | None, dict[str, X])."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, k) for k in typing.get_args(kind))
-    if kind is type(None):
-        return value is None
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
-    if origin is dict:
-        key_type, value_type = typing.get_args(kind)
-        return isinstance(value, dict) and all(_has_type(k, key_type) and _has_type(v, value_type)
-                                               for k, v in value.items())
-    return False
-
-
-def _type_name(kind) -> str:
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(k) for k in typing.get_args(kind))
-    if typing.get_origin(kind) is dict:
-        return f"a table of {_type_name(typing.get_args(kind)[1])}s"
-    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-            type(None): "null"}.get(kind, str(kind))
 
 
 def parse_task_map(text: str | None, option: str, cast=float) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,9 @@ def read_trainer_state(last: Path) -> dict:
     """The training state of a `last/` checkpoint, loaded as plain data only, and checked."""
     path = last / TRAINER_STATE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of unusual pickle protocols before it refuses them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         state = _read_older_state(path)
     except Exception as e:  # torch.load raises several types on corrupt files
@@ -98,12 +101,12 @@ def _read_older_state(path: Path) -> dict:
     """A state file of the earlier format: plain data plus numpy arrays. Anything else it would
     need (a class, a function: code) is refused, and nothing of it runs."""
     try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
+        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).split("\n")[0][:160]
-        raise UserError(f"{path}: holds more than training state (objects that loading would have to construct: "
-                        f"{reason}); mtcli does not load it. Resume only runs you trust, or start the run again") \
+    except pickle.UnpicklingError:
+        raise UserError(f"{path}: holds more than training state (a pickle that would construct objects or call "
+                        f"functions); mtcli does not load it: resume only runs you trust, or start the run again") \
             from None
     except Exception as e:
         raise UserError(f"{path}: corrupt ({type(e).__name__}); resume from an earlier copy") from None

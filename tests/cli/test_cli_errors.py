@@ -32,7 +32,7 @@ def tsv(tmp_path):
 
 @pytest.mark.parametrize("body, fragments", [
     (b'id\tsentence1\tsentence2\nr1\t"never closed\tb\n', ["in.tsv:2: malformed row"]),                 # malformed row
-    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\ta\n", ["in.tsv:3: expected 3 tab-separated columns, found 2"]),
+    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\ta\n", ["in.tsv:3: expected 3 columns, found 2"]),
     (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\t\xc3\x28\tb\n", ["in.tsv:3: not valid UTF-8"]),
     (b"", ["in.tsv: file is empty"]),
     (b"id\tsentence1\tsentence2\nr1\t \tb\n", ["in.tsv:2: empty text"]),
@@ -52,21 +52,21 @@ def test_over_long_text_is_truncated_not_refused(tiny_export, tsv, tmp_path):
 
 
 def test_unknown_task(tiny_export, tsv):
-    _one_line_error(run_cli("score", "nli", tsv(b"a\tb\n"), "--model", tiny_export), "unknown task 'nli'")
+    _one_line_error(run_cli("score", "nli", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", tiny_export), "unknown task 'nli'")
 
 
 def test_corrupt_onnx_and_manifest_version(tiny_export, tsv, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_export, broken)
     (broken / "sts.onnx").write_bytes(b"\x08\x01garbage")
-    _one_line_error(run_cli("score", "sts", tsv(b"a\tb\n"), "--model", broken), "sts.onnx: cannot load the ONNX graph")
+    _one_line_error(run_cli("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", broken), "sts.onnx: cannot load the ONNX graph")
     old = tmp_path / "old"
     shutil.copytree(tiny_export, old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 0
     manifest["versions"]["mtcli"] = "0.0.1"
     (old / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(run_cli("score", "sts", tsv(b"a\tb\n"), "--model", old), "manifest.json", "mtcli 0.0.1",
+    _one_line_error(run_cli("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", old), "manifest.json", "mtcli 0.0.1",
                     "re-run `mtcli export`")
     _one_line_error(run_cli("eval", "--onnx", old), "manifest.json")
 
@@ -109,5 +109,5 @@ def test_data_dir_without_the_expected_files(tiny_model_dir, tiny_export, tmp_pa
 def test_unwritable_output_is_one_line(tiny_export, tsv, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run_cli("score", "sts", tsv(b"a\tb\n"), "--model", tiny_export, "-o", blocker / "out.tsv")
+    result = run_cli("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", tiny_export, "-o", blocker / "out.tsv")
     _one_line_error(result, "file")

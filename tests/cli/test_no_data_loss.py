@@ -209,7 +209,7 @@ def _edit(folder, change):
     (["--combine", "weighted", "--task-weights", "sst=0,para=0,sts=0"], "every task weight is 0"),
     (["--task-weights", "sst=2"], "--task-weights apply to --combine weighted; pcgrad computes its own weights"),
     (["--combine", "pcgard"], "--combine 'pcgard': unknown weighting; pick one of sum, weighted, pcgrad, mgda"),
-    (["--combine", "cagrad:c=-1"], "--combine 'cagrad:c=-1': cagrad c must be >= 0"),
+    (["--combine", "cagrad:c=-1"], "--combine 'cagrad:c=-1': c=-1.0 must be at least 0"),
     (["--combine", "nash-mtl:steps=3"], "nash-mtl has no parameter 'steps'"),
     (["--upsample", "sts=0"], "--upsample sts=0: repeat factors must be whole numbers >= 1"),
     (["--upsample", "sts=inf"], "--upsample"),

@@ -44,7 +44,7 @@ HEADER_STS = b"\tid\tsentence1\tsentence2\tsimilarity\n"
 
 
 @pytest.mark.parametrize("body, line, message", [
-    (b"0\ta\tone\ttwo\t3.0\n1\tb\tone\ttwo\n", 3, "expected 5 tab-separated columns, found 4"),
+    (b"0\ta\tone\ttwo\t3.0\n1\tb\tone\ttwo\n", 3, "expected 5 columns, found 4"),
     (b"0\ta\tone\ttwo\t3.0\n1\tb\tone\ttwo\t7.5\n", 3, "out of range 0-5"),
     (b"0\ta\tone\ttwo\tx\n", 2, "is not a number"),
     (b"0\ta\t  \ttwo\t1.0\n", 2, "empty sentence1"),

@@ -146,3 +146,58 @@ def test_round_trip_through_dicts_and_overrides():
         with_encodings(tasks, {"nli": "cross"})
     moved = rebase(tasks, "/data/elsewhere")
     assert str(moved["sst"].file("train")) == "/data/elsewhere/ids-sst-train.csv"
+
+
+# ---------------------------------------------------------------- hostile-inputs issue, points 5, 6, 14
+
+def _binary(labels):
+    from mtcli.core.tasks import task_from_table
+
+    return task_from_table({"name": "t", "kind": "binary", "text": ["s"], "label": "y", "labels": labels,
+                            "train": "a", "dev": "b"}, "tasks.toml", None)
+
+
+def test_numeric_class_names_are_names_in_every_spelling():
+    """labels = ["1", "0"]: `1`, `1.0` and `1e0` are all the class named 1 (index 0), never index 1."""
+    task = _binary(["1", "0"])
+    assert [task.parse_label(x) for x in ("1", "1.0", "1e0", "01", "0", "0.0", "-0")] == [0, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="not one of 1, 0 \\(the class names are numbers, so a number"):
+        task.parse_label("2")
+    words = _binary(["ham", "spam"])
+    assert [words.parse_label(x) for x in ("ham", "spam", "0", "1.0", "1e0")] == [0, 1, 0, 1, 1]
+    with pytest.raises(ValueError, match="is not a class index or one of"):
+        words.parse_label("nan")
+
+
+@pytest.mark.parametrize("name", ["embed", "abc\n", "Abc", "a.b", "x" * 33, "-a"])
+def test_names_that_could_collide_or_escape_are_refused(name):
+    from mtcli.core.tasks import task_from_table
+
+    with pytest.raises(UserError, match="name: "):
+        task_from_table({"name": name, "kind": "binary", "text": ["s"], "label": "y", "labels": ["a", "b"],
+                         "train": "a", "dev": "b"}, "tasks.toml", None)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+NAMES = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True).filter(lambda n: n != "embed")
+NAMES = st.one_of(NAMES, st.sampled_from(["scatter", "confusion", "curves", "weights", "conflicts", "tokenizer",
+                                          "manifest", "eval", "report", "config", "metrics", "data"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tasks=st.dictionaries(NAMES, st.sampled_from(["multiclass", "binary", "regression"]), min_size=1, max_size=8))
+def test_no_two_outputs_share_a_file_name_whatever_the_task_names(tasks):
+    """Everything mtcli writes into an export folder or a run folder, for any task names: graphs
+    (whole, pair head, int8), the embedding graph, plots, test predictions, its own files."""
+    from mtcli.eval.analysis import plot_names_of
+    from mtcli.core.tasks import EMBEDDING, test_output_name
+    from mtcli.inference.manifest import GRAPH_SUFFIXES, graph_file
+
+    export = [graph_file(name, key) for name in [*tasks, EMBEDDING] for key in GRAPH_SUFFIXES]
+    per_task = [f for name, kind in tasks.items() for f in (*plot_names_of(name, kind), test_output_name(name))]
+    own = ["manifest.json", "tokenizer.json", "eval.json", "config.json", "data.json", "metrics.jsonl", "report.json",
+           "curves.png", "conflicts.png", "weights.png", "best", "last"]
+    everything = export + per_task + own
+    assert len(everything) == len(set(everything))

@@ -41,3 +41,33 @@ def test_ray_engine_writes_the_cli_output(tiny_export, tmp_path):
 def test_ray_engine_refuses_stdin(tiny_export):
     result = run_cli("score", "sts", "-", "--model", tiny_export, "--engine", "ray", input=b"a\tb\n")
     assert result.returncode == 2 and "--engine ray reads a file" in result.stderr.decode()
+
+
+def test_ray_engine_counts_and_refuses_the_rows_the_local_engine_does(tiny_export, tmp_path):
+    """--on-error skip: a non-UTF-8 row, a short row and an empty text are skipped and counted
+    on both engines, with the same lines and the same report; --on-error fail stops at the
+    first, naming its line, on both (hostile-inputs issue, point 11)."""
+    body = (b"id\tsentence1\tsentence2\n"
+            b"r1\tA dog.\tA cat.\n"
+            b"r2\t\xff\xfe broken\tA cat.\n"
+            b"r3\tonly one\n"
+            b"r4\t \tA cat.\n"
+            b"r5\tTwo men.\tA man.\n")
+    (tmp_path / "in.tsv").write_bytes(body)
+    outputs = {}
+    for engine in ("local", "ray"):
+        result = run_cli("score", "sts", tmp_path / "in.tsv", "--model", tiny_export, "--on-error", "skip",
+                         "-o", tmp_path / f"{engine}.tsv", "--engine", engine, timeout=600)
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        report = [line for line in result.stderr.decode().splitlines() if line.startswith("skipped")]
+        outputs[engine] = (_read(tmp_path / f"{engine}.tsv"), report)
+    (local_rows, local_report), (ray_rows, ray_report) = outputs["local"], outputs["ray"]
+    assert [r[0] for r in local_rows] == [r[0] for r in ray_rows] == ["id", "r1", "r5"]
+    assert local_report == ray_report and local_report[0].startswith("skipped 3 bad rows (first: ")
+    assert "in.tsv:3: not valid UTF-8" in local_report[0]
+    for engine in ("local", "ray"):
+        result = run_cli("score", "sts", tmp_path / "in.tsv", "--model", tiny_export, "-o", tmp_path / "fail.tsv",
+                         "--engine", engine, timeout=600)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "in.tsv:3: not valid UTF-8" in lines[0], lines
+        assert not (tmp_path / "fail.tsv").exists()

@@ -1,6 +1,7 @@
 """ONNX export of a tiny model and torch-free scoring of every kind of TSV input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -122,13 +123,13 @@ def test_header_by_name_in_any_order(tiny_export, tmp_path):
 def test_no_header_by_position_and_order_restored(tiny_export, tmp_path):
     texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(3000)]  # > one window, varied lengths
     body = "".join(f"id{i}\t{t}\n" for i, t in enumerate(texts)).encode()
-    stats, lines = _score(tiny_export, tmp_path, "sst", body, batch_size=16)
+    stats, lines = _score(tiny_export, tmp_path, "sst", body, batch_size=16, header=False)
     assert stats.rows == 3000 and len(lines) == 3001
     assert lines[0].split("\t")[:2] == ["id", "label"] and len(lines[0].split("\t")) == 7
     assert [l.split("\t")[0] for l in lines[1:]] == [f"id{i}" for i in range(3000)]
     direct = Scorer(tiny_export, providers=["cpu"]).score("sst", [texts[1234]])[0]
     assert np.allclose([float(v) for v in lines[1235].split("\t")[2:]], direct, atol=1e-6)
-    single = _score(tiny_export, tmp_path, "sst", b"just text\nmore text\n")[1]
+    single = _score(tiny_export, tmp_path, "sst", b"just text\nmore text\n", header=False)[1]
     assert [l.split("\t")[0] for l in single[1:]] == ["1", "2"]  # no id column: line numbers
 
 
@@ -142,12 +143,13 @@ def test_quotes_tabs_in_quotes_and_long_rows(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize("body, line, message", [
-    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\tonly one\n", 3, "expected 3 tab-separated columns, found 2"),
+    (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\tonly one\n", 3, "expected 3 columns, found 2"),
     (b"id\tsentence1\tsentence2\nr1\ta\t  \n", 2, "empty text"),
     (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\t\xff\xfe\tc\n", 3, "not valid UTF-8"),
     (b"", None, "file is empty"),
-    (b"a\tb\tc\td\te\n", 1, "add a header row"),
-    (b"id\tsentence\nr1\tx\n", 1, "header has no 'sentence1'"),
+    (b"a\tb\tc\td\te\n", 1, "the header names none of sts's text columns"),
+    (b"id\tsentence\nr1\tx\n", 1, "the header names none of sts's text columns"),
+    (b"id\tsentence1\tx\nr1\tx\ty\n", 1, "header has no column 'sentence2' for sentence2"),
 ])
 def test_bad_input_fails_with_file_and_line_and_leaves_no_output(tiny_export, tmp_path, body, line, message):
     with pytest.raises(DataError, match=message) as info:
@@ -168,11 +170,11 @@ def test_score_cli_imports_no_torch_and_reads_stdin(tiny_export, tmp_path):
             f"sys.argv = ['mtcli', 'score', 'sts', '-', '--model', {str(tiny_export)!r}, '-o', {str(tmp_path / 'o.tsv')!r}]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules, 'score imported torch'\nprint('no torch')\n")
-    done = subprocess.run([sys.executable, "-c", code], input=b"A dog.\tA cat.\nA man.\tA woman.\n",
+    done = subprocess.run([sys.executable, "-c", code], input=b"sentence1\tsentence2\nA dog.\tA cat.\nA man.\tA woman.\n",
                           capture_output=True, cwd=REPO)
     assert done.returncode == 0 and b"no torch" in done.stdout, done.stderr.decode()
     assert (tmp_path / "o.tsv").read_text().splitlines()[0] == "id\tscore"
-    piped = run_cli("score", "para", "-", "--model", tiny_export, input=b"A dog.\tA cat.\n")
+    piped = run_cli("score", "para", "-", "--model", tiny_export, "--no-header", input=b"A dog.\tA cat.\n")
     assert piped.returncode == 0 and piped.stdout.decode().splitlines()[0] == "id\tlabel\tp_duplicate"
 
 
@@ -277,3 +279,33 @@ def test_score_output_round_trips_arbitrary_ids_and_texts(tiny_export, tmp_path_
     assert stats.rows == len(rows) and back[0] == ["id", "score"]
     assert [r[0] for r in back[1:]] == [r[0] for r in rows]
     assert all(len(r) == 2 and 0.0 <= float(r[1]) <= 5.0 for r in back[1:])
+
+
+# ---------------------------------------------------------------- header or not, said by the user
+
+def test_a_header_naming_none_of_the_columns_is_never_scored_as_data(tiny_export, tmp_path):
+    """qa.tsv with `question<TAB>answer`: mapped with --columns, or an error saying how; and a
+    headerless file whose first text is the word `sentence` keeps that row with --no-header."""
+    body = b"question\tanswer\nhow do I win?\tyou win it\n"
+    with pytest.raises(DataError, match=r"in.tsv:1: the header names none of sts's text columns \(sentence1, "
+                                        r"sentence2; found: 'question', 'answer'\): map them with --columns "
+                                        r"sentence1=COLUMN,sentence2=COLUMN, or pass --no-header"):
+        _score(tiny_export, tmp_path, "sts", body)
+    stats, lines = _score(tiny_export, tmp_path, "sts", body, columns={"sentence1": "question", "sentence2": "answer"})
+    assert stats.rows == 1 and lines[1].startswith("2\t")  # ids: line numbers
+    stats, lines = _score(tiny_export, tmp_path, "sst", b"sentence\nanother one\n", header=False)
+    assert stats.rows == 2 and [l.split("\t")[0] for l in lines[1:]] == ["1", "2"]
+    stats, lines = _score(tiny_export, tmp_path, "sts", b"7\tx\tA dog.\tA cat.\n", header=False,
+                          columns={"id": "1", "sentence1": "3", "sentence2": "4"})
+    assert lines[1].startswith("7\t")
+
+
+@pytest.mark.parametrize("columns, header, message", [
+    ({"nli": "x"}, True, "--columns: 'nli' is not a column of task 'sts'"),
+    ({"sentence1": "question"}, True, "header has no column 'sentence2' for sentence2"),
+    ({"sentence1": "9", "sentence2": "2"}, False, "--columns sentence1=9: without a header, columns are 1-based"),
+    ({"sentence1": "1"}, False, "with --no-header give every text column's position"),
+])
+def test_column_maps_are_checked(tiny_export, tmp_path, columns, header, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        _score(tiny_export, tmp_path, "sts", b"question\tanswer\nq\ta\n", columns=columns, header=header)
