@@ -59,6 +59,10 @@ def eval_command(
         results, splits, predictions, source, provenance = _torch_eval(checkpoint, split, data_dir, tasks, limit,
                                                                        batch_size, device)
         out_dir = out or source.parent
+    from mtcli.core.data import notes
+
+    for note in notes(splits):
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     _report(console, results, splits, predictions, split, source, out_dir, provenance)
 
 
@@ -82,21 +86,29 @@ def _torch_eval(checkpoint, split, data_dir, task_file, limit, batch_size, devic
 
 
 def _report(console, results, splits, predictions, split, source, out_dir, provenance):
+    """Print and save what an evaluation found: for dev the metrics (eval.json, plots); for test
+    the prediction files, and the metrics of the tasks whose test file has labels
+    (eval-test.json), saying which have none."""
     from rich.console import Console
 
-    from mtcli.eval.evaluate import scores_table, write_eval, write_test_predictions
+    from mtcli.eval.analysis import analysis_tables, plot_names
+    from mtcli.eval.evaluate import labeled, score_predictions, scores_table, write_eval, write_test_predictions
 
     if split == "test":
         for path in write_test_predictions(splits, predictions, out_dir):
             console.print(f"wrote {path}")
-        return
-    from mtcli.eval.analysis import analysis_tables, plot_names
-
+        unlabeled = [name for name, data in splits.items() if all(ex.label is None for ex in data.examples)]
+        if unlabeled:
+            console.print(f"no labels in the test file of {', '.join(unlabeled)}: predictions only, no metrics")
+        splits, predictions = labeled(splits, predictions)
+        if not splits:
+            return
+        results = score_predictions(splits, predictions)
     tasks = {name: data.task for name, data in splits.items()}
     out = Console()
     out.print(scores_table(results, tasks, title=f"{split}: {source} ({provenance['backend']})"))
     path, analysis = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
     for table in analysis_tables(analysis, tasks):
         out.print(table)
-    plots = [name for task in tasks.values() for name in plot_names(task)]
+    plots = [name for task in tasks.values() for name in plot_names(task)] if split == "dev" else []
     console.print(f"wrote {path}" + (f" (with {', '.join(plots)})" if plots else ""))

@@ -26,14 +26,17 @@ or mapped with --columns TASK_COLUMN=FILE_COLUMN. Headerless input needs --no-he
 rows are then `sentence` or `id, sentence` (pairs: `sentence1, sentence2` or `id,
 sentence1, sentence2`), or the 1-based positions --columns gives. A first row that
 names none of the task's columns is an error, never scored as data.
-Output: id, label and probabilities (sst, para) or id and score (sts), in input order.
+Input formats: TSV/CSV (quotes as CSV quoting or as text, whichever every row fits; or
+--quoting), JSON lines (.jsonl) and Parquet (.parquet), columns by name.
+Output: id, label (the class name; --labels index for its index) and probabilities, or
+id and score, in input order; TSV, or Parquet when -o ends in .parquet.
 """
 
 
 def score(
     task: str = typer.Argument(..., help="sst | para | sts"),
-    file: str = typer.Argument(..., help="Input TSV, or - for stdin"),
-    output: str = typer.Option("-", "-o", "--output", help="Output TSV, or - for stdout"),
+    file: str = typer.Argument(..., help="Input TSV/CSV, .jsonl or .parquet, or - for TSV on stdin"),
+    output: str = typer.Option("-", "-o", "--output", help="Output TSV, or - for stdout; Parquet if it ends in .parquet"),
     model: Path = typer.Option(Path("export"), help="Folder written by `mtcli export`"),
     batch_size: int = typer.Option(64, "--batch-size"),
     providers: str = typer.Option("cuda,cpu", help="onnxruntime providers in order of preference"),
@@ -47,6 +50,9 @@ def score(
     columns: str = typer.Option(None, "--columns", help="Map the task's columns to the file's: TASK_COLUMN=FILE_COLUMN,... "
                                                         "(1-based positions with --no-header), e.g. "
                                                         "sentence1=question,sentence2=answer"),
+    quoting: str = typer.Option("auto", "--quoting", help="TSV/CSV input: auto (CSV quoting if every row fits, else "
+                                                         "literal if every row fits) | csv | literal"),
+    labels: str = typer.Option("name", "--labels", help="The label column: name (the declared class name) | index"),
 ):
     """Score a TSV of sentences (sst) or sentence pairs (para, sts) with the exported model."""
     from rich.console import Console
@@ -56,7 +62,8 @@ def score(
     from mtcli.inference.score import parse_columns, score_file
 
     console = Console(stderr=True)
-    layout = {"header": not no_header, "columns": parse_columns(columns)}
+    layout = {"header": not no_header, "columns": parse_columns(columns), "quoting": quoting, "labels": labels,
+              "on_note": lambda note: console.print(f"note: {note}", highlight=False, soft_wrap=True)}
     provider_list = [p.strip() for p in providers.split(",") if p.strip()]
     if engine not in ("local", "ray"):
         raise UserError(f"--engine {engine!r} is not one of local, ray")
@@ -75,8 +82,8 @@ def score(
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         handle = bar.add_task("score", total=None, rows=0)
 
-        def advance(rows: int, read: int, total: int | None):
-            bar.update(handle, completed=read, total=total, rows=rows)
+        def advance(rows: int, read: int | None, total: int | None):
+            bar.update(handle, completed=read if read is not None else rows, total=total, rows=rows)
 
         stats = score_file(task, file, output, model_dir=model, batch_size=batch_size,
                            providers=provider_list, on_error=on_error,

@@ -1,10 +1,13 @@
-"""Reading a declared task's files: TSV or CSV with a header row.
+"""Reading a declared task's files (TSV or CSV with a header row, JSON lines, Parquet: see
+mtcli.core.readers) into examples.
 
-Columns are found by header name (the task's `id`, `text` and `label` columns), so
-CS224N's odd test-student headers (`0, "", id, sentence`) read the same as the
-others. Every bad row is reported with its file and line number. Torch-free.
+Columns are found by name (the task's `id`, `text` and `label` columns), so CS224N's odd
+test-student headers (`0, "", id, sentence`) read the same as the others. Every bad row is
+reported with its file and line (or row). A row with an empty label is no example of the
+task (a file several tasks share may label each row for only some of them). Torch-free.
 """
 
+import contextlib
 import errno
 import stat
 from collections.abc import Iterable
@@ -14,7 +17,8 @@ from typing import Literal
 
 from mtcli.core.errors import DataError, UserError
 from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task, rebase
-from mtcli.core.tsv import iter_rows, open_binary, sniff_delimiter
+from mtcli.core.readers import Table, file_format, open_table
+from mtcli.core.tsv import open_binary
 
 OnError = Literal["fail", "skip"]
 
@@ -34,6 +38,8 @@ class Split:
     path: Path
     examples: list[Example]
     skipped: list[DataError] = field(default_factory=list)
+    unlabeled: int = 0                # rows with no label for this task (a file several tasks share)
+    note: str | None = None           # what the reader decided, to say once (quotes read literally)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -119,9 +125,9 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
             located[name] = replace(task, files=declared[name].files)
         return located
     builtin = load_task_file()
-    if all(name in builtin and builtin[name].declaration() == _without_encoding(task, builtin[name])
-           for name, task in tasks.items()):
-        return {name: replace(task, files=builtin[name].files) for name, task in tasks.items()}
+    if all(name in builtin and shape(builtin[name]) == shape(task) and _names(builtin[name]) == _names(task)
+           for name, task in tasks.items()):  # the built-in tasks (as declared now), with the artifact's encodings
+        return {name: replace(builtin[name], encoding=task.encoding) for name, task in tasks.items()}
     if record is not None:
         located = {}
         for name, task in tasks.items():
@@ -142,80 +148,105 @@ def shape(task: Task) -> tuple:
     return task.kind, task.text, task.label, task.labels, task.range
 
 
-def _without_encoding(task: Task, builtin: Task) -> dict:
-    """`task`'s declaration with the built-in's encoding (--encoding overrides it in training)."""
-    return replace(task, encoding=builtin.encoding).declaration()
+def _names(task: Task) -> dict[str, str]:
+    return {split: Path(path).name for split, path in task.files.items()}
 
 
-def _column_index(header: list[str], path: Path, name: str) -> int:
-    names = [h.strip() for h in header]
-    if name not in names:
-        raise DataError(path, 1, f"header has no column {name!r} (found: {', '.join(repr(n) for n in names)})")
-    return names.index(name)
+def _column_index(header: list[str], path, name: str, unit: str = "line") -> int:
+    if name not in header:
+        raise DataError(path, 1 if unit == "line" else None,
+                        f"header has no column {name!r} (found: {', '.join(repr(n) for n in header)})")
+    return header.index(name)
 
 
-def parse_rows(task: Task, path: Path, rows: Iterable[tuple[int, list[str]]], *, labeled: bool | None,
-               on_error: OnError = "fail", limit: int | None = None) -> tuple[list[Example], list[DataError]]:
-    """Validate (line, fields) rows of one task file into Examples. `labeled=None`: labels are
-    read if the header has the label column (a test file may carry them or not)."""
-    rows = iter(rows)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise DataError(path, None, "file is empty; expected a header row and data rows") from None
-    names = [h.strip() for h in header]
-    id_col = names.index(task.id) if task.id in names else None  # no id column: rows are named by line
-    text_cols = [_column_index(header, path, c) for c in task.text]
+def parse_rows(task: Task, table: Table, *, labeled: bool | None, on_error: OnError = "fail",
+               limit: int | None = None, keep_unlabeled: bool = False) -> tuple[list[Example], list[DataError], int]:
+    """Validate the rows of one task file into Examples; also the bad rows (skipped) and the
+    number of rows without a label for this task (partial labels: a file that several tasks
+    share labels some rows for only some of them), which are left out unless `keep_unlabeled`
+    (a test file: every row is predicted). `labeled=None`: labels are read if the file has the
+    label column (a test file may carry them or not)."""
+    header = table.header
+    id_col = header.index(task.id) if task.id in header else None  # no id column: rows are named by line
+    text_cols = [_column_index(header, table.path, c, table.row_unit) for c in task.text]
     if labeled is None:
-        labeled = task.label in names
-    label_col = _column_index(header, path, task.label) if labeled else None
+        labeled = task.label in header
+    label_col = _column_index(header, table.path, task.label, table.row_unit) if labeled else None
 
     examples: list[Example] = []
     skipped: list[DataError] = []
-    for line, fields in rows:
+    unlabeled = 0
+    for line, fields in table.rows:
         if limit is not None and len(examples) >= limit:
             break
         try:
-            examples.append(_parse_row(task, path, line, fields, len(header), id_col, text_cols, label_col))
+            example = _parse_row(task, table, line, fields, len(header), id_col, text_cols, label_col)
         except DataError as e:
             if on_error == "fail":
                 raise
             skipped.append(e)
-    return examples, skipped
+            continue
+        if label_col is not None and example.label is None:
+            unlabeled += 1
+            if not keep_unlabeled:
+                continue
+        examples.append(example)
+    return examples, skipped, unlabeled
 
 
-def _parse_row(task, path, line, fields, width, id_col, text_cols, label_col) -> Example:
+def _parse_row(task, table, line, fields, width, id_col, text_cols, label_col) -> Example:
+    """The row as an Example (its label None if it has none for this task), or DataError."""
     if len(fields) != width:
-        raise DataError(path, line, f"expected {width} columns, found {len(fields)}")
-    texts = tuple(fields[c].strip() for c in text_cols)
+        raise table.error(line, f"expected {width} columns, found {len(fields)}")
+    texts = tuple((fields[c] or "").strip() for c in text_cols)
     for column, text in zip(task.text, texts):
         if not text:
-            raise DataError(path, line, f"empty {column}")
+            raise table.error(line, f"empty {column}")
     label = None
     if label_col is not None:
+        raw = (fields[label_col] or "").strip()
         try:
-            label = task.parse_label(fields[label_col].strip())
+            label = task.parse_label(raw) if raw else None  # none for this task (partial labels)
         except ValueError as e:
-            raise DataError(path, line, str(e)) from None
-    row_id = fields[id_col].strip() if id_col is not None else str(line)
-    return Example(id=row_id, texts=texts, label=label, line=line)
+            raise table.error(line, str(e)) from None
+    row_id = (fields[id_col] or "").strip() if id_col is not None else str(line)
+    return Example(id=row_id or str(line), texts=texts, label=label, line=line)
 
 
 def read_split(task: Task, split: str, *, limit: int | None = None, on_error: OnError = "fail") -> Split:
-    """Read one split of one task (TSV or CSV with a header). `limit` keeps the first N valid rows."""
+    """Read one split of one task (TSV, CSV, JSON lines or Parquet; mtcli.core.readers).
+    `limit` keeps the first N valid rows."""
     path = split_path(task, split)
-    with open_binary(path) as stream:
-        examples, skipped = parse_rows(task, path, iter_rows(stream, str(path), delimiter=sniff_delimiter(path)),
-                                       labeled=True if split != "test" else None, on_error=on_error, limit=limit)
+    labeled = True if split != "test" else None
+    columns = [task.id, *task.text] + ([task.label] if labeled else [])
+    with open_binary(path) if file_format(path) != "parquet" else contextlib.nullcontext() as stream:
+        table = open_table(path, stream, quoting=task.quoting, columns=columns)
+        examples, skipped, unlabeled = parse_rows(task, table, labeled=labeled, on_error=on_error, limit=limit,
+                                                  keep_unlabeled=split == "test")
     if not examples:
-        raise DataError(path, None, "no valid data rows")
-    return Split(task, split, path, examples, skipped)
+        raise DataError(path, None, "no valid data rows" + (f" ({unlabeled} rows have no {task.label})"
+                                                             if unlabeled else ""))
+    return Split(task, split, path, examples, skipped, unlabeled=unlabeled, note=table.note)
 
 
 def read_splits(tasks: dict[str, Task], split: str, *, limit: int | None = None) -> dict[str, Split]:
     """One split of every task that has that split's file (every task for train and dev)."""
     return {name: read_split(task, split, limit=limit) for name, task in tasks.items()
             if split in REQUIRED_SPLITS or task.file(split) is not None}
+
+
+def notes(*split_groups: dict[str, Split]) -> list[str]:
+    """What reading these splits decided that the user should hear (once each): quotes read as
+    text, rows left out for having no label of the task."""
+    said = []
+    for splits in split_groups:
+        for split in splits.values():
+            if split.note:
+                said.append(split.note)
+            if split.unlabeled and split.split != "test":
+                said.append(f"{split.path}: {split.unlabeled} rows have no {split.task.label} "
+                            f"(no example of {split.task.name})")
+    return list(dict.fromkeys(said))
 
 
 def row_counts(tasks: dict[str, Task]) -> dict[str, dict[str, int | None]]:

@@ -8,11 +8,12 @@ class UserError(Exception):
 
 
 class DataError(UserError):
-    """A data or TSV file that cannot be read; the message names file and line."""
+    """A data file that cannot be read; the message names file and line (`path:12: ...`), or
+    file and row for formats without lines (`path: row 12: ...`, Parquet)."""
 
-    def __init__(self, path, line: int | None, problem: str):
-        self.path, self.line, self.problem = str(path), line, problem
-        where = f"{path}:{line}" if line is not None else str(path)
+    def __init__(self, path, line: int | None, problem: str, unit: str = "line"):
+        self.path, self.line, self.problem, self.unit = str(path), line, problem, unit
+        where = str(path) if line is None else f"{path}:{line}" if unit == "line" else f"{path}: {unit} {line}"
         super().__init__(f"{where}: {problem}")
 
 

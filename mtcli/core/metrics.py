@@ -1,15 +1,22 @@
-"""Task metrics, shared by the torch and onnxruntime backends. Torch-free.
+"""Task metrics, shared by the torch and onnxruntime backends. Torch-free; the statistics are
+scikit-learn's and scipy's.
 
 Predictions per task kind: multiclass -> class probabilities (N, C); binary -> P(positive)
 (N,); regression -> a score in the declared range (N,). A task's headline is its declared
-metric; the overall score is the mean of the headlines with correlations mapped to
-(r + 1) / 2 — for the CS224N three, CS224N's (sst acc + para acc + (sts r + 1) / 2) / 3.
+metric; the overall score is the mean of the headlines with correlations (Pearson, Spearman,
+MCC) mapped to (r + 1) / 2 — for the CS224N three, CS224N's (sst acc + para acc + (sts r +
+1) / 2) / 3. A metric that a split cannot define (ROC-AUC with one class present, a
+correlation with constant gold values) is None, and left out of the overall score; constant
+predictions correlate 0.
 """
+
+import warnings
 
 import numpy as np
 from scipy import stats
+from sklearn import metrics as sk
 
-from mtcli.core.tasks import CORRELATIONS, Task
+from mtcli.core.tasks import CORRELATIONS, METRICS, Task
 
 
 def predicted_labels(task: Task, predictions: np.ndarray) -> np.ndarray:
@@ -21,41 +28,59 @@ def predicted_labels(task: Task, predictions: np.ndarray) -> np.ndarray:
     return predictions
 
 
-def f1(predicted: np.ndarray, gold: np.ndarray, classes: int) -> float:
-    """F1 of the positive class (binary) or the unweighted mean over classes (macro F1)."""
-    scores = []
-    for c in ([1] if classes == 2 else range(classes)):
-        tp = np.sum((predicted == c) & (gold == c))
-        fp = np.sum((predicted == c) & (gold != c))
-        fn = np.sum((predicted != c) & (gold == c))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores))
+def metric_names(task: Task) -> list[str]:
+    """The metrics of the task's kind, its headline first."""
+    return [task.metric, *(m for m, kinds in METRICS.items() if task.kind in kinds and m != task.metric)]
 
 
-def task_metrics(task: Task, predictions: np.ndarray, labels) -> dict[str, float]:
+def task_metrics(task: Task, predictions: np.ndarray, labels) -> dict[str, float | None]:
     labels = np.asarray(labels)
     if task.is_regression:
+        predictions = np.asarray(predictions, dtype=np.float64)
         mse = float(np.mean((predictions - labels) ** 2))
-        if len(labels) < 2 or np.std(predictions) == 0 or np.std(labels) == 0:
+        if len(labels) < 2 or np.std(labels) == 0:  # the split defines no correlation
+            return {"pearson": None, "spearman": None, "mse": mse}
+        if np.std(predictions) == 0:  # a model that predicts one value correlates with nothing
             return {"pearson": 0.0, "spearman": 0.0, "mse": mse}
         return {"pearson": float(stats.pearsonr(predictions, labels).statistic),
                 "spearman": float(stats.spearmanr(predictions, labels).statistic), "mse": mse}
+    classes = list(range(len(task.labels)))
     predicted = predicted_labels(task, predictions)
-    return {"accuracy": float(np.mean(predicted == labels)), "f1": f1(predicted, labels, len(task.labels))}
+    with warnings.catch_warnings():  # undefined cases (a class never predicted) score 0, as documented
+        warnings.simplefilter("ignore")
+        binary_f1 = sk.f1_score(labels, predicted, labels=classes, average="binary" if task.kind == "binary" else "macro",
+                                zero_division=0)
+        result = {"accuracy": float(sk.accuracy_score(labels, predicted)), "f1": float(binary_f1),
+                  "macro_f1": float(sk.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+                  "mcc": float(sk.matthews_corrcoef(labels, predicted))}
+    result["roc_auc"] = _roc_auc(task, predictions, labels)
+    return result
 
 
-def headline(task: Task, metrics: dict[str, float]) -> float:
+def _roc_auc(task: Task, predictions: np.ndarray, labels: np.ndarray) -> float | None:
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None  # one class only: no ranking to measure
+    if task.kind == "binary":
+        return float(sk.roc_auc_score(labels, predictions))
+    if len(present) < len(task.labels):
+        return None  # one-vs-rest needs every class in the split
+    return float(sk.roc_auc_score(labels, predictions, multi_class="ovr", average="macro"))
+
+
+def headline(task: Task, metrics: dict[str, float | None]) -> float | None:
     return metrics[task.metric]
 
 
-def unit_score(task: Task, metrics: dict[str, float]) -> float:
+def unit_score(task: Task, metrics: dict[str, float | None]) -> float | None:
     """The headline on a 0-1 scale: correlations as (r + 1) / 2."""
     value = headline(task, metrics)
+    if value is None:
+        return None
     return (value + 1) / 2 if task.metric in CORRELATIONS else value
 
 
-def overall(tasks: dict[str, Task], scores: dict[str, dict[str, float]]) -> float | None:
-    """Mean of the tasks' 0-1 headlines (None when no task was scored)."""
-    if not scores:
-        return None
-    return float(np.mean([unit_score(tasks[name], metrics) for name, metrics in scores.items()]))
+def overall(tasks: dict[str, Task], scores: dict[str, dict[str, float | None]]) -> float | None:
+    """Mean of the tasks' 0-1 headlines (None when no task's headline is defined)."""
+    values = [v for name, metrics in scores.items() if (v := unit_score(tasks[name], metrics)) is not None]
+    return float(np.mean(values)) if values else None

@@ -10,11 +10,13 @@ A task file (TOML) declares tasks, one `[[task]]` table each:
     label = "queue"                  # label column
     labels = ["billing", "bug", "other"]   # classification: names in label-index order
     # range = [0, 5]                 # regression: the label range, also the output scale
-    metric = "accuracy"              # accuracy | f1 | pearson | spearman
+    metric = "accuracy"              # see METRICS (accuracy, f1, macro_f1, mcc, roc_auc; pearson, spearman)
     # encoding = "siamese"           # pairs: cross | siamese (classification), cross | cosine (regression)
-    train = "tickets-train.tsv"      # TSV or CSV with a header; paths relative to this file
+    train = "tickets-train.tsv"      # TSV/CSV with a header, .jsonl or .parquet; paths relative to this file
     dev = "tickets-dev.tsv"
-    # test = "tickets-test.tsv"      # optional, unlabeled allowed
+    # test = "tickets-test.tsv"      # optional; with labels, `eval --split test` reports metrics too
+    # quoting = "literal"            # TSV/CSV quotes: auto (whichever every row fits) | csv | literal
+    # predictions = "index"          # test prediction files: class names (default) or indices
 
 Optional extras: `id` (the id column, default "id"; rows without one are numbered by
 line), `title` (for tables) and `prediction_header` (the column name of `eval --split
@@ -34,9 +36,14 @@ from mtcli.core.errors import UserError
 from mtcli.core.paths import DEFAULT_DATA_DIR
 
 KINDS = ("multiclass", "binary", "regression")
-METRICS = {"accuracy": ("multiclass", "binary"), "f1": ("multiclass", "binary"),
-           "pearson": ("regression",), "spearman": ("regression",)}
-CORRELATIONS = ("pearson", "spearman")   # in [-1, 1]: mapped to (r + 1) / 2 in the overall score
+# The metrics of each kind (a task's `metric` is its headline; eval reports them all). f1: the
+# positive class's F1 (binary) or the classes' mean (multiclass); macro_f1: the classes' mean
+# in both; mcc: Matthews correlation (GLUE's CoLA); roc_auc: from the probabilities (binary;
+# one-vs-rest mean for multiclass).
+CLASSIFICATION = ("multiclass", "binary")
+METRICS = {"accuracy": CLASSIFICATION, "f1": CLASSIFICATION, "macro_f1": CLASSIFICATION, "mcc": CLASSIFICATION,
+           "roc_auc": CLASSIFICATION, "pearson": ("regression",), "spearman": ("regression",)}
+CORRELATIONS = ("pearson", "spearman", "mcc")   # in [-1, 1]: mapped to (r + 1) / 2 in the overall score
 PAIR_ENCODINGS = {"multiclass": ("cross", "siamese"), "binary": ("cross", "siamese"), "regression": ("cross", "cosine")}
 DEFAULT_PAIR_ENCODING = "cross"
 SPLITS = ("train", "dev", "test")
@@ -48,7 +55,9 @@ EMBEDDING = "embed"   # the name of an export's sentence-embedding graph (embed.
 RESERVED_NAMES = {EMBEDDING: "the export's sentence-embedding graph is embed.onnx"}
 MAX_RANGE = 1e9       # regression labels beyond this overflow the float32 squared error: rescale them
 KEYS = {"name", "kind", "text", "label", "labels", "range", "metric", "encoding", *SPLITS, "id", "title",
-        "prediction_header"}
+        "prediction_header", "quoting", "predictions"}
+QUOTINGS = ("auto", "csv", "literal")   # how delimited text reads quotes (mtcli.core.readers)
+PREDICTIONS = ("name", "index")         # what a classification task's test prediction files hold
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ class Task:
     id: str = "id"
     title: str = ""
     prediction_header: str = ""
+    quoting: str = "auto"              # delimited files: quotes as CSV quoting, as text, or whichever fits
+    predictions: str = "name"          # test prediction files: class names, or indices (CS224N's files)
 
     @property
     def is_pair(self) -> bool:
@@ -147,6 +158,10 @@ class Task:
         for key in ("encoding", "title", "prediction_header"):
             if getattr(self, key):
                 table[key] = getattr(self, key)
+        if self.quoting != "auto":
+            table["quoting"] = self.quoting
+        if self.predictions != "name":
+            table["predictions"] = self.predictions
         return table
 
 
@@ -233,6 +248,16 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
         if encoding not in PAIR_ENCODINGS[kind]:
             bad("encoding", f"{encoding!r} is not a pair encoding of a {kind} task ({', '.join(PAIR_ENCODINGS[kind])})")
 
+    quoting = text_field("quoting", required=False) or "auto"
+    if quoting not in QUOTINGS:
+        bad("quoting", f"{quoting!r} is not one of {', '.join(QUOTINGS)} (how a TSV or CSV file reads quotes)")
+
+    predictions = text_field("predictions", required=False) or "name"
+    if predictions not in PREDICTIONS:
+        bad("predictions", f"{predictions!r} is not one of {', '.join(PREDICTIONS)} (what test prediction files hold)")
+    if predictions != "name" and kind == "regression":
+        bad("predictions", "a regression task's predictions are scores")
+
     files = {}
     for split in SPLITS:
         path = text_field(split, required=split in REQUIRED_SPLITS)
@@ -241,7 +266,8 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
     return Task(name=name, kind=kind, text=tuple(text), label=label, labels=labels, range=value_range, metric=metric,
                 encoding=encoding, files=files, id=text_field("id", required=False) or "id",
                 title=text_field("title", required=False) or "",
-                prediction_header=text_field("prediction_header", required=False) or "")
+                prediction_header=text_field("prediction_header", required=False) or "", quoting=quoting,
+                predictions=predictions)
 
 
 def tasks_from_tables(tables, source: str | Path, base: Path | None = None) -> dict[str, Task]:

@@ -1,8 +1,10 @@
-"""Streaming reader for tab-separated files (CS224N data and `score` input).
+"""Streaming reader and writer of delimited text (TSV, CSV): the rows of a file with the line
+number each starts on, so every error can name file and line. Bytes are decoded one line
+at a time: a non-UTF-8 line is reported where it is, not somewhere inside a buffer.
 
-Rows come with the line number they start on, so every error can name file and
-line. Bytes are decoded one line at a time: a non-UTF-8 line is reported where
-it is, not somewhere inside a buffer. Torch-free.
+Quotes are read one of two ways: as CSV quoting (`"a<TAB>b"` is one field, `""` a quote;
+CS224N's files), or as literal text (a field is whatever lies between tabs; MSRP, GLUE,
+SICK). mtcli.core.readers decides which a file needs. Torch-free.
 """
 
 import csv
@@ -55,14 +57,21 @@ def open_binary(path: str | Path) -> BinaryIO:
         raise UserError(f"{path}: permission denied") from None
 
 
-def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter | None = None, delimiter: str = "\t"
-              ) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number where the row starts, fields) for each non-blank row.
+QUOTINGS = ("csv", "literal")
+
+
+def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter | None = None, delimiter: str = "\t",
+              quoting: str = "csv") -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number where the row starts, fields) for each non-blank row; quotes read as
+    CSV quoting or as literal text (`quoting`).
 
     Undecodable or malformed lines raise DataError, or go to `on_bad_line` and are skipped."""
     lines = lines or _LineCounter(stream, name)
     lines.on_bad_line = on_bad_line
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)  # broken quoting is an error, not one huge field
+    if quoting == "literal":
+        reader = csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE, quotechar=None, strict=True)
+    else:  # broken quoting is an error, not one huge field
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
     start = 1
     while True:
         try:

@@ -11,8 +11,8 @@ import numpy as np
 
 from mtcli.core.data import Split
 from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
-from mtcli.core.metrics import headline, overall, predicted_labels, task_metrics
-from mtcli.core.tasks import CORRELATIONS, Task, test_output_name
+from mtcli.core.metrics import headline, metric_names, overall, predicted_labels, task_metrics
+from mtcli.core.tasks import Task, test_output_name
 from mtcli.core.tsv import TsvWriter
 
 EVAL_FORMAT = "mtcli-eval"
@@ -39,11 +39,28 @@ def written_by_mtcli(path: Path) -> bool:
     return path.suffix == ".csv" and head.startswith(b"id,Predicted_")
 
 
-def eval_files(tasks: dict[str, Task]) -> list[str]:
-    """What `write_eval` writes for these tasks: eval.json and the analysis plots."""
+def eval_file(split: str) -> str:
+    """eval.json for dev (the run's and the export's evaluation), eval-<split>.json otherwise."""
+    return "eval.json" if split == "dev" else f"eval-{split}.json"
+
+
+def eval_files(tasks: dict[str, Task], split: str = "dev") -> list[str]:
+    """What `write_eval` writes for these tasks: the eval JSON and, for dev, the analysis plots."""
     from mtcli.eval.analysis import plot_names
 
-    return ["eval.json", *(name for task in tasks.values() for name in plot_names(task))]
+    return [eval_file(split), *(name for task in tasks.values() for name in plot_names(task) if split == "dev")]
+
+
+def labeled(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> tuple[dict[str, Split], dict]:
+    """The rows that carry labels, per task that has any (a test file may have labels or not):
+    what metrics can be computed on."""
+    parts, kept = {}, {}
+    for name, split in splits.items():
+        rows = [i for i, example in enumerate(split.examples) if example.label is not None]
+        if rows:
+            parts[name] = Split(split.task, split.split, split.path, [split.examples[i] for i in rows])
+            kept[name] = predictions[name][rows]
+    return parts, kept
 
 
 def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dict:
@@ -55,7 +72,8 @@ def score_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarra
 
 
 def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path) -> list[Path]:
-    """Test-output files in the CS224N format: `{task}-test-output.csv`, header `id,<prediction header>`."""
+    """Test-output files in the CS224N format: `{task}-test-output.csv`, header `id,<prediction header>`;
+    a class as its declared name, or its index where the task says `predictions = "index"`."""
     paths = {task: Path(out_dir) / test_output_name(task) for task in predictions}
     for path in paths.values():
         refuse_overwrite_unless(path, written_by_mtcli)
@@ -65,23 +83,31 @@ def write_test_predictions(splits: dict[str, Split], predictions: dict[str, np.n
         with atomic_path(paths[name]) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = TsvWriter(fh, delimiter=",")
             writer.writerow(["id", task.test_header])
-            writer.writerows([example.id, f"{value:.4f}" if task.is_regression else str(int(value))]
+            writer.writerows([example.id, _prediction_text(task, value)]
                              for example, value in zip(splits[name].examples, values))
     return list(paths.values())
 
 
+def _prediction_text(task: Task, value) -> str:
+    if task.is_regression:
+        return f"{value:.4f}"
+    return str(int(value)) if task.predictions == "index" else task.labels[int(value)]
+
+
 def write_eval(results: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: str | Path,
-               **provenance) -> tuple[Path, dict]:
-    """eval.json with the metrics and the error analysis, plus its plots (confusion matrices, scatters)."""
+               *, split: str = "dev", **provenance) -> tuple[Path, dict]:
+    """The eval JSON (eval.json for dev, eval-<split>.json otherwise) with the metrics and the
+    error analysis; for dev also its plots (confusion matrices, scatters)."""
     from mtcli.eval.analysis import analyse, plot_analysis
 
     out_dir = Path(out_dir)
-    for name in eval_files({name: split.task for name, split in splits.items()}):
+    for name in eval_files({name: s.task for name, s in splits.items()}, split):
         refuse_overwrite_unless(out_dir / name, written_by_mtcli)
     analysis = analyse(splits, predictions)
-    plot_analysis(analysis, splits, predictions, out_dir)
-    record = {"format": EVAL_FORMAT, **provenance, **results, "analysis": analysis}
-    return write_json(out_dir / "eval.json", record), analysis
+    if split == "dev":
+        plot_analysis(analysis, splits, predictions, out_dir)
+    record = {"format": EVAL_FORMAT, "split": split, **provenance, **results, "analysis": analysis}
+    return write_json(out_dir / eval_file(split), record), analysis
 
 
 def scores_table(results: dict, tasks: dict[str, Task], title: str = "dev"):
@@ -93,11 +119,10 @@ def scores_table(results: dict, tasks: dict[str, Task], title: str = "dev"):
     for name, metrics in results["tasks"].items():
         task = tasks[name]
         loss = f"{metrics['loss']:.4f}" if metrics.get("loss") is not None else ""
-        shown = [task.metric, *(m for m in (CORRELATIONS if task.is_regression else ("accuracy", "f1"))
-                                if m != task.metric)]
-        for i, metric in enumerate(shown):
-            table.add_row(name if i == 0 else "", metric + (" *" if i == 0 else ""), f"{metrics[metric]:.4f}",
-                          loss if i == 0 else "")
+        for i, metric in enumerate(metric_names(task)):
+            value = metrics.get(metric)
+            table.add_row(name if i == 0 else "", metric + (" *" if i == 0 else ""),
+                          "n/a" if value is None else f"{value:.4f}", loss if i == 0 else "")
     if results.get("overall") is not None:
         table.add_row("[bold]overall[/]", "mean of * (r as (r+1)/2)", f"[bold]{results['overall']:.4f}[/]", "")
     return table

@@ -379,9 +379,13 @@ def _int8_report(model_dir: Path, tasks: dict[str, Task], say) -> dict:
     int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True)
     report = {"fp32": fp32, "int8": int8, "change": {}}
     for task, spec in read_manifest_tasks(model_dir).items():
-        change = int8["tasks"][task][spec.metric] - fp32["tasks"][task][spec.metric]
-        report["change"][task] = change
-        say(f"  int8 {task} dev {spec.metric}: {fp32['tasks'][task][spec.metric]:.4f} -> "
-            f"{int8['tasks'][task][spec.metric]:.4f} ({100 * change:+.2f} points)")
-    report["change"]["overall"] = int8["overall"] - fp32["overall"]
+        before, after = fp32["tasks"][task][spec.metric], int8["tasks"][task][spec.metric]
+        if before is None or after is None:
+            report["change"][task] = None
+            say(f"  int8 {task} dev {spec.metric}: undefined on this dev set")
+            continue
+        report["change"][task] = after - before
+        say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * (after - before):+.2f} points)")
+    both = fp32["overall"] is not None and int8["overall"] is not None
+    report["change"]["overall"] = int8["overall"] - fp32["overall"] if both else None
     return report

@@ -51,7 +51,7 @@ def export_files(folder: Path) -> set[str] | None:
     manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or manifest.get("format") != FORMAT:
         return None
-    files = {MANIFEST, "eval.json"}
+    files = {MANIFEST, "eval.json", "eval-test.json"}
     if isinstance(manifest.get("tokenizer"), str):
         files.add(manifest["tokenizer"])
     if isinstance(manifest.get("embedding"), dict):

@@ -17,15 +17,19 @@ or on a multi-node cluster: start Ray on every node (`ray start --head` on one,
 file system, or s3:// and the like), the output is written by the driver.
 """
 
+import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mtcli.core.errors import DataError, UserError
-from mtcli.core.fileio import output_stream
-from mtcli.core.tsv import TsvWriter, open_binary
-from mtcli.inference.score import ScoreStats, output_header, output_rows, refuse_input_as_output, score_items
+from mtcli.core.fileio import read_json_dict, staged_dir, write_json
+from mtcli.core.readers import DELIMITERS, detect_quoting, file_format, open_table
+from mtcli.core.tsv import open_binary
+from mtcli.inference.score import (ScoreStats, ScoreWriter, detect_layout, output_header, output_rows,
+                                   refuse_input_as_output, score_items)
 from mtcli.inference.scorer import WINDOW, Scorer
 
 BAD = "_mtcli_bad"          # per row: the reason it cannot be scored ("" when it can)
@@ -106,16 +110,16 @@ def _map_without_restarts(dataset, fn, **options):
 
 class ScoreInput(Datasource):
     """A score input file as a Ray Data source, read by the same reader as the local engine
-    (mtcli.inference.score.score_items): the same rows, line numbers and reasons, in file
-    order, in blocks of BLOCK rows streamed from one read task. Bad rows travel as rows with
-    their reason in `_mtcli_bad` (and no texts), so the driver counts or raises them where the
-    local engine would."""
+    (mtcli.inference.score.score_items): the same rows, line (or row) numbers and reasons, in
+    file order, in blocks of BLOCK rows streamed from one read task. Bad rows travel as rows
+    with their reason in `_mtcli_bad` (and no texts), so the driver counts or raises them where
+    the local engine would."""
 
     BLOCK = 4096
 
-    def __init__(self, path: str, task, header: bool, columns: dict[str, str] | None):
+    def __init__(self, path: str, task, header: bool, columns: dict[str, str] | None, quoting: str):
         super().__init__()
-        self.path, self.task, self.header, self.columns = path, task, header, columns
+        self.path, self.task, self.header, self.columns, self.quoting = path, task, header, columns, quoting
 
     def estimate_inmemory_data_size(self):
         return Path(self.path).stat().st_size
@@ -133,8 +137,10 @@ class ScoreInput(Datasource):
 
         names = [f"{TEXT}{i}" for i in range(len(self.task.text))]
         rows: list[list] = []
-        with open_binary(self.path) as stream:
-            for item in score_items(stream, self.path, self.task, header=self.header, columns=self.columns):
+        stream = open_binary(self.path) if file_format(self.path) != "parquet" else contextlib.nullcontext()
+        with stream as opened:
+            for item in score_items(opened, self.path, self.task, header=self.header, columns=self.columns,
+                                    quoting=self.quoting):
                 texts = item.texts or ("",) * len(names)
                 rows.append([item.line, item.id or "", item.error.problem if item.error else "", *texts])
                 if len(rows) == self.BLOCK:
@@ -144,13 +150,54 @@ class ScoreInput(Datasource):
             yield pd.DataFrame(rows, columns=[LINE, ID, BAD, *names])
 
 
+@dataclass
+class _Source:
+    """What the driver needs to know of a Ray input: its dataset, the columns holding texts
+    and ids, and whether rows carry their numbers (else they are numbered in order)."""
+    dataset: object
+    text_columns: list[str]
+    id_column: str | None
+    numbered: bool
+    unit: str
+
+
+def _source(ray, input_path: str, task, header: bool, columns, quoting: str, on_note) -> _Source:
+    """The input as a Ray dataset, its layout and its reading of quotes settled on the driver
+    first (its problems said before anything runs, as the local engine says them). A Parquet
+    file with an id column is read by Ray Data's own reader, in parallel; every other input
+    by ScoreInput (mtcli's reader: its rows are numbered, and with no id column the numbers
+    are the ids)."""
+    kind = file_format(input_path)
+    if kind in DELIMITERS and header and quoting == "auto":
+        quoting, note = detect_quoting(input_path, DELIMITERS[kind])
+        if note and on_note is not None:
+            on_note(note)
+    stream = open_binary(input_path) if kind != "parquet" else contextlib.nullcontext()
+    with stream as opened:
+        next(score_items(opened, input_path, task, header=header, columns=columns, quoting=quoting), None)
+    path = str(Path(input_path).resolve())
+    if kind == "parquet":
+        table = open_table(input_path)
+        layout = detect_layout(table.header, task, input_path, columns=columns, unit="row")
+        if layout.id_column is not None:
+            names = [table.header[i] for i in layout.text_columns]
+            id_name = table.header[layout.id_column]
+            return _Source(ray.data.read_parquet(path, columns=list(dict.fromkeys([id_name, *names]))), names,
+                           id_name, numbered=False, unit="row")
+    names = [f"{TEXT}{i}" for i in range(len(task.text))]
+    return _Source(ray.data.read_datasource(ScoreInput(path, task, header, columns, quoting)), names, ID,
+                   numbered=True, unit="row" if kind == "parquet" else "line")
+
+
 def score_file_ray(task_name: str, input_path: str, output_path: str | None, *, model_dir="export",
                    workers: int = 2, address: str | None = None, on_error: str = "fail",
                    providers=("cpu",), quantized: bool = False, batch_size: int = WINDOW, header: bool = True,
-                   columns: dict[str, str] | None = None) -> ScoreStats:
-    """`mtcli score --engine ray`: the input read as a Ray Data source by the local engine's own
-    reader, scored by `workers` actors, written by the driver in input order, in the same
-    format, with the same rows counted or refused as the single-process CLI."""
+                   columns: dict[str, str] | None = None, quoting: str = "auto", labels: str = "name",
+                   on_note=None) -> ScoreStats:
+    """`mtcli score --engine ray`: the input read as a Ray dataset, scored by `workers` actors,
+    and written in input order in the single-process CLI's format, with the same rows counted
+    or refused: TSV by the driver; Parquet (-o ending in .parquet) by Ray Data's writer, in
+    parallel, as a folder of part files."""
     try:
         import ray
     except ImportError:
@@ -164,8 +211,7 @@ def score_file_ray(task_name: str, input_path: str, output_path: str | None, *, 
     refuse_input_as_output(input_path, output_path)
     scorer = Scorer(model_dir, int8=quantized, providers=providers)  # the manifest, checked before Ray starts
     task = scorer.task(task_name)
-    with open_binary(input_path) as stream:  # the layout's problems, said before Ray starts (as locally)
-        next(score_items(stream, input_path, task, header=header, columns=columns), None)
+    output = ScoreWriter(output_path, task, labels)
 
     start = time.perf_counter()
     stats = ScoreStats()
@@ -178,34 +224,19 @@ def score_file_ray(task_name: str, input_path: str, output_path: str | None, *, 
     context.execution_options.preserve_order = True  # output rows in input order
     context.enable_progress_bars = False
 
-    source = ScoreInput(str(Path(input_path).resolve()), task, header, columns)
-    text_columns = [f"{TEXT}{i}" for i in range(len(task.text))]
+    source = _source(ray, input_path, task, header, columns, quoting, on_note)
     scored = _map_without_restarts(
-        ray.data.read_datasource(source), RayScorer,
-        fn_constructor_args=(str(Path(model_dir).resolve()), task.name, text_columns),
+        source.dataset, RayScorer, fn_constructor_args=(str(Path(model_dir).resolve()), task.name, source.text_columns),
         fn_constructor_kwargs={"int8": quantized, "providers": tuple(providers)},
         compute=ray.data.ActorPoolStrategy(size=workers), batch_size=batch_size, batch_format="pandas")
-    width = len(task.labels) if task.kind == "multiclass" else 1
-    prediction_columns = [PREDICTION] if width == 1 else [f"{PREDICTION}{c}" for c in range(width)]
     try:
-        with output_stream(output_path) as out:
-            writer = TsvWriter(out)
-            writer.writerow(output_header(task))
-            for batch in scored.iter_batches(batch_format="pandas", batch_size=None):
-                keep = []
-                for i, (line, reason) in enumerate(zip(batch[LINE].tolist(), batch[BAD].tolist())):
-                    if not reason:
-                        keep.append(i)
-                        continue
-                    error = DataError(input_path, int(line), reason)
-                    if on_error == "fail":
-                        raise error
-                    stats.skipped.append(error)
-                predictions = batch[prediction_columns].to_numpy(dtype=np.float32)[keep]
-                ids = batch[ID].tolist()
-                writer.writerows(output_rows(task, [ids[i] for i in keep],
-                                             predictions[:, 0] if width == 1 else predictions))
-                stats.rows += len(keep)
+        if output.parquet:
+            _write_parquet_dataset(scored.materialize(), source, task, output, stats, input_path, on_error)
+        else:
+            with output.open() as write:
+                for batch in scored.iter_batches(batch_format="pandas", batch_size=None):
+                    keep, ids = _account(batch, source, stats, input_path, on_error)
+                    write(ids, _predictions(batch, task)[keep])
     except Exception as e:  # Ray wraps the workers' errors
         if isinstance(e, (UserError, OSError)):
             raise
@@ -213,3 +244,69 @@ def score_file_ray(task_name: str, input_path: str, output_path: str | None, *, 
         raise DataError(input_path, None, f"scoring on Ray failed ({reason})") from None
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _account(batch, source: _Source, stats: ScoreStats, input_path: str, on_error: str) -> tuple[list[int], list[str]]:
+    """The batch's good rows (their positions and ids), in order; its bad ones counted (skip) or
+    raised (fail), with the numbers the local engine gives them."""
+    first = len(stats.skipped) + stats.rows + 1
+    numbers = batch[LINE].tolist() if source.numbered else list(range(first, first + len(batch)))
+    ids = batch[source.id_column].tolist() if source.id_column in batch else [None] * len(batch)
+    keep, kept_ids = [], []
+    for i, (number, reason) in enumerate(zip(numbers, batch[BAD].tolist())):
+        if reason:
+            error = DataError(input_path, int(number), reason, unit=source.unit)
+            if on_error == "fail":
+                raise error
+            stats.skipped.append(error)
+            continue
+        keep.append(i)
+        kept_ids.append(str(ids[i]) if ids[i] is not None and ids[i] != "" else str(number))
+    stats.rows += len(keep)
+    return keep, kept_ids
+
+
+def _predictions(batch, task) -> np.ndarray:
+    if task.kind == "multiclass":
+        return batch[[f"{PREDICTION}{c}" for c in range(len(task.labels))]].to_numpy(dtype=np.float32)
+    return batch[PREDICTION].to_numpy(dtype=np.float32)
+
+
+def _output_frame(batch, *, task, id_column: str, labels: str):
+    """A scored batch's good rows as score output columns (for Ray Data's Parquet writer)."""
+    import pandas as pd
+
+    keep = [i for i, reason in enumerate(batch[BAD].tolist()) if not reason]
+    ids = batch[id_column].tolist()
+    rows = output_rows(task, [None if ids[i] is None else str(ids[i]) for i in keep], _predictions(batch, task)[keep],
+                       labels)
+    return pd.DataFrame(list(rows), columns=output_header(task))
+
+
+SCORES_MARK = "_mtcli_scores.json"   # what marks a Parquet folder as mtcli's score output (and lists its parts)
+
+
+def scores_folder_files(folder: Path) -> set[str] | None:
+    """The files of a Parquet score folder mtcli wrote, if `folder` is one (for staged_dir)."""
+    mark = read_json_dict(folder / SCORES_MARK)
+    if mark is None or mark.get("format") != "mtcli-scores" or not isinstance(mark.get("files"), list):
+        return None
+    return {SCORES_MARK, *(f for f in mark["files"] if isinstance(f, str))}
+
+
+def _write_parquet_dataset(materialized, source: _Source, task, output, stats: ScoreStats, input_path: str,
+                           on_error: str) -> None:
+    """Account for every row first (the driver sees only their reasons), then let Ray Data write
+    the good rows in parallel into a folder that replaces `output.path` whole."""
+    import functools
+
+    for batch in materialized.select_columns([BAD, *([LINE] if source.numbered else [])]).iter_batches(
+            batch_format="pandas", batch_size=None):
+        _account(batch, source, stats, input_path, on_error)
+    with staged_dir(output.path, scores_folder_files, "an mtcli Parquet score folder") as staging:
+        frames = materialized.map_batches(functools.partial(_output_frame, task=task, id_column=source.id_column,
+                                                            labels=output.labels), batch_format="pandas")
+        frames.write_parquet(str(staging))
+        parts = sorted(p.name for p in staging.iterdir())
+        write_json(staging / SCORES_MARK, {"format": "mtcli-scores", "files": parts, "rows": stats.rows,
+                                           "columns": output_header(task)})

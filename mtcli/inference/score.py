@@ -10,15 +10,17 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mtcli.core.errors import DataError, UserError
-from mtcli.core.fileio import output_stream, same_file
+from mtcli.core.fileio import atomic_path, output_stream, same_file
+from mtcli.core.readers import NAMED, ParquetRowWriter, file_format, open_table
 from mtcli.core.tasks import Task
-from mtcli.core.tsv import TsvWriter, iter_rows, line_counter, open_binary
+from mtcli.core.tsv import TsvWriter, line_counter, open_binary
 from mtcli.inference.scorer import WINDOW, Scorer
 
 
@@ -48,7 +50,7 @@ def parse_columns(text: str | None) -> dict[str, str]:
 
 
 def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool = True,
-                  columns: dict[str, str] | None = None) -> InputLayout:
+                  columns: dict[str, str] | None = None, unit: str = "line") -> InputLayout:
     """Where the id and text columns are. With a header (the default), columns are found by name:
     the task's declared text columns (and its id column, else rows are numbered by line), or
     the file's own names mapped with `columns` ({task column: file column}). Without one
@@ -66,10 +68,12 @@ def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool =
         return _positional_layout(first_row, task, path, columns, id_key)
     names = [f.strip().lower() for f in first_row]
 
+    where = 1 if unit == "line" else None  # a named format's columns are no line of it
+
     def find(name: str) -> int | None:
         matches = [i for i, n in enumerate(names) if n == name.lower()]
         if len(matches) > 1:
-            raise DataError(path, 1, f"header names column {name!r} {len(matches)} times; name each column once")
+            raise DataError(path, where, f"header names column {name!r} {len(matches)} times; name each column once")
         return matches[0] if matches else None
 
     wanted = {c: columns.get(c, c) for c in task.text}
@@ -79,15 +83,15 @@ def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool =
         shown = ", ".join(repr(f.strip()) for f in first_row)
         example = ",".join(f"{c}=COLUMN" for c in task.text)
         if len(missing) == len(task.text) and not columns:
-            raise DataError(path, 1, f"the header names none of {task.name}'s text columns "
+            raise DataError(path, where, f"the header names none of {task.name}'s text columns "
                                      f"({', '.join(task.text)}; found: {shown}): map them with --columns {example}, "
                                      f"or pass --no-header if the first row is data")
-        raise DataError(path, 1, f"header has no column {wanted[missing[0]]!r} for {missing[0]} (found: {shown}); "
-                                 f"map it with --columns {missing[0]}=COLUMN")
+        raise DataError(path, where, f"header has no column {wanted[missing[0]]!r} for {missing[0]} (found: {shown}); "
+                                     f"map it with --columns {missing[0]}=COLUMN")
     if id_key is not None:
         id_column = find(columns[id_key])
         if id_column is None:
-            raise DataError(path, 1, f"header has no column {columns[id_key]!r} for the ids (--columns {id_key}=...)")
+            raise DataError(path, where, f"header has no column {columns[id_key]!r} for the ids (--columns {id_key}=...)")
     else:
         id_column = next((i for i in (find(task.id), find("id")) if i is not None), None)
     return InputLayout(id_column, [found[c] for c in task.text], len(first_row), True)
@@ -135,43 +139,61 @@ class ScoreItem:
 
 
 def score_items(stream, name: str, task: Task, *, header: bool = True, columns: dict[str, str] | None = None,
-                lines=None) -> Iterator[ScoreItem]:
+                lines=None, quoting: str = "auto", on_note=None) -> Iterator[ScoreItem]:
     """Every row of a score input in order, good or bad: the one reading of score input that
-    the local and Ray engines share (same rows, same line numbers, same reasons). The layout
-    (header, columns) is settled from the first row; a problem there is raised at once."""
+    the local and Ray engines share (same rows, same numbers, same reasons). TSV/CSV, JSON
+    lines or Parquet (mtcli.core.readers). The layout (header, columns) is settled first; a
+    problem there is raised at once. `on_note` hears what the reader decided (quotes read
+    literally), once."""
     errors: list[DataError] = []
-    rows = iter_rows(stream, name, on_bad_line=errors.append, lines=lines)
-    first = next(rows, None)
-    if errors and (first is None or errors[0].line <= first[0]):
-        raise errors[0]  # the first row itself is unreadable: no layout to read the rest with
-    if first is None:
-        raise DataError(name, None, "file is empty; expected TSV rows (a header row, or data with --no-header)")
-    layout = detect_layout(first[1], task, name, header=header, columns=columns)
-    pending = [] if layout.has_header else [first]
-    for line, fields in itertools.chain(pending, rows):
+    kind = file_format(name)
+    if kind in NAMED and not header:
+        raise UserError(f"--no-header: {name} is {kind}, whose rows name their columns; map them with --columns")
+    table = open_table(name, stream, header=header, quoting=quoting, on_bad_row=errors.append, lines=lines,
+                       columns=list(dict.fromkeys([*(columns or {}).values(), *task.text])))
+    if table.note and on_note is not None:
+        on_note(table.note)
+    rows = table.rows
+    if table.header is None:
+        first = next(rows, None)
+        if errors and (first is None or errors[0].line <= first[0]):
+            raise errors[0]  # the first row itself is unreadable: no layout to read the rest with
+        if first is None:
+            raise DataError(name, None, "file is empty; expected rows of text")
+        layout = detect_layout(first[1], task, name, header=False, columns=columns)
+        rows = itertools.chain([first], rows)
+    else:
+        layout = detect_layout(table.header, task, name, columns=columns, unit=table.row_unit)
+    for line, fields in rows:
         yield from (ScoreItem(e.line, error=e) for e in errors)
         errors.clear()
         if len(fields) != layout.width:
-            yield ScoreItem(line, error=DataError(name, line, f"expected {layout.width} columns, found {len(fields)}"))
+            yield ScoreItem(line, error=table.error(line, f"expected {layout.width} columns, found {len(fields)}"))
             continue
-        texts = tuple(fields[c].strip() for c in layout.text_columns)
+        texts = tuple((fields[c] or "").strip() for c in layout.text_columns)
         if not all(texts):
-            yield ScoreItem(line, error=DataError(name, line, "empty text"))
+            yield ScoreItem(line, error=table.error(line, "empty text"))
             continue
-        yield ScoreItem(line, fields[layout.id_column] if layout.id_column is not None else str(line), texts)
+        row_id = fields[layout.id_column] if layout.id_column is not None else None
+        yield ScoreItem(line, row_id if row_id is not None else str(line), texts)
     yield from (ScoreItem(e.line, error=e) for e in errors)
 
 
 def read_score_rows(stream, name: str, task, stats: ScoreStats, on_error: str, lines=None, *, header: bool = True,
-                    columns: dict[str, str] | None = None) -> Iterator[tuple[str, tuple[str, ...]]]:
+                    columns: dict[str, str] | None = None, quoting: str = "auto",
+                    on_note=None) -> Iterator[tuple[str, tuple[str, ...]]]:
     """(id, texts) of every valid row (ids verbatim); bad rows raise (fail) or are counted (skip)."""
-    for item in score_items(stream, name, task, header=header, columns=columns, lines=lines):
+    for item in score_items(stream, name, task, header=header, columns=columns, lines=lines, quoting=quoting,
+                            on_note=on_note):
         if item.error is None:
             yield item.id, item.texts
         elif on_error == "fail":
             raise item.error
         else:
             stats.skipped.append(item.error)
+
+
+LABEL_FORMATS = ("name", "index")   # what the label column of score output holds
 
 
 def output_header(task: Task) -> list[str]:
@@ -182,13 +204,49 @@ def output_header(task: Task) -> list[str]:
     return ["id", "label", *("p_" + n.replace(" ", "_") for n in task.labels)]
 
 
-def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray) -> Iterator[list[str]]:
-    """The fields of each output row (written by TsvWriter, which quotes what needs it)."""
+def output_rows(task: Task, ids: Sequence[str], predictions: np.ndarray, labels: str = "name") -> Iterator[list]:
+    """Each output row's values: the id, the label (the class's declared name, or its index
+    with labels="index") and the probabilities, or the score."""
+    def label(index: int):
+        return task.labels[index] if labels == "name" else index
+
     if task.kind == "regression":
-        return ([i, f"{p:.6f}"] for i, p in zip(ids, predictions))
+        return ([i, float(p)] for i, p in zip(ids, predictions))
     if task.kind == "binary":
-        return ([i, str(int(p > 0.5)), f"{p:.6f}"] for i, p in zip(ids, predictions))
-    return ([i, str(int(row.argmax())), *(f"{v:.6f}" for v in row)] for i, row in zip(ids, predictions))
+        return ([i, label(int(p > 0.5)), float(p)] for i, p in zip(ids, predictions))
+    return ([i, label(int(row.argmax())), *map(float, row)] for i, row in zip(ids, predictions))
+
+
+def tsv_fields(row: list) -> list[str]:
+    """An output row as text: numbers with 6 decimals (labels, ints, as they are)."""
+    return [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
+
+
+class ScoreWriter:
+    """Where score output goes: TSV (a file, a device, stdout), or Parquet when the path ends in
+    .parquet (one file, typed columns: id and label strings, numbers as doubles)."""
+
+    def __init__(self, path: str | None, task: Task, labels: str = "name"):
+        if labels not in LABEL_FORMATS:
+            raise UserError(f"--labels {labels!r} is not one of {', '.join(LABEL_FORMATS)}")
+        self.path, self.task, self.labels = path, task, labels
+        self.header = output_header(task)
+        self.parquet = path is not None and str(path).lower().endswith(".parquet")
+
+    @contextmanager
+    def open(self):
+        """Yields write(ids, predictions); the output appears whole, or not at all."""
+        if self.parquet:
+            label = ["string" if self.labels == "name" else "int"] if self.task.kind != "regression" else []
+            types = ["string", *label] + ["double"] * (len(self.header) - 1 - len(label))
+            with atomic_path(self.path) as tmp, ParquetRowWriter(tmp, self.header, types) as out:
+                yield lambda ids, predictions: out.write(output_rows(self.task, ids, predictions, self.labels))
+            return
+        with output_stream(self.path) as stream:
+            writer = TsvWriter(stream)
+            writer.writerow(self.header)
+            yield lambda ids, predictions: writer.writerows(
+                map(tsv_fields, output_rows(self.task, ids, predictions, self.labels)))
 
 
 def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
@@ -199,8 +257,10 @@ def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
 
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
-               quantized: bool = False, header: bool = True, columns: dict[str, str] | None = None) -> ScoreStats:
-    """Score a TSV (or '-' for stdin) into a TSV (or '-'/None for stdout).
+               quantized: bool = False, header: bool = True, columns: dict[str, str] | None = None,
+               quoting: str = "auto", labels: str = "name", on_note=None) -> ScoreStats:
+    """Score a file (TSV/CSV, JSON lines or Parquet; '-' for TSV on stdin) into TSV (or
+    '-'/None for stdout), or Parquet when `output_path` ends in .parquet.
 
     A file output is written atomically (through a symlink, to its target); a device or
     FIFO is written in place; an output that is the input itself is refused."""
@@ -211,44 +271,38 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     refuse_input_as_output(input_path, output_path)
     scorer = Scorer(model_dir, int8=quantized, providers=providers)
     task = scorer.task(task_name)
+    output = ScoreWriter(output_path, task, labels)
     stats = ScoreStats()
     start = time.perf_counter()
-    stream = open_binary(input_path)
-    total = os.fstat(stream.fileno()).st_size if input_path != "-" else None
-    lines = line_counter(stream, input_path)
+    stream = open_binary(input_path) if file_format(input_path) != "parquet" else None
+    total = os.fstat(stream.fileno()).st_size if stream is not None and input_path != "-" else None
+    lines = line_counter(stream, input_path) if stream is not None else None
     try:
-        with output_stream(output_path) as out:
-            _score_stream(scorer, task, stream, input_path, out, stats, on_error, batch_size, progress, lines, total,
-                          header, columns)
+        rows = read_score_rows(stream, input_path, task, stats, on_error, lines=lines, header=header,
+                               columns=columns, quoting=quoting, on_note=on_note)
+        first = next(rows, None)  # the input's layout is checked before any output appears
+        with output.open() as write:
+            window = [] if first is None else [first]
+            for item in rows:
+                window.append(item)
+                if len(window) >= WINDOW:
+                    _flush(scorer, task, window, write, stats, batch_size, progress, lines, total)
+                    window = []
+            if window:
+                _flush(scorer, task, window, write, stats, batch_size, progress, lines, total)
     finally:
-        if stream is not sys.stdin.buffer:
+        if stream is not None and stream is not sys.stdin.buffer:
             stream.close()
     stats.seconds = time.perf_counter() - start
     return stats
 
 
-def _score_stream(scorer, task, stream, name, out, stats, on_error, batch_size, progress, lines, total, header, columns):
-    rows = read_score_rows(stream, name, task, stats, on_error, lines=lines, header=header, columns=columns)
-    window: list[tuple[str, tuple[str, ...]]] = [next(rows, None)]  # the input's layout is checked before any output
-    writer = TsvWriter(out)
-    writer.writerow(output_header(task))
-    if window[0] is None:
-        return
-    for item in rows:
-        window.append(item)
-        if len(window) >= WINDOW:
-            _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total)
-            window = []
-    if window:
-        _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total)
-
-
-def _flush(scorer, task, window, writer, stats, batch_size, progress, lines, total):
+def _flush(scorer, task, window, write, stats, batch_size, progress, lines, total):
     predictions = scorer.score_window(task.name, [texts for _, texts in window], batch_size)
-    writer.writerows(output_rows(task, [i for i, _ in window], predictions))
+    write([i for i, _ in window], predictions)
     stats.rows += len(window)
     if progress is not None:
-        progress(stats.rows, lines.bytes, total)
+        progress(stats.rows, lines.bytes if lines is not None else None, total)
 
 
 # ---------------------------------------------------------------- evaluation through ONNX

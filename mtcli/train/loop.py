@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.core.data import read_splits, subsample
+from mtcli.core.data import notes, read_splits, subsample
 from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import recover_dir, write_json, write_text
@@ -69,6 +69,8 @@ class Trainer:
         self.train_splits = {name: subsample(split, config.train_fraction, config.seed)
                              for name, split in read_splits(self.tasks, "train", limit=config.limit).items()}
         self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
+        for note in notes(self.train_splits, self.dev_splits):
+            self.console.print(f"[yellow]note[/] {note}", highlight=False)
         lengths = {t: row_lengths(self.tokenizer, self.model.encoding(t), [ex.texts for ex in s.examples])
                    for t, s in self.train_splits.items()} if config.group_by_length else None
         self.sampler = TaskSampler(config.sampler, {t: len(s) for t, s in self.train_splits.items()},
@@ -330,7 +332,7 @@ class Trainer:
                   headline=results["headline"],
                   overall=results["overall"])
         self.console.print(scores_table(results, self.tasks, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
-        improved = results["overall"] > self.best_overall
+        improved = results["overall"] is not None and results["overall"] > self.best_overall
         if improved:
             self.best_overall = results["overall"]
             save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=self._info(results))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import builtin
 from mtcli.core.data import parse_rows
+from mtcli.core.readers import open_table
 from mtcli.core.errors import UserError
 from mtcli.core.tsv import TsvWriter, iter_rows, sniff_delimiter
 from mtcli.inference.score import ScoreStats, read_score_rows
@@ -59,7 +60,7 @@ def test_fuzz_score_input_never_crashes(body, task, on_error):
 @given(body=_tsv_bytes, task=st.sampled_from(sorted(TASKS)), labeled=st.booleans())
 def test_fuzz_training_reader_never_crashes(body, task, labeled):
     try:
-        examples, _ = parse_rows(TASKS[task], Path("fuzz.csv"), iter_rows(io.BytesIO(body), "fuzz.csv"),
-                                 labeled=labeled, on_error="fail")
+        table = open_table("fuzz.tsv", io.BytesIO(body), quoting="csv")
+        examples, _, _ = parse_rows(TASKS[task], table, labeled=labeled, on_error="fail")
     except UserError as e:
-        assert str(e).startswith("fuzz.csv")
+        assert str(e).startswith("fuzz.tsv")
