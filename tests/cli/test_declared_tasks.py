@@ -104,7 +104,26 @@ def test_a_declared_task_trains_exports_scores_and_evaluates(task_file, tiny_mod
     assert test.returncode == 0, test.stderr.decode()
     lines = (tmp_path / "test" / "spam-test-output.csv").read_text().splitlines()
     assert lines[0] == "id,is_spam" and lines[1].split(",")[0] == "t0" and len(lines) == 6
+    assert {line.split(",")[1] for line in lines[1:]} <= {"ham", "spam"}  # the declared class names
     assert not (tmp_path / "test" / "answers-test-output.csv").exists()  # no test file declared
+    assert "no labels in the test file of spam" in test.stderr.decode().replace("\n", " ")
+    assert not (tmp_path / "test" / "eval-test.json").exists()
+
+
+def test_a_labeled_test_split_gets_metrics(task_file, tiny_model_dir, tmp_path):
+    """SICK's and MSRP's test files carry labels: eval --split test reports and saves their metrics."""
+    labeled = task_file.parent / "labeled.toml"
+    labeled.write_text(TASKS.replace('test = "spam-test.csv"', 'test = "spam-dev.csv"'))
+    trained = run_cli("train", "--tasks", labeled, "--model-dir", tiny_model_dir, "--out", tmp_path / "runs",
+                      "--name", "l", "--batch-size", "8", "--max-steps", "3", "--lr", "1e-3")
+    assert trained.returncode == 0, trained.stderr.decode()[-3000:]
+    test = run_cli("eval", "--split", "test", "--checkpoint", tmp_path / "runs" / "l" / "best", "--out", tmp_path / "t")
+    assert test.returncode == 0, test.stderr.decode()
+    result = json.loads((tmp_path / "t" / "eval-test.json").read_text())
+    assert result["split"] == "test" and set(result["tasks"]) == {"spam"} and result["overall"] is not None
+    dev = json.loads((tmp_path / "runs" / "l" / "eval.json").read_text())
+    assert result["tasks"]["spam"]["f1"] == pytest.approx(dev["tasks"]["spam"]["f1"], abs=1e-6)  # the same file
+    assert (tmp_path / "t" / "spam-test-output.csv").is_file()
 
 
 def test_task_options_name_declared_tasks(task_file, tiny_model_dir, tmp_path):

@@ -71,3 +71,36 @@ def test_ray_engine_counts_and_refuses_the_rows_the_local_engine_does(tiny_expor
         lines = result.stderr.decode().strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "in.tsv:3: not valid UTF-8" in lines[0], lines
         assert not (tmp_path / "fail.tsv").exists()
+
+
+def test_ray_engine_reads_parquet_and_jsonl_and_writes_parquet_in_parallel(tiny_export, tmp_path):
+    """Parquet with ids is read by Ray Data's reader, JSON lines by mtcli's; -o x.parquet is a
+    folder of parts written by Ray Data's writer; every row equals the local engine's."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "sentence1": f"a dog runs {i}", "sentence2": "" if i == 5 else f"a cat {i}"}
+            for i in range(40)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local = run_cli("score", "sts", tmp_path / "in.parquet", "--model", tiny_export, "--on-error", "skip",
+                    "-o", tmp_path / "local.tsv")
+    assert local.returncode == 0, local.stderr.decode()
+    expected = _read(tmp_path / "local.tsv")
+    for source in ("in.parquet", "in.jsonl"):
+        ray = run_cli("score", "sts", tmp_path / source, "--model", tiny_export, "--on-error", "skip", "--engine", "ray",
+                      "-o", tmp_path / f"{source}.tsv", timeout=600)
+        assert ray.returncode == 0, ray.stderr.decode()[-3000:]
+        assert "skipped 1 bad rows" in ray.stderr.decode()
+        assert [r[0] for r in _read(tmp_path / f"{source}.tsv")] == [r[0] for r in expected]
+    folder = tmp_path / "out.parquet"
+    ray = run_cli("score", "sts", tmp_path / "in.parquet", "--model", tiny_export, "--on-error", "skip",
+                  "--engine", "ray", "-o", folder, timeout=600)
+    assert ray.returncode == 0, ray.stderr.decode()[-3000:]
+    assert folder.is_dir() and (folder / "_mtcli_scores.json").is_file()
+    written = ds.dataset(folder, format="parquet").to_table().to_pylist()
+    assert [r["id"] for r in written] == [r[0] for r in expected[1:]]
+    assert [f"{r['score']:.6f}" for r in written] == [r[1] for r in expected[1:]]

@@ -309,3 +309,57 @@ def test_a_header_naming_none_of_the_columns_is_never_scored_as_data(tiny_export
 def test_column_maps_are_checked(tiny_export, tmp_path, columns, header, message):
     with pytest.raises(UserError, match=re.escape(message)):
         _score(tiny_export, tmp_path, "sts", b"question\tanswer\nq\ta\n", columns=columns, header=header)
+
+
+# ---------------------------------------------------------------- formats as distributed, labels by name
+
+def _rows_in_formats(tmp_path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = list(rows[0])
+    (tmp_path / "in.tsv").write_text("\t".join(names) + "\n" + "".join("\t".join(r[n] for n in names) + "\n"
+                                                                     for r in rows))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+
+
+def test_jsonl_and_parquet_input_and_parquet_output_agree_with_tsv(tiny_export, tmp_path):
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "sentence1": f"a dog runs {i}", "sentence2": f"a cat sleeps {'long ' * i}"}
+            for i in range(9)]
+    _rows_in_formats(tmp_path, rows)
+    outputs = {}
+    for suffix in ("tsv", "jsonl", "parquet"):
+        stats = score_file("para", str(tmp_path / f"in.{suffix}"), str(tmp_path / f"out-{suffix}.tsv"),
+                           model_dir=tiny_export, providers=["cpu"])
+        assert stats.rows == 9
+        outputs[suffix] = (tmp_path / f"out-{suffix}.tsv").read_text()
+    assert outputs["tsv"] == outputs["jsonl"] == outputs["parquet"]
+    score_file("para", str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"), model_dir=tiny_export,
+               providers=["cpu"])
+    table = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    text = [line.split("\t") for line in outputs["tsv"].splitlines()]
+    assert text[0] == list(table[0]) == ["id", "label", "p_duplicate"]
+    assert [[r["id"], r["label"], f"{r['p_duplicate']:.6f}"] for r in table] == text[1:]
+    assert {r["label"] for r in table} <= {"not duplicate", "duplicate"}  # the declared class names
+
+
+def test_labels_by_name_or_index(tiny_export, tmp_path):
+    (tmp_path / "in.tsv").write_text("sentence\nwhat a film\nawful\n")
+    by_name = _score(tiny_export, tmp_path, "sst", (tmp_path / "in.tsv").read_bytes())[1]
+    by_index = _score(tiny_export, tmp_path, "sst", (tmp_path / "in.tsv").read_bytes(), labels="index")[1]
+    names = builtin("sst").labels
+    for named, indexed in zip(by_name[1:], by_index[1:]):
+        assert named.split("\t")[1] == names[int(indexed.split("\t")[1])]
+        assert named.split("\t")[2:] == indexed.split("\t")[2:]
+
+
+def test_literal_quotes_in_score_input_are_said_once(tiny_export, tmp_path):
+    heard = []
+    body = b'id\tsentence1\tsentence2\nr1\t"Yes," he said.\tHe agreed.\nr2\tthe "witness", he said\tok\n'
+    stats, lines = _score(tiny_export, tmp_path, "sts", body, on_note=heard.append)
+    assert stats.rows == 2 and len(heard) == 1 and "read quotes as literal text" in heard[0]
+    with pytest.raises(DataError, match="in.tsv:2: malformed row"):
+        _score(tiny_export, tmp_path, "sts", body, quoting="csv")
