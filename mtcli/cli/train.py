@@ -79,6 +79,9 @@ def train(
     eval_batch_size: int = typer.Option(64, "--eval-batch-size"),
     save_every: int = typer.Option(0, "--save-every", help="Also save last/ every N steps (for --resume)"),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
+    log_every: int = typer.Option(10, "--log-every", help="Write metrics.jsonl (and refresh the progress) every N steps"),
+    progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when the "
+                                                                         "output is not a terminal (nohup, CI, jobs)"),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where its last/ checkpoint left off"),
 ):
     """Fine-tune the shared encoder and one head per task (default: SST, Quora, STS-B); writes runs/<name>/."""
@@ -104,6 +107,7 @@ def train(
         model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
         eval_batch_size=eval_batch_size, save_every=save_every, skip_nonfinite=skip_nonfinite,
+        log_every=log_every, progress_every=progress_every,
     )
     if resume is not None:
         _refuse_conflicts(ctx, resume, options)

@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 64
     log_every: int = 10
+    progress_every: float = 30.0     # seconds between progress lines when stdout is not a terminal
 
     def __post_init__(self):
         for name in PATH_FIELDS:
@@ -114,6 +115,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and low <= value < high):
                 fail(name, value, f"must be {rule}")
+        if not (math.isfinite(self.progress_every) and self.progress_every > 0):
+            fail("progress-every", self.progress_every, "must be a number of seconds > 0")
         if not (math.isfinite(self.train_fraction) and 0 < self.train_fraction <= 1):
             fail("train-fraction", self.train_fraction, "must be in (0, 1]")
         if not (math.isfinite(self.cosine_margin) and -1 <= self.cosine_margin <= 1):

@@ -33,3 +33,17 @@ def test_bad_model_dir_is_one_line_exit_2(tmp_path):
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mtcli: error:") and "nope" in lines[0]
     assert b"Traceback" not in result.stderr
+
+
+def test_training_without_a_terminal_prints_progress_lines(tiny_model_dir, tmp_path):
+    """nohup, CI, a cluster job: a line every --progress-every seconds with step, losses, speed, ETA."""
+    import re
+
+    result = run_cli("train", "--model-dir", tiny_model_dir, "--out", tmp_path, "--name", "p", "--limit", "64",
+                     "--batch-size", "8", "--max-steps", "12", "--lr", "1e-3", "--log-every", "1",
+                     "--progress-every", "0.001")
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    lines = [l for l in result.stderr.decode().splitlines() if l.startswith("step ")]
+    assert len(lines) >= 5, result.stderr.decode()
+    assert re.fullmatch(r"step \d+/12  epoch \d/3  para [\d.]+  sst [\d.]+  sts [\d.]+  \d+ ex/s  eta \d+s", lines[-1]), \
+        lines[-1]
