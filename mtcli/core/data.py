@@ -259,18 +259,3 @@ def row_counts(tasks: dict[str, Task]) -> dict[str, dict[str, int | None]]:
             located = path is not None and path.is_absolute() and path.is_file()  # a bare name is not located
             counts[name][split] = len(read_split(task, split)) if located else None
     return counts
-
-
-def subsample(split: Split, fraction: float, seed: int) -> Split:
-    """A seeded random `fraction` of a split's rows, in file order: tasks keep their
-    relative sizes (unlike --limit), which is what sampler comparisons need."""
-    if fraction >= 1.0:
-        return split
-    import zlib
-
-    import numpy as np
-
-    keep = max(1, round(fraction * len(split)))
-    rng = np.random.default_rng([seed, zlib.crc32(split.task.name.encode())])  # its own stream per task
-    rows = np.sort(rng.permutation(len(split))[:keep])
-    return Split(split.task, split.split, split.path, [split.examples[i] for i in rows], split.skipped)

@@ -34,9 +34,16 @@ class Head(nn.Module):
 
     def forward(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the loss takes, from the encoder's pooled embedding(s) of the row."""
+        return self.from_embedding(model.encode(self.encoding, inputs))
+
+    def from_embedding(self, embedded, rows=None) -> torch.Tensor:
+        """The output from what `MultitaskModel.encode` gave for a batch (the pooled embedding, or
+        the pair's two), for `rows` of it (default: all): tasks that share a forward pass each
+        take their own rows of one encoding."""
         if self.encoding == "separate":
-            return self.from_pair(*model.embed_pair(inputs))
-        return self.from_pooled(model.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]))
+            u, v = embedded
+            return self.from_pair(u, v) if rows is None else self.from_pair(u[rows], v[rows])
+        return self.from_pooled(embedded if rows is None else embedded[rows])
 
     def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """The output from the pooled embedding of a sentence or a joint pair."""

@@ -67,6 +67,13 @@ class MultitaskModel(nn.Module):
         rows = inputs["input_ids_a"].shape[0]
         return both[:rows], both[rows:]
 
+    def encode(self, encoding: Encoding, inputs: dict[str, torch.Tensor]):
+        """The encoder's output for a batch under `encoding`: the pooled embedding (single, joint),
+        or the pair's two (separate). Tasks that share a forward pass share this."""
+        if encoding == "separate":
+            return self.embed_pair(inputs)
+        return self.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+
     def forward(self, task: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task](self, inputs)
 

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.core.data import notes, read_splits, subsample
+from mtcli.core.data import notes, read_splits
 from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import recover_dir, write_json, write_text
@@ -41,6 +41,7 @@ from mtcli.train.distributed import Distributed
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
+from mtcli.train.units import make_units, subsample, unit_factors
 from mtcli.weightings import kernel, make
 
 __all__ = ["NonFiniteError", "Trainer", "train", "resume"]
@@ -66,17 +67,19 @@ class Trainer:
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
         encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
         self.model = MultitaskModel(encoder, self.heads, self.tasks).to(self.device)
-        self.train_splits = {name: subsample(split, config.train_fraction, config.seed)
-                             for name, split in read_splits(self.tasks, "train", limit=config.limit).items()}
+        train_splits = read_splits(self.tasks, "train", limit=config.limit)
         self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
-        for note in notes(self.train_splits, self.dev_splits):
+        for note in notes(train_splits, self.dev_splits):
             self.console.print(f"[yellow]note[/] {note}", highlight=False)
-        lengths = {t: row_lengths(self.tokenizer, self.model.encoding(t), [ex.texts for ex in s.examples])
-                   for t, s in self.train_splits.items()} if config.group_by_length else None
-        self.sampler = TaskSampler(config.sampler, {t: len(s) for t, s in self.train_splits.items()},
+        # what the sampler draws: each task, or the tasks that share a file and a forward pass (units.py)
+        self.units = {name: subsample(unit, config.train_fraction, config.seed)
+                      for name, unit in make_units(self.tasks, train_splits).items()}
+        lengths = {name: row_lengths(self.tokenizer, unit.encoding, unit.texts)
+                   for name, unit in self.units.items()} if config.group_by_length else None
+        self.sampler = TaskSampler(config.sampler, {name: len(unit) for name, unit in self.units.items()},
                                    batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                                   upsample=config.upsample, slots_per_step=config.slots or len(self.tasks),
-                                   lengths=lengths)
+                                   upsample=unit_factors(self.units, config.upsample),
+                                   slots_per_step=config.slots or len(self.units), lengths=lengths)
         self.steps_per_epoch = self.sampler.steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps is not None:
@@ -84,7 +87,7 @@ class Trainer:
         self.dist.broadcast_(list(self.model.state_dict().values()))  # every rank starts from rank 0's weights
         self.weighting = make(config.combine, num_tasks=len(self.tasks), seed=config.seed,
                               task_weights=[config.weight(t) for t in self.tasks])
-        self.train_step = TrainStep(self.model, self.tokenizer, config, self.train_splits, self.weighting,
+        self.train_step = TrainStep(self.model, self.tokenizer, config, self.units, self.weighting,
                                     self.dist, self.device)
         self.phase: Phase | None = None
         self._enter_phase(1)

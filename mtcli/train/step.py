@@ -23,11 +23,12 @@ import torch
 
 from mtcli.core.errors import UserError
 from mtcli.model.multitask import MultitaskModel
-from mtcli.model.predict import torch_inputs
+from mtcli.core.encoding import encode
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
 from mtcli.train.objectives import auxiliary_losses
+from mtcli.train.units import Unit
 from mtcli.weightings import Weighting, kernel
 from mtcli.weightings.conflicts import conflict_stats
 
@@ -97,28 +98,33 @@ class Phase:
 
 
 class TrainStep:
-    def __init__(self, model: MultitaskModel, tokenizer, config: TrainConfig, train_splits: dict,
+    def __init__(self, model: MultitaskModel, tokenizer, config: TrainConfig, units: dict[str, Unit],
                  weighting: Weighting, dist: Distributed, device: torch.device):
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.train_splits, self.weighting, self.dist, self.device = train_splits, weighting, dist, device
+        self.units, self.weighting, self.dist, self.device = units, weighting, dist, device
         self.task_index = {name: i for i, name in enumerate(model.tasks)}
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def __call__(self, phase: Phase, slots, step: int) -> StepResult:
         """Forward/backward every task of the step, combine, update. Raises NonFiniteError
         (with nothing applied) if a loss or the gradient is not finite."""
-        by_task: dict[str, list[np.ndarray]] = defaultdict(list)
+        by_unit: dict[str, list[np.ndarray]] = defaultdict(list)
         for slot in slots:
-            by_task[slot.task].append(slot.indices)
-        tasks = list(by_task)
+            by_unit[slot.task].append(slot.indices)
+        tasks: list[str] = []  # the step's tasks, in the order of their rows in the gradient buffer
+
+        def begin(task: str) -> None:
+            """The next backward pass is `task`'s: into the next row of the buffer."""
+            if phase.grads is not None:
+                phase.grads.begin(len(tasks))
+            tasks.append(task)
+
         self.model.train()
         try:
             losses, examples = {}, 0
-            for row, task in enumerate(tasks):
-                if phase.grads is not None:
-                    phase.grads.begin(row)
-                task_losses, rows = self._backward(task, np.concatenate(by_task[task]), step, phase.name)
-                losses.update(task_losses)
+            for unit, parts in by_unit.items():
+                unit_losses, rows = self._backward(self.units[unit], np.concatenate(parts), step, phase.name, begin)
+                losses.update(unit_losses)
                 examples += rows * self.dist.world
             result = StepResult(losses, examples, tasks)
             heads = [p.grad for p in self.model.heads.parameters() if p.grad is not None]
@@ -140,20 +146,38 @@ class TrainStep:
         phase.scheduler.step()
         return result
 
-    def _backward(self, task: str, indices: np.ndarray, step: int, phase: str) -> tuple[dict, int]:
-        """Forward and backward of one task's batch (this rank's share); its losses and row count."""
-        examples = [self.train_splits[task].examples[i] for i in self.dist.shard(indices)]
-        texts, labels = [ex.texts for ex in examples], [ex.label for ex in examples]
-        inputs = torch_inputs(self.tokenizer, self.model, task, texts, self.device)
+    def _backward(self, unit: Unit, indices: np.ndarray, step: int, phase: str, begin) -> tuple[dict, int]:
+        """One unit's batch (this rank's share): the encoder once, then for each of its tasks the
+        loss on the rows that label it, backward into that task's buffer row. Its losses and row
+        count."""
+        rows = self.dist.shard(indices)
+        texts = [unit.texts[i] for i in rows]
+        inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True)
+                  for k, v in encode(self.tokenizer, unit.encoding, texts).items()}
+        # the tasks the whole batch labels (every rank the same, whatever its share holds)
+        present = [t for t in unit.tasks if any(unit.labels[t][i] is not None for i in indices)]
         with self.autocast:
-            loss = self.model.loss(task, self.model(task, inputs), self.model.label_tensor(task, labels, self.device))
-            extra = auxiliary_losses(self.config, self.model, self.tokenizer, task, texts, labels, self.device) \
-                if phase == "finetune" else {}
-        total = loss + sum(extra.values())
-        if not self.dist.all_true(bool(torch.isfinite(total)), self.device):
-            bad = next((f" {n}" for n, v in [("", loss), *extra.items()] if not torch.isfinite(v)), "")
-            raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is {total.item()}")
-        if total.requires_grad:  # not when nothing trains for the task: a cosine head on a frozen encoder
-            total.backward()
-        losses = {task: loss.detach(), **{f"{task}:{name}": value.detach() for name, value in extra.items()}}
-        return losses, len(examples)
+            embedded = self.model.encode(unit.encoding, inputs)
+        losses = {}
+        for k, task in enumerate(present):
+            begin(task)
+            labeled = unit.labeled(task, rows)
+            total = None
+            if labeled:
+                labels = [unit.labels[task][rows[j]] for j in labeled]
+                with self.autocast:
+                    output = self.model.head(task).from_embedding(embedded, None if len(labeled) == len(rows) else labeled)
+                    loss = self.model.loss(task, output, self.model.label_tensor(task, labels, self.device))
+                    extra = auxiliary_losses(self.config, self.model, self.tokenizer, task,
+                                             [texts[j] for j in labeled], labels, self.device) \
+                        if phase == "finetune" else {}
+                total = loss + sum(extra.values())
+                losses.update({task: loss.detach(), **{f"{task}:{name}": v.detach() for name, v in extra.items()}})
+            if not self.dist.all_true(total is None or bool(torch.isfinite(total)), self.device):
+                bad = next((f" {n}" for n, v in [("", loss), *extra.items()] if not torch.isfinite(v)), "") \
+                    if total is not None else ""
+                raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is "
+                                     f"{total.item() if total is not None else 'not finite on another rank'}")
+            if total is not None and total.requires_grad:  # not when nothing trains: a cosine head, frozen encoder
+                total.backward(retain_graph=k < len(present) - 1)  # later tasks go back through the same encoding
+        return losses, len(rows)

@@ -87,13 +87,3 @@ def test_empty_file_missing_column_missing_file(tmp_path):
         builtin("para", resolve_data_dir(tmp_path / "missing"))
 
 
-def test_subsample_keeps_relative_sizes_and_is_seeded():
-    from mtcli.core.data import subsample
-
-    sst, para = read_split(builtin("sst"), "train"), read_split(builtin("para"), "train")
-    a, b = subsample(sst, 0.1, seed=3), subsample(para, 0.1, seed=3)
-    assert len(a) == round(0.1 * len(sst)) and len(b) == round(0.1 * len(para))
-    lines = [ex.line for ex in a.examples]
-    assert lines == sorted(lines) and set(a.examples) <= set(sst.examples)  # file order, real rows
-    assert subsample(sst, 0.1, seed=3).examples == a.examples and subsample(sst, 0.1, seed=4).examples != a.examples
-    assert subsample(sst, 1.0, seed=3) is sst
