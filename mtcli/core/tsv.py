@@ -79,7 +79,7 @@ def iter_rows(stream: BinaryIO, name: str, on_bad_line=None, lines: _LineCounter
         except StopIteration:
             return
         except csv.Error as e:
-            error = DataError(name, lines.count, f"malformed row ({e})")
+            error = DataError(name, lines.count, f"malformed row ({str(e).replace(chr(9), '<TAB>')})")
             if on_bad_line is None:
                 raise error from None
             on_bad_line(error)

@@ -57,7 +57,8 @@ class Trainer:
         self.dist = Distributed.from_env(use_cuda=device.type == "cuda")
         self.dist.check_batch(config.batch_size)
         self.device = torch.device("cuda", self.dist.local_rank) if device.type == "cuda" and self.dist.enabled else device
-        self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(quiet=True)
+        # soft_wrap: a line stays one line in a log file (nohup, CI), whatever the width
+        self.console = (console or Console(stderr=True, soft_wrap=True)) if self.dist.is_main else Console(quiet=True)
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
@@ -130,7 +131,7 @@ class Trainer:
             raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
         config = TrainConfig.from_saved(_read_json(config_path), config_path)
         record = read_record(run_dir)
-        console = console or Console(stderr=True)
+        console = console or Console(stderr=True, soft_wrap=True)
         if record is None:
             console.print(f"[yellow]note[/] {run_dir} records no data digests (an earlier mtcli): its data files are "
                           f"not checked for changes")
