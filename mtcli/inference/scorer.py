@@ -139,7 +139,7 @@ class Scorer:
         _check_batch_size(batch_size)
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise UserError(f"texts: expected a list of rows, got {type(texts).__name__}")
-        texts = [_as_texts(row, len(spec.text), i) for i, row in enumerate(texts)]
+        texts = [as_texts(row, len(spec.text), i) for i, row in enumerate(texts)]
         entry = self.manifest["tasks"][task]
         if self.dedup and entry["encoding"] == "separate":
             return self._score_pairs_by_sentence(entry, texts, batch_size)
@@ -188,12 +188,12 @@ def _windows(rows: Iterable, arity: int):
     except TypeError:
         raise UserError(f"rows: expected a list (or any iterable) of rows, got {type(rows).__name__}") from None
     start = 0
-    while window := [_as_texts(row, arity, start + i) for i, row in enumerate(itertools.islice(rows, WINDOW))]:
+    while window := [as_texts(row, arity, start + i) for i, row in enumerate(itertools.islice(rows, WINDOW))]:
         start += len(window)
         yield window
 
 
-def _as_texts(row, arity: int, index: int) -> tuple[str, ...]:
+def as_texts(row, arity: int, index: int) -> tuple[str, ...]:
     """A row as a tuple of `arity` non-empty texts: a sentence may come bare, a pair as any
     2-sequence. The same rules as `mtcli score` (an empty or blank text is refused)."""
     shape = "a sentence (str)" if arity == 1 else "a (sentence1, sentence2) pair of str"

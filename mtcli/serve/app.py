@@ -1,0 +1,306 @@
+"""`mtcli serve`: an export's tasks over HTTP (FastAPI), rows of concurrent requests batched
+together (batcher.py). Torch-free.
+
+    GET  /v1/tasks                 the tasks: kind, input columns, labels or range, output
+    POST /v1/tasks/{task}/score    {"rows": [...]}: sentences, or [sentence1, sentence2] pairs
+    POST /v1/embed                 {"sentences": [...]}: the encoder's pooled embeddings
+    GET  /healthz                  liveness;  GET /readyz: readiness (503 while stopping)
+    GET  /metrics                  Prometheus;  GET /docs: the interactive docs
+
+A score result holds what `mtcli score`'s output columns hold: the label (the class name)
+and the class probabilities (for a binary task, the positive class's), or the score.
+Anything a client gets wrong is a 4xx with one line naming the field, `{"error": "rows[3]:
+empty text; ..."}`, and the server keeps serving; a full queue is 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from mtcli.core.errors import UserError
+from mtcli.inference.scorer import Scorer, as_texts
+from mtcli.serve.batcher import EMBED, Batcher, QueueFull, ShuttingDown
+from mtcli.serve.metrics import ServeMetrics
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_tokens: int = 8192     # tokens gathered into one batch
+    max_wait_ms: float = 5.0         # how long a batch waits for more rows (under load only)
+    max_queue_rows: int = 4096       # rows waiting at most; beyond: 503
+    max_body_bytes: int = 1 << 20    # request body
+    max_text_chars: int = 20_000     # one text
+    retry_after_s: int = 1           # what a 503 asks the client to wait
+
+    def check(self) -> None:
+        for name in ("max_batch_tokens", "max_queue_rows", "max_body_bytes", "max_text_chars", "retry_after_s"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise UserError(f"--max-wait-ms {self.max_wait_ms:g}: must be between 0 and 10000")
+
+
+class ScoreRequest(BaseModel):
+    rows: list[str | list[str]] = Field(
+        description="One task's rows: sentences, or [sentence1, sentence2] pairs, as the task declares",
+        examples=[[["A dog runs.", "A dog is running."]]])
+
+
+class EmbedRequest(BaseModel):
+    sentences: list[str] = Field(description="Sentences to embed", examples=[["A dog runs."]])
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def task_description(scorer: Scorer, name: str) -> dict:
+    """What GET /v1/tasks says of one task (from the manifest)."""
+    from mtcli.inference.score import output_header
+
+    task = scorer.tasks[name]
+    entry = {"name": name, "kind": task.kind, "inputs": list(task.text), "output": output_header(task)[1:],
+             "metric": task.metric}
+    if task.labels:
+        entry["labels"] = list(task.labels)
+    if task.range is not None:
+        entry["range"] = list(task.range)
+    if task.title:
+        entry["title"] = task.title
+    return entry
+
+
+def results(scorer: Scorer, task: str, predictions: np.ndarray) -> list[dict]:
+    """Predictions as the response's results: what the CLI's output columns hold."""
+    spec = scorer.tasks[task]
+    if spec.kind == "regression":
+        return [{"score": float(p)} for p in predictions]
+    if spec.kind == "binary":
+        positive = spec.labels[1]
+        return [{"label": spec.labels[int(p > 0.5)], "probabilities": {positive: float(p)}} for p in predictions]
+    return [{"label": spec.labels[int(row.argmax())], "probabilities": dict(zip(spec.labels, map(float, row)))}
+            for row in predictions]
+
+
+def checked_rows(scorer: Scorer, task: str, rows: list, limits: Limits) -> list[tuple[str, ...]]:
+    """The rows as text tuples, by the rules of `mtcli score` (422 naming the row otherwise)."""
+    if task not in scorer.tasks:
+        raise ApiError(404, f"task {task!r}: unknown; this server has {', '.join(scorer.tasks)}")
+    arity = len(scorer.tasks[task].text)
+    if len(rows) > limits.max_queue_rows:
+        raise ApiError(413, f"rows: {len(rows)} rows, more than the server queues at once ({limits.max_queue_rows}): "
+                            f"send them in smaller requests")
+    checked = []
+    for i, row in enumerate(rows):
+        try:
+            texts = as_texts(row, arity, i)
+        except UserError as e:
+            raise ApiError(422, str(e)) from None
+        for j, text in enumerate(texts):
+            if len(text) > limits.max_text_chars:
+                field = f"rows[{i}]" + (f"[{j}]" if arity == 2 else "")
+                raise ApiError(422, f"{field}: {len(text)} characters, over the limit of {limits.max_text_chars}")
+        checked.append(texts)
+    return checked
+
+
+@dataclass
+class Service:
+    """What the routes serve from: the loaded export, how rows reach it (`submit(task, rows)`,
+    awaited: the batcher, or Ray Serve's batching), the metrics and limits, and whether the
+    server is stopping."""
+    scorer: Scorer
+    submit: object
+    metrics: ServeMetrics
+    limits: Limits
+    closing: object = lambda: False  # noqa: E731
+
+
+def load_scorer(model_dir, *, int8: bool, providers, threads: int | None = None) -> Scorer:
+    """The export, every graph loaded and probed now: a missing or damaged export is one
+    UserError before any server starts (the same errors `mtcli score` gives)."""
+    scorer = Scorer(model_dir, int8=int8, providers=providers, threads=threads)
+    for name in scorer.tasks:
+        scorer.score(name, [("warm up",) * len(scorer.tasks[name].text)])
+    scorer.embed(["warm up"])
+    return scorer
+
+
+def create_app(model_dir: str | Path = "export", *, int8: bool = False, limits: Limits = Limits(),
+               providers=("cuda", "cpu"), threads: int | None = None) -> FastAPI:
+    """The application over one export, its rows batched by a Batcher in this process."""
+    limits.check()
+    scorer = load_scorer(model_dir, int8=int8, providers=providers, threads=threads)
+    metrics = ServeMetrics()
+    batcher = Batcher(scorer, max_batch_tokens=limits.max_batch_tokens, max_wait_ms=limits.max_wait_ms,
+                      max_queue_rows=limits.max_queue_rows, metrics=metrics)
+
+    async def submit(task, rows):
+        try:
+            return await batcher.submit(task, rows)
+        except QueueFull:
+            raise ApiError(503, f"the queue is full ({limits.max_queue_rows} rows): retry in {limits.retry_after_s} s",
+                           {"Retry-After": str(limits.retry_after_s)}) from None
+        except ShuttingDown:
+            raise ApiError(503, "the server is stopping", {"Retry-After": str(limits.retry_after_s)}) from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    service = Service(scorer, submit, metrics, limits, closing=lambda: batcher.closing)
+    app = new_app(str(model_dir), lifespan)
+    app.state.scorer, app.state.batcher = scorer, batcher
+    add_routes(app, lambda: service)
+    return app
+
+
+def new_app(model_dir: str, lifespan=None) -> FastAPI:
+    return FastAPI(title="mtcli", version=_version(), lifespan=lifespan,
+                   description=f"Scores the tasks of an mtcli export ({model_dir}): score rows, embed sentences.")
+
+
+def add_routes(app: FastAPI, service_of) -> None:
+    """The routes, served from `service_of()` (a Service: resolved per request, so the same
+    routes serve a local batcher or a Ray Serve replica)."""
+    _install_handlers(app, service_of)
+
+    @app.get("/v1/tasks", summary="The tasks this server scores")
+    async def tasks():
+        scorer = service_of().scorer
+        return {"tasks": [task_description(scorer, name) for name in scorer.tasks]}
+
+    @app.post("/v1/tasks/{task}/score", summary="Score rows of a task")
+    async def score(task: str, body: ScoreRequest):
+        service = service_of()
+        rows = checked_rows(service.scorer, task, body.rows, service.limits)
+        predictions = await service.submit(task, rows) if rows else np.zeros(0)
+        return {"task": task, "results": results(service.scorer, task, predictions) if rows else []}
+
+    @app.post("/v1/embed", summary="Embed sentences")
+    async def embed(body: EmbedRequest):
+        service = service_of()
+        limits = service.limits
+        rows = [_as_row("sentences", i, s, limits) for i, s in enumerate(body.sentences)]
+        if len(rows) > limits.max_queue_rows:
+            raise ApiError(413, f"sentences: {len(rows)}, more than the server queues at once "
+                                f"({limits.max_queue_rows}): send them in smaller requests")
+        vectors = await service.submit(EMBED, rows) if rows else np.zeros((0, 0))
+        return {"dim": service.scorer.manifest["embedding"]["dim"], "embeddings": vectors.tolist()}
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: 503 while stopping")
+    async def readyz():
+        service = service_of()
+        if service.closing():
+            raise ApiError(503, "stopping")
+        return {"status": "ready", "tasks": list(service.scorer.tasks)}
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus():
+        metrics = service_of().metrics
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+
+def _as_row(field: str, index: int, sentence: str, limits: Limits) -> tuple[str]:
+    try:
+        row = as_texts(sentence, 1, index)
+    except UserError as e:
+        raise ApiError(422, str(e).replace("rows[", f"{field}[", 1)) from None
+    if len(sentence) > limits.max_text_chars:
+        raise ApiError(422, f"{field}[{index}]: {len(sentence)} characters, over the limit of {limits.max_text_chars}")
+    return row
+
+
+def _install_handlers(app: FastAPI, service_of) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError):
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        first = error.errors()[0] if error.errors() else {"loc": ("body",), "msg": "invalid", "type": ""}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"error": f"body: not valid JSON ({first.get('ctx', {}).get('error', 'malformed')})"},
+                                status_code=400)
+        return JSONResponse({"error": f"{_field(first['loc'])}: {first['msg']}"}, status_code=422)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        service_of().metrics.request(getattr(route, "path", "other"), response.status_code, time.perf_counter() - start)
+        return response
+
+    app.add_middleware(BodyLimit, service_of=service_of)
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes (413, one line) before anything parses it,
+    whether it declares its length or streams in chunks."""
+
+    def __init__(self, app, service_of):
+        self.app, self.service_of = app, service_of
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        service = self.service_of()
+        limit = service.limits.max_body_bytes
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        body, more = b"", declared.isdigit() and int(declared) <= limit
+        too_big = not more
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                too_big = True
+                break
+        if too_big:
+            response = JSONResponse({"error": f"body: over the size limit of {limit} bytes"}, status_code=413)
+            service.metrics.request("body", 413, time.perf_counter() - start)
+            return await response(scope, receive, send)
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _field(loc) -> str:
+    """('body', 'rows', 3, 1) -> 'rows[3][1]'."""
+    parts = [p for p in loc if p != "body"]
+    if not parts:
+        return "body"
+    name = str(parts[0])
+    for part in parts[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def _version() -> str:
+    from mtcli import __version__
+
+    return __version__
