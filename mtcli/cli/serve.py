@@ -23,7 +23,7 @@ def serve(
     int8: bool = typer.Option(False, "--int8", help="Serve the int8 graphs (export --quantize int8)"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)"),
     port: int = typer.Option(8080, help="Port to listen on"),
-    max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", help="Tokens gathered into one batch"),
+    max_batch_tokens: int = typer.Option(32768, "--max-batch-tokens", help="Tokens gathered into one batch"),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch waits for more rows (under load)"),
     max_queue_rows: int = typer.Option(4096, "--max-queue-rows", help="Rows waiting at most; beyond, 503 Retry-After"),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body"),

@@ -34,7 +34,7 @@ from mtcli.serve.metrics import ServeMetrics
 
 @dataclass(frozen=True)
 class Limits:
-    max_batch_tokens: int = 8192     # tokens gathered into one batch
+    max_batch_tokens: int = 32768    # tokens gathered into one batch (the offline scorer's window is ~2,048 rows)
     max_wait_ms: float = 5.0         # how long a batch waits for more rows (under load only)
     max_queue_rows: int = 4096       # rows waiting at most; beyond: 503
     max_body_bytes: int = 1 << 20    # request body

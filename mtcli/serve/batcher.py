@@ -41,7 +41,7 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, scorer, *, max_batch_tokens: int = 8192, max_wait_ms: float = 5.0,
+    def __init__(self, scorer, *, max_batch_tokens: int = 32768, max_wait_ms: float = 5.0,
                  max_queue_rows: int = 4096, metrics=None):
         self.scorer, self.metrics = scorer, metrics
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000

@@ -1,0 +1,390 @@
+"""`mtcli serve` under closed-loop load, side by side with what it is measured against.
+
+    python bench/serve.py --export export/ --int8-export /tmp/export-int8     # the table
+    python bench/serve.py --export export/ --soak 600                          # 10 minutes at concurrency 64
+    python bench/serve.py --export export/ --kill-replica                      # Ray Serve, a replica killed
+
+Clients are httpx (an async HTTP client library), closed-loop: each of C clients sends a
+request, waits for the answer, sends the next, for --seconds after a warm-up; requests of 1
+or 32 rows of the bundled dev sets (STS pairs, SST sentences). Measured per configuration:
+rows/s and p50/p95/p99 latency, on distinct rows of the bundled training sets. Side by side in
+one run, on the same rows and threads:
+
+  offline    the ceiling: Scorer.score over the same rows in one process (what `mtcli score` runs)
+  naive      a plain FastAPI app around Scorer, each request scored alone (what users write today)
+  peer       embeddings from a peer server for the same backbone: infinity-emb serving the
+             packaged all-MiniLM-L6-v2 folder if it is installed (--peer-python), else a
+             FastAPI + sentence-transformers endpoint as its docs show
+  mtcli      `mtcli serve`, dynamic batching
+
+Servers run as their own processes on this machine (the clients share its cores: stated).
+The sgemm roof is measured in the same run.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+
+from roof import sgemm_gflops  # noqa: E402
+
+
+def dev_rows(task: str, count: int = 1024) -> list:
+    """`count` distinct rows of the task's bundled training split (distinct: a repeated row would
+    let the scorer's sentence deduplication flatter the offline ceiling)."""
+    from mtcli.core.data import read_split
+    from mtcli.core.tasks import load_task_file
+
+    rows = list(dict.fromkeys(tuple(ex.texts) for ex in read_split(load_task_file()[task], "train").examples))
+    rows = [list(r) for r in rows[:count]]
+    return [r[0] for r in rows] if len(rows[0]) == 1 else rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1]) / 1024
+    except (OSError, TypeError):
+        return float("nan")
+
+
+class Server:
+    """A server process on a free port, ready when `health` answers 200."""
+
+    def __init__(self, command: list[str], port: int, health: str = "/readyz", env=None, timeout: float = 300):
+        import httpx
+
+        self.port = port
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        env={**os.environ, **(env or {})}, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{command[:4]}: not ready in {timeout} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+async def closed_loop(url: str, make_body, rows_per_request: int, concurrency: int, seconds: float,
+                      warmup: float = 2.0, retries: int = 0) -> dict:
+    """C clients, each one request at a time; the requests that completed inside the measured window
+    (after the warm-up, `seconds` long: requests still in flight at its end are not counted)."""
+    import httpx
+
+    latencies, errors, recovered = [], 0, 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+
+    async def client(worker: int, http: httpx.AsyncClient):
+        nonlocal errors, recovered
+        i = worker
+        while time.perf_counter() < stop_at:
+            body = make_body(i)
+            i += concurrency
+            sent = time.perf_counter()
+            for attempt in range(retries + 1):
+                try:
+                    answer = await http.post(url, json=body, timeout=120)
+                    ok = answer.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    recovered += attempt > 0
+                    break
+                await asyncio.sleep(0.2 * (attempt + 1))
+            done = time.perf_counter()
+            if measure_from <= done <= stop_at:  # what completed inside the window (it is `seconds` long)
+                if ok:
+                    latencies.append(done - sent)
+                else:
+                    errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as http:
+        await asyncio.gather(*(client(w, http) for w in range(concurrency)))
+    ms = np.array(latencies) * 1000
+    return {"rows_per_s": len(latencies) * rows_per_request / seconds, "requests": len(latencies), "errors": errors,
+            "recovered": recovered, **({f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)} if len(ms) else {})}
+
+
+def offline_ceiling(export: str, task: str, rows: list, int8: bool, threads: int) -> float:
+    """Rows/s of Scorer.score on the rows in one process (warm)."""
+    code = textwrap.dedent(f"""
+        import json, sys, time
+        from mtcli.inference.scorer import Scorer
+        rows = json.load(sys.stdin)
+        scorer = Scorer({export!r}, int8={int8}, providers=("cpu",), threads={threads})
+        scorer.score({task!r}, rows[:64])
+        start = time.perf_counter(); scorer.score({task!r}, rows); print(len(rows) / (time.perf_counter() - start))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return float(done.stdout.strip())
+
+
+NAIVE_APP = """
+import sys
+from fastapi import FastAPI
+from mtcli import Scorer
+
+scorer = Scorer(sys.argv[1], int8=sys.argv[2] == "int8", providers=("cpu",))
+app = FastAPI()
+
+@app.get("/healthz")
+def health():
+    return {"ok": True}
+
+@app.post("/score/{task}")
+def score(task: str, body: dict):      # each request scored alone, as users write it today
+    return {"results": scorer.score(task, [tuple(r) if isinstance(r, list) else r for r in body["rows"]]).tolist()}
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
+"""
+
+ST_PEER = """
+import sys
+from fastapi import FastAPI
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer(sys.argv[1], device="cpu")
+app = FastAPI()
+
+@app.get("/healthz")
+def health():
+    return {"ok": True}
+
+@app.post("/embed")
+def embed(body: dict):                  # the endpoint sentence-transformers' docs show
+    return {"embeddings": model.encode(body["sentences"]).tolist()}
+
+if __name__ == "__main__":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def backbone_dir() -> str:
+    from mtcli.core.paths import default_model_dir
+
+    return str(default_model_dir())   # a sentence-transformers folder (modules.json, 1_Pooling)
+
+
+def table(title: str, results: list[dict]) -> None:
+    print(f"\n{title}\n")
+    print("| server | task | precision | rows/request | concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['server']} | {r['task']} | {r['precision']} | {r['size']} | {r['concurrency']} | "
+              f"{r['rows_per_s']:.0f} | {r.get('p50', float('nan')):.1f} | {r.get('p95', float('nan')):.1f} | "
+              f"{r.get('p99', float('nan')):.1f} | {r['errors']} |")
+
+
+def run_table(args) -> None:
+    exports = {"fp32": (args.export, False)}
+    if args.int8_export:
+        exports["int8"] = (args.int8_export, True)
+    roof = sgemm_gflops()
+    print(f"sgemm roof {roof:.0f} GFLOP/s; {os.cpu_count()} cores shared by servers and clients; "
+          f"{args.seconds:g} s per configuration after 2 s warm-up")
+    results, ceilings = [], {}
+    for precision, (export, int8) in exports.items():
+        for task in args.tasks:
+            rows = dev_rows(task, 2048)
+            ceilings[(task, precision)] = offline_ceiling(export, task, rows, int8, args.threads)
+            print(f"offline {task} {precision}: {ceilings[(task, precision)]:.0f} rows/s", flush=True)
+            for name, command, url in (
+                    ("mtcli", [sys.executable, "-m", "mtcli", "serve", "--model", export, "--providers", "cpu",
+                               *(["--int8"] if int8 else []), "--port"], "/v1/tasks/{task}/score"),
+                    ("naive", [sys.executable, "-c", NAIVE_APP, export, "int8" if int8 else "fp32"], "/score/{task}")):
+                if name == "naive" and not args.naive:
+                    continue
+                port = free_port()
+                server = Server([*command, str(port)], port, "/readyz" if name == "mtcli" else "/healthz",
+                                env={"PYTHONPATH": str(REPO)})
+                try:
+                    for size in args.sizes:
+                        for concurrency in args.concurrency:
+                            body = lambda i, size=size: {"rows": [rows[(i * size + k) % len(rows)] for k in range(size)]}  # noqa: E731
+                            r = asyncio.run(closed_loop(f"http://127.0.0.1:{port}{url.format(task=task)}", body, size,
+                                                        concurrency, args.seconds))
+                            r.update(server=name, task=task, precision=precision, size=size, concurrency=concurrency,
+                                     ceiling=ceilings[(task, precision)])
+                            results.append(r)
+                            print(json.dumps(r), flush=True)
+                finally:
+                    server.stop()
+    table("scoring", results)
+    print("\nagainst the offline ceiling (the same rows, Scorer.score in one process):")
+    for r in results:
+        if r["server"] == "mtcli" and r["concurrency"] == max(args.concurrency):
+            print(f"  {r['task']} {r['precision']} {r['size']}-row requests at concurrency {r['concurrency']}: "
+                  f"{r['rows_per_s']:.0f} of {r['ceiling']:.0f} rows/s = {r['rows_per_s'] / r['ceiling']:.0%}")
+    if args.peer:
+        run_peer(args)
+
+
+def run_peer(args) -> None:
+    """Embeddings: mtcli serve's /v1/embed against the peer server, same sentences."""
+    sentences = dev_rows("sst", 2048)
+    peers = []
+    port = free_port()
+    peers.append(("mtcli", Server([sys.executable, "-m", "mtcli", "serve", "--model", args.export, "--providers", "cpu",
+                                   "--port", str(port)], port, env={"PYTHONPATH": str(REPO)}),
+                  f"http://127.0.0.1:{port}/v1/embed"))
+    results = []
+    try:
+        port = free_port()
+        if args.peer_python:
+            command = [str(Path(args.peer_python).with_name("infinity_emb")), "v2", "--model-id", backbone_dir(),
+                       "--port", str(port), "--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
+            peers.append(("infinity-emb", Server(command, port, "/health", timeout=600),
+                          f"http://127.0.0.1:{port}/embeddings"))
+        else:
+            peers.append(("sentence-transformers", Server([sys.executable, "-c", ST_PEER, backbone_dir(), str(port)],
+                                                          port, "/healthz"), f"http://127.0.0.1:{port}/embed"))
+        for name, _, url in peers:
+            for size in args.sizes:
+                for concurrency in args.concurrency:
+                    def body(i, size=size, name=name):
+                        batch = [sentences[(i * size + k) % len(sentences)] for k in range(size)]
+                        if name == "infinity-emb":
+                            return {"input": batch, "model": backbone_dir()}
+                        return {"sentences": batch}
+                    r = asyncio.run(closed_loop(url, body, size, concurrency, args.seconds))
+                    r.update(server=name, task="embed", precision="fp32", size=size, concurrency=concurrency)
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+    finally:
+        for _, server, _ in peers:
+            server.stop()
+    table("embeddings: mtcli serve against the peer", results)
+
+
+def run_soak(args) -> None:
+    rows = dev_rows("sts", 2048)
+    port = free_port()
+    server = Server([sys.executable, "-m", "mtcli", "serve", "--model", args.export, "--providers", "cpu", "--port",
+                     str(port)], port, env={"PYTHONPATH": str(REPO)})
+    samples = []
+
+    async def watch():
+        while True:
+            samples.append((time.perf_counter(), rss_mb(server.process.pid)))
+            await asyncio.sleep(5)
+
+    async def main():
+        watcher = asyncio.create_task(watch())
+        size = args.sizes[0]
+        body = lambda i: {"rows": [rows[(i * size + k) % len(rows)] for k in range(size)]}  # noqa: E731
+        result = await closed_loop(f"http://127.0.0.1:{port}/v1/tasks/sts/score", body, size, args.concurrency[-1],
+                                   args.soak, warmup=5)
+        watcher.cancel()
+        return result
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        server.stop()
+    rss = np.array([m for _, m in samples])
+    tenth = max(1, len(rss) // 10)
+    print(f"soak: {args.soak:g} s at concurrency {args.concurrency[-1]}, {args.sizes[0]}-row STS requests: "
+          f"{result['requests']} requests, {result['errors']} errors, {result['rows_per_s']:.0f} rows/s, "
+          f"p99 {result.get('p99', float('nan')):.0f} ms")
+    print(f"server RSS: first minute {rss[:tenth].mean():.0f} MB, last minute {rss[-tenth:].mean():.0f} MB, "
+          f"peak {rss.max():.0f} MB ({len(rss)} samples every 5 s)")
+
+
+def run_kill_replica(args) -> None:
+    """Ray Serve with 2 replicas under load; one replica killed; failed requests retried."""
+    rows = dev_rows("sts", 2048)
+    port = free_port()
+    server = Server([sys.executable, "-m", "mtcli", "serve", "--model", args.export, "--providers", "cpu", "--port",
+                     str(port), "--engine", "ray", "--replicas", "2"], port, env={"PYTHONPATH": str(REPO)}, timeout=600)
+
+    def kill_one():
+        time.sleep(args.seconds / 3 + 2)
+        listed = subprocess.run([str(Path(sys.executable).with_name("ray")), "list", "actors", "--format", "json",
+                                 "--filter", "state=ALIVE"], capture_output=True, text=True)
+        replicas = [a for a in json.loads(listed.stdout or "[]") if "ServeReplica" in a.get("class_name", "")]
+        if replicas:
+            os.kill(int(replicas[0]["pid"]), signal.SIGKILL)
+            print(f"killed replica pid {replicas[0]['pid']} of {len(replicas)}", flush=True)
+
+    import threading
+
+    killer = threading.Thread(target=kill_one)
+    killer.start()
+    try:
+        body = lambda i: {"rows": [rows[(i + k) % len(rows)] for k in range(8)]}  # noqa: E731
+        result = asyncio.run(closed_loop(f"http://127.0.0.1:{port}/v1/tasks/sts/score", body, 8, 16, args.seconds,
+                                         retries=3))
+    finally:
+        killer.join()
+        server.stop()
+    print(f"Ray Serve, 2 replicas, one killed under load at concurrency 16 ({args.seconds:g} s): "
+          f"{result['requests']} answered, {result['recovered']} of them after a retry, {result['errors']} lost")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", default=str(REPO / "export"))
+    parser.add_argument("--int8-export", help="an export with int8 graphs (mtcli export --quantize int8)")
+    parser.add_argument("--tasks", nargs="+", default=["sts", "sst"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-naive", dest="naive", action="store_false")
+    parser.add_argument("--no-peer", dest="peer", action="store_false")
+    parser.add_argument("--peer-python", help="a Python with infinity-emb installed (else sentence-transformers)")
+    parser.add_argument("--soak", type=float, help="seconds of load at the highest concurrency, watching memory")
+    parser.add_argument("--kill-replica", action="store_true")
+    args = parser.parse_args()
+    if args.soak:
+        run_soak(args)
+    elif args.kill_replica:
+        run_kill_replica(args)
+    else:
+        run_table(args)
+
+
+if __name__ == "__main__":
+    main()
