@@ -66,7 +66,8 @@ def native_status() -> dict:
     from mtcli.weightings import WEIGHTINGS, kernel, make
 
     return {"kernel_backend": kernel.backend(), "native_module": kernel.native_module_path(),
-            "weightings": {name: make(name, num_tasks=1, task_weights=(1.0,)).spec for name in WEIGHTINGS}}
+            "weightings": {name: make(name, num_tasks=1, task_weights=(1.0,)).spec for name in WEIGHTINGS},
+            "families": {name: cls.family for name, cls in WEIGHTINGS.items()}}
 
 
 def task_source(tasks_file=None, checkpoint=None, export=None, data_dir=None) -> tuple[str, dict]:

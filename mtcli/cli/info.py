@@ -56,7 +56,9 @@ def _render(report: dict) -> None:
     native = report["native"]
     loaded = f"loaded from {native['native_module']}" if native["native_module"] else "not built (torch fallback)"
     console.print(f"[bold]kernel[/]    backend {native['kernel_backend']}; native module {loaded}")
-    console.print("[bold]combine[/]   " + "  ".join(native["weightings"].values()))
+    for family, reads in (("gram", "the Gram matrix of the task gradients"), ("losses", "the task losses")):
+        specs = [spec for name, spec in native["weightings"].items() if native["families"][name] == family]
+        console.print(f"[bold]combine[/]   {family} (reads {reads}): " + "  ".join(specs), soft_wrap=True)
     bb = report["backbone"]
     if "error" in bb:
         console.print(f"[bold]backbone[/]  [red]{bb['error']}[/]")

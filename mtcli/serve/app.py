@@ -188,7 +188,8 @@ def add_routes(app: FastAPI, service_of) -> None:
         service = service_of()
         rows = checked_rows(service.scorer, task, body.rows, service.limits)
         predictions = await service.submit(task, rows) if rows else np.zeros(0)
-        return {"task": task, "results": results(service.scorer, task, predictions) if rows else []}
+        # a JSONResponse of plain values: FastAPI's own encoding walks every float in Python
+        return JSONResponse({"task": task, "results": results(service.scorer, task, predictions) if rows else []})
 
     @app.post("/v1/embed", summary="Embed sentences")
     async def embed(body: EmbedRequest):
@@ -199,7 +200,7 @@ def add_routes(app: FastAPI, service_of) -> None:
             raise ApiError(413, f"sentences: {len(rows)}, more than the server queues at once "
                                 f"({limits.max_queue_rows}): send them in smaller requests")
         vectors = await service.submit(EMBED, rows) if rows else np.zeros((0, 0))
-        return {"dim": service.scorer.manifest["embedding"]["dim"], "embeddings": vectors.tolist()}
+        return JSONResponse({"dim": service.scorer.manifest["embedding"]["dim"], "embeddings": vectors.tolist()})
 
     @app.get("/healthz", summary="Liveness")
     async def healthz():

@@ -56,10 +56,13 @@ class Batcher:
 
     # ------------------------------------------------------------------ requests
 
-    def tokens(self, rows: list[tuple[str, ...]]) -> int:
-        """The tokens the rows take (what the budget counts; the longer side for separate pairs)."""
-        lengths = [self.scorer.tokenizer.lengths([row[i] for row in rows]) for i in range(len(rows[0]))]
-        return int(np.sum(lengths[0] if len(lengths) == 1 else sum(lengths)))
+    @staticmethod
+    def tokens(rows: list[tuple[str, ...]]) -> int:
+        """About the tokens the rows take, what the budget counts: a WordPiece token per 4 characters
+        and the special tokens, capped at the model's 128 per text. An estimate on purpose: the
+        scorer tokenizes every row anyway, and a third tokenization here cost a tenth of the
+        throughput at int8."""
+        return sum(min(len(text) // 4 + 2, 128) for row in rows for text in row)
 
     async def submit(self, task: str | None, rows: list[tuple[str, ...]]) -> np.ndarray:
         """The predictions (or embeddings) of `rows`, once their batch has run."""

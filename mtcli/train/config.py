@@ -86,7 +86,7 @@ class TrainConfig:
         self._check_numbers(tasks)
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
-        if self.slots == 1 and weighting.reads_gram:
+        if self.slots == 1 and weighting.family == "gram" and weighting.reads_gram:
             raise UserError(f"--combine {spec_name(self.combine)} weighs the gradients of several tasks per step: "
                             f"drop --slots 1")
 

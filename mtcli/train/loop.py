@@ -113,7 +113,7 @@ class Trainer:
         end = config.pretrain_epochs * self.steps_per_epoch if name == "pretrain" and config.phase != "pretrain" \
             else self.total_steps
         span = max(1, min(end, self.total_steps) - start)
-        self.phase = Phase.start(name, self.model, config, span, len(self.tasks))
+        self.phase = Phase.start(name, self.model, config, span, self.weighting)
 
     # ------------------------------------------------------------------ resume
 
@@ -340,6 +340,7 @@ class Trainer:
 
     def _end_epoch(self, log: MetricsLog) -> None:
         pos = self.position
+        self.weighting.end_epoch()  # every rank: e.g. DWA's epoch means move on
         if not self.dist.is_main:  # rank 0 evaluates and saves; the others wait for it
             pos.next_epoch()
             if pos.epoch <= self.config.epochs:

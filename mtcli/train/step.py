@@ -1,15 +1,20 @@
-"""One optimizer step, top to bottom.
+"""One optimizer step, top to bottom. What the step computes follows the method's family
+(mtcli.weightings.base), never its name:
 
-    for each task of the step:   forward, loss, backward into the task's row of the buffer
-    all-reduce                   (torchrun) the rows and the heads' gradients, one collective
-    G = gram(rows)               pass 1 of the kernel
-    w = weighting(G, tasks)      T x T host arithmetic: sum, weighted, PCGrad, MGDA, UPGrad, ...
-    combine(rows, w) -> .grad    pass 2 of the kernel
+    for each unit of the step:   forward (the encoder once per batch), each task's loss
+      gram, rows families:       each task's loss backward into its row of the (T, n) buffer
+    losses family:               f = method(losses), every rank the same values; one backward
+                                 of the weighted sum sum_k (df/dL_k) L_k: no buffer at all
+    all-reduce                   (torchrun) the gradients, one collective
+    gram family:                 G = gram(rows) (kernel pass 1), w = method(G), combine (pass 2)
+    rows family:                 the method's fused passes over the rows -> the encoder's .grad
     clip, AdamW, schedule
+    losses family, if it asks:   the step's losses again after the update (FAMO)
 
-The shared encoder's gradient is the weighted combination; each head gets its own task's
-gradient. Nothing here depends on which weighting runs. `Phase` is what the step updates:
-it changes when head pretraining ends and the encoder unfreezes.
+Under the gram and rows families the shared encoder's gradient is the method's combination
+and each head gets its own task's gradient; under the losses family every part of the model
+gets the scalarization's gradient (the heads' losses are weighted too). `Phase` is what the
+step updates: it changes when head pretraining ends and the encoder unfreezes.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mtcli.core.encoding import encode
 from mtcli.core.errors import UserError
 from mtcli.model.multitask import MultitaskModel
-from mtcli.core.encoding import encode
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
 from mtcli.train.objectives import auxiliary_losses
 from mtcli.train.units import Unit
-from mtcli.weightings import Weighting, kernel
+from mtcli.weightings import kernel
+from mtcli.weightings.base import Method
 from mtcli.weightings.conflicts import conflict_stats
 
 
@@ -46,20 +52,24 @@ class StepResult:
     weights: np.ndarray | None = None
 
     def gradient_record(self) -> dict:
-        """What metrics.jsonl keeps of the step's gradients: pair cosines, conflicts, weights."""
-        if self.gram is None:
-            return {}
-        stats = conflict_stats(self.gram)
-        names = self.tasks
-        return {"grad_cosine": {f"{names[i]}/{names[j]}": c for (i, j), c in stats["cosine"].items()},
-                "conflict_fraction": stats["conflict_fraction"],
-                "weights": dict(zip(names, (float(w) for w in self.weights)))}
+        """What metrics.jsonl keeps of the step's gradients: pair cosines and conflicts (where the
+        task gradients were computed), each task's weight (every family)."""
+        record = {}
+        if self.gram is not None:
+            stats = conflict_stats(self.gram)
+            names = self.tasks
+            record.update(grad_cosine={f"{names[i]}/{names[j]}": c for (i, j), c in stats["cosine"].items()},
+                          conflict_fraction=stats["conflict_fraction"])
+        if self.weights is not None:
+            record["weights"] = dict(zip(self.tasks, (float(w) for w in self.weights)))
+        return record
 
 
-def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, phase: str):
+def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int, phase: str, extra=()):
     """AdamW over what trains in `phase`: the encoder at the phase's rate, the freshly
     initialised heads at the head rate; no weight decay on biases and norms; linear
-    warmup then linear decay for every group."""
+    warmup then linear decay for every group. `extra`: a method's learnable tensors (UW's
+    log-variances), at the head rate, without decay."""
     groups = []
     for params, lr in ((model.encoder.named_parameters(), config.lr_of(phase)),
                        (model.heads.named_parameters(), config.head_lr_of(phase))):
@@ -69,6 +79,7 @@ def build_optimizer(model: MultitaskModel, config: TrainConfig, total_steps: int
                 (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
         groups += [{"params": decay, "weight_decay": config.weight_decay, "lr": lr},
                    {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    groups.append({"params": list(extra), "weight_decay": 0.0, "lr": config.head_lr_of(phase)})
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
     warmup = int(config.warmup * total_steps)
 
@@ -90,18 +101,22 @@ class Phase:
     grads: TaskGradients | None
 
     @classmethod
-    def start(cls, name: str, model: MultitaskModel, config: TrainConfig, steps: int, num_tasks: int) -> "Phase":
+    def start(cls, name: str, model: MultitaskModel, config: TrainConfig, steps: int, method: Method) -> "Phase":
+        """The phase's optimizer and schedule; the (T, n) buffer only for methods that read the task
+        gradients (the losses family never allocates it)."""
         model.encoder.requires_grad_(name == "finetune")
-        optimizer, scheduler = build_optimizer(model, config, steps, name)
+        optimizer, scheduler = build_optimizer(model, config, steps, name, extra=method.tensors()
+                                               if method.family == "losses" else ())
         shared = model.shared_parameters()
-        return cls(name, optimizer, scheduler, TaskGradients(shared, num_tasks) if shared else None)
+        per_task = shared and method.family != "losses"
+        return cls(name, optimizer, scheduler, TaskGradients(shared, method.num_tasks) if per_task else None)
 
 
 class TrainStep:
     def __init__(self, model: MultitaskModel, tokenizer, config: TrainConfig, units: dict[str, Unit],
-                 weighting: Weighting, dist: Distributed, device: torch.device):
+                 method: Method, dist: Distributed, device: torch.device):
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.units, self.weighting, self.dist, self.device = units, weighting, dist, device
+        self.units, self.method, self.dist, self.device = units, method, dist, device
         self.task_index = {name: i for i, name in enumerate(model.tasks)}
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -111,29 +126,40 @@ class TrainStep:
         by_unit: dict[str, list[np.ndarray]] = defaultdict(list)
         for slot in slots:
             by_unit[slot.task].append(slot.indices)
-        tasks: list[str] = []  # the step's tasks, in the order of their rows in the gradient buffer
+        batches = {unit: np.concatenate(parts) for unit, parts in by_unit.items()}
+        method, losses_family = self.method, self.method.family == "losses"
+        tasks: list[str] = []       # the step's tasks, in the order of their rows in the gradient buffer
+        totals: list[torch.Tensor] = []   # the losses family: each task's loss, its graph kept
 
-        def begin(task: str) -> None:
-            """The next backward pass is `task`'s: into the next row of the buffer."""
-            if phase.grads is not None:
+        def begin(task: str, total, last: bool) -> None:
+            """Task `task`'s loss is ready: backward into the next buffer row, or kept (losses family)."""
+            if losses_family:
+                totals.append(total)
+            elif phase.grads is not None:
                 phase.grads.begin(len(tasks))
             tasks.append(task)
+            if not losses_family and total is not None and total.requires_grad:
+                total.backward(retain_graph=not last)  # later tasks of the unit go back through its encoding
 
         self.model.train()
         try:
             losses, examples = {}, 0
-            for unit, parts in by_unit.items():
-                unit_losses, rows = self._backward(self.units[unit], np.concatenate(parts), step, phase.name, begin)
+            for unit, indices in batches.items():
+                unit_losses, rows = self._forward(self.units[unit], indices, step, phase.name, begin)
                 losses.update(unit_losses)
                 examples += rows * self.dist.world
             result = StepResult(losses, examples, tasks)
-            heads = [p.grad for p in self.model.heads.parameters() if p.grad is not None]
-            rows = [phase.grads.used_rows()] if phase.grads is not None else []
-            self.dist.average_(rows + heads)  # one collective: every rank holds the same gradients
-            if phase.grads is not None:
-                result.gram = kernel.gram(phase.grads.used_rows())
-                result.weights = self.weighting(result.gram, [self.task_index[t] for t in tasks])
-                phase.grads.combine(result.weights)
+            heads = self._grads([p for t in dict.fromkeys(tasks) for p in self.model.head(t).parameters()])
+            if losses_family:
+                result.weights = self._scalarized_backward(totals, tasks)
+                self.dist.average_(self._grads(self.model.shared_parameters()) + heads)
+            else:
+                rows = [phase.grads.used_rows()] if phase.grads is not None else []
+                self.dist.average_(rows + heads)  # one collective: every rank holds the same gradients
+                if phase.grads is not None:
+                    result.gram = kernel.gram(phase.grads.used_rows())
+                    result.weights = method(result.gram, [self.task_index[t] for t in tasks])
+                    phase.grads.combine(result.weights)
             limit = self.config.clip if self.config.clip > 0 else math.inf
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
             if not torch.isfinite(norm):
@@ -144,12 +170,51 @@ class TrainStep:
             if phase.grads is not None:
                 phase.grads.reset()
         phase.scheduler.step()
+        if losses_family and method.needs_losses_after:  # FAMO: the same batches' losses after the update
+            with torch.no_grad():
+                after: list[torch.Tensor] = []
+                for unit, indices in batches.items():
+                    self._forward(self.units[unit], indices, step, phase.name,
+                                  lambda task, total, last: after.append(total))
+            method.after_step(self._everywhere(torch.stack(after)), [self.task_index[t] for t in tasks])
         return result
 
-    def _backward(self, unit: Unit, indices: np.ndarray, step: int, phase: str, begin) -> tuple[dict, int]:
-        """One unit's batch (this rank's share): the encoder once, then for each of its tasks the
-        loss on the rows that label it, backward into that task's buffer row. Its losses and row
-        count."""
+    def _grads(self, params) -> list[torch.Tensor]:
+        """The gradients of `params` that the ranks average. Under torchrun a rank whose share of the
+        batch labels none of a task's rows has no gradient for that task's head: zeros then, so
+        every rank sends the same tensors."""
+        if self.dist.enabled:
+            for p in params:
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        return [p.grad for p in params if p.grad is not None]
+
+    def _everywhere(self, values: torch.Tensor) -> torch.Tensor:
+        """The step's loss values as every rank sees them: averaged over the ranks, detached."""
+        values = values.detach().float().clone()
+        self.dist.average_([values])
+        return values
+
+    def _scalarized_backward(self, totals: list[torch.Tensor], tasks: list[str]) -> np.ndarray:
+        """The losses family: f(L) at the step's losses (every rank the same values), its gradient
+        into the method's own tensors, and one backward of sum_k (df/dL_k) L_k through the model.
+        The weights df/dL_k are returned (what the run logs)."""
+        values = torch.stack(totals)
+        point = self._everywhere(values).requires_grad_()
+        own = [t for t in self.method.tensors() if t.requires_grad]
+        f = self.method.scalarize(point, [self.task_index[t] for t in tasks])
+        weights, *own_grads = torch.autograd.grad(f, [point, *own], allow_unused=True)
+        for tensor, grad in zip(own, own_grads):
+            tensor.grad = grad
+        weighted = (weights.to(values.dtype) * values).sum()
+        if weighted.requires_grad:
+            weighted.backward()
+        return weights.double().cpu().numpy()
+
+    def _forward(self, unit: Unit, indices: np.ndarray, step: int, phase: str, done) -> tuple[dict, int]:
+        """One unit's batch (this rank's share): the encoder once, then each of its tasks' loss on
+        the rows that label it, handed to `done(task, total, last)` in turn (total None where this
+        rank's share labels none of the task's rows). Its losses and row count."""
         rows = self.dist.shard(indices)
         texts = [unit.texts[i] for i in rows]
         inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True)
@@ -160,9 +225,9 @@ class TrainStep:
             embedded = self.model.encode(unit.encoding, inputs)
         losses = {}
         for k, task in enumerate(present):
-            begin(task)
             labeled = unit.labeled(task, rows)
-            total = None
+            total = loss = None
+            extra: dict[str, torch.Tensor] = {}
             if labeled:
                 labels = [unit.labels[task][rows[j]] for j in labeled]
                 with self.autocast:
@@ -178,6 +243,5 @@ class TrainStep:
                     if total is not None else ""
                 raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is "
                                      f"{total.item() if total is not None else 'not finite on another rank'}")
-            if total is not None and total.requires_grad:  # not when nothing trains: a cosine head, frozen encoder
-                total.backward(retain_graph=k < len(present) - 1)  # later tasks go back through the same encoding
+            done(task, total, k == len(present) - 1)
         return losses, len(rows)

@@ -1,10 +1,9 @@
-"""Gram-based multitask weightings through one fused kernel.
-
-Every method here combines the task gradients as g = sum_k w_k g_k with weights computed
-from the T x T Gram matrix G = g g^T alone, so all of them run in the same two passes
-over the (T, n) gradient buffer (`kernel.gram`, then `kernel.combine`) with T x T host
-arithmetic in between (float64). `--combine NAME[:key=value,...]` picks one for training;
-`aggregate` is the same computation for code that trains outside mtcli:
+"""Multitask methods, grouped by what they read of a step (mtcli.weightings.base): the task
+losses (one backward of a weighted loss sum), the T x T Gram matrix of the task gradients
+(two fused kernel passes over the (T, n) buffer, `kernel.gram` then `kernel.combine`, with
+T x T host arithmetic in between), or the gradients coordinate by coordinate (fused kernel
+passes). `--combine NAME[:key=value,...]` picks one for training; `aggregate` is the same
+gradient combination for code that trains outside mtcli (gram and rows families):
 
     from mtcli.weightings import aggregate
     g = aggregate("upgrad", grads)            # grads: (T, n) tensor, CPU or CUDA, fp32/bf16/fp16
@@ -17,7 +16,7 @@ from typing import Sequence
 
 from mtcli.core.errors import UserError
 from mtcli.weightings.aligned_mtl import AlignedMTL
-from mtcli.weightings.base import Weighting, cast_params, parameters, parse_spec
+from mtcli.weightings.base import LossWeighting, Method, Weighting, cast_params, parameters, parse_spec
 from mtcli.weightings.cagrad import CAGrad
 from mtcli.weightings.constant import Sum, Weighted
 from mtcli.weightings.dualproj import DualProj
@@ -28,9 +27,27 @@ from mtcli.weightings.mgda import MGDA
 from mtcli.weightings.nash_mtl import NashMTL
 from mtcli.weightings.pcgrad import PCGrad
 from mtcli.weightings.upgrad import UPGrad
+from mtcli.weightings.mean import Mean
+from mtcli.weightings.uw import UW
+from mtcli.weightings.dwa import DWA
+from mtcli.weightings.gls import GLS
+from mtcli.weightings.rlw import RLW
+from mtcli.weightings.famo import FAMO
+from mtcli.weightings.stch import STCH
+from mtcli.weightings.imtl_l import IMTLL
+from mtcli.weightings.pbi import PBI
+from mtcli.weightings.cosmos import COSMOS
+from mtcli.weightings.config import ConFIG
+from mtcli.weightings.cr_mogm import CRMOGM
+from mtcli.weightings.krum import Krum
+from mtcli.weightings.rgw import RGW
 
-WEIGHTINGS: dict[str, type[Weighting]] = {cls.name: cls for cls in (
-    Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad)}
+WEIGHTINGS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    # gram: weights from the Gram matrix of the task gradients
+    Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad,
+    ConFIG, CRMOGM, Krum, RGW,
+    # losses: a scalarization of the task losses, one backward
+    Mean, UW, DWA, GLS, RLW, FAMO, STCH, IMTLL, PBI, COSMOS)}
 
 
 def spec_name(spec: str) -> str:
@@ -75,7 +92,11 @@ def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None,
 
     if weighting is None:
         weighting = make(name, num_tasks=grads.shape[0], **params)
+    if weighting.family == "losses":
+        raise UserError(f"{weighting.name} scalarizes the task losses (train with --combine {weighting.name}); "
+                        f"aggregate combines task gradients")
     return kernel.combine(grads, weighting(kernel.gram(grads)), out)
 
 
-__all__ = ["WEIGHTINGS", "Weighting", "aggregate", "make", "check_spec", "parameters", "spec_name"]
+__all__ = ["WEIGHTINGS", "LossWeighting", "Method", "Weighting", "aggregate", "make", "check_spec", "parameters",
+           "spec_name"]

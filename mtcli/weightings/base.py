@@ -1,12 +1,19 @@
-"""What every weighting is: a map from the T x T Gram matrix of the task gradients to T weights.
+"""What a multitask method is, by what it reads of a training step (its `family`):
 
-The combined gradient is sum_k w_k g_k. Computing w needs only G = g g^T, so the kernel's
-two passes over the (T, n) buffer (Gram, then combine) serve every weighting; what a
-weighting adds is host arithmetic on T x T numbers, in float64, and a little state.
+  losses   the tasks' loss values: a differentiable scalarization f(L_1..L_T) (UW, DWA, FAMO,
+           ...). The step backpropagates once, the weighted sum sum_k (df/dL_k) L_k: no per-task
+           gradients, no (T, n) buffer. LossWeighting.
+  gram     the T x T Gram matrix G = g g^T of the task gradients: weights w from G, combined
+           g = sum_k w_k g_k by the kernel's two passes (Gram, combine) over the (T, n) buffer,
+           with host arithmetic on T x T numbers in between. Weighting.
+  rows     the task gradients themselves, coordinate by coordinate (GradDrop, TrimmedMean):
+           fused passes of the kernel over the (T, n) buffer. RowsWeighting.
 
-A step may carry only some of the run's tasks (the samplers need not put every task in
-every step), so a weighting is called with the run-wide indices of the rows it weighs;
-stateful weightings keep their state per task of the run and read the rows' part of it.
+The step asks a method its family and does only that work. A step may carry only some of the
+run's tasks (the samplers need not put every task in every step), so a method is called with
+the run-wide indices of the tasks it weighs; stateful methods keep their state per task of the
+run and read the step's part of it. Parameters are dataclass fields with the published
+defaults and declared bounds (`param`).
 """
 
 from __future__ import annotations
@@ -22,13 +29,60 @@ from mtcli.core.errors import UserError
 
 
 @dataclasses.dataclass
-class Weighting:
-    """Base class. Subclasses are dataclasses whose fields are the method's parameters,
-    with the published defaults; `num_tasks` is the number of tasks in the run."""
+class Method:
+    """Every method: a dataclass whose fields are its parameters (published defaults); `num_tasks`
+    is the number of tasks in the run. State that --resume must restore is `state_dict`."""
 
     name: ClassVar[str]
-    reads_gram: ClassVar[bool] = True      # False: fixed weights, the same whatever the gradients
+    family: ClassVar[str]                  # what it reads of a step: losses, gram or rows
+    reads_gram: ClassVar[bool] = True      # False: weights that depend on nothing of the step (sum)
     num_tasks: int = dataclasses.field(default=1, kw_only=True)
+
+    def end_epoch(self) -> None:
+        """Called after every epoch (DWA's loss averages move on)."""
+
+    # State: what must survive a checkpoint for --resume to continue bit-identically.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")
+
+    @property
+    def spec(self) -> str:
+        """The method as `--combine` spells it, with every parameter."""
+        params = [f"{f.name.rstrip('_')}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                  if f.init and f.name not in ("num_tasks", "task_weights", "seed")]
+        return self.name + (":" + ",".join(params) if params else "")
+
+
+@dataclasses.dataclass
+class LossWeighting(Method):
+    """A method of the losses family: `scalarize` maps the step's task losses (a tensor of the
+    tasks' values, every rank the same) to one differentiable scalar; the step then
+    backpropagates once sum_k (df/dL_k) L_k. Its learnable tensors (UW's log-variances) train
+    with the model (`tensors`, in the heads' optimizer group)."""
+
+    family = "losses"
+    needs_losses_after: ClassVar[bool] = False   # FAMO: the losses on the step's batches after its update
+
+    def scalarize(self, losses, tasks: list[int]):
+        raise NotImplementedError
+
+    def tensors(self) -> list:
+        """Learnable tensors (requires_grad) the optimizer must update; none by default."""
+        return []
+
+    def after_step(self, losses, tasks: list[int]) -> None:
+        """The losses of the step's batches after its update (only if needs_losses_after)."""
+
+
+@dataclasses.dataclass
+class Weighting(Method):
+    """A method of the gram family: the T x T Gram matrix of the step's task gradients to T weights."""
+
+    family = "gram"
 
     def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None) -> np.ndarray:
         """Weights (T,) float64 for the rows whose Gram matrix is `gram` (T, T); `tasks` are the
@@ -43,21 +97,6 @@ class Weighting:
 
     def weights(self, gram: np.ndarray, tasks: list[int]) -> np.ndarray:
         raise NotImplementedError
-
-    # State: what must survive a checkpoint for --resume to continue bit-identically.
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")
-
-    @property
-    def spec(self) -> str:
-        """The weighting as `--combine` spells it, with every parameter."""
-        params = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                  if f.init and f.name not in ("num_tasks", "task_weights", "seed")]
-        return self.name + (":" + ",".join(params) if params else "")
 
 
 class RandomOrder:
@@ -148,6 +187,8 @@ def cast_params(cls: type[Weighting], params: dict, spec: str, *, from_spec: boo
     known = spec_parameters(cls) if from_spec else parameters(cls)
     out = {}
     for key, value in params.items():
+        if key not in known and f"{key}_" in known:  # a Python keyword, spelled plainly: cosmos:lambda=2
+            key = f"{key}_"
         if key in FROM_THE_RUN and from_spec:
             raise UserError(f"--combine {spec!r}: {key} is not set in the spec; it comes from {FROM_THE_RUN[key]}")
         if key not in known:

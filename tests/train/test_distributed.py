@@ -25,7 +25,7 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("combine", ["sum", "pcgrad", "upgrad", "nash-mtl"])
+@pytest.mark.parametrize("combine", ["sum", "pcgrad", "upgrad", "nash-mtl", "uw", "famo", "cr-mogm"])
 def test_two_processes_match_one_process_on_the_union(tmp_path, tiny_model_dir, combine):
     ddp = _train(tmp_path, tiny_model_dir, f"ddp-{combine}", combine, 2)
     single = _train(tmp_path, tiny_model_dir, f"single-{combine}", combine, 1)
