@@ -95,8 +95,8 @@ def open_table(path: str | Path, stream=None, *, header: bool = True, quoting: s
 def detect_quoting(path: str, delimiter: str) -> tuple[str, str | None]:
     """How the file's quotes read: ('csv', None) if every row then has the header's number of
     fields, else ('literal', the one-line note) if every row then has it. Rows that misfit the
-    same way under both readings are no matter of quotes: CSV quoting then, and those rows are
-    reported as bad rows when read. Otherwise an error says where each reading fails and which
+    same way under both readings (the same lines, the same problems) are no matter of quotes:
+    CSV quoting then, and those rows are reported as bad rows when read. Otherwise an error says where each reading fails and which
     key forces one."""
     as_csv = _misfits(path, delimiter, "csv")
     if not as_csv:
@@ -106,7 +106,7 @@ def detect_quoting(path: str, delimiter: str) -> tuple[str, str | None]:
         line, problem = as_csv[0]
         return "literal", (f"{path}: read quotes as literal text (with CSV quoting, line {line}: {problem}); "
                            f"set quoting = \"csv\" to refuse this")
-    if [line for line, _ in as_csv] == [line for line, _ in as_text]:
+    if as_csv == as_text:  # the same rows misfit the same way: the rows are wrong, not the quotes
         return "csv", None
     (csv_line, csv_problem), (text_line, text_problem) = as_csv[0], as_text[0]
     raise DataError(path, csv_line, f"fits neither reading of quotes: as CSV quoting, {csv_problem}; as literal "

@@ -91,6 +91,15 @@ def serve_on_ray(model_dir: str | Path, *, int8: bool, limits: Limits, host: str
     quiet_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Ray's core (started by ray.init) handles SIGTERM by killing the process; ours only asks to stop,
+    # from now on, so a signal while the deployment starts shuts it down cleanly too
+    stop = threading.Event()
+
+    def stop_on_signal(*_):
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_on_signal)
     serve.start(http_options={"host": host, "port": port})
     application = Replica.options(num_replicas=replicas, max_queued_requests=limits.max_queue_rows) \
         .bind(str(Path(model_dir).resolve()), int8, limits, tuple(providers))
@@ -99,10 +108,10 @@ def serve_on_ray(model_dir: str | Path, *, int8: bool, limits: Limits, host: str
         f"http://{host}:{port}  docs: http://{host}:{port}/docs")
     if not block:
         return
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):
+        for signum in (signal.SIGINT, signal.SIGTERM):  # in case a Ray thread put its own handler back
+            if signal.getsignal(signum) is not stop_on_signal:
+                signal.signal(signum, stop_on_signal)
     serve.shutdown()
     say("stopped")
 

@@ -31,7 +31,8 @@ def tsv(tmp_path):
 
 
 @pytest.mark.parametrize("body, fragments", [
-    (b'id\tsentence1\tsentence2\nr1\t"never closed\tb\n', ["in.tsv:2: malformed row"]),                 # malformed row
+    (b'id\tsentence1\tsentence2\nr1\t"never closed\tb\nr2\tx\n', ["in.tsv:3: fits neither reading of quotes",
+                                                                 'set quoting = "csv" or "literal"']),
     (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\ta\n", ["in.tsv:3: expected 3 columns, found 2"]),
     (b"id\tsentence1\tsentence2\nr1\ta\tb\nr2\t\xc3\x28\tb\n", ["in.tsv:3: not valid UTF-8"]),
     (b"", ["in.tsv: file is empty"]),

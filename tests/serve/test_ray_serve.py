@@ -38,4 +38,4 @@ def test_the_application_on_ray_serve(tiny_export):
             server.wait(120)
         except Exception:
             server.kill()
-    assert server.returncode == 0, server.stderr.read().decode()[-2000:]
+    assert server.returncode == 0, (server.returncode, server.stderr.read().decode()[-2000:])

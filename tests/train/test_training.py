@@ -49,12 +49,17 @@ def test_every_sampler_and_weighting_trains(tmp_path, tiny_model_dir, sampler, c
     assert all(set(r["weights"]) == {t for t in r["loss"] if ":" not in t} for r in steps)  # one weight per task
     assert all(np.isfinite(list(r["weights"].values())).all() for r in steps)
     multi = [r for r in steps if len(r["weights"]) > 1]
-    assert multi and all(0 <= r["conflict_fraction"] <= 1 and r["grad_cosine"] for r in multi)
+    if WEIGHTINGS[combine].family == "losses":  # no task gradients: no cosines to log
+        assert multi and not any("grad_cosine" in r for r in steps)
+    else:
+        assert multi and all(0 <= r["conflict_fraction"] <= 1 and r["grad_cosine"] for r in multi)
     epochs = [r for r in records if r["type"] == "epoch"]
     assert len(epochs) == 1 and set(epochs[0]["dev"]) == set(TASKS)
 
 
-@pytest.mark.parametrize("combine", COMBINES)
+# Krum follows one task's gradient (the one closest to the others), and PBI pays for distance from
+# the preference line, so neither lowers every loss at once by design
+@pytest.mark.parametrize("combine", [c for c in COMBINES if c not in ("krum", "pbi")])
 def test_loss_goes_down_on_a_repeated_batch(tmp_path, tiny_model_dir, combine):
     trainer = Trainer(_config(tmp_path, tiny_model_dir, sampler="triple-batch", combine=combine, warmup=0.0,
                               dropout=0.0, epochs=5), _quiet())
