@@ -28,7 +28,8 @@ EPILOG = """Examples:
 
 def train(
     ctx: typer.Context,
-    sampler: str = typer.Option("proportional", help="proportional | annealed | round-robin | triple-batch"),
+    sampler: str = typer.Option("proportional", help="NAME[:key=value,...]: proportional | temperature (tau=2) | "
+                                 "annealed (start=1.0,end=0.2) | round-robin | triple-batch"),
     combine: str = typer.Option("pcgrad", help="The multitask method, NAME[:key=value,...]: from the task gradients' "
                                 "Gram matrix (sum, weighted, pcgrad, mgda, cagrad, nash-mtl, imtl-g, aligned-mtl, "
                                 "upgrad, dualproj, gradvac, fairgrad, config, cr-mogm, krum, rgw) or from the losses "

@@ -15,7 +15,7 @@ from mtcli.core.errors import UserError
 from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
-from mtcli.train.samplers import SAMPLERS
+from mtcli.train.samplers import parse_sampler
 from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
 
 PHASES = ("pretrain", "finetune")
@@ -68,7 +68,8 @@ class TrainConfig:
         if self.name is not None and not RUN_NAME.fullmatch(self.name) or self.name in (".", ".."):
             raise UserError(f"--name {self.name!r}: a run name is one folder name inside --out (no '/', no control "
                             f"characters, not '.' or '..'), e.g. --name sick-upgrad")
-        for value, allowed, what in ((self.sampler, SAMPLERS, "sampler"), (self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
+        parse_sampler(self.sampler)
+        for value, allowed, what in ((self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
             if value not in allowed:
                 raise UserError(f"--{what} {value!r} is not one of {', '.join(allowed)}")
         check_spec(self.combine)

@@ -92,7 +92,7 @@ class Trainer:
                                     self.dist, self.device)
         self.phase: Phase | None = None
         self._enter_phase(1)
-        name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{config.sampler}-{self.weighting.name}"
+        name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{self.sampler.kind}-{self.weighting.name}"
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
         self.best_overall = -math.inf
         self.position = Position()

@@ -9,12 +9,18 @@ step). With N_i the upsampled size of task i
 and B the batch size, an epoch is:
 
   proportional  ceil(sum_i ceil(N_i / B) / slots) steps; slot task drawn with p_i ∝ N_i
-  annealed      as proportional, with p_i ∝ N_i^alpha, alpha = 1 - 0.8 (e - 1) / (E - 1)
-                for epoch e of E (1-based): from proportional towards uniform
+  temperature   as proportional, with p_i ∝ N_i^(1/tau) (tau=2 by default; tau=1 is
+                proportional, a large tau nearly uniform: XLM-R's and mT5's sampling)
+  annealed      as proportional, with p_i ∝ N_i^alpha, alpha = start + (end - start) (e - 1) / (E - 1)
+                for epoch e of E (1-based); start=1, end=0.2 by default: from proportional
+                towards uniform
   round-robin   tasks in turn; T * max_i ceil(N_i / B) slots, so the largest task is
                 seen once and the smaller ones repeat
   triple-batch  one batch of every task per step; min_i ceil(N_i / B) steps (the
                 smallest task sets the epoch)
+
+A sampler is named as `--sampler NAME[:key=value,...]` (temperature:tau=3,
+annealed:start=1.0,end=0.5), with the parameters and defaults of SAMPLERS.
 
 The plan of epoch e depends only on (seed, e), so a resumed run gets the same
 batches (the streams' positions are recomputed from the earlier epochs' draws).
@@ -32,8 +38,40 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtcli.core.errors import UserError
+from mtcli.core.specs import parse_spec
 
-SAMPLERS = ("proportional", "annealed", "round-robin", "triple-batch")
+# Each sampler and its parameters: default, and the range a value must fall in
+SAMPLERS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "proportional": {},
+    "temperature": {"tau": (2.0, 0.01, 100.0)},
+    "annealed": {"start": (1.0, 0.0, 4.0), "end": (0.2, 0.0, 4.0)},
+    "round-robin": {},
+    "triple-batch": {},
+}
+
+
+def parse_sampler(spec: str) -> tuple[str, dict[str, float]]:
+    """'annealed:end=0.5' -> ('annealed', {'start': 1.0, 'end': 0.5}): the sampler's name and every
+    parameter (defaults filled in), each checked; a UserError names what is wrong."""
+    name, given = parse_spec(spec, "--sampler", "temperature:tau=2")
+    if name not in SAMPLERS:
+        raise UserError(f"--sampler {spec!r}: unknown sampler; expected one of {', '.join(SAMPLERS)} "
+                        f"(with parameters as NAME:key=value, e.g. temperature:tau=2)")
+    known = SAMPLERS[name]
+    params = {key: default for key, (default, _, _) in known.items()}
+    for key, text in given.items():
+        if key not in known:
+            raise UserError(f"--sampler {spec!r}: {name} has no parameter {key!r} "
+                            f"(parameters: {', '.join(known) or 'none'})")
+        _, low, high = known[key]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:
+            raise UserError(f"--sampler {spec!r}: {key} must be a number between {low:g} and {high:g}")
+        params[key] = value
+    return name, params
 GROUP_BATCHES = 50  # batches per megabatch sorted by length together
 MAX_POOL = 10_000_000  # rows of one task per epoch, upsampled: its index pool is held in memory
 
@@ -44,17 +82,16 @@ class Slot:
     indices: np.ndarray  # rows of that task's training split
 
 
-def annealing_alpha(epoch: int, epochs: int) -> float:
-    """alpha for 1-based `epoch` of `epochs` (1.0 when there is a single epoch)."""
-    return 1.0 if epochs <= 1 else 1.0 - 0.8 * (epoch - 1) / (epochs - 1)
+def annealing_alpha(epoch: int, epochs: int, start: float = 1.0, end: float = 0.2) -> float:
+    """alpha for 1-based `epoch` of `epochs`, from `start` to `end` (start when there is a single epoch)."""
+    return start if epochs <= 1 else start + (end - start) * (epoch - 1) / (epochs - 1)
 
 
 class TaskSampler:
-    def __init__(self, kind: str, sizes: dict[str, int], *, batch_size: int, epochs: int, seed: int = 0,
+    def __init__(self, spec: str, sizes: dict[str, int], *, batch_size: int, epochs: int, seed: int = 0,
                  upsample: dict[str, int] | None = None, slots_per_step: int = 1,
                  lengths: dict[str, np.ndarray] | None = None):
-        if kind not in SAMPLERS:
-            raise UserError(f"unknown sampler {kind!r}; expected one of {', '.join(SAMPLERS)}")
+        kind, self.params = parse_sampler(spec)
         upsample = upsample or {}
         unknown = set(upsample) - set(sizes)
         if unknown:
@@ -102,7 +139,9 @@ class TaskSampler:
         """Chance of each task per slot in 1-based `epoch` (exact shares for the fixed schedules)."""
         if self.kind in ("round-robin", "triple-batch"):
             return {t: 1 / len(self.tasks) for t in self.tasks}
-        alpha = 1.0 if self.kind == "proportional" else annealing_alpha(epoch, self.epochs)
+        alpha = {"proportional": lambda: 1.0, "temperature": lambda: 1.0 / self.params["tau"],
+                 "annealed": lambda: annealing_alpha(epoch, self.epochs, self.params["start"], self.params["end"]),
+                 }[self.kind]()
         weights = np.array([self.pool_size(t) ** alpha for t in self.tasks], dtype=np.float64)
         return dict(zip(self.tasks, weights / weights.sum()))
 
@@ -168,5 +207,6 @@ class TaskSampler:
     def describe(self) -> str:
         shares = ", ".join(f"{t} {p:.2f}" for t, p in self.probabilities(1).items())
         grouped = ", grouped by length" if self.lengths is not None else ""
-        return (f"{self.kind}: {self.steps_per_epoch()} steps/epoch x {self.epochs} epochs, "
+        params = ":" + ",".join(f"{k}={v:g}" for k, v in self.params.items()) if self.params else ""
+        return (f"{self.kind}{params}: {self.steps_per_epoch()} steps/epoch x {self.epochs} epochs, "
                 f"{self.slots_per_step} batch(es) of {self.batch_size} per step{grouped}; task shares (epoch 1): {shares}")

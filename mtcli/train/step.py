@@ -2,11 +2,12 @@
 (mtcli.weightings.base), never its name:
 
     for each unit of the step:   forward (the encoder once per batch), each task's loss
-      gram, rows families:       each task's loss backward into its row of the (T, n) buffer
+      gram, rows families:       each task's loss (times the method's factor, if it scales the
+                                 losses: GradNorm, IMTL) backward into its row of the (T, n) buffer
     losses family:               f = method(losses), every rank the same values; one backward
                                  of the weighted sum sum_k (df/dL_k) L_k: no buffer at all
     all-reduce                   (torchrun) the gradients, one collective
-    gram family:                 G = gram(rows) (kernel pass 1), w = method(G), combine (pass 2)
+    gram family:                 G = gram(rows) (kernel pass 1), w = method(G [, losses]), combine (pass 2)
     rows family:                 the method's fused passes over the rows -> the encoder's .grad
     clip, AdamW, schedule
     losses family, if it asks:   the step's losses again after the update (FAMO)
@@ -105,8 +106,7 @@ class Phase:
         """The phase's optimizer and schedule; the (T, n) buffer only for methods that read the task
         gradients (the losses family never allocates it)."""
         model.encoder.requires_grad_(name == "finetune")
-        optimizer, scheduler = build_optimizer(model, config, steps, name, extra=method.tensors()
-                                               if method.family == "losses" else ())
+        optimizer, scheduler = build_optimizer(model, config, steps, name, extra=method.tensors())
         shared = model.shared_parameters()
         per_task = shared and method.family != "losses"
         return cls(name, optimizer, scheduler, TaskGradients(shared, method.num_tasks) if per_task else None)
@@ -128,18 +128,19 @@ class TrainStep:
             by_unit[slot.task].append(slot.indices)
         batches = {unit: np.concatenate(parts) for unit, parts in by_unit.items()}
         method, losses_family = self.method, self.method.family == "losses"
+        scales = None if losses_family else method.loss_scales()   # GradNorm's w, IMTL's e^s: rows of scaled losses
         tasks: list[str] = []       # the step's tasks, in the order of their rows in the gradient buffer
-        totals: list[torch.Tensor] = []   # the losses family: each task's loss, its graph kept
+        totals: list[torch.Tensor] = []   # each task's loss (its graph kept for the losses family)
 
         def begin(task: str, total, last: bool) -> None:
             """Task `task`'s loss is ready: backward into the next buffer row, or kept (losses family)."""
-            if losses_family:
-                totals.append(total)
-            elif phase.grads is not None:
+            totals.append(total if losses_family or total is None else total.detach())
+            if not losses_family and phase.grads is not None:
                 phase.grads.begin(len(tasks))
             tasks.append(task)
             if not losses_family and total is not None and total.requires_grad:
-                total.backward(retain_graph=not last)  # later tasks of the unit go back through its encoding
+                scaled = total if scales is None else total * float(scales[self.task_index[task]])
+                scaled.backward(retain_graph=not last)  # later tasks of the unit go back through its encoding
 
         self.model.train()
         try:
@@ -158,8 +159,11 @@ class TrainStep:
                 self.dist.average_(rows + heads)  # one collective: every rank holds the same gradients
                 if phase.grads is not None:
                     result.gram = kernel.gram(phase.grads.used_rows())
-                    result.weights = method(result.gram, [self.task_index[t] for t in tasks])
-                    phase.grads.combine(result.weights)
+                    index = [self.task_index[t] for t in tasks]
+                    weights = method(result.gram, index, self._loss_values(totals) if method.reads_losses else None)
+                    phase.grads.combine(weights)
+                    # what each task's raw gradient got (the scaled methods' factors included)
+                    result.weights = weights if scales is None else weights * scales[index]
             limit = self.config.clip if self.config.clip > 0 else math.inf
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
             if not torch.isfinite(norm):
@@ -194,6 +198,12 @@ class TrainStep:
         values = values.detach().float().clone()
         self.dist.average_([values])
         return values
+
+    def _loss_values(self, totals: list) -> np.ndarray:
+        """The step's task losses as numbers, every rank the same (a rank whose share labels none of
+        a task's rows counts 0 for it)."""
+        zero = torch.zeros((), device=self.device)
+        return self._everywhere(torch.stack([zero if t is None else t.float() for t in totals])).cpu().double().numpy()
 
     def _scalarized_backward(self, totals: list[torch.Tensor], tasks: list[str]) -> np.ndarray:
         """The losses family: f(L) at the step's losses (every rank the same values), its gradient

@@ -41,11 +41,13 @@ from mtcli.weightings.config import ConFIG
 from mtcli.weightings.cr_mogm import CRMOGM
 from mtcli.weightings.krum import Krum
 from mtcli.weightings.rgw import RGW
+from mtcli.weightings.gradnorm import GradNorm
+from mtcli.weightings.imtl import IMTL
 
 WEIGHTINGS: dict[str, type[Method]] = {cls.name: cls for cls in (
     # gram: weights from the Gram matrix of the task gradients
     Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad,
-    ConFIG, CRMOGM, Krum, RGW,
+    ConFIG, CRMOGM, Krum, RGW, GradNorm, IMTL,
     # losses: a scalarization of the task losses, one backward
     Mean, UW, DWA, GLS, RLW, FAMO, STCH, IMTLL, PBI, COSMOS)}
 
@@ -92,9 +94,9 @@ def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None,
 
     if weighting is None:
         weighting = make(name, num_tasks=grads.shape[0], **params)
-    if weighting.family == "losses":
-        raise UserError(f"{weighting.name} scalarizes the task losses (train with --combine {weighting.name}); "
-                        f"aggregate combines task gradients")
+    if weighting.family == "losses" or getattr(weighting, "reads_losses", False):
+        raise UserError(f"{weighting.name} weighs with the task losses (train with --combine {weighting.name}); "
+                        f"aggregate combines task gradients alone")
     return kernel.combine(grads, weighting(kernel.gram(grads)), out)
 
 

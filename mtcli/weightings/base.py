@@ -26,6 +26,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from mtcli.core.errors import UserError
+from mtcli.core.specs import parse_spec  # noqa: F401  (re-exported: weightings parse specs here)
 
 
 @dataclasses.dataclass
@@ -40,6 +41,11 @@ class Method:
 
     def end_epoch(self) -> None:
         """Called after every epoch (DWA's loss averages move on)."""
+
+    def tensors(self) -> list:
+        """Learnable tensors (requires_grad) that train with the model, in the heads' optimizer
+        group (UW's log-variances); none by default."""
+        return []
 
     # State: what must survive a checkpoint for --resume to continue bit-identically.
     def state_dict(self) -> dict:
@@ -70,10 +76,6 @@ class LossWeighting(Method):
     def scalarize(self, losses, tasks: list[int]):
         raise NotImplementedError
 
-    def tensors(self) -> list:
-        """Learnable tensors (requires_grad) the optimizer must update; none by default."""
-        return []
-
     def after_step(self, losses, tasks: list[int]) -> None:
         """The losses of the step's batches after its update (only if needs_losses_after)."""
 
@@ -83,16 +85,27 @@ class Weighting(Method):
     """A method of the gram family: the T x T Gram matrix of the step's task gradients to T weights."""
 
     family = "gram"
+    reads_losses: ClassVar[bool] = False    # GradNorm, IMTL: the step's task losses too
 
-    def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None) -> np.ndarray:
+    def loss_scales(self) -> np.ndarray | None:
+        """Factors (one per task of the run) on the task losses before their backward, so that the
+        rows are gradients of the scaled losses (GradNorm's w_k L_k, IMTL's e^(s_k) L_k); None: 1."""
+        return None
+
+    def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None, losses=None) -> np.ndarray:
         """Weights (T,) float64 for the rows whose Gram matrix is `gram` (T, T); `tasks` are the
-        rows' indices among the run's tasks (default: 0..T-1)."""
+        rows' indices among the run's tasks (default: 0..T-1); `losses` the rows' task losses
+        (every rank the same values), for the methods that read them."""
         gram = np.asarray(gram, dtype=np.float64)
         if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
             raise ValueError(f"expected a square Gram matrix, got shape {gram.shape}")
         tasks = list(range(len(gram))) if tasks is None else [int(t) for t in tasks]
         if len(tasks) != len(gram) or any(not 0 <= t < self.num_tasks for t in tasks):
             raise ValueError(f"tasks {tasks} do not index {len(gram)} rows among {self.num_tasks} tasks")
+        if self.reads_losses:
+            if losses is None or len(losses) != len(gram):
+                raise ValueError(f"{self.name} weighs the task gradients with their losses: pass one loss per row")
+            return np.asarray(self.weights(gram, tasks, np.asarray(losses, dtype=np.float64)), dtype=np.float64)
         return np.asarray(self.weights(gram, tasks), dtype=np.float64)
 
     def weights(self, gram: np.ndarray, tasks: list[int]) -> np.ndarray:
@@ -163,21 +176,6 @@ def parameters(cls: type[Weighting]) -> dict[str, dataclasses.Field]:
 def spec_parameters(cls: type[Weighting]) -> dict[str, dataclasses.Field]:
     """The parameters a `--combine` spec may set (not the ones the run supplies)."""
     return {name: f for name, f in parameters(cls).items() if name not in FROM_THE_RUN}
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'cagrad:c=0.4' -> ('cagrad', {'c': '0.4'}); values stay strings until the class casts them."""
-    name, _, rest = spec.strip().partition(":")
-    params = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise UserError(f"--combine {spec!r}: expected NAME or NAME:key=value,... (for example cagrad:c=0.4)")
-        key = key.strip().replace("-", "_")
-        if key in params:
-            raise UserError(f"--combine {spec!r}: {key} is given twice; give each parameter once")
-        params[key] = value.strip()
-    return name.strip().lower(), params
 
 
 def cast_params(cls: type[Weighting], params: dict, spec: str, *, from_spec: bool = True) -> dict:

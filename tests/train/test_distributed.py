@@ -1,6 +1,6 @@
 """torchrun with 2 CPU processes (gloo): identical parameters on every rank, and equal to a
-single process on the union of the shards, for sum, PCGrad, UPGrad and Nash-MTL (every rank
-computes the weights from the same all-reduced buffer; Nash-MTL also carries state)."""
+single process on the union of the shards (every rank computes the weights from the same
+all-reduced buffer or losses; stateful methods carry their state alike)."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO
+from mtcli.weightings import WEIGHTINGS
 
 
 def _train(tmp_path, tiny_model_dir, name, combine, processes):
@@ -25,7 +26,13 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("combine", ["sum", "pcgrad", "upgrad", "nash-mtl", "uw", "famo", "cr-mogm"])
+# Each method of each family's kinds (stateless, stateful, learned tensors, an extra forward, loss
+# factors); MTCLI_EVERY_METHOD=1 runs every method (about 25 s each on 2 cores, so not by default)
+METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else \
+    ["sum", "pcgrad", "upgrad", "nash-mtl", "uw", "famo", "cr-mogm", "gradnorm", "imtl"]
+
+
+@pytest.mark.parametrize("combine", METHODS)
 def test_two_processes_match_one_process_on_the_union(tmp_path, tiny_model_dir, combine):
     ddp = _train(tmp_path, tiny_model_dir, f"ddp-{combine}", combine, 2)
     single = _train(tmp_path, tiny_model_dir, f"single-{combine}", combine, 1)

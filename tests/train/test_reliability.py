@@ -39,7 +39,8 @@ def _assert_identical(a, b):
         assert torch.equal(a[name], b[name]), name
 
 
-@pytest.mark.parametrize("combine", ["pcgrad", "gradvac", "nash-mtl", "upgrad", "uw", "famo", "dwa", "rlw"])
+@pytest.mark.parametrize("combine", ["pcgrad", "gradvac", "nash-mtl", "upgrad", "uw", "famo", "dwa", "rlw",
+                                     "gradnorm", "imtl", "rgw"])
 def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, combine):
     """Weights, and the weighting's own state (shuffles, GradVac's targets, Nash-MTL's warm
     start), continue exactly as if the run had never stopped."""

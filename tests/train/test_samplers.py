@@ -23,6 +23,48 @@ def test_annealing_alpha_formula():
     assert annealing_alpha(1, 1) == 1.0
 
 
+def test_temperature_follows_sizes_to_the_power_one_over_tau():
+    for tau in (1.0, 2.0, 5.0):
+        sampler = TaskSampler(f"temperature:tau={tau}", SIZES, batch_size=8, epochs=2, seed=3)
+        weights = {t: n ** (1 / tau) for t, n in SIZES.items()}
+        expected = {t: w / sum(weights.values()) for t, w in weights.items()}
+        for epoch in (1, 2):  # the same shares every epoch
+            assert sampler.probabilities(epoch) == pytest.approx(expected)
+        plan = sampler.epoch_plan(1)
+        counts, total = _task_counts(plan), len(plan)
+        for task, p in expected.items():
+            assert abs(counts[task] / total - p) < 4 * math.sqrt(p * (1 - p) / total)
+    proportional = TaskSampler("proportional", SIZES, batch_size=8, epochs=1, seed=3)
+    assert TaskSampler("temperature:tau=1", SIZES, batch_size=8, epochs=1, seed=3).probabilities(1) == \
+        pytest.approx(proportional.probabilities(1))
+
+
+def test_annealed_takes_its_start_and_end():
+    sampler = TaskSampler("annealed:start=0.5,end=0", SIZES, batch_size=8, epochs=3, seed=0)
+    for epoch, alpha in ((1, 0.5), (2, 0.25), (3, 0.0)):
+        weights = {t: n ** alpha for t, n in SIZES.items()}
+        assert sampler.probabilities(epoch) == pytest.approx({t: w / sum(weights.values()) for t, w in weights.items()})
+    assert "annealed:start=0.5,end=0" in sampler.describe()
+    # the defaults are the documented schedule
+    default = TaskSampler("annealed", SIZES, batch_size=8, epochs=5, seed=0)
+    assert default.params == {"start": 1.0, "end": 0.2}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("temperature:tau=0", "tau must be a number between 0.01 and 100"),
+    ("temperature:tau=nan", "tau must be a number between"),
+    ("temperature:tau=abc", "tau must be a number between"),
+    ("temperature:t=2", "temperature has no parameter 't' (parameters: tau)"),
+    ("proportional:tau=2", "proportional has no parameter 'tau' (parameters: none)"),
+    ("annealed:start", "expected NAME or NAME:key=value"),
+    ("annealed:end=0.1,end=0.2", "end is given twice"),
+    ("softmax", "unknown sampler; expected one of proportional, temperature, annealed"),
+])
+def test_sampler_specs_are_checked(spec, message):
+    with pytest.raises(UserError, match="^--sampler .*" + message.replace("(", r"\(").replace(")", r"\)")):
+        TaskSampler(spec, SIZES, batch_size=8, epochs=1)
+
+
 def test_proportional_frequencies_follow_dataset_sizes():
     sampler = TaskSampler("proportional", SIZES, batch_size=8, epochs=1, seed=0)
     plan = sampler.epoch_plan(1)
@@ -160,7 +202,7 @@ from mtcli.train.samplers import SAMPLERS
 
 
 @settings(max_examples=150, deadline=None)
-@given(kind=st.sampled_from(SAMPLERS), sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5),
+@given(kind=st.sampled_from(list(SAMPLERS) + ["temperature:tau=0.5", "annealed:start=0,end=2"]), sizes=st.lists(st.integers(1, 70), min_size=1, max_size=5),
        batch=st.integers(1, 40), epochs=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
        grouped=st.booleans(), slots=st.integers(1, 6))
 def test_every_sampler_plans_every_epoch_for_any_task_sizes(kind, sizes, batch, epochs, seed, grouped, slots):
