@@ -117,7 +117,8 @@ def main() -> None:
     case("4", "report a run whose metrics.jsonl ends in a torn line", mtcli("report", torn))
     case("4", "train --resume the same run (the torn line is cut off)", mtcli("train", "--resume", torn))
     # 5. names that would collide
-    case("5", "a task named embed", mtcli("train", *base, "--tasks", task_file(name="embed"), "--out", runs))
+    case("5", "a task named embed", mtcli("train", *base, "--tasks", task_file(name="embed", file="embed.toml"),
+                                              "--out", runs))
     # 6. numeric label names
     task_file(labels='labels = ["1", "0"]', file="numeric.toml")
     from mtcli.core.tasks import load_task_file
@@ -129,9 +130,11 @@ def main() -> None:
     moved = work / "elsewhere"
     moved.mkdir()
     case("7", "train --resume from another working directory", mtcli("train", "--resume", runs / "r", cwd=moved))
+    original = (data / "train.tsv").read_bytes()
     with open(data / "train.tsv", "a") as fh:
         fh.write("extra\tnew row\tspam\n")
     case("7", "train --resume after the train file changed", mtcli("train", "--resume", runs / "r", cwd=moved))
+    (data / "train.tsv").write_bytes(original)
     # 8. combine parameters
     for spec in ("cagrad:c=nan", "cagrad:c=inf", "fairgrad:alpha=nan", "fairgrad:alpha=-1", "mgda:max_iters=-5",
                  "mgda:epsilon=nan", "mgda:epsilon=-1", "nash-mtl:max_norm=nan", "cagrad:norm_eps=-1",

@@ -47,6 +47,8 @@ def _render(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from mtcli.weightings.base import FAMILIES
+
     console = Console()
     versions = "  ".join(f"{k} {v}" for k, v in report["versions"].items())
     console.print(f"[bold]versions[/]  {versions}")
@@ -56,7 +58,7 @@ def _render(report: dict) -> None:
     native = report["native"]
     loaded = f"loaded from {native['native_module']}" if native["native_module"] else "not built (torch fallback)"
     console.print(f"[bold]kernel[/]    backend {native['kernel_backend']}; native module {loaded}")
-    for family, reads in (("gram", "the Gram matrix of the task gradients"), ("losses", "the task losses")):
+    for family, reads in FAMILIES.items():
         specs = [spec for name, spec in native["weightings"].items() if native["families"][name] == family]
         console.print(f"[bold]combine[/]   {family} (reads {reads}): " + "  ".join(specs), soft_wrap=True)
     bb = report["backbone"]

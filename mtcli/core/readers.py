@@ -26,14 +26,16 @@ from pathlib import Path
 from mtcli.core.errors import DataError, UserError
 from mtcli.core.tsv import QUOTINGS, _LineCounter, iter_rows, open_binary
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".tsv": "tsv", ".tab": "tsv"}
 DELIMITERS = {"tsv": "\t", "csv": ","}
 NAMED = ("jsonl", "parquet")   # formats whose rows name their columns (no header row, no positions)
 PARQUET_BATCH = 4096
 
 
 def file_format(path: str | Path) -> str:
-    """jsonl or parquet from the file's name; else tsv or csv by its first line (tabs or not)."""
+    """jsonl, parquet or tsv from the file's name; else (.csv, .txt, ...) tsv or csv by its first line,
+    tabs or not: CS224N's .csv files are tab-separated, and a one-column .tsv whose texts hold
+    commas must not be split at them."""
     if str(path) == "-":
         return "tsv"
     suffix = Path(path).suffix.lower()

@@ -49,6 +49,16 @@ class TaskGradients:
     def combine(self, weights) -> None:
         """sum_k weights[k] * row_k into the combined buffer, which becomes the parameters' `.grad`."""
         kernel.combine(self.used_rows(), weights, out=self.combined)
+        self._use_combined()
+
+    def combine_rows(self, method, *args):
+        """A rows-family method writes the combined buffer from the rows (its own passes); it
+        becomes the parameters' `.grad`. Returns what the method returns."""
+        result = method.combine_rows(self.used_rows(), self.combined, *args)
+        self._use_combined()
+        return result
+
+    def _use_combined(self) -> None:
         for p, view in zip(self.params, self._out):
             p.grad = view
 

@@ -8,7 +8,8 @@
                                  of the weighted sum sum_k (df/dL_k) L_k: no buffer at all
     all-reduce                   (torchrun) the gradients, one collective
     gram family:                 G = gram(rows) (kernel pass 1), w = method(G [, losses]), combine (pass 2)
-    rows family:                 the method's fused passes over the rows -> the encoder's .grad
+    rows family:                 G = gram(rows), then the method's own fused passes over the rows
+                                 (and its state) write the encoder's .grad
     clip, AdamW, schedule
     losses family, if it asks:   the step's losses again after the update (FAMO)
 
@@ -158,10 +159,15 @@ class TrainStep:
                 rows = [phase.grads.used_rows()] if phase.grads is not None else []
                 self.dist.average_(rows + heads)  # one collective: every rank holds the same gradients
                 if phase.grads is not None:
-                    result.gram = kernel.gram(phase.grads.used_rows())
                     index = [self.task_index[t] for t in tasks]
-                    weights = method(result.gram, index, self._loss_values(totals) if method.reads_losses else None)
-                    phase.grads.combine(weights)
+                    result.gram = kernel.gram(phase.grads.used_rows())
+                    losses_now = self._loss_values(totals) if method.reads_losses else None
+                    if method.family == "rows":   # the method's own fused passes write the shared gradient
+                        weights, head_factors = phase.grads.combine_rows(method, index, result.gram, losses_now)
+                        self._scale_heads(tasks, head_factors)
+                    else:
+                        weights = method(result.gram, index, losses_now)
+                        phase.grads.combine(weights)
                     # what each task's raw gradient got (the scaled methods' factors included)
                     result.weights = weights if scales is None else weights * scales[index]
             limit = self.config.clip if self.config.clip > 0 else math.inf
@@ -198,6 +204,15 @@ class TrainStep:
         values = values.detach().float().clone()
         self.dist.average_([values])
         return values
+
+    def _scale_heads(self, tasks: list[str], factors) -> None:
+        """Each task head's gradient times its factor (DB-MTL: the gradient of log L_t)."""
+        if factors is None:
+            return
+        for task, factor in zip(tasks, factors):
+            for p in self.model.head(task).parameters():
+                if p.grad is not None:
+                    p.grad.mul_(float(factor))
 
     def _loss_values(self, totals: list) -> np.ndarray:
         """The step's task losses as numbers, every rank the same (a rank whose share labels none of

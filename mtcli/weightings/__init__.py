@@ -16,7 +16,7 @@ from typing import Sequence
 
 from mtcli.core.errors import UserError
 from mtcli.weightings.aligned_mtl import AlignedMTL
-from mtcli.weightings.base import LossWeighting, Method, Weighting, cast_params, parameters, parse_spec
+from mtcli.weightings.base import LossWeighting, Method, RowsWeighting, Weighting, cast_params, parameters, parse_spec
 from mtcli.weightings.cagrad import CAGrad
 from mtcli.weightings.constant import Sum, Weighted
 from mtcli.weightings.dualproj import DualProj
@@ -43,11 +43,19 @@ from mtcli.weightings.krum import Krum
 from mtcli.weightings.rgw import RGW
 from mtcli.weightings.gradnorm import GradNorm
 from mtcli.weightings.imtl import IMTL
+from mtcli.weightings.sdmgrad import SDMGrad
+from mtcli.weightings.graddrop import GradDrop
+from mtcli.weightings.trimmed_mean import TrimmedMean
+from mtcli.weightings.excess_mtl import ExcessMTL
+from mtcli.weightings.moco import MoCo
+from mtcli.weightings.db_mtl import DBMTL
 
 WEIGHTINGS: dict[str, type[Method]] = {cls.name: cls for cls in (
     # gram: weights from the Gram matrix of the task gradients
     Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad,
-    ConFIG, CRMOGM, Krum, RGW, GradNorm, IMTL,
+    ConFIG, CRMOGM, Krum, RGW, GradNorm, IMTL, SDMGrad,
+    # rows: the task gradients coordinate by coordinate, or state the size of the gradients
+    GradDrop, TrimmedMean, ExcessMTL, MoCo, DBMTL,
     # losses: a scalarization of the task losses, one backward
     Mean, UW, DWA, GLS, RLW, FAMO, STCH, IMTLL, PBI, COSMOS)}
 
@@ -90,15 +98,23 @@ def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None,
     Two passes of the fused kernel (Gram, combine) and T x T host work. Pass `weighting`
     (from `make`) to keep a stateful method's state (GradVac, Nash-MTL, the shuffles) across
     calls; `out` (n,) receives the result in the gradients' dtype."""
+    import torch
+
     from mtcli.weightings import kernel
 
     if weighting is None:
         weighting = make(name, num_tasks=grads.shape[0], **params)
-    if weighting.family == "losses" or getattr(weighting, "reads_losses", False):
+    if weighting.family == "losses" or weighting.reads_losses:
         raise UserError(f"{weighting.name} weighs with the task losses (train with --combine {weighting.name}); "
                         f"aggregate combines task gradients alone")
-    return kernel.combine(grads, weighting(kernel.gram(grads)), out)
+    gram = kernel.gram(grads)
+    if weighting.family == "rows":
+        if out is None:
+            out = torch.empty(grads.shape[1], dtype=grads.dtype, device=grads.device)
+        weighting.combine_rows(grads, out, list(range(grads.shape[0])), gram, None)
+        return out
+    return kernel.combine(grads, weighting(gram), out)
 
 
-__all__ = ["WEIGHTINGS", "LossWeighting", "Method", "Weighting", "aggregate", "make", "check_spec", "parameters",
+__all__ = ["WEIGHTINGS", "LossWeighting", "Method", "RowsWeighting", "Weighting", "aggregate", "make", "check_spec", "parameters",
            "spec_name"]

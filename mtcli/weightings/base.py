@@ -29,6 +29,14 @@ from mtcli.core.errors import UserError
 from mtcli.core.specs import parse_spec  # noqa: F401  (re-exported: weightings parse specs here)
 
 
+# What each family reads of a step (what `mtcli info` says of it)
+FAMILIES = {
+    "gram": "the Gram matrix of the task gradients",
+    "losses": "the task losses",
+    "rows": "the task gradients coordinate by coordinate, or state the size of the gradients",
+}
+
+
 @dataclasses.dataclass
 class Method:
     """Every method: a dataclass whose fields are its parameters (published defaults); `num_tasks`
@@ -37,6 +45,7 @@ class Method:
     name: ClassVar[str]
     family: ClassVar[str]                  # what it reads of a step: losses, gram or rows
     reads_gram: ClassVar[bool] = True      # False: weights that depend on nothing of the step (sum)
+    reads_losses: ClassVar[bool] = False   # gram and rows methods that also read the step's task losses
     num_tasks: int = dataclasses.field(default=1, kw_only=True)
 
     def end_epoch(self) -> None:
@@ -46,6 +55,11 @@ class Method:
         """Learnable tensors (requires_grad) that train with the model, in the heads' optimizer
         group (UW's log-variances); none by default."""
         return []
+
+    def loss_scales(self) -> np.ndarray | None:
+        """Factors (one per task of the run) on the task losses before their backward, so that the
+        rows are gradients of the scaled losses (GradNorm's w_k L_k, IMTL's e^(s_k) L_k); None: 1."""
+        return None
 
     # State: what must survive a checkpoint for --resume to continue bit-identically.
     def state_dict(self) -> dict:
@@ -85,12 +99,6 @@ class Weighting(Method):
     """A method of the gram family: the T x T Gram matrix of the step's task gradients to T weights."""
 
     family = "gram"
-    reads_losses: ClassVar[bool] = False    # GradNorm, IMTL: the step's task losses too
-
-    def loss_scales(self) -> np.ndarray | None:
-        """Factors (one per task of the run) on the task losses before their backward, so that the
-        rows are gradients of the scaled losses (GradNorm's w_k L_k, IMTL's e^(s_k) L_k); None: 1."""
-        return None
 
     def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None, losses=None) -> np.ndarray:
         """Weights (T,) float64 for the rows whose Gram matrix is `gram` (T, T); `tasks` are the
@@ -110,6 +118,49 @@ class Weighting(Method):
 
     def weights(self, gram: np.ndarray, tasks: list[int]) -> np.ndarray:
         raise NotImplementedError
+
+
+@dataclasses.dataclass
+class RowsWeighting(Method):
+    """A method of the rows family: the step's task gradients themselves, through fused kernel
+    passes (mtcli.weightings.kernel: graddrop, trimmed_mean, ema_rows, excess_stats), with state
+    the size of the gradients where the method tracks them (float32, one row per task of the
+    run, allocated at the first step on the gradients' device)."""
+
+    family = "rows"
+
+    def combine_rows(self, rows, out, tasks: list[int], gram: np.ndarray, losses: np.ndarray | None):
+        """Write the shared gradient for the (T, n) `rows` (the step's tasks `tasks` among the
+        run's; `gram` their Gram matrix, `losses` their losses if the method reads them) into
+        `out` (n,). Returns (weights, head_factors): what the run logs as each task's weight,
+        and factors on each task head's gradient (None: as it is)."""
+        raise NotImplementedError
+
+    def _state_rows(self, name: str, rows, count: int | None = None):
+        """The method's (tasks of the run, n) float32 state buffer `name`, made at first use."""
+        import torch
+
+        buffer = getattr(self, name, None)
+        if buffer is None or tuple(buffer.shape) != (count or self.num_tasks, rows.shape[1]):
+            buffer = torch.zeros(count or self.num_tasks, rows.shape[1], dtype=torch.float32, device=rows.device)
+        elif buffer.device != rows.device or not buffer.is_contiguous():   # restored from a checkpoint
+            buffer = buffer.to(rows.device, torch.float32).contiguous()
+        setattr(self, name, buffer)
+        return buffer
+
+
+def gather_rows(state, tasks: list[int]):
+    """The state rows of `tasks`, contiguous: a view when they are the run's tasks in order."""
+    if list(tasks) == list(range(len(tasks))):
+        return state[: len(tasks)]
+    import torch
+
+    return state.index_select(0, torch.as_tensor(tasks, device=state.device))
+
+
+def tensor_state(tensor) -> object:
+    """A state buffer as checkpoint data (a CPU tensor; None before the first step)."""
+    return None if tensor is None else tensor.detach().cpu().clone()
 
 
 class RandomOrder:

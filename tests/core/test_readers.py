@@ -151,3 +151,14 @@ dev = "SICK_trial.txt"
     assert len(read_split(tasks["msrp"], "dev")) == 500
     sick = read_split(tasks["sick-e"], "train")
     assert len(sick) == 4500 and sick.note is None and {ex.label for ex in sick.examples} == {0, 1, 2}
+
+
+def test_a_one_column_tsv_is_never_split_at_commas(tmp_path):
+    """The name says TSV: a single-column file (no tab in its header) whose texts hold commas
+    stays one column; a .csv is read by its first line, as CS224N's tab-separated .csv files need."""
+    (tmp_path / "one.tsv").write_text("sentence\na great film, truly, deeply\nfine\n")
+    table = open_table(tmp_path / "one.tsv")
+    assert table.format == "tsv" and table.header == ["sentence"]
+    assert [fields for _, fields in table.rows] == [["a great film, truly, deeply"], ["fine"]]
+    (tmp_path / "tabs.csv").write_text("id\tsentence\nr1\ta, b\n")
+    assert open_table(tmp_path / "tabs.csv").format == "tsv"

@@ -29,7 +29,7 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
 # Each method of each family's kinds (stateless, stateful, learned tensors, an extra forward, loss
 # factors); MTCLI_EVERY_METHOD=1 runs every method (about 25 s each on 2 cores, so not by default)
 METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else \
-    ["sum", "pcgrad", "upgrad", "nash-mtl", "uw", "famo", "cr-mogm", "gradnorm", "imtl"]
+    ["sum", "pcgrad", "upgrad", "nash-mtl", "uw", "famo", "cr-mogm", "gradnorm", "imtl", "graddrop", "moco", "db-mtl"]
 
 
 @pytest.mark.parametrize("combine", METHODS)

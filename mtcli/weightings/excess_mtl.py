@@ -1,0 +1,73 @@
+"""ExcessMTL (He et al. 2024, "Robust Multi-Task Learning with Excess Risks"; TorchJD's
+`ExcessMTL`): each task's excess risk is estimated from a second-order expansion with the
+accumulated squared gradients S (an AdaGrad-like diagonal), w_t = sum_k g_tk^2 / sqrt(S_tk + 1e-7),
+scaled by the first step's (or the warm-up's mean) estimate, and the weights take an
+exponentiated-gradient step, lambda = softmax(log lambda + eta w), from 1/T.
+
+One fused kernel pass updates S in place and returns w; then the kernel's combine. State: S
+(tasks x n float32: 4 bytes per task per shared parameter), lambda, the baseline, the warm-up
+sums and the step count. A step with some tasks moves their share of lambda only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting, param, tensor_state
+
+
+@dataclasses.dataclass
+class ExcessMTL(RowsWeighting):
+    name = "excess-mtl"
+    robust_step_size: float = param(1.0, above=0, high=1e6)
+    n_warmup_steps: int = param(0, low=0, high=MAX_ITERATIONS)
+
+    def __post_init__(self):
+        self.squares = None
+        self.weights = np.full(self.num_tasks, 1.0 / self.num_tasks)
+        self.baseline = np.full(self.num_tasks, np.nan)
+        self.warmup_sum = np.zeros(self.num_tasks)
+        self.steps = 0
+
+    def combine_rows(self, rows, out, tasks, gram, losses):
+        from mtcli.weightings import kernel
+
+        squares = self._state_rows("squares", rows)
+        risk = kernel.excess_stats(rows, squares, tasks)
+        self.steps += 1
+        if self.steps <= self.n_warmup_steps:
+            self.warmup_sum[tasks] += risk
+        else:
+            fresh = np.isnan(self.baseline[tasks])
+            if fresh.any():
+                start = self.warmup_sum[tasks] / self.n_warmup_steps if self.n_warmup_steps else risk
+                self.baseline[np.asarray(tasks)[fresh]] = start[fresh]
+                if not self.n_warmup_steps:
+                    risk = np.where(fresh, risk, risk / (self.baseline[tasks] + 1e-7))
+                else:
+                    risk = risk / (self.baseline[tasks] + 1e-7)
+            else:
+                risk = risk / (self.baseline[tasks] + 1e-7)
+            mass = self.weights[tasks].sum()
+            if mass > 0:   # tasks the softmax drove to 0 stay there (a step of only those moves nothing)
+                with np.errstate(divide="ignore"):
+                    logits = np.log(self.weights[tasks] / mass) + risk * self.robust_step_size
+                e = np.exp(logits - logits.max())
+                self.weights[tasks] = mass * e / e.sum()
+        weights = self.weights[tasks].copy()
+        kernel.combine(rows, weights, out)
+        return weights, None
+
+    def state_dict(self):
+        return {"squares": tensor_state(self.squares), "weights": self.weights.tolist(),
+                "baseline": [None if np.isnan(v) else float(v) for v in self.baseline],
+                "warmup_sum": self.warmup_sum.tolist(), "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.squares = state["squares"]
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.baseline = np.array([np.nan if v is None else v for v in state["baseline"]], dtype=np.float64)
+        self.warmup_sum = np.asarray(state["warmup_sum"], dtype=np.float64)
+        self.steps = int(state["steps"])

@@ -1,0 +1,26 @@
+"""Trimmed mean (Yin et al. 2018, coordinate-wise; TorchJD's `TrimmedMean`): per coordinate,
+the mean of the task gradients less the `trim` largest and the `trim` smallest values. A step
+with fewer than 2 trim + 1 tasks trims what it can, (T - 1) // 2 per side. One fused kernel
+pass; the logged weights are 1 / (T - 2 trim), the share of each kept value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting, param
+
+
+@dataclasses.dataclass
+class TrimmedMean(RowsWeighting):
+    name = "trimmed-mean"
+    trim: int = param(1, low=0, high=MAX_ITERATIONS)
+
+    def combine_rows(self, rows, out, tasks, gram, losses):
+        from mtcli.weightings import kernel
+
+        trim = min(self.trim, (len(tasks) - 1) // 2)
+        kernel.trimmed_mean(rows, trim, out)
+        return np.full(len(tasks), 1.0 / (len(tasks) - 2 * trim)), None
