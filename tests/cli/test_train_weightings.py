@@ -12,7 +12,11 @@ SPECS = {name: name for name in WEIGHTINGS}
 SPECS.update({"cagrad": "cagrad:c=0.2", "gradvac": "gradvac:beta=0.5", "fairgrad": "fairgrad:alpha=2",
               "nash-mtl": "nash-mtl:optim_niter=5", "aligned-mtl": "aligned-mtl:scale=median",
               "mgda": "mgda:max_iters=50"})
-SAMPLER = {name: ["proportional", "annealed", "round-robin", "triple-batch"][i % 4] for i, name in enumerate(WEIGHTINGS)}
+SAMPLER = {name: ["proportional", "annealed", "round-robin", "triple-batch", "temperature:tau=3"][i % 5]
+           for i, name in enumerate(WEIGHTINGS)}
+# `mtcli report` on the first method of each family (the weights plot is drawn the same way for all)
+REPORTED = {next(n for n, cls in WEIGHTINGS.items() if cls.family == family)
+            for family in {cls.family for cls in WEIGHTINGS.values()}}
 
 
 @pytest.mark.parametrize("name", WEIGHTINGS)
@@ -28,5 +32,6 @@ def test_weighting_trains_from_the_cli(name, tiny_model_dir, tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["type"] == "step"]
     assert len(steps) == 3 and all(r["weights"] for r in steps)
-    report = run_cli("report", tmp_path / "run")
-    assert report.returncode == 0 and b"weight of each task's gradient" in report.stdout
+    if name in REPORTED:
+        report = run_cli("report", tmp_path / "run")
+        assert report.returncode == 0 and b"weight of each task's gradient" in report.stdout
