@@ -15,11 +15,15 @@ they share the budget, seed and machine.
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.fspath(Path(__file__).resolve().parents[1]))
+from mtcli.weightings import WEIGHTINGS  # noqa: E402
 
 # Each recipe is the default recipe (`mtcli train` with no flags) plus its flags.
 RECIPES = {
@@ -40,9 +44,9 @@ RECIPES = {
     "no-length-grouping": "--no-group-by-length",
     "four-tasks-cfimdb": "--tasks examples/cs224n-cfimdb.toml",   # a declared task file: sst, para, sts + cfimdb
 }
-# One row per weighting of the encoder's task gradients (the default is pcgrad; sum and weighted are above).
-WEIGHTING_RECIPES = {name: f"--combine {name}" for name in
-                     ("mgda", "cagrad", "nash-mtl", "imtl-g", "aligned-mtl", "upgrad", "dualproj", "gradvac", "fairgrad")}
+# One row per multitask method, every family (the default is pcgrad; sum and weighted are above)
+WEIGHTING_RECIPES = {name: f"--combine {name}" for name in WEIGHTINGS if name not in ("pcgrad", "sum", "weighted")}
+RECIPES["temperature"] = "--sampler temperature:tau=2"
 RECIPES.update(WEIGHTING_RECIPES)
 # A seeded 20% of each training set (tasks keep their relative sizes, so the samplers
 # differ as they do on the full data), two epochs, scored on the whole dev sets.

@@ -1,14 +1,15 @@
 """The losses family at one backward per step, against the per-task-gradient families on the
 same batches: step time and peak memory.
 
-    python bench/families.py                                 # sum, pcgrad, mean, uw, famo, dwa
+    python bench/families.py                  # sum, pcgrad, gradnorm, mean, uw, famo, dwa, graddrop, moco, db-mtl
     python bench/families.py --methods sum pcgrad mean --steps 20
 
 Each method trains the built-in tasks with the packaged MiniLM in a process of its own (so
 each peak is its own), the same seed and sampler plan: batches of 32, three task slots per
 step, --warmup untimed steps then --steps timed ones. Reported: ms per step, the peak
 resident memory of the process (VmHWM), and the (T, n) task-gradient buffer the method
-allocates (none for the losses family). The sgemm roof of the same run is printed with it.
+allocates (none for the losses family), and the method's own state buffers (the rows family's
+tracked gradients). The sgemm roof of the same run is printed with it.
 """
 
 import argparse
@@ -46,14 +47,17 @@ CHILD = textwrap.dedent("""
     grads = trainer.phase.grads
     buffer = 0 if grads is None else grads.buffer.numel() * grads.buffer.element_size()
     peak = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) / 1024
+    state = sum(v.numel() * v.element_size() for v in vars(trainer.weighting).values()
+                if torch.is_tensor(v) and v.dim() == 2)
     print(json.dumps({"method": method, "family": trainer.weighting.family, "ms_per_step": 1000 * seconds,
-                      "peak_mb": peak, "buffer_mb": buffer / 2**20}))
+                      "peak_mb": peak, "buffer_mb": buffer / 2**20, "state_mb": state / 2**20}))
 """)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["sum", "pcgrad", "mean", "uw", "famo", "dwa"])
+    parser.add_argument("--methods", nargs="+", default=["sum", "pcgrad", "gradnorm", "mean", "uw", "famo", "dwa",
+                                                          "graddrop", "moco", "db-mtl"])
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -69,10 +73,11 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nsgemm roof {roof:.0f} GFLOP/s; {args.threads} threads; batches of 32, 3 slots per step; "
           f"{args.steps} timed steps after {args.warmup}\n")
-    print("| method | family | ms/step | peak RSS MB | (T, n) buffer MB |")
-    print("|---|---|---|---|---|")
+    print("| method | family | ms/step | peak RSS MB | (T, n) buffer MB | method state MB |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['family']} | {r['ms_per_step']:.0f} | {r['peak_mb']:.0f} | {r['buffer_mb']:.0f} |")
+        print(f"| {r['method']} | {r['family']} | {r['ms_per_step']:.0f} | {r['peak_mb']:.0f} | {r['buffer_mb']:.0f} "
+              f"| {r['state_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -200,10 +200,11 @@ class TrainStep:
         return [p.grad for p in params if p.grad is not None]
 
     def _everywhere(self, values: torch.Tensor) -> torch.Tensor:
-        """The step's loss values as every rank sees them: averaged over the ranks, detached."""
+        """The step's loss values as every rank sees them: averaged over the ranks, detached, on
+        the CPU (T numbers, where the methods keep their state)."""
         values = values.detach().float().clone()
         self.dist.average_([values])
-        return values
+        return values.cpu()
 
     def _scale_heads(self, tasks: list[str], factors) -> None:
         """Each task head's gradient times its factor (DB-MTL: the gradient of log L_t)."""
@@ -231,7 +232,7 @@ class TrainStep:
         weights, *own_grads = torch.autograd.grad(f, [point, *own], allow_unused=True)
         for tensor, grad in zip(own, own_grads):
             tensor.grad = grad
-        weighted = (weights.to(values.dtype) * values).sum()
+        weighted = (weights.to(values.device, values.dtype) * values).sum()
         if weighted.requires_grad:
             weighted.backward()
         return weights.double().cpu().numpy()

@@ -76,8 +76,8 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, co
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
-    args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--limit", "128",
-            "--batch-size", "8", "--epochs", "4", "--lr", "1e-3", "--save-every", "2", "--seed", "5",
+    args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--limit", "64",
+            "--batch-size", "8", "--epochs", "3", "--lr", "1e-3", "--save-every", "2", "--seed", "5",
             "--sampler", "proportional", "--combine", "pcgrad"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, *args, "--name", "straight"], capture_output=True, env=env, cwd=REPO)

@@ -103,6 +103,44 @@ def test_every_weighting_on_cuda_equals_its_cpu_run(name, dtype):
     assert (got.double().cpu() - expected.double()).abs().max().item() <= ulp * scale
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rows_passes_on_cuda_equal_the_cpu_passes(dtype):
+    """GradDrop (the same counter-hash draws), the trimmed mean, and the in-place state passes."""
+    g = _grads(5, 300_007, seed=3, dtype=dtype)
+    ulp = {torch.float32: 1e-5, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}[dtype]
+
+    def close(a, b):
+        scale = b.double().abs().max().item()
+        assert (a.double().cpu() - b.double().cpu()).abs().max().item() <= ulp * scale
+
+    close(kernel.graddrop(g, [0.0, 0.1, 0.2, 0.3, 0.4], 11, 6), kernel.graddrop(g.cpu(), [0.0, 0.1, 0.2, 0.3, 0.4], 11, 6))
+    close(kernel.trimmed_mean(g, 2), kernel.trimmed_mean(g.cpu(), 2))
+    state = torch.randn(7, g.shape[1])
+    on_gpu = state.cuda()
+    kernel.ema_rows(g, on_gpu, [6, 0, 2, 3, 1], 0.7, [1, 2, 3, 4, 5])
+    kernel.ema_rows(g.cpu(), state, [6, 0, 2, 3, 1], 0.7, [1, 2, 3, 4, 5])
+    assert torch.allclose(on_gpu.cpu(), state, rtol=1e-5, atol=1e-6)
+    squares = torch.rand(7, g.shape[1])
+    squares_gpu = squares.cuda()
+    w_gpu = kernel.excess_stats(g, squares_gpu, [1, 2, 3, 4, 5])
+    w_cpu = kernel.excess_stats(g.cpu(), squares, [1, 2, 3, 4, 5])
+    assert np.allclose(w_gpu, w_cpu, rtol=1e-5) and torch.allclose(squares_gpu.cpu(), squares, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["moco", "db-mtl", "gradnorm", "imtl", "excess-mtl", "graddrop"])
+def test_stateful_methods_train_on_gpu(tmp_path, tiny_model_dir, name):
+    from rich.console import Console
+
+    from mtcli.train import TrainConfig
+    from mtcli.train.loop import Trainer
+
+    trainer = Trainer(TrainConfig(model_dir=str(tiny_model_dir), out=str(tmp_path), limit=32, batch_size=8,
+                                  sampler="triple-batch", combine=name, device="cuda", max_steps=3, name=name),
+                      Console(quiet=True))
+    trainer.run()
+    assert all(t.is_cuda for t in vars(trainer.weighting).values() if torch.is_tensor(t) and t.dim() == 2)
+
+
 def test_training_step_with_upgrad_on_gpu(tmp_path, tiny_model_dir):
     from rich.console import Console
 
