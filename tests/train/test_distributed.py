@@ -19,7 +19,8 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
         if processes > 1 else [sys.executable]
     args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--name", name,
             "--limit", "32", "--batch-size", "8", "--dropout", "0", "--epochs", "2", "--max-steps", "6",
-            "--lr", "1e-3", "--sampler", "proportional", "--combine", combine, "--seed", "7"]
+            "--lr", "1e-3", "--sampler", "proportional", "--combine", combine, "--seed", "7",
+            *(["--task-weights", "sst=0.5,para=1,sts=2"] if combine == "weighted" else [])]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, *args], capture_output=True, env=env, cwd=REPO, timeout=240)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
