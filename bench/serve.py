@@ -3,6 +3,7 @@
     python bench/serve.py --export export/ --int8-export /tmp/export-int8     # the table
     python bench/serve.py --export export/ --soak 600                          # 10 minutes at concurrency 64
     python bench/serve.py --export export/ --kill-replica                      # Ray Serve, a replica killed
+    python bench/serve.py --export export/ --peer-only --peer-python P         # embeddings against the peer only
 
 Clients are httpx (an async HTTP client library), closed-loop: each of C clients sends a
 request, waits for the answer, sends the next, for --seconds after a warm-up; requests of 1
@@ -342,6 +343,13 @@ def run_soak(args) -> None:
           f"peak {rss.max():.0f} MB ({len(rss)} samples every 5 s)")
 
 
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def run_kill_replica(args) -> None:
     """Ray Serve with 2 replicas under load; one replica killed; failed requests retried."""
     rows = dev_rows("sts", 2048)
@@ -350,13 +358,15 @@ def run_kill_replica(args) -> None:
                      str(port), "--engine", "ray", "--replicas", "2"], port, env={"PYTHONPATH": str(REPO)}, timeout=600)
 
     def kill_one():
+        """SIGKILL the first replica process (Ray titles its workers `ray::ServeReplica:...`)."""
         time.sleep(args.seconds / 3 + 2)
-        listed = subprocess.run([str(Path(sys.executable).with_name("ray")), "list", "actors", "--format", "json",
-                                 "--filter", "state=ALIVE"], capture_output=True, text=True)
-        replicas = [a for a in json.loads(listed.stdout or "[]") if "ServeReplica" in a.get("class_name", "")]
+        replicas = sorted(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                          and b"ServeReplica" in _cmdline(p))
         if replicas:
-            os.kill(int(replicas[0]["pid"]), signal.SIGKILL)
-            print(f"killed replica pid {replicas[0]['pid']} of {len(replicas)}", flush=True)
+            os.kill(replicas[0], signal.SIGKILL)
+            print(f"killed replica pid {replicas[0]} of {len(replicas)}", flush=True)
+        else:
+            print("no replica process found: nothing was killed", flush=True)
 
     import threading
 
@@ -387,12 +397,15 @@ def main() -> None:
     parser.add_argument("--peer-python", help="a Python with infinity-emb installed (else sentence-transformers)")
     parser.add_argument("--soak", type=float, help="seconds of load at the highest concurrency, watching memory")
     parser.add_argument("--kill-replica", action="store_true")
+    parser.add_argument("--peer-only", action="store_true", help="only the embeddings against the peer server")
     args = parser.parse_args()
     os.nice(5)  # the clients: below the servers they measure (see the module's note)
     if args.soak:
         run_soak(args)
     elif args.kill_replica:
         run_kill_replica(args)
+    elif args.peer_only:
+        run_peer(args)
     else:
         run_table(args)
 

@@ -3,7 +3,7 @@ learned log-scales s_k scale the losses, e^(s_k) L_k - s_k (so the step's rows a
 gradients of e^(s_k) L_k, heads included), and IMTL-G's weights are taken on the Gram matrix
 of those scaled rows: the combined gradient has equal projections on every scaled task
 gradient's direction. s starts at 0 and trains with the model (the heads' optimizer group)
-on its own gradient e^(s_k) L_k - 1.
+on its own gradient e^(s_k) L_k - 1. The two halves are the imtl-l and imtl-g methods.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from mtcli.weightings.base import Weighting
 from mtcli.weightings.imtl_g import IMTLG
+from mtcli.weightings.imtl_l import IMTLL
 
 
 @dataclasses.dataclass
@@ -22,9 +23,8 @@ class IMTL(Weighting):
     reads_losses = True
 
     def __post_init__(self):
-        import torch
-
-        self.log_scale = torch.zeros(self.num_tasks, requires_grad=True)
+        self.balance = IMTLL(num_tasks=self.num_tasks)      # the learned log-scales s
+        self.log_scale = self.balance.log_scale              # the same tensor
         self.impartial = IMTLG(num_tasks=self.num_tasks)
 
     def loss_scales(self) -> np.ndarray:
@@ -40,13 +40,10 @@ class IMTL(Weighting):
         return self.impartial.weights(gram, tasks)
 
     def tensors(self):
-        return [self.log_scale]
+        return self.balance.tensors()
 
     def state_dict(self):
-        return {"log_scale": self.log_scale.detach().tolist()}
+        return self.balance.state_dict()
 
     def load_state_dict(self, state):
-        import torch
-
-        with torch.no_grad():
-            self.log_scale.copy_(torch.tensor(state["log_scale"], dtype=self.log_scale.dtype))
+        self.balance.load_state_dict(state)
