@@ -55,7 +55,7 @@ void graddrop_impl(const void* g, int64_t tasks, int64_t n, const double* leak, 
     const int64_t lo = b * kBlock, len = std::min(kBlock, n - lo);
     double sum[kBlock], abs_sum[kBlock];
     float acc[kBlock];
-    bool positive[kBlock];  // the sign the draw keeps at each column
+    bool positive[kBlock], negative[kBlock];  // the sign the draw keeps at each column
     std::fill(sum, sum + len, 0.0);
     std::fill(abs_sum, abs_sum + len, 0.0);
     std::fill(acc, acc + len, 0.f);
@@ -69,13 +69,13 @@ void graddrop_impl(const void* g, int64_t tasks, int64_t n, const double* leak, 
       const double purity = 0.5 * (1.0 + sum[k] / abs_sum[k]);  // NaN where every row is 0
       const double u = uniform_at(key, lo + k);
       positive[k] = purity > u;
-      sum[k] = purity < u ? -1.0 : 0.0;  // reused: negative rows pass where purity < u
+      negative[k] = purity < u;
     }
     for (int64_t t = 0; t < tasks; ++t) {
       const float keep = static_cast<float>(leak[t]), drop = 1.f - keep;
       for (int64_t k = 0; k < len; ++k) {
         const float x = load<D>(g, t * n + lo + k);
-        const bool pass = (positive[k] && x > 0.f) || (sum[k] < 0.0 && x < 0.f);
+        const bool pass = (positive[k] && x > 0.f) || (negative[k] && x < 0.f);
         acc[k] += (keep + (pass ? drop : 0.f)) * x;
       }
     }

@@ -30,11 +30,9 @@ def train(
     ctx: typer.Context,
     sampler: str = typer.Option("proportional", help="NAME[:key=value,...]: proportional | temperature (tau=2) | "
                                  "annealed (start=1.0,end=0.2) | round-robin | triple-batch"),
-    combine: str = typer.Option("pcgrad", help="The multitask method, NAME[:key=value,...]: from the task gradients' "
-                                "Gram matrix (sum, weighted, pcgrad, mgda, cagrad, nash-mtl, imtl-g, aligned-mtl, "
-                                "upgrad, dualproj, gradvac, fairgrad, config, cr-mogm, krum, rgw) or from the losses "
-                                "(mean, uw, dwa, gls, rlw, famo, stch, imtl-l, pbi, cosmos), e.g. cagrad:c=0.4, "
-                                "famo:lr=0.025; `mtcli info` lists them with their parameters"),
+    combine: str = typer.Option("pcgrad", help="The multitask method, NAME[:key=value,...], e.g. cagrad:c=0.4, "
+                                "famo:lr=0.025, graddrop; `mtcli info` lists every method by family, with its "
+                                "parameters"),
     task_weights: str = typer.Option(None, "--task-weights", help="Fixed per-task gradient weights for --combine "
                                      "weighted, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),

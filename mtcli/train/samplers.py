@@ -72,6 +72,8 @@ def parse_sampler(spec: str) -> tuple[str, dict[str, float]]:
             raise UserError(f"--sampler {spec!r}: {key} must be a number between {low:g} and {high:g}")
         params[key] = value
     return name, params
+
+
 GROUP_BATCHES = 50  # batches per megabatch sorted by length together
 MAX_POOL = 10_000_000  # rows of one task per epoch, upsampled: its index pool is held in memory
 
@@ -139,9 +141,12 @@ class TaskSampler:
         """Chance of each task per slot in 1-based `epoch` (exact shares for the fixed schedules)."""
         if self.kind in ("round-robin", "triple-batch"):
             return {t: 1 / len(self.tasks) for t in self.tasks}
-        alpha = {"proportional": lambda: 1.0, "temperature": lambda: 1.0 / self.params["tau"],
-                 "annealed": lambda: annealing_alpha(epoch, self.epochs, self.params["start"], self.params["end"]),
-                 }[self.kind]()
+        if self.kind == "temperature":
+            alpha = 1.0 / self.params["tau"]
+        elif self.kind == "annealed":
+            alpha = annealing_alpha(epoch, self.epochs, self.params["start"], self.params["end"])
+        else:
+            alpha = 1.0
         weights = np.array([self.pool_size(t) ** alpha for t in self.tasks], dtype=np.float64)
         return dict(zip(self.tasks, weights / weights.sum()))
 

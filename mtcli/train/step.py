@@ -219,7 +219,7 @@ class TrainStep:
         """The step's task losses as numbers, every rank the same (a rank whose share labels none of
         a task's rows counts 0 for it)."""
         zero = torch.zeros((), device=self.device)
-        return self._everywhere(torch.stack([zero if t is None else t.float() for t in totals])).cpu().double().numpy()
+        return self._everywhere(torch.stack([zero if t is None else t.float() for t in totals])).double().numpy()
 
     def _scalarized_backward(self, totals: list[torch.Tensor], tasks: list[str]) -> np.ndarray:
         """The losses family: f(L) at the step's losses (every rank the same values), its gradient

@@ -136,13 +136,13 @@ class RowsWeighting(Method):
         and factors on each task head's gradient (None: as it is)."""
         raise NotImplementedError
 
-    def _state_rows(self, name: str, rows, count: int | None = None):
+    def _state_rows(self, name: str, rows):
         """The method's (tasks of the run, n) float32 state buffer `name`, made at first use."""
         import torch
 
         buffer = getattr(self, name, None)
-        if buffer is None or tuple(buffer.shape) != (count or self.num_tasks, rows.shape[1]):
-            buffer = torch.zeros(count or self.num_tasks, rows.shape[1], dtype=torch.float32, device=rows.device)
+        if buffer is None or tuple(buffer.shape) != (self.num_tasks, rows.shape[1]):
+            buffer = torch.zeros(self.num_tasks, rows.shape[1], dtype=torch.float32, device=rows.device)
         elif buffer.device != rows.device or not buffer.is_contiguous():   # restored from a checkpoint
             buffer = buffer.to(rows.device, torch.float32).contiguous()
         setattr(self, name, buffer)

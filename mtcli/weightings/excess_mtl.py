@@ -40,16 +40,11 @@ class ExcessMTL(RowsWeighting):
         if self.steps <= self.n_warmup_steps:
             self.warmup_sum[tasks] += risk
         else:
-            fresh = np.isnan(self.baseline[tasks])
-            if fresh.any():
-                start = self.warmup_sum[tasks] / self.n_warmup_steps if self.n_warmup_steps else risk
-                self.baseline[np.asarray(tasks)[fresh]] = start[fresh]
-                if not self.n_warmup_steps:
-                    risk = np.where(fresh, risk, risk / (self.baseline[tasks] + 1e-7))
-                else:
-                    risk = risk / (self.baseline[tasks] + 1e-7)
-            else:
-                risk = risk / (self.baseline[tasks] + 1e-7)
+            fresh = np.isnan(self.baseline[tasks])     # a task's first step after the warm-up sets its baseline
+            start = self.warmup_sum[tasks] / self.n_warmup_steps if self.n_warmup_steps else risk
+            self.baseline[np.asarray(tasks)[fresh]] = start[fresh]
+            # scaled by the baseline, but for the step that took its baseline from itself (no warm-up)
+            risk = np.where(fresh & (self.n_warmup_steps == 0), risk, risk / (self.baseline[tasks] + 1e-7))
             mass = self.weights[tasks].sum()
             if mass > 0:   # tasks the softmax drove to 0 stay there (a step of only those moves nothing)
                 with np.errstate(divide="ignore"):
