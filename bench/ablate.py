@@ -9,8 +9,13 @@ Each recipe is `mtcli train <budget> <recipe flags>` (the default recipe plus th
 the table reports the best epoch's dev scores, the optimizer steps, the training
 examples seen and the wall time. A second table explains the weightings: per recipe, the
 share of steps in which some pair of task gradients conflicted, the mean cosine of each
-pair, and the mean weight each task's gradient got. Compare rows only within one table:
-they share the budget, seed and machine.
+pair, and the mean weight each task's gradient got, over the whole run and over its first
+and last tenth of steps (what a loss-based method's weights do as the losses fall). Compare
+rows only within one table: they share the budget, seed and machine.
+
+With `--json FILE` every row is written there as soon as it finishes, and a later call with
+the same file skips the recipes it already holds (rows that failed run again): a table of
+every method takes hours, and can be built over several sittings.
 """
 
 import argparse
@@ -56,6 +61,9 @@ DEFAULT_BUDGET = "--train-fraction 0.2 --epochs 2 --seed 0"
 def run_recipe(name: str, flags: str, budget: str, out: Path) -> dict:
     command = [sys.executable, "-m", "mtcli", "train", *shlex.split(budget), *shlex.split(flags),
                "--out", str(out), "--name", name]
+    resumed = (out / name / "config.json").is_file()   # an earlier sitting was stopped during this row
+    if resumed:
+        command = [sys.executable, "-m", "mtcli", "train", "--resume", str(out / name)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -68,24 +76,34 @@ def run_recipe(name: str, flags: str, budget: str, out: Path) -> dict:
     tasks = len(evaluation["tasks"])
     per_step = tasks if config["sampler"] == "triple-batch" else config.get("slots") or tasks  # task batches per step
     examples = len(steps) * config["batch_size"] * per_step
-    return {"recipe": name, "flags": flags, "steps": len(steps), "examples": examples, "wall_s": wall,
+    return {"recipe": name, "flags": flags, "steps": len(steps), "examples": examples, "wall_s": wall, "resumed": resumed,
             "scores": evaluation["headline"], "overall": evaluation["overall"], "epoch": evaluation.get("epoch"),
             "gradients": gradient_summary(steps)}
 
 
 def gradient_summary(steps: list[dict]) -> dict:
-    """Over the steps with two tasks or more: conflicting share, mean cosine per pair, mean weight per task."""
+    """Over the steps with two tasks or more: conflicting share and mean cosine per pair (where the
+    step computed task gradients: not under the losses family), and each task's mean weight over
+    the run, its first tenth and its last tenth."""
     multi = [r for r in steps if len(r.get("weights", {})) > 1]
-    cosines, weights = {}, {}
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    cosines = {}
     for r in multi:
-        for pair, c in r["grad_cosine"].items():
-            a, b = pair.split("/")
-            cosines.setdefault("/".join(sorted((a, b))), []).append(c)
-        for task, w in r["weights"].items():
-            weights.setdefault(task, []).append(w)
-    mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return {"steps": len(multi), "conflicting": mean([r["conflict_fraction"] > 0 for r in multi]) if multi else None,
-            "cosine": {p: mean(v) for p, v in sorted(cosines.items())}, "weight": {t: mean(v) for t, v in weights.items()}}
+        for pair, c in r.get("grad_cosine", {}).items():
+            cosines.setdefault("/".join(sorted(pair.split("/"))), []).append(c)
+
+    def weights(records):
+        per_task = {}
+        for r in records:
+            for task, w in r["weights"].items():
+                per_task.setdefault(task, []).append(w)
+        return {t: mean(v) for t, v in per_task.items()}
+
+    tenth = max(1, len(multi) // 10)
+    conflicts = [r["conflict_fraction"] > 0 for r in multi if "conflict_fraction" in r]
+    return {"steps": len(multi), "conflicting": mean(conflicts),
+            "cosine": {p: mean(v) for p, v in sorted(cosines.items())}, "weight": weights(multi),
+            "weight_first": weights(multi[:tenth]), "weight_last": weights(multi[-tenth:])}
 
 
 def markdown(rows: list[dict], budget: str) -> str:
@@ -100,7 +118,7 @@ def markdown(rows: list[dict], budget: str) -> str:
             continue
         scores = " | ".join(f"{r['scores'][t]:.3f}" if t in r["scores"] else "-" for t in columns)
         lines.append(f"| {r['recipe']} | `{r['flags']}` | {r['steps']} | {r['examples']} | {scores} | "
-                     f"{r['overall']:.3f} | {r['wall_s']:.0f} |")
+                     f"{r['overall']:.3f} | {r['wall_s']:.0f}{' (resumed)' if r.get('resumed') else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,14 +129,19 @@ def gradient_markdown(rows: list[dict]) -> str:
     pairs = list(dict.fromkeys(p for r in rows for p in r["gradients"]["cosine"]))
     tasks = list(dict.fromkeys(t for r in rows for t in r["gradients"]["weight"]))
     lines = ["Task gradients of the shared encoder over the steps with two tasks or more: steps with a "
-             "conflicting pair (cosine < 0), mean cosine per pair, mean weight per task.", "",
+             "conflicting pair (cosine < 0) and mean cosine per pair (- where the method computes no task "
+             "gradients), each task's mean weight over the run and, first tenth -> last tenth of the steps.", "",
              "| recipe | steps with a conflict | " + " | ".join(f"cos {p}" for p in pairs) + " | "
-             + " | ".join(f"w {t}" for t in tasks) + " |", "|---|---|" + "---|" * (len(pairs) + len(tasks))]
+             + " | ".join(f"w {t}" for t in tasks) + " | " + " | ".join(f"w {t} first -> last" for t in tasks)
+             + " |", "|---|---|" + "---|" * (len(pairs) + 2 * len(tasks))]
     for r in rows:
         g = r["gradients"]
         cells = [f"{g['cosine'][p]:+.3f}" if p in g["cosine"] else "-" for p in pairs]
         cells += [f"{g['weight'][t]:.3g}" if t in g["weight"] else "-" for t in tasks]
-        lines.append(f"| {r['recipe']} | {g['conflicting']:.0%} | " + " | ".join(cells) + " |")
+        first, last = g.get("weight_first", {}), g.get("weight_last", {})
+        cells += [f"{first[t]:.3g} -> {last[t]:.3g}" if t in first and t in last else "-" for t in tasks]
+        conflicting = "-" if g["conflicting"] is None else f"{g['conflicting']:.0%}"
+        lines.append(f"| {r['recipe']} | {conflicting} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,18 +157,38 @@ def main() -> None:
     if args.weightings:
         print(" ".join(WEIGHTING_RECIPES))
         return
-    rows = []
+    rows = load_rows(args.json, args.budget) if args.json else []
+    done = {r["recipe"] for r in rows if "error" not in r}
+    rows = [r for r in rows if r["recipe"] in done]
     for name, flags in RECIPES.items():
-        if args.only and name not in args.only:
+        if args.only and name not in args.only or name in done:
             continue
         rows.append(run_recipe(name, flags, args.budget, args.out))
         print(markdown(rows[-1:], args.budget).splitlines()[-1], flush=True)
+        if args.json:
+            save_rows(args.json, args.budget, rows)
+    order = list(RECIPES)   # the table shows what was asked for, in the order of RECIPES
+    rows = sorted((r for r in rows if not args.only or r["recipe"] in args.only), key=lambda r: order.index(r["recipe"]))
     table = markdown(rows, args.budget) + "\n" + gradient_markdown(rows)
     print("\n" + table)
     if args.md:
         args.md.write_text(table)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def load_rows(path: Path, budget: str) -> list[dict]:
+    """The rows an earlier call saved to `path`, if it ran under the same budget."""
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text())
+    if saved.get("budget") != budget:
+        sys.exit(f"{path}: holds rows of budget {saved.get('budget')!r}, not {budget!r}: pass another --json")
+    return saved["rows"]
+
+
+def save_rows(path: Path, budget: str, rows: list[dict]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"budget": budget, "rows": rows}, indent=2))
+    partial.replace(path)
 
 
 if __name__ == "__main__":
