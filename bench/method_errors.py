@@ -14,10 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests" / "weightings"), str(REPO)]
 
 import test_loss_reading_gram as L  # noqa: E402
+import test_modo as M  # noqa: E402
 import test_rows_methods as R  # noqa: E402
 from torchjd import aggregation  # noqa: E402
 
-from mtcli.weightings import kernel, make  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mtcli.weightings import aggregate, kernel, make  # noqa: E402
 
 worst: dict[str, float] = {}
 
@@ -74,6 +77,13 @@ for T in range(2, 9):
         record("imtl", L._relative(torch.from_numpy(weights) @ rows, expected))
         with torch.no_grad():
             ours.log_scale -= 0.1 * ours.log_scale.grad
+    for gamma, rho in ((0.1, 0.0), (0.002, 0.5)):
+        samples = [M._samples(T, step) for step in range(M.STEPS)]
+        as_float = [(a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)) for a, b in samples]
+        ours = make(f"modo:gamma={gamma},rho={rho}", num_tasks=T)
+        for (j1, j2), expected in zip(samples, M._oracle(as_float, gamma, rho)):
+            got = aggregate("modo", M._interleaved(j1, j2), weighting=ours).double()
+            record("modo", R._relative(got, torch.from_numpy(expected)))
 
 for name, error in worst.items():
     print(f"{name}: {error:.1e}")

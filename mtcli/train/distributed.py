@@ -13,6 +13,7 @@ applies the identical update: T·n values cross the network per step instead of 
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -48,14 +49,21 @@ class Distributed:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         return cls(rank, world, local_rank)
 
-    def check_batch(self, batch_size: int) -> None:
-        if batch_size % self.world:
+    def check_batch(self, batch_size: int, draws: int = 1) -> None:
+        """The global batch divides evenly over the processes (in blocks of `draws` rows: see shard)."""
+        if self.world > 1 and batch_size % (self.world * draws):
+            per = f" in blocks of {draws} rows (the method's samples of each task)" if draws > 1 else ""
             raise UserError(f"--batch-size {batch_size} is the global batch: it must divide evenly over "
-                            f"{self.world} processes")
+                            f"{self.world} processes{per}")
 
-    def shard(self, indices):
-        """This rank's rows of a global batch."""
-        return indices[self.rank::self.world] if self.enabled else indices
+    def shard(self, indices, block: int = 1):
+        """This rank's rows of a global batch: blocks of `block` consecutive rows dealt to the ranks
+        in turn (block 1: every world-th row). A method that splits each task's rows into `block`
+        samples, every block-th row each (MoDo), then finds on every rank the same split as one
+        process on the whole batch, and every rank holds an equal share of each sample."""
+        if not self.enabled:
+            return indices
+        return indices[(np.arange(len(indices)) // block) % self.world == self.rank]
 
     def average_(self, tensors: list[torch.Tensor]) -> None:
         """All-reduce the mean of tensors in place, in one collective (a single tensor goes as is)."""

@@ -46,6 +46,11 @@ class TaskGradients:
             p.grad = view
         self._used = max(self._used, row + 1)
 
+    def scale_row(self, row: int, factor: float) -> None:
+        """Row `row` times `factor` (a loss part backpropagated at its share of the batch, back to
+        the part's own gradient)."""
+        self.buffer[row].mul_(factor)
+
     def combine(self, weights) -> None:
         """sum_k weights[k] * row_k into the combined buffer, which becomes the parameters' `.grad`."""
         kernel.combine(self.used_rows(), weights, out=self.combined)

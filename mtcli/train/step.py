@@ -4,10 +4,13 @@
     for each unit of the step:   forward (the encoder once per batch), each task's loss
       gram, rows families:       each task's loss (times the method's factor, if it scales the
                                  losses: GradNorm, IMTL) backward into its row of the (T, n) buffer
+                                 (a method that takes `draws` samples of each task, MoDo: the
+                                 task's batch in that many parts, each backward into its own row)
     losses family:               f = method(losses), every rank the same values; one backward
                                  of the weighted sum sum_k (df/dL_k) L_k: no buffer at all
     all-reduce                   (torchrun) the gradients, one collective
     gram family:                 G = gram(rows) (kernel pass 1), w = method(G [, losses]), combine (pass 2)
+                                 (a task's weight spread over its draws' rows)
     rows family:                 G = gram(rows), then the method's own fused passes over the rows
                                  (and its state) write the encoder's .grad
     clip, AdamW, schedule
@@ -110,7 +113,8 @@ class Phase:
         optimizer, scheduler = build_optimizer(model, config, steps, name, extra=method.tensors())
         shared = model.shared_parameters()
         per_task = shared and method.family != "losses"
-        return cls(name, optimizer, scheduler, TaskGradients(shared, method.num_tasks) if per_task else None)
+        rows = method.num_tasks * method.draws
+        return cls(name, optimizer, scheduler, TaskGradients(shared, rows) if per_task else None)
 
 
 class TrainStep:
@@ -133,15 +137,26 @@ class TrainStep:
         tasks: list[str] = []       # the step's tasks, in the order of their rows in the gradient buffer
         totals: list[torch.Tensor] = []   # each task's loss (its graph kept for the losses family)
 
-        def begin(task: str, total, last: bool) -> None:
-            """Task `task`'s loss is ready: backward into the next buffer row, or kept (losses family)."""
+        def begin(task: str, parts, last: bool) -> None:
+            """Task `task`'s loss is ready, in `method.draws` parts of its rows (loss, share of the
+            rows), or None where this rank's share labels none of them: each part backward into a
+            buffer row of its own (scaled back from its share), or the loss kept (losses family)."""
+            total = None if parts is None else parts[0][0] if len(parts) == 1 else sum(t * f for t, f in parts)
             totals.append(total if losses_family or total is None else total.detach())
-            if not losses_family and phase.grads is not None:
-                phase.grads.begin(len(tasks))
             tasks.append(task)
-            if not losses_family and total is not None and total.requires_grad:
-                scaled = total if scales is None else total * float(scales[self.task_index[task]])
-                scaled.backward(retain_graph=not last)  # later tasks of the unit go back through its encoding
+            if losses_family:
+                return
+            factor = 1.0 if scales is None else float(scales[self.task_index[task]])
+            for draw, (part, share) in enumerate(parts or [(None, 1.0)] * method.draws):
+                row = (len(tasks) - 1) * method.draws + draw
+                if phase.grads is not None:
+                    phase.grads.begin(row)
+                if part is not None and part.requires_grad:
+                    # later tasks (and draws) of the unit go back through its encoding
+                    scaled = part if factor * share == 1.0 else part * (factor * share)
+                    scaled.backward(retain_graph=not (last and draw == len(parts) - 1))
+                    if share != 1.0 and phase.grads is not None:   # the row: the part's own gradient
+                        phase.grads.scale_row(row, 1.0 / share)
 
         self.model.train()
         try:
@@ -160,14 +175,15 @@ class TrainStep:
                 self.dist.average_(rows + heads)  # one collective: every rank holds the same gradients
                 if phase.grads is not None:
                     index = [self.task_index[t] for t in tasks]
-                    result.gram = kernel.gram(phase.grads.used_rows())
+                    gram = kernel.gram(phase.grads.used_rows())
+                    result.gram = fold_draws(gram, method.draws)   # the tasks' whole-batch gradients
                     losses_now = self._loss_values(totals) if method.reads_losses else None
                     if method.family == "rows":   # the method's own fused passes write the shared gradient
-                        weights, head_factors = phase.grads.combine_rows(method, index, result.gram, losses_now)
+                        weights, head_factors = phase.grads.combine_rows(method, index, gram, losses_now)
                         self._scale_heads(tasks, head_factors)
                     else:
-                        weights = method(result.gram, index, losses_now)
-                        phase.grads.combine(weights)
+                        weights = method(gram, index, losses_now)
+                        phase.grads.combine(method.row_weights(weights))
                     # what each task's raw gradient got (the scaled methods' factors included)
                     result.weights = weights if scales is None else weights * scales[index]
             limit = self.config.clip if self.config.clip > 0 else math.inf
@@ -185,7 +201,7 @@ class TrainStep:
                 after: list[torch.Tensor] = []
                 for unit, indices in batches.items():
                     self._forward(self.units[unit], indices, step, phase.name,
-                                  lambda task, total, last: after.append(total))
+                                  lambda task, parts, last: after.append(parts[0][0]))
             method.after_step(self._everywhere(torch.stack(after)), [self.task_index[t] for t in tasks])
         return result
 
@@ -239,9 +255,10 @@ class TrainStep:
 
     def _forward(self, unit: Unit, indices: np.ndarray, step: int, phase: str, done) -> tuple[dict, int]:
         """One unit's batch (this rank's share): the encoder once, then each of its tasks' loss on
-        the rows that label it, handed to `done(task, total, last)` in turn (total None where this
-        rank's share labels none of the task's rows). Its losses and row count."""
-        rows = self.dist.shard(indices)
+        the rows that label it, in the method's `draws` parts (split_draws), handed to
+        `done(task, parts, last)` in turn: parts [(loss, share of the rows)], None where this
+        rank's share labels none of the task's rows. Its losses and row count."""
+        rows = self.dist.shard(indices, self.method.draws)
         texts = [unit.texts[i] for i in rows]
         inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True)
                   for k, v in encode(self.tokenizer, unit.encoding, texts).items()}
@@ -251,23 +268,47 @@ class TrainStep:
             embedded = self.model.encode(unit.encoding, inputs)
         losses = {}
         for k, task in enumerate(present):
+            parts, named = None, []   # named: every loss of the task's parts, to say which is not finite
             labeled = unit.labeled(task, rows)
-            total = loss = None
-            extra: dict[str, torch.Tensor] = {}
             if labeled:
-                labels = [unit.labels[task][rows[j]] for j in labeled]
-                with self.autocast:
-                    output = self.model.head(task).from_embedding(embedded, None if len(labeled) == len(rows) else labeled)
-                    loss = self.model.loss(task, output, self.model.label_tensor(task, labels, self.device))
-                    extra = auxiliary_losses(self.config, self.model, self.tokenizer, task,
-                                             [texts[j] for j in labeled], labels, self.device) \
-                        if phase == "finetune" else {}
-                total = loss + sum(extra.values())
-                losses.update({task: loss.detach(), **{f"{task}:{name}": v.detach() for name, v in extra.items()}})
-            if not self.dist.all_true(total is None or bool(torch.isfinite(total)), self.device):
-                bad = next((f" {n}" for n, v in [("", loss), *extra.items()] if not torch.isfinite(v)), "") \
-                    if total is not None else ""
-                raise NonFiniteError(f"step {step + 1}: {task}{bad.rstrip()} loss is "
-                                     f"{total.item() if total is not None else 'not finite on another rank'}")
-            done(task, total, k == len(present) - 1)
+                parts = []
+                for subset, share in split_draws(labeled, self.method.draws):
+                    labels = [unit.labels[task][rows[j]] for j in subset]
+                    with self.autocast:
+                        output = self.model.head(task).from_embedding(embedded, None if len(subset) == len(rows) else subset)
+                        loss = self.model.loss(task, output, self.model.label_tensor(task, labels, self.device))
+                        extra = auxiliary_losses(self.config, self.model, self.tokenizer, task,
+                                                 [texts[j] for j in subset], labels, self.device) \
+                            if phase == "finetune" else {}
+                    parts.append((loss + sum(extra.values()), share))
+                    for name, value in ((task, loss), *((f"{task}:{n}", v) for n, v in extra.items())):
+                        named.append((name, value))
+                        part = value.detach() if share == 1.0 else value.detach() * share
+                        losses[name] = part if name not in losses else losses[name] + part
+            if not self.dist.all_true(parts is None or all(bool(torch.isfinite(t)) for t, _ in parts), self.device):
+                if parts is None:
+                    raise NonFiniteError(f"step {step + 1}: {task} loss is not finite on another rank")
+                name, value = next((n, v) for n, v in named if not torch.isfinite(v))
+                raise NonFiniteError(f"step {step + 1}: {name.replace(':', ' ')} loss is {value.item()}")
+            done(task, parts, k == len(present) - 1)
         return losses, len(rows)
+
+
+def split_draws(labeled: list[int], draws: int) -> list[tuple[list[int], float]]:
+    """A task's labeled rows as `draws` samples, each with its share of the rows: every draws-th
+    row from the first, second, ... (a batch grouped by length keeps similar lengths in each);
+    a task with fewer rows than draws uses all of them for every sample."""
+    if draws == 1:
+        return [(labeled, 1.0)]
+    if len(labeled) < draws:
+        return [(labeled, 1.0 / draws)] * draws
+    return [(labeled[d::draws], len(labeled[d::draws]) / len(labeled)) for d in range(draws)]
+
+
+def fold_draws(gram: np.ndarray, draws: int) -> np.ndarray:
+    """The Gram matrix of the tasks' mean rows from that of their draws' rows (task t's in rows
+    t * draws ..): what the run logs as the tasks' gradient cosines."""
+    if draws == 1:
+        return gram
+    tasks = len(gram) // draws
+    return gram.reshape(tasks, draws, tasks, draws).mean(axis=(1, 3))

@@ -44,6 +44,7 @@ from mtcli.weightings.rgw import RGW
 from mtcli.weightings.gradnorm import GradNorm
 from mtcli.weightings.imtl import IMTL
 from mtcli.weightings.sdmgrad import SDMGrad
+from mtcli.weightings.modo import MoDo
 from mtcli.weightings.graddrop import GradDrop
 from mtcli.weightings.trimmed_mean import TrimmedMean
 from mtcli.weightings.excess_mtl import ExcessMTL
@@ -53,7 +54,7 @@ from mtcli.weightings.db_mtl import DBMTL
 WEIGHTINGS: dict[str, type[Method]] = {cls.name: cls for cls in (
     # gram: weights from the Gram matrix of the task gradients
     Sum, Weighted, PCGrad, MGDA, CAGrad, NashMTL, IMTLG, AlignedMTL, UPGrad, DualProj, GradVac, FairGrad,
-    ConFIG, CRMOGM, Krum, RGW, GradNorm, IMTL, SDMGrad,
+    ConFIG, CRMOGM, Krum, RGW, GradNorm, IMTL, SDMGrad, MoDo,
     # rows: the task gradients coordinate by coordinate, or state the size of the gradients
     GradDrop, TrimmedMean, ExcessMTL, MoCo, DBMTL,
     # losses: a scalarization of the task losses, one backward
@@ -97,13 +98,20 @@ def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None,
 
     Two passes of the fused kernel (Gram, combine) and T x T host work. Pass `weighting`
     (from `make`) to keep a stateful method's state (GradVac, Nash-MTL, the shuffles) across
-    calls; `out` (n,) receives the result in the gradients' dtype."""
+    calls; `out` (n,) receives the result in the gradients' dtype. A method that takes several
+    gradient samples of each task (MoDo: 2) reads T * draws rows, task t's samples in rows
+    t * draws .. t * draws + draws - 1."""
     import torch
 
     from mtcli.weightings import kernel
 
+    cls = type(weighting) if weighting is not None else WEIGHTINGS.get(parse_spec(name)[0])
+    draws = cls.draws if cls is not None else 1   # (an unknown name: make says so below)
+    if grads.shape[0] % draws:
+        raise UserError(f"{name} takes {draws} gradient samples of each task: pass {draws} rows per task "
+                        f"(task t's in rows {draws}t..{draws}t+{draws - 1}), got {grads.shape[0]} rows")
     if weighting is None:
-        weighting = make(name, num_tasks=grads.shape[0], **params)
+        weighting = make(name, num_tasks=grads.shape[0] // draws, **params)
     if weighting.family == "losses" or weighting.reads_losses:
         raise UserError(f"{weighting.name} weighs with the task losses (train with --combine {weighting.name}); "
                         f"aggregate combines task gradients alone")
@@ -113,7 +121,7 @@ def aggregate(name: str, grads, *, out=None, weighting: Weighting | None = None,
             out = torch.empty(grads.shape[1], dtype=grads.dtype, device=grads.device)
         weighting.combine_rows(grads, out, list(range(grads.shape[0])), gram, None)
         return out
-    return kernel.combine(grads, weighting(gram), out)
+    return kernel.combine(grads, weighting.row_weights(weighting(gram)), out)
 
 
 __all__ = ["WEIGHTINGS", "LossWeighting", "Method", "RowsWeighting", "Weighting", "aggregate", "make", "check_spec", "parameters",

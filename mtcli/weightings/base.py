@@ -9,6 +9,11 @@
   rows     the task gradients themselves, coordinate by coordinate (GradDrop, TrimmedMean):
            fused passes of the kernel over the (T, n) buffer. RowsWeighting.
 
+A gram method may ask for more than one gradient sample of each task per step (`draws`, MoDo's
+two): the step then splits each task's batch into that many parts, backpropagates each into its
+own row (task t's draw d in row t * draws + d) and passes their Gram matrix; the method's T
+weights spread evenly over a task's draws in the combination.
+
 The step asks a method its family and does only that work. A step may carry only some of the
 run's tasks (the samplers need not put every task in every step), so a method is called with
 the run-wide indices of the tasks it weighs; stateful methods keep their state per task of the
@@ -46,10 +51,16 @@ class Method:
     family: ClassVar[str]                  # what it reads of a step: losses, gram or rows
     reads_gram: ClassVar[bool] = True      # False: weights that depend on nothing of the step (sum)
     reads_losses: ClassVar[bool] = False   # gram and rows methods that also read the step's task losses
+    draws: ClassVar[int] = 1               # gradient samples of each task per step (gram family: MoDo's 2)
     num_tasks: int = dataclasses.field(default=1, kw_only=True)
 
     def end_epoch(self) -> None:
         """Called after every epoch (DWA's loss averages move on)."""
+
+    def row_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The combination's weight of each row from the tasks' weights: a task's weight spread
+        evenly over its draws (rows t * draws .. t * draws + draws - 1)."""
+        return np.repeat(np.asarray(weights, dtype=np.float64) / self.draws, self.draws)
 
     def tensors(self) -> list:
         """Learnable tensors (requires_grad) that train with the model, in the heads' optimizer
@@ -101,17 +112,19 @@ class Weighting(Method):
     family = "gram"
 
     def __call__(self, gram: np.ndarray, tasks: Sequence[int] | None = None, losses=None) -> np.ndarray:
-        """Weights (T,) float64 for the rows whose Gram matrix is `gram` (T, T); `tasks` are the
-        rows' indices among the run's tasks (default: 0..T-1); `losses` the rows' task losses
-        (every rank the same values), for the methods that read them."""
+        """Weights (T,) float64 for the T tasks whose rows' Gram matrix is `gram` (T * draws square:
+        task t's draw d in row t * draws + d); `tasks` are the tasks' indices among the run's
+        (default: 0..T-1); `losses` their losses (every rank the same values), for the methods
+        that read them."""
         gram = np.asarray(gram, dtype=np.float64)
-        if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
-            raise ValueError(f"expected a square Gram matrix, got shape {gram.shape}")
-        tasks = list(range(len(gram))) if tasks is None else [int(t) for t in tasks]
-        if len(tasks) != len(gram) or any(not 0 <= t < self.num_tasks for t in tasks):
-            raise ValueError(f"tasks {tasks} do not index {len(gram)} rows among {self.num_tasks} tasks")
+        if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or len(gram) % self.draws:
+            raise ValueError(f"expected a square Gram matrix of {self.draws} rows per task, got shape {gram.shape}")
+        count = len(gram) // self.draws
+        tasks = list(range(count)) if tasks is None else [int(t) for t in tasks]
+        if len(tasks) != count or any(not 0 <= t < self.num_tasks for t in tasks):
+            raise ValueError(f"tasks {tasks} do not index {count} tasks among {self.num_tasks}")
         if self.reads_losses:
-            if losses is None or len(losses) != len(gram):
+            if losses is None or len(losses) != count:
                 raise ValueError(f"{self.name} weighs the task gradients with their losses: pass one loss per row")
             return np.asarray(self.weights(gram, tasks, np.asarray(losses, dtype=np.float64)), dtype=np.float64)
         return np.asarray(self.weights(gram, tasks), dtype=np.float64)

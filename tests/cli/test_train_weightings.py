@@ -16,7 +16,7 @@ SPECS = {name: name for name in WEIGHTINGS}
 SPECS.update({"cagrad": "cagrad:c=0.2", "gradvac": "gradvac:beta=0.5", "fairgrad": "fairgrad:alpha=2",
               "nash-mtl": "nash-mtl:optim_niter=5", "aligned-mtl": "aligned-mtl:scale=median",
               "mgda": "mgda:max_iters=50", "gradnorm": "gradnorm:alpha=1", "moco": "moco:beta=0.4",
-              "sdmgrad": "sdmgrad:lambda=0.5", "famo": "famo:lr=0.05"})
+              "sdmgrad": "sdmgrad:lambda=0.5", "famo": "famo:lr=0.05", "modo": "modo:gamma=0.05"})
 SAMPLER = {name: ["proportional", "annealed", "round-robin", "triple-batch", "temperature:tau=3"][i % 5]
            for i, name in enumerate(WEIGHTINGS)}
 # `mtcli report` on the first method of each family (the weights plot is drawn the same way for all)

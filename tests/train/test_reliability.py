@@ -41,7 +41,7 @@ def _assert_identical(a, b):
 
 @pytest.mark.parametrize("combine", ["pcgrad", "gradvac", "nash-mtl", "upgrad", "uw", "famo", "dwa", "rlw",
                                      "gradnorm", "imtl", "rgw", "sdmgrad", "graddrop", "excess-mtl", "moco",
-                                     "db-mtl"])
+                                     "db-mtl", "modo"])
 def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, combine):
     """Weights, and the weighting's own state (shuffles, GradVac's targets, Nash-MTL's warm
     start), continue exactly as if the run had never stopped."""

@@ -2,6 +2,7 @@
 together, each task's loss from the rows it labels, each task's gradient its own row."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import builtin, run_cli
 from mtcli.core.data import read_split, read_splits
 from mtcli.core.tasks import load_task_file
 from mtcli.train.units import make_units, subsample
+from mtcli.weightings import WEIGHTINGS
 
 SHARED = """
 [[task]]
@@ -94,9 +96,11 @@ def test_each_task_of_a_shared_forward_pass_gets_its_own_gradient(tmp_path, tiny
     phase = trainer.phase
     order = []
 
-    def begin(task, total, last):
+    def begin(task, parts, last):
         phase.grads.begin(len(order))
         order.append(task)
+        (total, share), = parts   # one draw: the task's whole batch
+        assert share == 1.0
         total.backward(retain_graph=not last)
 
     trainer.train_step._forward(unit, indices, 0, "finetune", begin)
@@ -133,3 +137,29 @@ def test_shared_tasks_train_evaluate_and_report_from_the_command_line(tmp_path, 
     result = json.loads((tmp_path / "runs" / "s" / "eval.json").read_text())
     assert set(result["tasks"]) == {"related", "entails"}
     assert len(read_split(load_task_file(task_file)["entails"], "dev")) == 34
+
+
+# Each family's methods meet the declared tasks the same way; these cover a stateless and a
+# stateful one of each, the two-sample MoDo and the loss-scaling GradNorm (MTCLI_EVERY_METHOD=1:
+# every method)
+DECLARED = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else \
+    ["upgrad", "nash-mtl", "modo", "gradnorm", "uw", "famo", "trimmed-mean", "moco"]
+
+
+@pytest.mark.parametrize("combine", DECLARED)
+def test_every_method_trains_on_a_declared_task_file(tmp_path, tiny_model_dir, combine):
+    """Two tasks from one file and one forward pass, each labeling only some rows (a batch may hold
+    a single row of a task: MoDo's two samples are then that row)."""
+    from rich.console import Console
+
+    from mtcli.train import TrainConfig
+    from mtcli.train.loop import Trainer
+
+    config = TrainConfig(model_dir=str(tiny_model_dir), tasks=str(_sick(tmp_path, rows=24)), out=str(tmp_path / "runs"),
+                         name="d", batch_size=4, epochs=1, max_steps=4, combine=combine)
+    run = Trainer(config, Console(quiet=True)).run()
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["type"] == "step"]
+    assert len(steps) == 4 and all(np.isfinite(list(r["weights"].values())).all() for r in steps)
+    assert all(set(r["weights"]) == set(r["loss"]) for r in steps)
+    assert json.loads((run / "eval.json").read_text())["tasks"].keys() == {"related", "entails"}
