@@ -23,6 +23,10 @@ EPILOG = """Examples:
   mtcli train --max-steps 50 --limit 500 --name quick      # a quick look
 
   mtcli train --save-every 200 --name long && mtcli train --resume runs/long   # continue after a kill
+
+  mtcli train --config examples/recipe.toml --epochs 1     # a recipe file; flags given here win
+
+  mtcli train --config runs/long/recipe.toml --name again  # every run writes its recipe: train it again
 """
 
 
@@ -83,6 +87,8 @@ def train(
     progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when the "
                                                                          "output is not a terminal (nohup, CI, jobs)"),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where its last/ checkpoint left off"),
+    config: Path = typer.Option(None, "--config", help="A recipe file (TOML): every option above as a key, named as "
+                                "its flag without the dashes; flags given on the command line win"),
 ):
     """Fine-tune the shared encoder and one head per task (default: SST, Quora, STS-B); writes runs/<name>/."""
     from mtcli.core.tasks import LEGACY_ENCODING_OPTIONS
@@ -110,10 +116,25 @@ def train(
         log_every=log_every, progress_every=progress_every,
     )
     if resume is not None:
+        if config is not None:
+            from mtcli.core.errors import UserError
+
+            raise UserError(f"{config}: --resume continues a run with its own recipe; drop --config")
         _refuse_conflicts(ctx, resume, options)
         resume_training(resume)
         return
+    if config is not None:
+        from mtcli.train.recipe import with_recipe
+
+        run_training(with_recipe(config, options, _given_fields(ctx)))
+        return
     run_training(TrainConfig(**options))
+
+
+def _given_fields(ctx: typer.Context) -> set[str]:
+    """The TrainConfig fields whose flags the command line gave (they win over a recipe's)."""
+    return {_FIELD.get(param, param) for param in ctx.params
+            if (source := ctx.get_parameter_source(param)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 # CLI options whose TrainConfig field has another name

@@ -58,8 +58,12 @@ def type_name(kind) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(k) for k in typing.get_args(kind))
     if origin is dict:
-        return f"a table of {type_name(typing.get_args(kind)[1])}s"
+        return f"a table of {_plural(typing.get_args(kind)[1])}"
     if origin in (list, tuple):
-        return f"a list of {type_name(typing.get_args(kind)[0])}s"
+        return f"a list of {_plural(typing.get_args(kind)[0])}"
     return {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
             type(None): "null"}.get(kind, str(kind))
+
+
+def _plural(kind) -> str:
+    return {int: "whole numbers", float: "numbers", str: "strings", bool: "true/false values"}.get(kind, type_name(kind))

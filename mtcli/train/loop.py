@@ -38,6 +38,7 @@ from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
+from mtcli.train.recipe import write_recipe
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
@@ -88,6 +89,7 @@ class Trainer:
         self.dist.broadcast_(list(self.model.state_dict().values()))  # every rank starts from rank 0's weights
         self.weighting = make(config.combine, num_tasks=len(self.tasks), seed=config.seed,
                               task_weights=[config.weight(t) for t in self.tasks])
+        self.dist.check_batch(config.batch_size, self.weighting.draws)
         self.train_step = TrainStep(self.model, self.tokenizer, config, self.units, self.weighting,
                                     self.dist, self.device)
         self.phase: Phase | None = None
@@ -212,6 +214,7 @@ class Trainer:
                 if self.restart:  # its own log of the steps that no checkpoint kept
                     (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
                 write_json(self.run_dir / "config.json", config.to_dict())
+                write_recipe(self.run_dir, config)   # what `mtcli train --config` reads: the run again
                 write_record(self.run_dir, self.sources)
         self._announce()
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
