@@ -34,13 +34,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     from mtcli.cli import eval as eval_cmd
-    from mtcli.cli import export, info, report, score, serve, train
+    from mtcli.cli import compare, export, info, report, score, serve, train
 
     app.command(name="train", epilog=train.EPILOG)(train.train)
     app.command(name="eval", epilog=eval_cmd.EPILOG)(eval_cmd.eval_command)
     app.command(name="export", epilog=export.EPILOG)(export.export_command)
     app.command(name="score", epilog=score.EPILOG)(score.score)
     app.command(name="report", epilog=report.EPILOG)(report.report)
+    app.command(name="compare", epilog=compare.EPILOG)(compare.compare_command)
     app.command(name="serve", epilog=serve.EPILOG)(serve.serve)
     app.command(name="info", epilog=info.EPILOG)(info.info)
 

@@ -34,27 +34,37 @@ def metric_names(task: Task) -> list[str]:
 
 
 def task_metrics(task: Task, predictions: np.ndarray, labels) -> dict[str, float | None]:
+    """Every metric of the task's kind (regression: pearson, spearman, mse; classification:
+    accuracy, f1, macro_f1, mcc, roc_auc)."""
+    names = ("pearson", "spearman", "mse") if task.is_regression else ("accuracy", "f1", "macro_f1", "mcc", "roc_auc")
+    return {name: metric_value(task, name, predictions, labels) for name in names}
+
+
+def metric_value(task: Task, name: str, predictions: np.ndarray, labels) -> float | None:
+    """One metric of the task's predictions (what a bootstrap recomputes on every resample)."""
     labels = np.asarray(labels)
     if task.is_regression:
         predictions = np.asarray(predictions, dtype=np.float64)
-        mse = float(np.mean((predictions - labels) ** 2))
+        if name == "mse":
+            return float(np.mean((predictions - labels) ** 2))
         if len(labels) < 2 or np.std(labels) == 0:  # the split defines no correlation
-            return {"pearson": None, "spearman": None, "mse": mse}
+            return None
         if np.std(predictions) == 0:  # a model that predicts one value correlates with nothing
-            return {"pearson": 0.0, "spearman": 0.0, "mse": mse}
-        return {"pearson": float(stats.pearsonr(predictions, labels).statistic),
-                "spearman": float(stats.spearmanr(predictions, labels).statistic), "mse": mse}
-    classes = list(range(len(task.labels)))
+            return 0.0
+        correlation = stats.pearsonr if name == "pearson" else stats.spearmanr
+        return float(correlation(predictions, labels).statistic)
+    if name == "roc_auc":
+        return _roc_auc(task, predictions, labels)
     predicted = predicted_labels(task, predictions)
+    if name == "accuracy":
+        return float(np.mean(predicted == labels))
+    if name == "mcc":
+        return float(sk.matthews_corrcoef(labels, predicted))
+    classes = list(range(len(task.labels)))
+    average = "binary" if name == "f1" and task.kind == "binary" else "macro"
     with warnings.catch_warnings():  # undefined cases (a class never predicted) score 0, as documented
         warnings.simplefilter("ignore")
-        binary_f1 = sk.f1_score(labels, predicted, labels=classes, average="binary" if task.kind == "binary" else "macro",
-                                zero_division=0)
-        result = {"accuracy": float(sk.accuracy_score(labels, predicted)), "f1": float(binary_f1),
-                  "macro_f1": float(sk.f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
-                  "mcc": float(sk.matthews_corrcoef(labels, predicted))}
-    result["roc_auc"] = _roc_auc(task, predictions, labels)
-    return result
+        return float(sk.f1_score(labels, predicted, labels=classes, average=average, zero_division=0))
 
 
 def _roc_auc(task: Task, predictions: np.ndarray, labels: np.ndarray) -> float | None:

@@ -32,6 +32,7 @@ from mtcli.core.stopping import StopRequest, deferred_stop
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
 from mtcli.eval.plots import plot_curves
+from mtcli.eval.predictions import write_dev_predictions
 from mtcli.model import MinBert
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
@@ -361,6 +362,7 @@ class Trainer:
             self.best_overall = results["overall"]
             save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=self._info(results))
             write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=pos.epoch)
+            write_dev_predictions(self.run_dir, self.dev_splits, predictions, pos.epoch)   # for mtcli compare
         pos.next_epoch()
         if pos.epoch <= self.config.epochs:
             self._enter_phase(pos.epoch)  # the saved optimizer state is the next phase's

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from mtcli.core.errors import UserError
+from mtcli.eval.predictions import FILE as PREDICTIONS, read_dev_predictions
 from mtcli.train import TrainConfig
 from mtcli.train.recipe import field_keys, read_recipe, recipe_of, with_recipe
 
@@ -71,6 +72,8 @@ def test_every_run_writes_a_recipe_that_trains_it_again(tmp_path, tiny_model_dir
     first = run_cli("train", "--config", recipe, "--out", tmp_path / "runs", "--name", "a", "--seed", "3")
     assert first.returncode == 0, first.stderr.decode()[-2000:]
     written = tmp_path / "runs" / "a" / "recipe.toml"
+    kept = read_dev_predictions(tmp_path / "runs" / "a" / PREDICTIONS)   # the best epoch's, for mtcli compare
+    assert kept.epoch == 1 and set(kept.labels) == {"sst", "para", "sts"} and kept.predictions["sst"].shape == (16, 5)
     again = run_cli("train", "--config", written, "--name", "b")
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     a, b = (json.loads((tmp_path / "runs" / n / "config.json").read_text()) for n in "ab")

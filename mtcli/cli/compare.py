@@ -1,0 +1,53 @@
+"""`mtcli compare`: recipes over seeds, with confidence intervals and corrected p-values."""
+
+from pathlib import Path
+
+import typer
+
+EPILOG = """Examples:
+
+  mtcli compare runs/                                   # every finished run under runs/, grouped by recipe
+
+  for s in 0 1 2; do mtcli train --combine sum --seed $s --name sum-$s --train-fraction 0.2 --epochs 2; done
+  for s in 0 1 2; do mtcli train --combine upgrad --seed $s --name upgrad-$s --train-fraction 0.2 --epochs 2; done
+  mtcli compare runs/sum-* runs/upgrad-* --out runs/compare   # sum vs upgrad over three seeds
+"""
+
+
+def compare_command(
+    folders: list[Path] = typer.Argument(..., help="Run folders, or folders that hold them (runs/, a sweep folder)"),
+    out: Path = typer.Option(Path("compare"), help="Where compare.md, compare.csv, compare.json and the plots go"),
+    resamples: int = typer.Option(1000, help="Bootstrap resamples of the dev examples per comparison"),
+    seed: int = typer.Option(0, help="Seed of the bootstrap's resampling"),
+):
+    """Group runs by recipe (every option but the seed): each task's dev score and the overall as mean ± 95%
+    interval over seeds; the best recipe against each other one by a paired bootstrap over the dev examples,
+    p-values Holm-corrected."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mtcli.core.errors import UserError
+    from mtcli.eval.compare import LEVEL, compare, interval_text as cell, write_outputs
+
+    if not 100 <= resamples <= 1_000_000:
+        raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
+    recipes, comparisons = compare(folders, resamples=resamples, seed=seed)
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    table = Table(title=f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds", title_justify="left")
+    for column in ("recipe", "seeds", *tasks, "overall", "vs best", "p (Holm)"):
+        table.add_column(column, justify="left" if column == "recipe" else "right")
+    against = {id(c.other): c for c in comparisons}
+
+    for recipe in recipes:
+        c = against.get(id(recipe))
+        versus = "best" if recipe is recipes[0] else f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
+        holm_p = "" if c is None else f"{c.p_holm:.4f}" + (" *" if c.significant else "")
+        table.add_row(recipe.label, str(len(recipe.runs)), *(cell(recipe.tasks[t]) if t in recipe.tasks else "-"
+                                                              for t in tasks), cell(recipe.overall), versus, holm_p)
+    console = Console()
+    console.print(table)
+    if comparisons:
+        console.print(f"* significant at 0.05 after Holm's correction for {len(comparisons)} comparison(s); "
+                      f"paired bootstrap over the dev examples, {resamples} resamples")
+    for path in write_outputs(out, recipes, comparisons, resamples, seed):
+        console.print(f"wrote {path}", highlight=False)

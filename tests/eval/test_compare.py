@@ -1,0 +1,140 @@
+"""`mtcli compare`: intervals and Holm's correction against literal computations (scipy), the
+paired bootstrap against a literal numpy bootstrap, grouping by recipe, and run folders that
+may come from anyone."""
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import builtin, run_cli
+from mtcli.core.errors import UserError
+from mtcli.core.metrics import overall, task_metrics
+from mtcli.eval.compare import compare, holm, mean_interval
+from mtcli.eval.predictions import FILE, read_dev_predictions, write_dev_predictions
+
+SIZES = {"sst": 120, "para": 150, "sts": 90}
+
+
+def _labels():
+    rng = np.random.default_rng(0)
+    return {"sst": rng.integers(0, 5, SIZES["sst"]), "para": rng.integers(0, 2, SIZES["para"]),
+            "sts": rng.uniform(0, 5, SIZES["sts"])}
+
+
+def _predictions(skill: float, seed: int) -> dict[str, np.ndarray]:
+    """Predictions that are right with probability ~skill (classes) or correlate ~skill (scores)."""
+    rng, labels = np.random.default_rng(100 + seed), _labels()
+    sst = rng.dirichlet(np.ones(5), SIZES["sst"])
+    right = rng.uniform(size=SIZES["sst"]) < skill
+    sst[right, labels["sst"][right]] += 2.0
+    para = np.where(rng.uniform(size=SIZES["para"]) < skill, labels["para"], 1 - labels["para"]) * 0.8 + 0.1
+    sts = skill * labels["sts"] + (1 - skill) * rng.uniform(0, 5, SIZES["sts"])
+    return {"sst": sst / sst.sum(1, keepdims=True), "para": para, "sts": sts}
+
+
+def _run(folder, name, *, combine, seed, skill):
+    """A run folder as `mtcli train` leaves it: config.json, eval.json, metrics.jsonl, the predictions."""
+    run = folder / name
+    run.mkdir(parents=True)
+    tasks, labels = builtin(), _labels()
+    predictions = _predictions(skill, seed)
+    scores = {t: task_metrics(tasks[t], predictions[t], labels[t]) for t in tasks}
+    headline = {t: scores[t][tasks[t].metric] for t in tasks}
+    total = overall(tasks, scores)
+    (run / "config.json").write_text(json.dumps({"combine": combine, "sampler": "proportional", "seed": seed,
+                                                 "name": name, "out": str(folder), "epochs": 2}))
+    (run / "eval.json").write_text(json.dumps({"headline": headline, "overall": total}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"type": "epoch", "epoch": e, "step": 10 * e, "dev": {},
+                                                           "overall": total - 0.05 * (2 - e)}) + "\n" for e in (1, 2)))
+    splits = {t: SimpleNamespace(task=tasks[t], labels=list(labels[t])) for t in tasks}
+    write_dev_predictions(run, splits, predictions, epoch=2)
+    return run, total
+
+
+def test_intervals_and_holm_equal_literal_computations():
+    values = [0.71, 0.73, 0.70, 0.74]
+    mean, half = mean_interval(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values)) and (mean - half, mean + half) == pytest.approx((low, high))
+    assert mean_interval([0.7]) == (0.7, None)
+    # Holm by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_recipes_over_seeds_and_the_bootstrap_against_a_literal_one(tmp_path):
+    totals = {}
+    for seed in range(3):
+        for combine, skill in (("sum", 0.6), ("upgrad", 0.62), ("mgda", 0.3)):
+            _, totals[combine, seed] = _run(tmp_path / "runs", f"{combine}-{seed}", combine=combine, seed=seed,
+                                            skill=skill)
+    recipes, comparisons = compare([tmp_path / "runs"], resamples=2000, seed=1)
+    assert [r.label for r in recipes] == ["combine=upgrad", "combine=sum", "combine=mgda"]
+    assert recipes[0].overall == pytest.approx(mean_interval([totals["upgrad", s] for s in range(3)]))
+    close, far = comparisons
+    assert far.other is recipes[2] and far.p < 0.002 and far.significant and far.low > 0
+    assert close.difference == pytest.approx(recipes[0].overall[0] - recipes[1].overall[0])
+
+    # the same bootstrap written out in numpy: resample each task's examples, recompute both recipes'
+    # mean overall (sst and para accuracy, sts Pearson r as (r + 1) / 2)
+    labels = _labels()
+    runs = {c: [read_dev_predictions(tmp_path / "runs" / f"{c}-{s}" / FILE).predictions for s in range(3)]
+            for c in ("upgrad", "sum")}
+
+    def literal_overall(p, rows):
+        sst, para, sts = rows["sst"], rows["para"], rows["sts"]
+        r = np.corrcoef(p["sts"][sts], labels["sts"][sts])[0, 1]
+        return np.mean([np.mean(p["sst"][sst].argmax(1) == labels["sst"][sst]),
+                        np.mean((p["para"][para] > 0.5) == labels["para"][para]), (r + 1) / 2])
+
+    rng, draws = np.random.default_rng(7), []
+    for _ in range(2000):
+        rows = {t: rng.integers(0, n, n) for t, n in SIZES.items()}
+        draws.append(np.mean([literal_overall(p, rows) for p in runs["upgrad"]])
+                     - np.mean([literal_overall(p, rows) for p in runs["sum"]]))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    assert (close.low, close.high) == pytest.approx((low, high), abs=0.006)
+    literal_p = min(1.0, 2 * (min(np.sum(np.array(draws) <= 0), np.sum(np.array(draws) >= 0)) + 1) / 2001)
+    assert close.p == pytest.approx(literal_p, abs=0.06)
+    assert [close.p_holm, far.p_holm] == holm([close.p, far.p])
+
+
+def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, monkeypatch):
+    for seed in range(2):
+        _run(tmp_path / "runs", f"sum-{seed}", combine="sum", seed=seed, skill=0.6)
+        _run(tmp_path / "runs", f"mgda-{seed}", combine="mgda", seed=seed, skill=0.3)
+    done = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--resamples", "200")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"combine=sum" in done.stdout and b"*" in done.stdout
+    rows = list(csv.reader((tmp_path / "cmp" / "compare.csv").open(newline="")))
+    assert rows[0][:2] == ["recipe", "seeds"] and rows[1][0] == "combine=sum" and rows[2][-2] == "True"
+    assert "| combine=mgda | 2 |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare-overall.png").stat().st_size > 1000
+    again = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--resamples", "200")
+    assert again.returncode == 0   # its own files: replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "compare.md").write_text("my notes")
+    refused = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "mine")
+    assert refused.returncode == 2 and b"mtcli compare did not write it" in refused.stderr
+    assert (tmp_path / "mine" / "compare.md").read_text() == "my notes"
+
+
+def test_hostile_run_folders_are_one_line_errors(tmp_path):
+    run, _ = _run(tmp_path / "runs", "a", combine="sum", seed=0, skill=0.6)
+    _run(tmp_path / "runs", "b", combine="mgda", seed=0, skill=0.6)
+    (run / FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(UserError, match="damaged or not mtcli's"):
+        compare([tmp_path / "runs"])
+    (run / FILE).unlink()
+    with pytest.raises(UserError, match="not found"):
+        compare([tmp_path / "runs"])
+    (run / "eval.json").write_text(json.dumps({"headline": {"sst": "high"}, "overall": 1}))
+    with pytest.raises(UserError, match="damaged or not mtcli's"):
+        compare([tmp_path / "runs"])
+    (tmp_path / "empty" / "deep" / "er").mkdir(parents=True)
+    with pytest.raises(UserError, match="holds no finished run"):
+        compare([tmp_path / "empty"])
