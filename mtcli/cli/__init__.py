@@ -34,7 +34,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     from mtcli.cli import eval as eval_cmd
-    from mtcli.cli import compare, export, info, report, score, serve, train
+    from mtcli.cli import compare, export, info, report, score, serve, sweep, train
 
     app.command(name="train", epilog=train.EPILOG)(train.train)
     app.command(name="eval", epilog=eval_cmd.EPILOG)(eval_cmd.eval_command)
@@ -42,6 +42,7 @@ def _register() -> None:
     app.command(name="score", epilog=score.EPILOG)(score.score)
     app.command(name="report", epilog=report.EPILOG)(report.report)
     app.command(name="compare", epilog=compare.EPILOG)(compare.compare_command)
+    app.command(name="sweep", epilog=sweep.EPILOG)(sweep.sweep_command)
     app.command(name="serve", epilog=serve.EPILOG)(serve.serve)
     app.command(name="info", epilog=info.EPILOG)(info.info)
 

@@ -118,4 +118,9 @@ def _record_problem(record) -> str | None:
         overall = record.get("overall")
         if overall is not None and not _number(overall):
             return "'overall' is not a number"
+    elif kind == "eval":   # a dev evaluation between epoch ends (--eval-every)
+        if "step" not in record or not _numbers(record.get("headline")):
+            return "an eval record needs step and headline"
+        if record.get("overall") is not None and not _number(record["overall"]):
+            return "'overall' is not a number"
     return None

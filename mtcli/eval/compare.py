@@ -31,7 +31,7 @@ from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev
 # Options that say how or where a run went, not what it trained: runs that differ only in them
 # are seeds of one recipe
 NOT_RECIPE = ("name", "out", "seed", "device", "eval_batch_size", "log_every", "progress_every", "save_every",
-              "skip_nonfinite", "learning_rate", "grad_stats")
+              "eval_every", "skip_nonfinite", "learning_rate", "grad_stats")
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
 
@@ -43,7 +43,7 @@ class Run:
     seed: int
     scores: dict[str, float]          # each task's headline at the best epoch
     overall: float
-    curve: list[tuple[int, float]]    # (step, dev overall) after each epoch
+    curve: list[tuple[int, float]]    # (step, dev overall) of every dev evaluation
     predictions: DevPredictions | None = None
 
     @property
@@ -113,7 +113,7 @@ def read_run(path: Path, with_predictions: bool) -> Run:
     curve = []
     if (path / "metrics.jsonl").is_file():
         for r in read_metrics(path / "metrics.jsonl"):
-            if r.get("type") == "epoch" and isinstance(r.get("step"), int) and _number(r.get("overall")):
+            if r.get("type") in ("epoch", "eval") and _number(r.get("overall")):   # (read_metrics checked step)
                 curve.append((r["step"], float(r["overall"])))
     run = Run(path, config, seed, {k: float(v) for k, v in headline.items() if v is not None}, float(overall), curve)
     if with_predictions:

@@ -51,6 +51,7 @@ class TrainConfig:
     limit: int | None = None         # rows per task, train and dev
     train_fraction: float = 1.0      # a seeded random share of each task's training rows (dev untouched)
     save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
+    eval_every: int = 0              # also evaluate dev every N steps (0: at epoch ends only); a sweep prunes on it
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
     model_dir: str | None = None
     data_dir: str | None = None
@@ -97,7 +98,7 @@ class TrainConfig:
             shown = f"{value:g}" if isinstance(value, float) else value
             raise UserError(f"--{option} {shown}: {rule}")
 
-        at_least = {"epochs": 1, "batch_size": 1, "slots": 1, "max_steps": 1, "eval_batch_size": 1, "save_every": 0,
+        at_least = {"epochs": 1, "batch_size": 1, "slots": 1, "max_steps": 1, "eval_batch_size": 1, "save_every": 0, "eval_every": 0,
                     "log_every": 1, "pretrain_epochs": 0}
         for name, low in at_least.items():
             value = getattr(self, name)

@@ -51,10 +51,13 @@ __all__ = ["NonFiniteError", "Trainer", "train", "resume"]
 
 class Trainer:
     def __init__(self, config: TrainConfig, console: Console | None = None, *, run_dir: Path | None = None,
-                 init_dir: Path | None = None):
+                 init_dir: Path | None = None, on_eval=None):
         """`init_dir`: where the encoder and tokenizer start from (default: config.model_dir);
-        a resumed run starts from its own last/ checkpoint, which is also a backbone folder."""
+        a resumed run starts from its own last/ checkpoint, which is also a backbone folder.
+        `on_eval(step, results)`: called after every dev evaluation (every --eval-every steps and
+        at epoch ends), on the main process; what it raises stops the run (a sweep's pruner)."""
         self.config = config
+        self.on_eval = on_eval
         device = resolve_device(config.device)
         self.dist = Distributed.from_env(use_cuda=device.type == "cuda")
         self.dist.check_batch(config.batch_size)
@@ -288,6 +291,10 @@ class Trainer:
                                 speed=f"{speed:.0f} ex/s")
                 self._progress_line(shown, speed)
                 pending, window_start, window_examples = [], time.perf_counter(), 0
+            if config.eval_every and pos.step % config.eval_every == 0 and not at_end:
+                self._flush(log, pending, 0.0)
+                pending = []
+                self._evaluate_between(log)
             if config.save_every and pos.step % config.save_every == 0 and not at_end:
                 self._flush(log, pending, 0.0)
                 pending = []
@@ -342,6 +349,16 @@ class Trainer:
             log.write("step", **record)
         return "  ".join(f"{t} {v:.3f}" for t, v in sorted(last.items()) if ":" not in t)
 
+    def _evaluate_between(self, log: MetricsLog) -> None:
+        """A dev evaluation between epoch ends (--eval-every): logged, handed to on_eval."""
+        if self.dist.is_main:
+            results, _ = self.evaluate_dev()
+            log.write("eval", step=self.position.step, epoch=self.position.epoch, headline=results["headline"],
+                      overall=results["overall"])
+            if self.on_eval is not None:
+                self.on_eval(self.position.step, results)
+        self.dist.barrier()
+
     def _end_epoch(self, log: MetricsLog) -> None:
         pos = self.position
         self.weighting.end_epoch()  # every rank: e.g. DWA's epoch means move on
@@ -357,6 +374,8 @@ class Trainer:
                   headline=results["headline"],
                   overall=results["overall"])
         self.console.print(scores_table(results, self.tasks, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
+        if self.on_eval is not None:
+            self.on_eval(pos.step, results)
         improved = results["overall"] is not None and results["overall"] > self.best_overall
         if improved:
             self.best_overall = results["overall"]

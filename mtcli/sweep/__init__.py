@@ -1,0 +1,1 @@
+"""Sweeps: a search over recipes with Optuna, every trial ordinary run folders (study.py)."""

@@ -1,0 +1,188 @@
+"""A sweep's space file (TOML): the base recipe, the objective, the search, the budget every trial
+shares, the pruner, and the space itself, each of its keys a recipe key (a `mtcli train` flag
+without its dashes):
+
+    base = "recipe.toml"            # a recipe file, relative to this file (optional)
+    objective = "overall"           # or a task's name: its headline dev metric (maximised)
+    search = "tpe"                  # grid | random | tpe
+    trials = 12                     # configurations to try (grid: at most every one)
+    seeds = [0, 1]                  # each configuration's runs; its value is their mean
+    pruner = "asha"                 # asha (successive halving) | median | none
+    eval-every = 20                 # steps between the dev evaluations the pruner reads
+
+    [budget]                        # options every trial shares, over the base recipe
+    train-fraction = 0.1
+    max-steps = 60
+
+    [space]
+    combine = ["sum", "pcgrad", "famo:lr=0.05"]        # a list: choices
+    lr = { low = 1e-5, high = 2e-4, log = true }       # a table: a range (log-uniform)
+    batch-size = { low = 16, high = 64, step = 16 }    # whole numbers: an integer range
+
+Everything is checked before any trial runs: unknown keys, choices that are not valid values of
+their option (each is tried in a configuration), ranges on options that are not numbers, and a
+grid over ranges are one-line errors naming the file and line. Torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtcli.core.errors import UserError
+from mtcli.core.typed import has_type, type_name
+from mtcli.train.config import TrainConfig
+from mtcli.train.recipe import field_keys, key_line, read_recipe
+
+SEARCHES = ("grid", "random", "tpe")
+PRUNERS = ("asha", "median", "none")
+TOP_LEVEL = ("base", "objective", "search", "trials", "seeds", "pruner", "eval-every", "budget", "space")
+# Options a sweep sets itself, per trial: not in a budget or a space
+SET_BY_THE_SWEEP = ("name", "out", "seed", "eval_every")
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    step: int | None = None       # whole numbers (an int option)
+
+
+@dataclass
+class Space:
+    path: Path
+    base: dict                    # TrainConfig fields: the base recipe, then the budget
+    objective: str                # "overall" or a task name
+    search: str
+    trials: int
+    seeds: list[int]
+    pruner: str
+    eval_every: int
+    params: dict[str, list | Range] = field(default_factory=dict)   # TrainConfig field -> choices or a range
+
+    def config(self, values: dict, **run) -> TrainConfig:
+        """The trial configuration: the base, the budget, the trial's values, `run` (name, out, seed)."""
+        return TrainConfig(**{**self.base, **values, "eval_every": self.eval_every, **run})
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.params.values() if isinstance(v, list))
+
+
+def read_space(path: str | Path) -> Space:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = tomllib.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"{path}: space file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; pass a sweep space file (TOML)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8; save the space file as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+
+    def where(key: str) -> str:
+        line = key_line(text, key)
+        return f"{path}:{line}" if line else str(path)
+
+    def fail(key: str, what: str):
+        raise UserError(f"{where(key)}: {key}: {what}")
+
+    for key in document:
+        if key not in TOP_LEVEL:
+            fail(key, f"not a space file key (keys: {', '.join(TOP_LEVEL)}); options go in [budget] or [space]")
+    base: dict = {}
+    if "base" in document:
+        if not isinstance(document["base"], str):
+            fail("base", "must be the path of a recipe file")
+        base, _ = read_recipe(path.parent / document["base"])
+    keys, hints = field_keys(), typing.get_type_hints(TrainConfig)
+    budget = document.get("budget", {})
+    if not isinstance(budget, dict):
+        fail("budget", "must be a table of options ([budget])")
+    for key, value in budget.items():
+        option = _option(keys, key, fail)
+        if not has_type(value, hints[option]):
+            fail(key, f"{value!r} is not {type_name(hints[option])}")
+        base[option] = value
+    objective = document.get("objective", "overall")
+    search, pruner = document.get("search", "tpe"), document.get("pruner", "asha")
+    if search not in SEARCHES:
+        fail("search", f"{search!r} is not one of {', '.join(SEARCHES)}")
+    if pruner not in PRUNERS:
+        fail("pruner", f"{pruner!r} is not one of {', '.join(PRUNERS)}")
+    trials, eval_every, seeds = document.get("trials", 10), document.get("eval-every", 0), document.get("seeds", [0])
+    if not _whole(trials) or not 1 <= trials <= 10_000:
+        fail("trials", "must be a whole number between 1 and 10000")
+    if not _whole(eval_every) or eval_every < 0:
+        fail("eval-every", "must be a whole number of steps >= 0 (0: the pruner reads the epoch ends)")
+    if not isinstance(seeds, list) or not seeds or not all(_whole(s) and 0 <= s < 2**32 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        fail("seeds", "must be a list of different whole numbers >= 0, e.g. [0, 1, 2]")
+    space = Space(path, base, objective, search, trials, seeds, pruner, eval_every)
+    table = document.get("space", {})
+    if not isinstance(table, dict) or not table:
+        fail("space", "must be a table of at least one option ([space])")
+    for key, value in table.items():
+        option = _option(keys, key, fail)
+        kind = hints[option]
+        if isinstance(value, list):
+            if not value or any(not has_type(v, kind) for v in value):
+                fail(key, f"choices must be a non-empty list of {type_name(kind).removeprefix('a ')}s"
+                     if value else "the list of choices is empty")
+            for choice in value:   # each choice valid with the base: a bad one fails now, not in trial 7
+                try:
+                    space.config({option: choice}, name="check", out=".", seed=seeds[0])
+                except UserError as e:
+                    fail(key, f"choice {choice!r}: {e}")
+            space.params[option] = value
+        elif isinstance(value, dict):
+            space.params[option] = _range(key, value, kind, fail)
+            if search == "grid":
+                fail(key, "grid search takes choices only: give a list of values")
+        else:
+            fail(key, "give a list of choices or a range table { low = ..., high = ... }")
+    if objective != "overall":
+        tasks = space.config({}, name="check", out=".", seed=seeds[0]).load_tasks()
+        if objective not in tasks:
+            fail("objective", f"{objective!r} is neither 'overall' nor a task of the recipe ({', '.join(tasks)})")
+    return space
+
+
+def _option(keys: dict[str, str], key: str, fail) -> str:
+    option = keys.get(key)
+    if option is None:
+        fail(key, "not a recipe key (the keys are `mtcli train`'s flags without the dashes)")
+    if option in SET_BY_THE_SWEEP:
+        fail(key, "set by the sweep for every trial (its seeds are `seeds`, its folder is the sweep's)")
+    return option
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _range(key: str, table: dict, kind, fail) -> Range:
+    numeric = [k for k in typing.get_args(kind) or (kind,) if k in (int, float)]
+    if not numeric:
+        fail(key, f"a range needs a number option; {key} takes {type_name(kind)}: give a list of choices")
+    unknown = set(table) - {"low", "high", "log", "step"}
+    if unknown:
+        fail(key, f"a range has low, high, and optionally log or step; not {sorted(unknown)[0]}")
+    low, high, log, step = table.get("low"), table.get("high"), table.get("log", False), table.get("step")
+    whole = numeric[0] is int
+    for name, value in (("low", low), ("high", high)):
+        if not has_type(value, int if whole else float) or not math.isfinite(value):
+            fail(key, f"{name} must be {'a whole number' if whole else 'a number'}")
+    if not low < high:
+        fail(key, f"low ({low}) must be below high ({high})")
+    if not isinstance(log, bool) or log and low <= 0:
+        fail(key, "log = true needs low > 0")
+    if step is not None and (not whole or not _whole(step) or step < 1):
+        fail(key, "step is a whole number >= 1, for whole-number options")
+    return Range(low, high, log, step if step is not None else (1 if whole else None))

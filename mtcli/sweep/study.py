@@ -1,0 +1,207 @@
+"""`mtcli sweep`: a search over recipes with Optuna (its samplers, pruners and journal storage),
+every trial one or more ordinary run folders.
+
+    sweeps/<name>/
+      space.toml          the space file the sweep was started with (a resumed sweep reads it)
+      study.journal       Optuna's journal storage: every trial, its parameters, reports and state
+      trials/<NNNN>-s<seed>/   the trial's run folder per seed (`mtcli report`, `export`, `compare` work on it)
+      trials/stopped/...  run folders of trials that a kill stopped (kept, out of compare's reach)
+      sweep.json          the trials and the best one, rewritten after every trial
+
+A trial's value is the mean over `seeds` of its runs' best dev objective (overall, or one task's
+headline). The pruner reads the first seed's dev evaluations (every `eval-every` steps and at
+epoch ends); a pruned trial's later seeds do not run. `--resume` continues a killed sweep:
+finished and pruned trials are kept, a trial that was running restarts with the same
+parameters, and the sweep stops when `trials` trials have finished or been pruned.
+`--parallel K` runs K worker processes on the same journal, the cores divided between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json_dict, write_json, write_text
+from mtcli.sweep.space import Range, Space, read_space
+
+DONE_STATES = ("COMPLETE", "PRUNED")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("mtcli sweep needs Optuna: pip install 'mtcli[sweep]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def open_study(folder: Path, space: Space):
+    optuna = _optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    seed = space.seeds[0]
+    samplers = {"grid": lambda: optuna.samplers.GridSampler({k: [json.dumps(v) for v in c]
+                                                             for k, c in space.params.items()}, seed=seed),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+                "tpe": lambda: optuna.samplers.TPESampler(seed=seed)}
+    pruners = {"asha": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+               "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+               "none": lambda: optuna.pruners.NopPruner()}
+    storage = JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    return optuna.create_study(study_name="sweep", storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=samplers[space.search](), pruner=pruners[space.pruner]())
+
+
+def suggest(trial, space: Space) -> dict:
+    """The trial's values of the space's options (choices travel as JSON text through Optuna)."""
+    values = {}
+    for option, choices in space.params.items():
+        key = option.replace("_", "-")
+        if isinstance(choices, Range):
+            if choices.step is not None:
+                values[option] = trial.suggest_int(key, int(choices.low), int(choices.high), step=choices.step,
+                                                   log=choices.log)
+            else:
+                values[option] = trial.suggest_float(key, choices.low, choices.high, log=choices.log)
+        else:
+            values[option] = json.loads(trial.suggest_categorical(key, [json.dumps(c) for c in choices]))
+    return values
+
+
+def objective_value(space: Space, results: dict) -> float | None:
+    if space.objective == "overall":
+        return results.get("overall")
+    return results.get("headline", {}).get(space.objective)
+
+
+def run_trial(trial, space: Space, folder: Path, console) -> float:
+    """Train the trial's configuration once per seed; report the first seed's evaluations to the pruner."""
+    optuna = _optuna()
+    from mtcli.train.loop import Trainer
+
+    values = suggest(trial, space)
+    scores, runs = [], []
+    for i, seed in enumerate(space.seeds):
+        name = f"{trial.number:04d}-s{seed}"
+        config = space.config(values, name=name, out=str(folder / "trials"), seed=seed)
+        runs.append(str(folder / "trials" / name))
+        trial.set_user_attr("runs", runs)
+
+        def report(step: int, results: dict, first: bool = i == 0) -> None:
+            value = objective_value(space, results)
+            if first and value is not None:
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step} ({space.objective} {value:.4f})")
+
+        trainer = Trainer(config, console, on_eval=report)
+        trainer.run()
+        evaluation = read_json_dict(trainer.run_dir / "eval.json") or {}
+        value = objective_value(space, evaluation)
+        if value is None:
+            raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
+        scores.append(value)
+    return float(sum(scores) / len(scores))
+
+
+def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
+    """The sweep folder: a new one (the space file copied in), or a killed one to resume, whose
+    trials that were running restart (their run folders move to trials/stopped/)."""
+    journal = folder / "study.journal"
+    if resume:
+        if not journal.is_file():
+            raise UserError(f"{folder}: no sweep to resume here (no study.journal); start it without --resume")
+        space = read_space(folder / "space.toml")
+        study = open_study(folder, space)
+        optuna = _optuna()
+        restarted = set(study.user_attrs.get("restarted", []))
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.name == "RUNNING":
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
+                study.enqueue_trial(trial.params)
+                restarted.add(trial.number)
+                for run in trial.user_attrs.get("runs", []):
+                    if Path(run).parent == folder / "trials" and Path(run).is_dir():
+                        (folder / "trials" / "stopped").mkdir(exist_ok=True)
+                        Path(run).rename(folder / "trials" / "stopped" / Path(run).name)
+        study.set_user_attr("restarted", sorted(restarted))
+        return space
+    space = read_space(space_path)
+    if folder.exists() and any(folder.iterdir()):
+        raise UserError(f"{folder}: sweep folder exists; continue it with --resume, or pick another --name")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "space.toml", _self_contained(space_path, space))
+    return space
+
+
+def _self_contained(space_path: Path, space: Space) -> str:
+    """The space file as the sweep folder keeps it: its base recipe's path made absolute."""
+    import tomllib
+
+    import tomli_w
+
+    document = tomllib.loads(Path(space_path).read_text(encoding="utf-8"))
+    if "base" in document:
+        document["base"] = str((Path(space_path).parent / document["base"]).resolve())
+    return tomli_w.dumps(document)
+
+
+def finished(study) -> int:
+    return sum(t.state.name in DONE_STATES for t in study.get_trials(deepcopy=False))
+
+
+def summary(study, folder: Path, space: Space) -> dict:
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        trials.append({"number": t.number, "state": t.state.name, "value": t.value,
+                       "params": {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()},
+                       "runs": t.user_attrs.get("runs", [])})
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    best = max(done, key=lambda t: t["value"]) if done else None
+    record = {"format": "mtcli-sweep/1", "objective": space.objective, "search": space.search,
+              "pruner": space.pruner, "trials": trials, "best": best}
+    write_json(folder / "sweep.json", record)
+    return record
+
+
+def optimize(folder: Path, space: Space, console, progress=None) -> None:
+    """Run trials in this process until `trials` have finished or been pruned (with other workers)."""
+    study = open_study(folder, space)
+
+    def stop_when_done(study, trial) -> None:
+        summary(study, folder, space)
+        if progress is not None:
+            progress(study)
+        if finished(study) >= space.trials:
+            study.stop()
+
+    if finished(study) >= space.trials:
+        return
+    study.optimize(lambda trial: run_trial(trial, space, folder, console), callbacks=[stop_when_done],
+                   catch=(UserError,))
+
+
+def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
+    """K-1 more worker processes on the same journal, each with its share of the cores."""
+    threads = max(1, (os.cpu_count() or 1) // (count))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return [subprocess.Popen([sys.executable, "-m", "mtcli", "sweep", str(folder / "space.toml"), "--worker",
+                              "--folder", str(folder)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(folder / f"worker-{i}.log", "ab"))
+            for i in range(1, count)]
+
+
+def wait_for(workers: list[subprocess.Popen], poll: float = 1.0) -> None:
+    while any(w.poll() is None for w in workers):
+        time.sleep(poll)
+
+
+__all__ = ["open_study", "optimize", "prepare", "summary", "launch_workers", "wait_for"]

@@ -1,0 +1,106 @@
+"""`mtcli sweep`: space files checked before any trial, trials as run folders, pruning on dev
+evaluations, a killed sweep resumed without losing or double-counting a trial, K workers."""
+
+import json
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from conftest import run_cli  # noqa: E402
+from mtcli.core.errors import UserError  # noqa: E402
+from mtcli.sweep import study as sweeps  # noqa: E402
+from mtcli.sweep.space import Range, read_space  # noqa: E402
+
+
+def _space(folder, model_dir, *, trials=3, search="random", pruner="median", extra=""):
+    path = folder / "space.toml"
+    path.write_text(f'objective = "overall"\nsearch = "{search}"\ntrials = {trials}\nseeds = [0]\n'
+                    f'pruner = "{pruner}"\neval-every = 2\n{extra}\n'
+                    f'[budget]\nmodel-dir = "{model_dir}"\nlimit = 32\nbatch-size = 8\nmax-steps = 4\nepochs = 1\n\n'
+                    f'[space]\ncombine = ["sum", "upgrad", "famo"]\nlr = {{ low = 1e-4, high = 1e-2, log = true }}\n')
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ('trials = 2\n[space]\ncombine = ["sum", "nope"]\n', r"space.toml:3: combine: choice 'nope': --combine 'nope'"),
+    ('[space]\nbatch_size = [8]\n', r"space.toml:2: batch_size: not a recipe key"),
+    ('[space]\nseed = [1, 2]\n', r"seed: set by the sweep"),
+    ('search = "grid"\n[space]\nlr = { low = 1e-5, high = 1e-4 }\n', r"lr: grid search takes choices only"),
+    ('[space]\npooling = { low = 1, high = 2 }\n', r"pooling: a range needs a number option"),
+    ('[space]\nlr = { low = 0, high = 1, log = true }\n', r"lr: log = true needs low > 0"),
+    ('objective = "nope"\n[space]\nlr = [1e-4]\n', r"objective: 'nope' is neither 'overall' nor a task"),
+    ('seeds = [1, 1]\n[space]\nlr = [1e-4]\n', r"seeds: must be a list of different whole numbers"),
+    ('trail = 3\n[space]\nlr = [1e-4]\n', r"space.toml:1: trail: not a space file key"),
+])
+def test_space_errors_name_the_file_line_and_key(tmp_path, text, message):
+    (tmp_path / "space.toml").write_text(text)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_space(tmp_path / "space.toml")
+
+
+def test_a_space_file_reads(tmp_path, tiny_model_dir):
+    space = read_space(_space(tmp_path, tiny_model_dir))
+    assert space.params == {"combine": ["sum", "upgrad", "famo"], "lr": Range(1e-4, 1e-2, log=True)}
+    config = space.config({"combine": "famo", "lr": 1e-3}, name="t", out=str(tmp_path), seed=4)
+    assert (config.combine, config.lr, config.limit, config.eval_every, config.seed) == ("famo", 1e-3, 32, 2, 4)
+
+
+def test_a_sweep_runs_trials_as_run_folders_and_compare_reads_them(tmp_path, tiny_model_dir):
+    done = run_cli("sweep", _space(tmp_path, tiny_model_dir), "--out", tmp_path / "sweeps", "--name", "s")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    folder = tmp_path / "sweeps" / "s"
+    record = json.loads((folder / "sweep.json").read_text())
+    assert sum(t["state"] in ("COMPLETE", "PRUNED") for t in record["trials"]) == 3
+    assert record["best"]["value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
+    for trial in record["trials"]:
+        run = folder / "trials" / f"{trial['number']:04d}-s0"
+        config = json.loads((run / "config.json").read_text())
+        assert config["combine"] == trial["params"]["combine"] and config["lr"] == trial["params"]["lr"]
+        evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any(r["type"] == "eval" and r["step"] == 2 for r in evals)   # what the pruner read
+    again = run_cli("sweep", _space(tmp_path, tiny_model_dir), "--out", tmp_path / "sweeps", "--name", "s")
+    assert again.returncode == 2 and b"--resume" in again.stderr
+    compared = run_cli("compare", folder / "trials", "--out", tmp_path / "cmp", "--resamples", "100")
+    assert compared.returncode == 0, compared.stderr.decode()[-2000:]
+
+
+def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, tiny_model_dir, monkeypatch):
+    from rich.console import Console
+
+    folder = tmp_path / "sweeps" / "k"
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=3, pruner="none"), folder, resume=False)
+    original, calls = sweeps.run_trial, []
+
+    def killed_in_the_second(trial, space, folder, console):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            sweeps.suggest(trial, space)
+            raise KeyboardInterrupt   # Ctrl-C during trial 1's training: Optuna marks it failed
+        return original(trial, space, folder, console)
+
+    monkeypatch.setattr(sweeps, "run_trial", killed_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.optimize(folder, space, Console(quiet=True))
+    monkeypatch.undo()
+    study = sweeps.open_study(folder, space)
+    stopped = study.get_trials()[1]
+    left = study.ask()   # a trial left running by a kill -9, in its training
+    sweeps.suggest(left, space)
+    done = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "k", "--resume")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    trials = sweeps.open_study(folder, space).get_trials()
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 3 and trials[0].state.name == "COMPLETE"            # trial 0 kept, not rerun
+    assert [t.params for t in finished[1:]] == [stopped.params, left.params]      # both restarted, in turn
+    assert {t.state.name for t in trials[1:3]} == {"FAIL"} and len(trials) == 5
+
+
+def test_parallel_workers_share_one_study(tmp_path, tiny_model_dir):
+    done = run_cli("sweep", _space(tmp_path, tiny_model_dir, trials=2, pruner="none"), "--out", tmp_path / "sweeps",
+                   "--name", "p", "--parallel", "2")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    record = json.loads((tmp_path / "sweeps" / "p" / "sweep.json").read_text())
+    finished = [t for t in record["trials"] if t["state"] == "COMPLETE"]
+    assert len(finished) >= 2 and len({t["number"] for t in finished}) == len(finished)
+    assert all((tmp_path / "sweeps" / "p" / "trials" / f"{t['number']:04d}-s0" / "eval.json").is_file() for t in finished)
