@@ -1,5 +1,6 @@
 """`mtcli sweep`: search recipes with Optuna, trials as ordinary run folders."""
 
+import os
 from pathlib import Path
 
 import typer
@@ -11,6 +12,8 @@ EPILOG = """Examples:
   mtcli sweep examples/sweep-methods.toml --parallel 2        # two trials at once, the cores divided
 
   mtcli sweep examples/sweep-methods.toml --resume            # continue a killed sweep
+
+  mtcli sweep examples/sweep-methods.toml --engine ray --parallel 2   # on Ray Tune (local Ray, or --ray-address)
 
   mtcli compare sweeps/sweep-methods                          # its recipes over seeds, with intervals
 """
@@ -24,7 +27,10 @@ def sweep_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the sweep in its folder: finished trials are "
                                 "kept, a trial that was running restarts"),
     parallel: int = typer.Option(1, help="Trials at once (worker processes on one journal, the cores divided)"),
-    engine: str = typer.Option("local", help="local (this machine's processes)"),
+    engine: str = typer.Option("local", help="local (this machine's processes, Optuna's journal) | ray (Ray Tune: "
+                                             "Optuna's search and ASHA through Tune, on a local Ray or a cluster)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="A Ray cluster's head, HOST:6379 (default: a local "
+                                    "Ray instance on this machine)"),
     worker: bool = typer.Option(False, "--worker", hidden=True),
     folder: Path = typer.Option(None, "--folder", hidden=True),
 ):
@@ -36,15 +42,22 @@ def sweep_command(
     from mtcli.core.errors import UserError
     from mtcli.sweep import study as sweeps
 
-    if engine != "local":
-        raise UserError(f"--engine {engine!r}: only the local engine is built yet (Ray Tune: see docs/experiments.md)")
-    if not 1 <= parallel <= max(1, __import__("os").cpu_count() or 1):
-        raise UserError(f"--parallel {parallel}: must be between 1 and the number of cores")
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine {engine!r}: expected local or ray")
+    if ray_address and engine != "ray":
+        raise UserError("--ray-address applies to --engine ray")
+    cores = os.cpu_count() or 1
+    if parallel < 1 or engine == "local" and parallel > cores:
+        raise UserError(f"--parallel {parallel}: must be between 1 and the number of cores ({cores})"
+                        if engine == "local" else f"--parallel {parallel}: must be at least 1")
     quiet = Console(stderr=True, quiet=True)
     if worker:   # a process launched by --parallel: trials until the sweep is done
         sweeps.optimize(folder, sweeps.read_space(folder / "space.toml"), quiet)
         return
     folder = out / (name or space_file.stem)
+    if engine == "ray":
+        _sweep_on_ray(space_file, folder, resume, parallel, ray_address)
+        return
     space = sweeps.prepare(space_file, folder, resume)
     console = Console(stderr=True)
     console.print(f"[bold]sweep[/] {folder}: {space.search} search over {', '.join(space.params)}; "
@@ -82,3 +95,45 @@ def sweep_command(
     console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
                   f"runs {', '.join(best['runs'])}")
     console.print(f"compare them: mtcli compare {folder / 'trials'}", highlight=False)
+
+
+def _sweep_on_ray(space_file: Path, folder: Path, resume: bool, parallel: int, address: str | None) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mtcli.core.errors import UserError
+    from mtcli.sweep import ray_engine
+    from mtcli.sweep import study as sweeps
+
+    if resume:
+        if not (folder / "space.toml").is_file():
+            raise UserError(f"{folder}: no sweep to resume here (no space.toml); start it without --resume")
+        space = sweeps.read_space(folder / "space.toml")
+    else:
+        space = sweeps.start_folder(space_file, folder)
+    console = Console(stderr=True)
+    console.print(f"[bold]sweep[/] {folder} on Ray Tune: {space.search} search over {', '.join(space.params)}; "
+                  f"{space.trials} trials x {len(space.seeds)} seed(s); pruner {space.pruner}")
+    progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]}"),
+                        TimeElapsedColumn(), console=console)
+    total = space.grid_size() if space.search == "grid" else space.trials
+    with progress:
+        bar = progress.add_task("sweep", total=total, state="")
+
+        def show(counts: dict, best) -> None:
+            shown = f"best {best:.4f}" if best is not None else "no finished trial yet"
+            progress.update(bar, completed=counts["COMPLETE"] + counts["PRUNED"],
+                            state=f"{counts['COMPLETE']} done, {counts['PRUNED']} pruned, {counts['RUNNING']} running, "
+                                  f"{counts['FAIL']} failed; {shown}")
+
+        record = ray_engine.run(folder, space, parallel=parallel, address=address, resume=resume, progress=show)
+        states = [t["state"] for t in record["trials"]]
+        show({s: states.count(s) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")},
+             record["best"]["value"] if record["best"] else None)
+    best = record["best"]
+    if best is None:
+        console.print("[bold]done[/] no trial finished (all pruned or failed): see sweep.json")
+        return
+    params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+    console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
+                  f"runs {', '.join(best['runs'])}")

@@ -19,7 +19,8 @@ without its dashes):
     lr = { low = 1e-5, high = 2e-4, log = true }       # a table: a range (log-uniform)
     batch-size = { low = 16, high = 64, step = 16 }    # whole numbers: an integer range
 
-Everything is checked before any trial runs: unknown keys, choices that are not valid values of
+Paths (the base, and tasks, model-dir, data-dir in the budget) are relative to the space file's
+folder. Everything is checked before any trial runs: unknown keys, choices that are not valid values of
 their option (each is tried in a configuration), ranges on options that are not numbers, and a
 grid over ranges are one-line errors naming the file and line. Torch-free.
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from mtcli.core.errors import UserError
 from mtcli.core.typed import has_type, type_name
-from mtcli.train.config import TrainConfig
+from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.recipe import field_keys, key_line, read_recipe
 
 SEARCHES = ("grid", "random", "tpe")
@@ -109,7 +110,7 @@ def read_space(path: str | Path) -> Space:
         option = _option(keys, key, fail)
         if not has_type(value, hints[option]):
             fail(key, f"{value!r} is not {type_name(hints[option])}")
-        base[option] = value
+        base[option] = str(path.parent / Path(value).expanduser()) if option in PATH_FIELDS else value
     objective = document.get("objective", "overall")
     search, pruner = document.get("search", "tpe"), document.get("pruner", "asha")
     if search not in SEARCHES:

@@ -134,6 +134,11 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
                         Path(run).rename(folder / "trials" / "stopped" / Path(run).name)
         study.set_user_attr("restarted", sorted(restarted))
         return space
+    return start_folder(space_path, folder)
+
+
+def start_folder(space_path: Path, folder: Path) -> Space:
+    """A new sweep folder with the space file in it (either engine)."""
     space = read_space(space_path)
     if folder.exists() and any(folder.iterdir()):
         raise UserError(f"{folder}: sweep folder exists; continue it with --resume, or pick another --name")
@@ -143,14 +148,23 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
 
 
 def _self_contained(space_path: Path, space: Space) -> str:
-    """The space file as the sweep folder keeps it: its base recipe's path made absolute."""
+    """The space file as the sweep folder keeps it: its paths (the base recipe, the budget's
+    folders and files) made absolute, so it reads the same from there."""
     import tomllib
 
     import tomli_w
 
+    from mtcli.train.config import PATH_FIELDS
+    from mtcli.train.recipe import field_keys
+
+    here = Path(space_path).parent
     document = tomllib.loads(Path(space_path).read_text(encoding="utf-8"))
     if "base" in document:
-        document["base"] = str((Path(space_path).parent / document["base"]).resolve())
+        document["base"] = str((here / document["base"]).resolve())
+    budget = document.get("budget", {})
+    for key, option in field_keys().items():
+        if option in PATH_FIELDS and isinstance(budget.get(key), str):
+            budget[key] = str((here / Path(budget[key]).expanduser()).resolve())
     return tomli_w.dumps(document)
 
 
@@ -204,4 +218,4 @@ def wait_for(workers: list[subprocess.Popen], poll: float = 1.0) -> None:
         time.sleep(poll)
 
 
-__all__ = ["open_study", "optimize", "prepare", "summary", "launch_workers", "wait_for"]
+__all__ = ["open_study", "optimize", "prepare", "start_folder", "summary", "launch_workers", "wait_for"]

@@ -104,3 +104,20 @@ def test_parallel_workers_share_one_study(tmp_path, tiny_model_dir):
     finished = [t for t in record["trials"] if t["state"] == "COMPLETE"]
     assert len(finished) >= 2 and len({t["number"] for t in finished}) == len(finished)
     assert all((tmp_path / "sweeps" / "p" / "trials" / f"{t['number']:04d}-s0" / "eval.json").is_file() for t in finished)
+
+
+def test_the_same_sweep_runs_on_ray_tune(tmp_path, tiny_model_dir):
+    """A local Ray instance, two trials at once: Optuna's random search through Tune, ASHA on the
+    dev evaluations, the run folders and sweep.json in the local engine's layout."""
+    pytest.importorskip("ray.tune")
+    done = run_cli("sweep", _space(tmp_path, tiny_model_dir, trials=2, pruner="asha"), "--out", tmp_path / "sweeps",
+                   "--name", "r", "--engine", "ray", "--parallel", "2", timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    record = json.loads((tmp_path / "sweeps" / "r" / "sweep.json").read_text())
+    assert record["engine"] == "ray" and len(record["trials"]) == 2
+    for trial in record["trials"]:
+        assert trial["state"] in ("COMPLETE", "PRUNED") and trial["params"]["combine"] in ("sum", "upgrad", "famo")
+        (run,) = trial["runs"]
+        assert json.loads((tmp_path / "sweeps" / "r" / "trials" / run.split("/")[-1] / "config.json").read_text())[
+            "combine"] == trial["params"]["combine"]
+    assert record["best"]["value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
