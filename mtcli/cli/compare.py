@@ -27,7 +27,7 @@ def compare_command(
     from rich.table import Table
 
     from mtcli.core.errors import UserError
-    from mtcli.eval.compare import LEVEL, compare, interval_text as cell, write_outputs
+    from mtcli.eval.compare import LEVEL, compare, importances, interval_text as cell, write_outputs
 
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
@@ -49,5 +49,8 @@ def compare_command(
     if comparisons:
         console.print(f"* significant at 0.05 after Holm's correction for {len(comparisons)} comparison(s); "
                       f"paired bootstrap over the dev examples, {resamples} resamples")
-    for path in write_outputs(out, recipes, comparisons, resamples, seed):
+    importance = importances(folders)
+    if importance:
+        console.print("parameter importance (Optuna, fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    for path in write_outputs(out, recipes, comparisons, resamples, seed, importance):
         console.print(f"wrote {path}", highlight=False)

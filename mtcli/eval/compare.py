@@ -224,7 +224,8 @@ def compare(paths: list[Path], *, resamples: int = 1000, seed: int = 0) -> tuple
 # ---------------------------------------------------------------- what compare writes
 
 FORMAT = "mtcli-compare/1"
-OUTPUTS = ("compare.json", "compare.md", "compare.csv", "compare-overall.png", "compare-tasks.png")
+OUTPUTS = ("compare.json", "compare.md", "compare.csv", "compare-overall.png", "compare-tasks.png",
+           "compare-importance.png")
 
 
 def interval_text(value: tuple[float, float | None]) -> str:
@@ -329,8 +330,48 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     return paths
 
 
+def importances(paths: list[Path]) -> dict[str, float] | None:
+    """Optuna's parameter importances (fANOVA) of the first sweep folder among `paths` (one holding
+    study.journal, or whose parent does: a sweep's trials/), if Optuna is installed and at least
+    two of its trials finished; None otherwise. The journal is JSON lines, read as data."""
+    for path in paths:
+        for folder in (Path(path), Path(path).parent):
+            if (folder / "study.journal").is_file():
+                try:
+                    import optuna
+                    from optuna.storages import JournalStorage
+                    from optuna.storages.journal import JournalFileBackend
+                except ImportError:
+                    return None
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+                try:
+                    study = optuna.load_study(study_name="sweep", storage=JournalStorage(
+                        JournalFileBackend(str(folder / "study.journal"))))
+                    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+                    if len(finished) < 2:
+                        return None
+                    return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+                except (KeyError, ValueError, RuntimeError) as e:
+                    raise UserError(f"{folder / 'study.journal'}: cannot be read as a sweep's study ({e}); the "
+                                    f"sweep folder is damaged") from None
+    return None
+
+
+def plot_importances(values: dict[str, float], out_dir: Path) -> Path:
+    from mtcli.eval.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(values) + 1.5))
+    names = list(values)[::-1]
+    ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for the objective (Optuna, fANOVA)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _save(fig, out_dir / "compare-importance.png")
+
+
 def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Comparison], resamples: int,
-                  seed: int) -> list[Path]:
+                  seed: int, importance: dict[str, float] | None = None) -> list[Path]:
     """compare.json, .md, .csv and the plots into `out_dir`; files there are replaced only if an
     earlier `mtcli compare` wrote them (its compare.json says so)."""
     from mtcli.core.fileio import atomic_path, write_json, write_text
@@ -349,5 +390,9 @@ def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Compar
         TsvWriter(fh, delimiter=",").writerows([[str(c) for c in row] for row in table_rows(recipes, comparisons)])
     paths.append(out_dir / "compare.csv")
     paths += plot(recipes, out_dir)
-    paths.append(write_json(out_dir / "compare.json", as_json(recipes, comparisons, resamples, seed)))
+    record = as_json(recipes, comparisons, resamples, seed)
+    if importance:
+        paths.append(plot_importances(importance, out_dir))
+        record["importance"] = importance
+    paths.append(write_json(out_dir / "compare.json", record))
     return paths
