@@ -84,6 +84,8 @@ def train(
     save_every: int = typer.Option(0, "--save-every", help="Also save last/ every N steps (for --resume)"),
     eval_every: int = typer.Option(0, "--eval-every", help="Also evaluate on dev every N steps (metrics.jsonl "
                                    "'eval' records; what a sweep's pruner reads)"),
+    log_to: str = typer.Option(None, "--log-to", help="Also log every metric to tensorboard, mlflow or both "
+                               "(comma-separated; event files in the run folder, MLflow in ./mlruns)"),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
     log_every: int = typer.Option(10, "--log-every", help="Write metrics.jsonl (and refresh the progress) every N steps"),
     progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when the "
@@ -115,6 +117,7 @@ def train(
         model_dir=str(model_dir) if model_dir else None,
         data_dir=str(data_dir) if data_dir else None, out=str(out), name=name, seed=seed, device=device,
         eval_batch_size=eval_batch_size, save_every=save_every, eval_every=eval_every, skip_nonfinite=skip_nonfinite,
+        log_to=[t.strip() for t in log_to.split(",") if t.strip()] if log_to else [],
         log_every=log_every, progress_every=progress_every,
     )
     if resume is not None:

@@ -16,6 +16,7 @@ from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
 from mtcli.train.samplers import parse_sampler
+from mtcli.train.tracking import check_trackers
 from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
 
 PHASES = ("pretrain", "finetune")
@@ -52,6 +53,7 @@ class TrainConfig:
     train_fraction: float = 1.0      # a seeded random share of each task's training rows (dev untouched)
     save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
     eval_every: int = 0              # also evaluate dev every N steps (0: at epoch ends only); a sweep prunes on it
+    log_to: list[str] = field(default_factory=list)   # trackers beside metrics.jsonl: tensorboard, mlflow
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
     model_dir: str | None = None
     data_dir: str | None = None
@@ -74,6 +76,7 @@ class TrainConfig:
             if value not in allowed:
                 raise UserError(f"--{what} {value!r} is not one of {', '.join(allowed)}")
         check_spec(self.combine)
+        check_trackers(self.log_to)
         tasks = self.load_tasks()  # the task file is checked before anything is read or written
         for option, mapping in (("--task-weights", self.task_weights), ("--upsample", self.upsample)):
             check_names(tasks, mapping, option)

@@ -39,7 +39,8 @@ from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
-from mtcli.train.recipe import write_recipe
+from mtcli.train.recipe import recipe_of, write_recipe
+from mtcli.train.tracking import TrackedLog, Trackers
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
@@ -222,6 +223,8 @@ class Trainer:
                 write_record(self.run_dir, self.sources)
         self._announce()
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
+        if main and config.log_to:   # TensorBoard, MLflow: views of metrics.jsonl
+            log = TrackedLog(log, Trackers(config.log_to, self.run_dir, recipe_of(config)))
         start = time.perf_counter()
         progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[losses]}"), TextColumn("{task.fields[speed]}"),
