@@ -47,11 +47,14 @@ def test_a_space_file_reads(tmp_path, tiny_model_dir):
 
 
 def test_a_sweep_runs_trials_as_run_folders_and_compare_reads_them(tmp_path, tiny_model_dir):
-    done = run_cli("sweep", _space(tmp_path, tiny_model_dir), "--out", tmp_path / "sweeps", "--name", "s")
+    """Two worker processes on one journal (--parallel 2): each trial runs once, in its own folder."""
+    done = run_cli("sweep", _space(tmp_path, tiny_model_dir), "--out", tmp_path / "sweeps", "--name", "s",
+                   "--parallel", "2")
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     folder = tmp_path / "sweeps" / "s"
     record = json.loads((folder / "sweep.json").read_text())
-    assert sum(t["state"] in ("COMPLETE", "PRUNED") for t in record["trials"]) == 3
+    assert 3 <= sum(t["state"] in ("COMPLETE", "PRUNED") for t in record["trials"]) <= 4   # a worker may finish one more
+    assert len({t["number"] for t in record["trials"]}) == len(record["trials"])
     assert record["best"]["value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
     for trial in record["trials"]:
         run = folder / "trials" / f"{trial['number']:04d}-s0"
@@ -97,16 +100,6 @@ def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, t
     assert len(finished) == 3 and trials[0].state.name == "COMPLETE"            # trial 0 kept, not rerun
     assert [t.params for t in finished[1:]] == [stopped.params, left.params]      # both restarted, in turn
     assert {t.state.name for t in trials[1:3]} == {"FAIL"} and len(trials) == 5
-
-
-def test_parallel_workers_share_one_study(tmp_path, tiny_model_dir):
-    done = run_cli("sweep", _space(tmp_path, tiny_model_dir, trials=2, pruner="none"), "--out", tmp_path / "sweeps",
-                   "--name", "p", "--parallel", "2")
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    record = json.loads((tmp_path / "sweeps" / "p" / "sweep.json").read_text())
-    finished = [t for t in record["trials"] if t["state"] == "COMPLETE"]
-    assert len(finished) >= 2 and len({t["number"] for t in finished}) == len(finished)
-    assert all((tmp_path / "sweeps" / "p" / "trials" / f"{t['number']:04d}-s0" / "eval.json").is_file() for t in finished)
 
 
 def test_the_same_sweep_runs_on_ray_tune(tmp_path, tiny_model_dir):
