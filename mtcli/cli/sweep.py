@@ -86,14 +86,11 @@ def sweep_command(
                 if w.poll() is None:
                     w.terminate()
         show(sweeps.open_study(folder, space))
-    record = sweeps.summary(sweeps.open_study(folder, space), folder, space)
-    best = record["best"]
-    if best is None:
-        console.print("[bold]done[/] no trial finished (all pruned or failed): see sweep.json")
-        return
-    params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-    console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
-                  f"runs {', '.join(best['runs'])}")
+    _announce(console, sweeps.summary(sweeps.open_study(folder, space), folder, space), space, folder)
+
+
+def _announce(console, record: dict, space, folder: Path) -> None:
+    _announce(console, record, space, folder)
     console.print(f"compare them: mtcli compare {folder / 'trials'}", highlight=False)
 
 
@@ -130,10 +127,4 @@ def _sweep_on_ray(space_file: Path, folder: Path, resume: bool, parallel: int, a
         states = [t["state"] for t in record["trials"]]
         show({s: states.count(s) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")},
              record["best"]["value"] if record["best"] else None)
-    best = record["best"]
-    if best is None:
-        console.print("[bold]done[/] no trial finished (all pruned or failed): see sweep.json")
-        return
-    params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-    console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
-                  f"runs {', '.join(best['runs'])}")
+    _announce(console, record, space, folder)

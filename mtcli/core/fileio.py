@@ -269,3 +269,23 @@ def read_json_dict(path: Path) -> dict | None:
         value = json.loads(path.read_text(encoding="utf-8"))
         return value if isinstance(value, dict) else None
     return None
+
+
+def read_toml(path: str | Path, what: str) -> tuple[str, dict]:
+    """A TOML file anyone may have written (a task file, a recipe, a sweep's space): its text (for
+    line numbers in errors) and document, or one UserError naming the file and what to do.
+    `what` names the kind of file: "task file", "recipe file", ..."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; pass a {what} (TOML)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8; save the {what} as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None

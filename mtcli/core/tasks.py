@@ -28,11 +28,11 @@ arity alone: see mtcli.model.heads.
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_toml
 from mtcli.core.paths import DEFAULT_DATA_DIR
 
 KINDS = ("multiclass", "binary", "regression")
@@ -291,17 +291,7 @@ def load_task_file(path: str | Path | None = None, data_dir: str | Path | None =
     builtin = path is None
     path = BUILTIN_TASK_FILE if builtin else Path(path)
     shown = "built-in tasks" if builtin else path
-    try:
-        with open(path, "rb") as fh:
-            document = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{path}: task file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; pass a TOML task file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8; save the task file as UTF-8") from None
+    _, document = read_toml(path, "task file")
     extra = sorted(set(document) - {"task"})
     if extra:
         raise UserError(f"{path}: unknown top-level key {extra[0]!r}; a task file holds [[task]] tables")

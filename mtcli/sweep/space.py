@@ -28,12 +28,12 @@ grid over ranges are one-line errors naming the file and line. Torch-free.
 from __future__ import annotations
 
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_toml
 from mtcli.core.typed import has_type, type_name
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.recipe import field_keys, key_line, read_recipe
@@ -75,17 +75,7 @@ class Space:
 
 def read_space(path: str | Path) -> Space:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        document = tomllib.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"{path}: space file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; pass a sweep space file (TOML)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8; save the space file as UTF-8") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
+    text, document = read_toml(path, "space file")
 
     def where(key: str) -> str:
         line = key_line(text, key)

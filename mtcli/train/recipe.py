@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import tomli_w
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import write_text
+from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 
@@ -50,17 +49,7 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
     """The TrainConfig field values a recipe file sets, each of its field's type, paths resolved
     against the file's folder; and the line of each field's key (for errors about its value)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        document = tomllib.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"{path}: recipe file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; pass a recipe file (TOML)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8; save the recipe as UTF-8") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
+    text, document = read_toml(path, "recipe file")
     keys, hints = field_keys(), typing.get_type_hints(TrainConfig)
     values, lines = {}, {}
     for key, value in document.items():
