@@ -131,9 +131,9 @@ def gradient_markdown(rows: list[dict]) -> str:
     lines = ["Task gradients of the shared encoder over the steps with two tasks or more: steps with a "
              "conflicting pair (cosine < 0) and mean cosine per pair (- where the method computes no task "
              "gradients), each task's mean weight over the run and, first tenth -> last tenth of the steps.", "",
-             "| recipe | steps with a conflict | " + " | ".join(f"cos {p}" for p in pairs) + " | "
-             + " | ".join(f"w {t}" for t in tasks) + " | " + " | ".join(f"w {t} first -> last" for t in tasks)
-             + " |", "|---|---|" + "---|" * (len(pairs) + 2 * len(tasks))]
+             "| " + " | ".join(["recipe", "steps with a conflict", *(f"cos {p}" for p in pairs),
+                                *(f"w {t}" for t in tasks), *(f"w {t} first -> last" for t in tasks)]) + " |",
+             "|---|---|" + "---|" * (len(pairs) + 2 * len(tasks))]
     for r in rows:
         g = r["gradients"]
         cells = [f"{g['cosine'][p]:+.3f}" if p in g["cosine"] else "-" for p in pairs]
