@@ -154,7 +154,8 @@ def test_every_method_trains_on_a_declared_task_file(tmp_path, tiny_model_dir, c
     from mtcli.train.loop import Trainer
 
     config = TrainConfig(model_dir=str(tiny_model_dir), tasks=str(_sick(tmp_path, rows=24)), out=str(tmp_path / "runs"),
-                         name="d", batch_size=4, epochs=1, max_steps=4, combine=combine)
+                         name="d", batch_size=4, epochs=1, max_steps=4, combine=combine,
+                         task_weights={"related": 0.5, "entails": 1.0} if combine == "weighted" else {})
     run = Trainer(config, Console(quiet=True)).run()
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["type"] == "step"]
