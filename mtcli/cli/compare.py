@@ -27,7 +27,8 @@ def compare_command(
     from rich.table import Table
 
     from mtcli.core.errors import UserError
-    from mtcli.eval.compare import LEVEL, compare, importances, interval_text as cell, write_outputs
+    from mtcli.eval.compare import LEVEL, compare
+    from mtcli.eval.compare_report import importances, interval_text as cell, write_outputs
 
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")

@@ -10,7 +10,6 @@ task (a file several tasks share may label each row for only some of them). Torc
 import contextlib
 import errno
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal

@@ -1,0 +1,191 @@
+"""What `mtcli compare` writes (mtcli.eval.compare computes it): compare.md, compare.csv (a row
+per recipe, numbers unformatted), compare.json, and the plots: compare-overall.png (dev overall
+against steps per recipe, the seeds' range as a band), compare-tasks.png (each task's score with
+its interval) and, for a sweep, compare-importance.png (Optuna's parameter importances). Files
+in the output folder are replaced only if an earlier `mtcli compare` wrote them. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json_dict
+from mtcli.eval.compare import ALPHA, LEVEL, Comparison, Recipe
+
+FORMAT = "mtcli-compare/1"
+OUTPUTS = ("compare.json", "compare.md", "compare.csv", "compare-overall.png", "compare-tasks.png",
+           "compare-importance.png")
+
+
+def interval_text(value: tuple[float, float | None]) -> str:
+    """mean ± half-width (the mean alone for one seed)."""
+    mean, half = value
+    return f"{mean:.4f}" if half is None else f"{mean:.4f} ± {half:.4f}"
+
+
+def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: int) -> str:
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    lines = [f"Each task's headline and the overall score: mean over seeds ± the half-width of its "
+             f"{LEVEL:.0%} Student-t interval. Best recipe first.", "",
+             "| recipe | seeds | " + " | ".join(tasks) + " | overall | vs best: difference [95% bootstrap] | p | "
+             "p (Holm) |", "|---|---|" + "---|" * len(tasks) + "---|---|---|---|"]
+    against = {id(c.other): c for c in comparisons}
+    for recipe in recipes:
+        c = against.get(id(recipe))
+        versus = "best" if recipe is recipes[0] else \
+            "-" if c is None else f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
+        p = "" if c is None else f"{c.p:.4f}"
+        holm_p = "" if c is None else f"{c.p_holm:.4f}{' *' if c.significant else ''}"
+        cells = " | ".join(interval_text(recipe.tasks[t]) if t in recipe.tasks else "-" for t in tasks)
+        lines.append(f"| {recipe.label} | {len(recipe.runs)} | {cells} | {interval_text(recipe.overall)} | {versus} | {p} | "
+                     f"{holm_p} |")
+    if comparisons:
+        lines += ["", f"Paired bootstrap over the dev examples ({resamples} resamples of each task's examples, the "
+                      f"same for every run); * marks a difference from the best recipe significant at "
+                      f"{ALPHA:g} after Holm's correction for {len(comparisons)} comparison(s)."]
+    return "\n".join(lines) + "\n"
+
+
+def table_rows(recipes: list[Recipe], comparisons: list[Comparison]) -> list[list]:
+    """One row per recipe for the CSV (numbers unformatted, empty where undefined)."""
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    header = ["recipe", "seeds", *(f"{t}{s}" for t in tasks for s in ("_mean", "_ci")), "overall_mean", "overall_ci",
+              "difference", "difference_low", "difference_high", "p", "p_holm", "significant", "runs"]
+    rows = [header]
+    against = {id(c.other): c for c in comparisons}
+    for recipe in recipes:
+        c = against.get(id(recipe))
+        cells = [recipe.label, len(recipe.runs)]
+        for t in tasks:
+            mean, half = recipe.tasks.get(t, (None, None))
+            cells += [mean if mean is not None else "", half if half is not None else ""]
+        cells += [recipe.overall[0], "" if recipe.overall[1] is None else recipe.overall[1]]
+        cells += ["", "", "", "", "", ""] if c is None else [c.difference, c.low, c.high, c.p, c.p_holm, c.significant]
+        cells.append(" ".join(str(r.path) for r in recipe.runs))
+        rows.append(cells)
+    return rows
+
+
+def as_json(recipes: list[Recipe], comparisons: list[Comparison], resamples: int, seed: int) -> dict:
+    against = {id(c.other): c for c in comparisons}
+    out = []
+    for recipe in recipes:
+        c = against.get(id(recipe))
+        out.append({"label": recipe.label, "runs": [str(r.path) for r in recipe.runs],
+                    "seeds": [r.seed for r in recipe.runs], "recipe": json.loads(recipe.runs[0].recipe),
+                    "overall": {"mean": recipe.overall[0], "ci": recipe.overall[1]},
+                    "tasks": {t: {"mean": m, "ci": h} for t, (m, h) in recipe.tasks.items()},
+                    "versus_best": None if c is None else {"difference": c.difference, "low": c.low, "high": c.high,
+                                                           "p": c.p, "p_holm": c.p_holm, "significant": c.significant}})
+    return {"format": FORMAT, "level": LEVEL, "resamples": resamples, "seed": seed, "recipes": out}
+
+
+def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
+    """compare-overall.png: dev overall against steps per recipe (mean over seeds, band min..max);
+    compare-tasks.png: each task's headline per recipe with its interval."""
+    from mtcli.eval.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for recipe in recipes:
+        steps = sorted({s for r in recipe.runs for s, _ in r.curve})
+        table = [[dict(r.curve).get(s, np.nan) for s in steps] for r in recipe.runs]
+        if not steps:
+            continue
+        values = np.array(table, dtype=np.float64)
+        line, = ax.plot(steps, np.nanmean(values, axis=0), "o-", label=f"{recipe.label} ({len(recipe.runs)} seeds)")
+        if len(recipe.runs) > 1:
+            ax.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=line.get_color(),
+                            alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("dev overall")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths = [_save(fig, out_dir / "compare-overall.png")]
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks)) + ["overall"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * max(1, len(recipes)) / 2), 4))
+    width = 0.8 / len(recipes)
+    for i, recipe in enumerate(recipes):
+        values = [recipe.tasks.get(t, (np.nan, None)) if t != "overall" else recipe.overall for t in tasks]
+        ax.bar(np.arange(len(tasks)) + i * width, [m for m, _ in values], width,
+               yerr=[0 if h is None else h for _, h in values], capsize=3, label=recipe.label)
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
+    ax.set_ylabel(f"dev headline (mean, {LEVEL:.0%} interval)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "compare-tasks.png"))
+    return paths
+
+
+def importances(paths: list[Path]) -> dict[str, float] | None:
+    """Optuna's parameter importances (fANOVA) of the first sweep folder among `paths` (one holding
+    study.journal, or whose parent does: a sweep's trials/), if Optuna is installed and at least
+    two of its trials finished; None otherwise. The journal is JSON lines, read as data."""
+    for path in paths:
+        for folder in (Path(path), Path(path).parent):
+            if (folder / "study.journal").is_file():
+                try:
+                    import optuna
+                    from optuna.storages import JournalStorage
+                    from optuna.storages.journal import JournalFileBackend
+                except ImportError:
+                    return None
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+                try:
+                    study = optuna.load_study(study_name="sweep", storage=JournalStorage(
+                        JournalFileBackend(str(folder / "study.journal"))))
+                    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+                    if len(finished) < 2:
+                        return None
+                    return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+                except (KeyError, ValueError, RuntimeError) as e:
+                    raise UserError(f"{folder / 'study.journal'}: cannot be read as a sweep's study ({e}); the "
+                                    f"sweep folder is damaged") from None
+    return None
+
+
+def plot_importances(values: dict[str, float], out_dir: Path) -> Path:
+    from mtcli.eval.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(values) + 1.5))
+    names = list(values)[::-1]
+    ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance for the objective (Optuna, fANOVA)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _save(fig, out_dir / "compare-importance.png")
+
+
+def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Comparison], resamples: int,
+                  seed: int, importance: dict[str, float] | None = None) -> list[Path]:
+    """compare.json, .md, .csv and the plots into `out_dir`; files there are replaced only if an
+    earlier `mtcli compare` wrote them (its compare.json says so)."""
+    from mtcli.core.fileio import atomic_path, write_json, write_text
+    from mtcli.core.tsv import TsvWriter
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; pass another --out")
+    ours = (read_json_dict(out_dir / "compare.json") or {}).get("format") == FORMAT
+    taken = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if taken and not ours:
+        raise UserError(f"{out_dir / taken[0]}: exists and mtcli compare did not write it; pass another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [write_text(out_dir / "compare.md", markdown(recipes, comparisons, resamples))]
+    with atomic_path(out_dir / "compare.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        TsvWriter(fh, delimiter=",").writerows([[str(c) for c in row] for row in table_rows(recipes, comparisons)])
+    paths.append(out_dir / "compare.csv")
+    paths += plot(recipes, out_dir)
+    record = as_json(recipes, comparisons, resamples, seed)
+    if importance:
+        paths.append(plot_importances(importance, out_dir))
+        record["importance"] = importance
+    paths.append(write_json(out_dir / "compare.json", record))
+    return paths
