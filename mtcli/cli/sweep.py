@@ -90,7 +90,14 @@ def sweep_command(
 
 
 def _announce(console, record: dict, space, folder: Path) -> None:
-    _announce(console, record, space, folder)
+    """The best trial, and how to compare the trials."""
+    best = record["best"]
+    if best is None:
+        console.print("[bold]done[/] no trial finished (all pruned or failed): see sweep.json")
+        return
+    params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+    console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
+                  f"runs {', '.join(best['runs'])}")
     console.print(f"compare them: mtcli compare {folder / 'trials'}", highlight=False)
 
 

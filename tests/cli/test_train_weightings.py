@@ -1,7 +1,7 @@
 """Methods train from the command line, with their parameters spelled as users spell them, and
-`mtcli report` shows each task's weight over the run: each family's first method and every
-method whose spec here sets parameters (MTCLI_EVERY_METHOD=1: every method; every method
-trains through the same Trainer in tests/train/test_training.py)."""
+`mtcli report` shows each task's weight over the run: each family's first method and a few more
+(MTCLI_EVERY_METHOD=1: every method, with the parameters of SPECS; every method trains through
+the same Trainer in tests/train/test_training.py)."""
 
 import os
 
@@ -24,8 +24,11 @@ REPORTED = {next(n for n, cls in WEIGHTINGS.items() if cls.family == family)
             for family in {cls.family for cls in WEIGHTINGS.values()}}
 
 
+# By default: each family's first method (reported), weighted (task weights from the command line),
+# a spec with a parameter, and MoDo (two samples a task); spec parsing for every method is
+# tests/weightings/test_weightings.py's, training every method tests/train/test_training.py's
 CLI_METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else \
-    [n for n in WEIGHTINGS if n in REPORTED or SPECS[n] != n or n == "weighted"]
+    [n for n in WEIGHTINGS if n in REPORTED or n in ("weighted", "cagrad", "modo")]
 
 
 @pytest.mark.parametrize("name", CLI_METHODS)

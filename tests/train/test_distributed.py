@@ -27,11 +27,11 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes):
     return tmp_path / name
 
 
-# One method of each kind: stateless (sum), losses with an extra forward (famo), rows with draws
-# (graddrop) and with state the size of the gradients (moco), two samples of each task (modo:
-# the ranks shard in blocks). MTCLI_EVERY_METHOD=1 runs every method (about 15 s each on 2
-# cores; BENCHMARKS.md records that run).
-METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else ["sum", "famo", "graddrop", "moco", "modo"]
+# One method of each kind: losses with an extra forward (famo), rows with draws (graddrop) and
+# with state the size of the gradients (moco), a gram method with state that takes two samples of
+# each task (modo: the ranks shard in blocks). MTCLI_EVERY_METHOD=1 runs every method (about 15 s
+# each on 2 cores; BENCHMARKS.md records that run).
+METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else ["famo", "graddrop", "moco", "modo"]
 
 
 @pytest.mark.parametrize("combine", METHODS)
