@@ -28,23 +28,17 @@ def compare_command(
 
     from mtcli.core.errors import UserError
     from mtcli.eval.compare import LEVEL, compare
-    from mtcli.eval.compare_report import importances, interval_text as cell, write_outputs
+    from mtcli.eval.compare_report import display_table, importances, write_outputs
 
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
     recipes, comparisons = compare(folders, resamples=resamples, seed=seed)
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    header, rows = display_table(recipes, comparisons)
     table = Table(title=f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds", title_justify="left")
-    for column in ("recipe", "seeds", *tasks, "overall", "vs best", "p (Holm)"):
+    for column in header:
         table.add_column(column, justify="left" if column == "recipe" else "right")
-    against = {id(c.other): c for c in comparisons}
-
-    for recipe in recipes:
-        c = against.get(id(recipe))
-        versus = "best" if recipe is recipes[0] else f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
-        holm_p = "" if c is None else f"{c.p_holm:.4f}" + (" *" if c.significant else "")
-        table.add_row(recipe.label, str(len(recipe.runs)), *(cell(recipe.tasks[t]) if t in recipe.tasks else "-"
-                                                              for t in tasks), cell(recipe.overall), versus, holm_p)
+    for row in rows:
+        table.add_row(*row)
     console = Console()
     console.print(table)
     if comparisons:

@@ -27,22 +27,29 @@ def interval_text(value: tuple[float, float | None]) -> str:
     return f"{mean:.4f}" if half is None else f"{mean:.4f} ± {half:.4f}"
 
 
-def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: int) -> str:
+def display_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple[list[str], list[list[str]]]:
+    """The columns and formatted rows shown to a person (the terminal's table and compare.md)."""
     tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
-    lines = [f"Each task's headline and the overall score: mean over seeds ± the half-width of its "
-             f"{LEVEL:.0%} Student-t interval. Best recipe first.", "",
-             "| recipe | seeds | " + " | ".join(tasks) + " | overall | vs best: difference [95% bootstrap] | p | "
-             "p (Holm) |", "|---|---|" + "---|" * len(tasks) + "---|---|---|---|"]
+    header = ["recipe", "seeds", *tasks, "overall", "vs best: difference [95% bootstrap]", "p", "p (Holm)"]
     against = {id(c.other): c for c in comparisons}
+    rows = []
     for recipe in recipes:
         c = against.get(id(recipe))
         versus = "best" if recipe is recipes[0] else \
             "-" if c is None else f"{c.difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}]"
-        p = "" if c is None else f"{c.p:.4f}"
-        holm_p = "" if c is None else f"{c.p_holm:.4f}{' *' if c.significant else ''}"
-        cells = " | ".join(interval_text(recipe.tasks[t]) if t in recipe.tasks else "-" for t in tasks)
-        lines.append(f"| {recipe.label} | {len(recipe.runs)} | {cells} | {interval_text(recipe.overall)} | {versus} | {p} | "
-                     f"{holm_p} |")
+        rows.append([recipe.label, str(len(recipe.runs)),
+                     *(interval_text(recipe.tasks[t]) if t in recipe.tasks else "-" for t in tasks),
+                     interval_text(recipe.overall), versus, "" if c is None else f"{c.p:.4f}",
+                     "" if c is None else f"{c.p_holm:.4f}{' *' if c.significant else ''}"])
+    return header, rows
+
+
+def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: int) -> str:
+    header, rows = display_table(recipes, comparisons)
+    lines = [f"Each task's headline and the overall score: mean over seeds ± the half-width of its "
+             f"{LEVEL:.0%} Student-t interval. Best recipe first.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     if comparisons:
         lines += ["", f"Paired bootstrap over the dev examples ({resamples} resamples of each task's examples, the "
                       f"same for every run); * marks a difference from the best recipe significant at "
