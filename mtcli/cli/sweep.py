@@ -55,19 +55,18 @@ def sweep_command(
         sweeps.optimize(folder, sweeps.read_space(folder / "space.toml"), quiet)
         return
     folder = out / (name or space_file.stem)
-    if engine == "ray":
-        _sweep_on_ray(space_file, folder, resume, parallel, ray_address)
-        return
     space = sweeps.prepare(space_file, folder, resume)
     console = Console(stderr=True)
-    console.print(f"[bold]sweep[/] {folder}: {space.search} search over {', '.join(space.params)}; "
-                  f"{space.trials} trials x {len(space.seeds)} seed(s); pruner {space.pruner}; objective "
+    on = " on Ray Tune" if engine == "ray" else ""
+    console.print(f"[bold]sweep[/] {folder}{on}: {space.search} search over {', '.join(space.params)}; "
+                  f"{space.planned_trials()} trials x {len(space.seeds)} seed(s); pruner {space.pruner}; objective "
                   f"dev {space.objective}")
     progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]}"),
                         TimeElapsedColumn(), console=console)
+    study = sweeps.open_study(folder, space)
 
-    def show(study) -> None:
-        record = sweeps.summary(study, folder, space)
+    def show(*_) -> None:
+        record = sweeps.summary(study, folder, space, engine)
         counts = {s: sum(t["state"] == s for t in record["trials"]) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
         best = record["best"]
         shown = f"best {best['value']:.4f} (trial {best['number']})" if best else "no finished trial yet"
@@ -76,17 +75,22 @@ def sweep_command(
                               f"{counts['FAIL']} failed; {shown}")
 
     with progress:
-        bar = progress.add_task("sweep", total=space.trials, state="")
-        workers = sweeps.launch_workers(folder, parallel) if parallel > 1 else []
-        try:
-            sweeps.optimize(folder, space, quiet, progress=show)
-            sweeps.wait_for(workers)
-        finally:
-            for w in workers:
-                if w.poll() is None:
-                    w.terminate()
-        show(sweeps.open_study(folder, space))
-    _announce(console, sweeps.summary(sweeps.open_study(folder, space), folder, space), space, folder)
+        bar = progress.add_task("sweep", total=space.planned_trials(), state="")
+        if engine == "ray":
+            from mtcli.sweep import ray_engine
+
+            ray_engine.run(folder, space, parallel=parallel, address=ray_address, progress=show)
+        else:
+            workers = sweeps.launch_workers(folder, parallel) if parallel > 1 else []
+            try:
+                sweeps.optimize(folder, space, quiet, progress=show)
+                sweeps.wait_for(workers)
+            finally:
+                for w in workers:
+                    if w.poll() is None:
+                        w.terminate()
+        show()
+    _announce(console, sweeps.summary(study, folder, space, engine), space, folder)
 
 
 def _announce(console, record: dict, space, folder: Path) -> None:
@@ -99,39 +103,3 @@ def _announce(console, record: dict, space, folder: Path) -> None:
     console.print(f"[bold]best[/] trial {best['number']}: dev {space.objective} {best['value']:.4f} with {params}; "
                   f"runs {', '.join(best['runs'])}")
     console.print(f"compare them: mtcli compare {folder / 'trials'}", highlight=False)
-
-
-def _sweep_on_ray(space_file: Path, folder: Path, resume: bool, parallel: int, address: str | None) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from mtcli.core.errors import UserError
-    from mtcli.sweep import ray_engine
-    from mtcli.sweep import study as sweeps
-
-    if resume:
-        if not (folder / "space.toml").is_file():
-            raise UserError(f"{folder}: no sweep to resume here (no space.toml); start it without --resume")
-        space = sweeps.read_space(folder / "space.toml")
-    else:
-        space = sweeps.start_folder(space_file, folder)
-    console = Console(stderr=True)
-    console.print(f"[bold]sweep[/] {folder} on Ray Tune: {space.search} search over {', '.join(space.params)}; "
-                  f"{space.trials} trials x {len(space.seeds)} seed(s); pruner {space.pruner}")
-    progress = Progress(TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]}"),
-                        TimeElapsedColumn(), console=console)
-    total = space.grid_size() if space.search == "grid" else space.trials
-    with progress:
-        bar = progress.add_task("sweep", total=total, state="")
-
-        def show(counts: dict, best) -> None:
-            shown = f"best {best:.4f}" if best is not None else "no finished trial yet"
-            progress.update(bar, completed=counts["COMPLETE"] + counts["PRUNED"],
-                            state=f"{counts['COMPLETE']} done, {counts['PRUNED']} pruned, {counts['RUNNING']} running, "
-                                  f"{counts['FAIL']} failed; {shown}")
-
-        record = ray_engine.run(folder, space, parallel=parallel, address=address, resume=resume, progress=show)
-        states = [t["state"] for t in record["trials"]]
-        show({s: states.count(s) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")},
-             record["best"]["value"] if record["best"] else None)
-    _announce(console, record, space, folder)

@@ -72,6 +72,10 @@ class Space:
     def grid_size(self) -> int:
         return math.prod(len(v) for v in self.params.values() if isinstance(v, list))
 
+    def planned_trials(self) -> int:
+        """Trials the sweep runs to the end: `trials`, and at most the whole grid for a grid search."""
+        return min(self.trials, self.grid_size()) if self.search == "grid" else self.trials
+
 
 def read_space(path: str | Path) -> Space:
     path = Path(path)

@@ -30,6 +30,7 @@ from mtcli.core.fileio import read_json_dict, write_json, write_text
 from mtcli.sweep.space import Range, Space, read_space
 
 DONE_STATES = ("COMPLETE", "PRUNED")
+STUDY = "sweep"   # the study's name in the journal
 
 
 def _optuna():
@@ -41,22 +42,41 @@ def _optuna():
     return optuna
 
 
-def open_study(folder: Path, space: Space):
+def sampler_for(space: Space):
+    """The space's Optuna sampler (seeded with its first seed); both engines search with it."""
     optuna = _optuna()
+    seed = space.seeds[0]
+    if space.search == "grid":
+        return optuna.samplers.GridSampler({option.replace("_", "-"): [json.dumps(c) for c in choices]
+                                            for option, choices in space.params.items()}, seed=seed)
+    return (optuna.samplers.TPESampler if space.search == "tpe" else optuna.samplers.RandomSampler)(seed=seed)
+
+
+def journal(folder: Path):
+    """The sweep's Optuna storage: a journal file (JSON lines) in the sweep folder."""
+    _optuna()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    seed = space.seeds[0]
-    samplers = {"grid": lambda: optuna.samplers.GridSampler({k: [json.dumps(v) for v in c]
-                                                             for k, c in space.params.items()}, seed=seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-                "tpe": lambda: optuna.samplers.TPESampler(seed=seed)}
+    return JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+
+
+def open_study(folder: Path, space: Space):
+    optuna = _optuna()
     pruners = {"asha": lambda: optuna.pruners.SuccessiveHalvingPruner(),
                "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "none": lambda: optuna.pruners.NopPruner()}
-    storage = JournalStorage(JournalFileBackend(str(folder / "study.journal")))
-    return optuna.create_study(study_name="sweep", storage=storage, direction="maximize", load_if_exists=True,
-                               sampler=samplers[space.search](), pruner=pruners[space.pruner]())
+    return optuna.create_study(study_name=STUDY, storage=journal(folder), direction="maximize", load_if_exists=True,
+                               sampler=sampler_for(space), pruner=pruners[space.pruner]())
+
+
+def run_name(number: int, seed: int) -> str:
+    """A trial's run folder under trials/, whichever engine ran it."""
+    return f"{number:04d}-s{seed}"
+
+
+def runs_of(folder: Path, number: int) -> list[str]:
+    return sorted(str(p) for p in (folder / "trials").glob(f"{number:04d}-s*") if p.is_dir())
 
 
 def suggest(trial, space: Space) -> dict:
@@ -87,12 +107,9 @@ def run_trial(trial, space: Space, folder: Path, console) -> float:
     from mtcli.train.loop import Trainer
 
     values = suggest(trial, space)
-    scores, runs = [], []
+    scores = []
     for i, seed in enumerate(space.seeds):
-        name = f"{trial.number:04d}-s{seed}"
-        config = space.config(values, name=name, out=str(folder / "trials"), seed=seed)
-        runs.append(str(folder / "trials" / name))
-        trial.set_user_attr("runs", runs)
+        config = space.config(values, name=run_name(trial.number, seed), out=str(folder / "trials"), seed=seed)
 
         def report(step: int, results: dict, first: bool = i == 0) -> None:
             value = objective_value(space, results)
@@ -114,9 +131,9 @@ def run_trial(trial, space: Space, folder: Path, console) -> float:
 def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
     """The sweep folder: a new one (the space file copied in), or a killed one to resume, whose
     trials that were running restart (their run folders move to trials/stopped/)."""
-    journal = folder / "study.journal"
+    journal_file = folder / "study.journal"
     if resume:
-        if not journal.is_file():
+        if not journal_file.is_file():
             raise UserError(f"{folder}: no sweep to resume here (no study.journal); start it without --resume")
         space = read_space(folder / "space.toml")
         study = open_study(folder, space)
@@ -128,10 +145,9 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
             if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
                 study.enqueue_trial(trial.params)
                 restarted.add(trial.number)
-                for run in trial.user_attrs.get("runs", []):
-                    if Path(run).parent == folder / "trials" and Path(run).is_dir():
-                        (folder / "trials" / "stopped").mkdir(exist_ok=True)
-                        Path(run).rename(folder / "trials" / "stopped" / Path(run).name)
+                for run in runs_of(folder, trial.number):
+                    (folder / "trials" / "stopped").mkdir(exist_ok=True)
+                    Path(run).rename(folder / "trials" / "stopped" / Path(run).name)
         study.set_user_attr("restarted", sorted(restarted))
         return space
     return start_folder(space_path, folder)
@@ -172,15 +188,16 @@ def finished(study) -> int:
     return sum(t.state.name in DONE_STATES for t in study.get_trials(deepcopy=False))
 
 
-def summary(study, folder: Path, space: Space) -> dict:
+def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
+    """sweep.json: every trial of the journal (state, value, parameters, run folders) and the best."""
     trials = []
     for t in study.get_trials(deepcopy=False):
         trials.append({"number": t.number, "state": t.state.name, "value": t.value,
                        "params": {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()},
-                       "runs": t.user_attrs.get("runs", [])})
+                       "runs": runs_of(folder, t.number)})
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     best = max(done, key=lambda t: t["value"]) if done else None
-    record = {"format": "mtcli-sweep/1", "objective": space.objective, "search": space.search,
+    record = {"format": "mtcli-sweep/1", "engine": engine, "objective": space.objective, "search": space.search,
               "pruner": space.pruner, "trials": trials, "best": best}
     write_json(folder / "sweep.json", record)
     return record
@@ -194,10 +211,10 @@ def optimize(folder: Path, space: Space, console, progress=None) -> None:
         summary(study, folder, space)
         if progress is not None:
             progress(study)
-        if finished(study) >= space.trials:
+        if finished(study) >= space.planned_trials():
             study.stop()
 
-    if finished(study) >= space.trials:
+    if finished(study) >= space.planned_trials():
         return
     study.optimize(lambda trial: run_trial(trial, space, folder, console), callbacks=[stop_when_done],
                    catch=(UserError,))
@@ -218,4 +235,5 @@ def wait_for(workers: list[subprocess.Popen], poll: float = 1.0) -> None:
         time.sleep(poll)
 
 
-__all__ = ["open_study", "optimize", "prepare", "start_folder", "summary", "launch_workers", "wait_for"]
+__all__ = ["open_study", "journal", "sampler_for", "run_name", "runs_of", "optimize", "prepare", "start_folder",
+           "summary", "launch_workers", "wait_for"]

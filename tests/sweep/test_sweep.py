@@ -102,18 +102,28 @@ def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, t
     assert {t.state.name for t in trials[1:3]} == {"FAIL"} and len(trials) == 5
 
 
-def test_the_same_sweep_runs_on_ray_tune(tmp_path, tiny_model_dir):
-    """A local Ray instance, two trials at once: Optuna's random search through Tune, ASHA on the
-    dev evaluations, the run folders and sweep.json in the local engine's layout."""
+def test_the_same_sweep_resumes_on_ray_tune(tmp_path, tiny_model_dir):
+    """A sweep whose trial a kill left running, resumed on a local Ray instance with two trials at
+    once: the journal's trial restarts with its parameters (its old run folder moved aside), the
+    other is asked of the same Optuna study through Tune, ASHA reads the dev evaluations, and the
+    run folders and sweep.json are the local engine's."""
     pytest.importorskip("ray.tune")
-    done = run_cli("sweep", _space(tmp_path, tiny_model_dir, trials=2, pruner="asha"), "--out", tmp_path / "sweeps",
-                   "--name", "r", "--engine", "ray", "--parallel", "2", timeout=600)
+    folder = tmp_path / "sweeps" / "r"
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=2, pruner="asha"), folder, resume=False)
+    left = sweeps.open_study(folder, space).ask()
+    sweeps.suggest(left, space)
+    (folder / "trials" / "0000-s0").mkdir(parents=True)   # the killed trial's half-written run
+    done = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "r", "--resume",
+                   "--engine", "ray", "--parallel", "2", timeout=600)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    record = json.loads((tmp_path / "sweeps" / "r" / "sweep.json").read_text())
-    assert record["engine"] == "ray" and len(record["trials"]) == 2
-    for trial in record["trials"]:
-        assert trial["state"] in ("COMPLETE", "PRUNED") and trial["params"]["combine"] in ("sum", "upgrad", "famo")
-        (run,) = trial["runs"]
-        assert json.loads((tmp_path / "sweeps" / "r" / "trials" / run.split("/")[-1] / "config.json").read_text())[
+    record = json.loads((folder / "sweep.json").read_text())
+    assert record["engine"] == "ray" and [t["state"] for t in record["trials"]][0] == "FAIL"
+    assert (folder / "trials" / "stopped" / "0000-s0").is_dir()
+    ran = record["trials"][1:]
+    assert len(ran) == 2 and all(t["state"] in ("COMPLETE", "PRUNED") for t in ran)
+    assert ran[0]["params"] == {k: json.loads(v) if isinstance(v, str) else v for k, v in left.params.items()}
+    for trial in ran:
+        assert trial["runs"] == [str(folder / "trials" / f"{trial['number']:04d}-s0")]
+        assert json.loads((folder / "trials" / f"{trial['number']:04d}-s0" / "config.json").read_text())[
             "combine"] == trial["params"]["combine"]
-    assert record["best"]["value"] == max(t["value"] for t in record["trials"] if t["state"] == "COMPLETE")
+    assert record["best"]["value"] == max(t["value"] for t in ran if t["state"] == "COMPLETE")
