@@ -242,20 +242,14 @@ def _install_handlers(app: FastAPI, service_of) -> None:
                                 status_code=400)
         return JSONResponse({"error": f"{_field(first['loc'])}: {first['msg']}"}, status_code=422)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        service_of().metrics.request(getattr(route, "path", "other"), response.status_code, time.perf_counter() - start)
-        return response
-
-    app.add_middleware(BodyLimit, service_of=service_of)
+    app.add_middleware(Gate, service_of=service_of)
 
 
-class BodyLimit:
-    """Refuse a request body over `limit` bytes (413, one line) before anything parses it,
-    whether it declares its length or streams in chunks."""
+class Gate:
+    """Every request's way in and out, as a plain ASGI middleware (Starlette's @middleware("http")
+    costs a task and two memory streams a request): a body over the limit is refused (413, one
+    line) before anything parses it, whether it declares its length or streams in chunks; every
+    answer is counted and timed by route and status."""
 
     def __init__(self, app, service_of):
         self.app, self.service_of = app, service_of
@@ -283,11 +277,21 @@ class BodyLimit:
             service.metrics.request("body", 413, time.perf_counter() - start)
             return await response(scope, receive, send)
         pending = [{"type": "http.request", "body": body, "more_body": False}]
+        status = []
 
         async def replay():
             return pending.pop() if pending else await receive()
 
-        await self.app(scope, replay, send)
+        async def answer(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, replay, answer)
+        finally:   # the route is in the scope once the router has matched it
+            route = getattr(scope.get("route"), "path", "other")
+            service.metrics.request(route, status[0] if status else 500, time.perf_counter() - start)
 
 
 def _field(loc) -> str:
