@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from mtcli.core.errors import UserError
-from mtcli.inference.scorer import Scorer, as_texts
+from mtcli.inference.scorer import BATCH_SIZE, Scorer, as_texts
 from mtcli.serve.batcher import EMBED, Batcher, QueueFull, ShuttingDown
 from mtcli.serve.metrics import ServeMetrics
 
@@ -137,11 +137,23 @@ def load_scorer(model_dir, *, int8: bool, providers, threads: int | None = None)
     return scorer
 
 
+def warm_up(scorer: Scorer) -> None:
+    """Run every graph once at the largest shape the batcher gives it (BATCH_SIZE rows of texts
+    at the export's max_length): onnxruntime's memory arena grows to the size it keeps before the
+    first request, so memory stays flat under load instead of creeping up as rarer, larger
+    shapes arrive, and no early request pays for the growth."""
+    longest = [f"{i} " + "word " * scorer.manifest["max_length"] for i in range(BATCH_SIZE)]
+    for name, task in scorer.tasks.items():
+        scorer.score(name, [(text,) * len(task.text) for text in longest])
+    scorer.embed(longest)
+
+
 def create_app(model_dir: str | Path = "export", *, int8: bool = False, limits: Limits = Limits(),
                providers=("cuda", "cpu"), threads: int | None = None) -> FastAPI:
     """The application over one export, its rows batched by a Batcher in this process."""
     limits.check()
     scorer = load_scorer(model_dir, int8=int8, providers=providers, threads=threads)
+    warm_up(scorer)
     metrics = ServeMetrics()
     batcher = Batcher(scorer, max_batch_tokens=limits.max_batch_tokens, max_wait_ms=limits.max_wait_ms,
                       max_queue_rows=limits.max_queue_rows, metrics=metrics)

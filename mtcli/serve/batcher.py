@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mtcli.inference.scorer import BATCH_SIZE   # rows per onnxruntime run inside a batch
+
 EMBED = None  # the task of an embedding job
 
 
@@ -51,7 +53,6 @@ class Batcher:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcli-score")
         self.closing = False
         self.busy = False                     # a batch is being scored
-        self.scorer_batch = 64                # rows per onnxruntime run inside a batch
         self._loop_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ requests
@@ -154,8 +155,8 @@ class Batcher:
 
     def _run_rows(self, task: str | None, rows: list[tuple[str, ...]]) -> np.ndarray:
         if task is EMBED:
-            return self.scorer.embed([row[0] for row in rows], batch_size=self.scorer_batch)
-        return self.scorer.score_window(task, rows, self.scorer_batch)
+            return self.scorer.embed([row[0] for row in rows], batch_size=BATCH_SIZE)
+        return self.scorer.score_window(task, rows, BATCH_SIZE)
 
     def _gauge(self) -> None:
         if self.metrics is not None:

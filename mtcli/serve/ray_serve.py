@@ -18,7 +18,7 @@ from pathlib import Path
 from ray import serve
 
 from mtcli.core.errors import UserError
-from mtcli.serve.app import Limits, Service, add_routes, load_scorer, new_app
+from mtcli.serve.app import Limits, Service, add_routes, load_scorer, new_app, warm_up
 from mtcli.serve.batcher import EMBED
 from mtcli.serve.metrics import ServeMetrics
 
@@ -47,6 +47,7 @@ add_routes(ingress, current_service)
 class Replica:
     def __init__(self, model_dir: str, int8: bool, limits: Limits, providers: tuple[str, ...]):
         self.scorer = load_scorer(model_dir, int8=int8, providers=providers)
+        warm_up(self.scorer)
         self.metrics = ServeMetrics()
         self.score_batch.set_batch_wait_timeout_s(limits.max_wait_ms / 1000)
         register(Service(self.scorer, self.submit, self.metrics, limits))
