@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.encoding import encode, length_order
+from mtcli.core.encoding import encode, length_batches, row_lengths
 from mtcli.core.errors import UserError
 from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
@@ -148,10 +148,11 @@ class Scorer:
     def _run_length_sorted(self, entry: dict, encoding: str, rows: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:
         """One graph over the rows in batches of similar token length; the outputs in input order."""
         session = self._session(entry)
-        order = length_order(self.tokenizer, encoding, rows)
+        lengths = row_lengths(self.tokenizer, encoding, rows)
+        order = np.argsort(lengths, kind="stable")
         parts = []
-        for start in range(0, len(order), batch_size):
-            batch = encode(self.tokenizer, encoding, [rows[i] for i in order[start:start + batch_size]])
+        for part in length_batches(lengths[order], batch_size):
+            batch = encode(self.tokenizer, encoding, [rows[i] for i in order[part]])
             parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
         return np.concatenate(parts)[np.argsort(order)]
 
