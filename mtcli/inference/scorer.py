@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.encoding import encode, length_batches, row_lengths
+from mtcli.core.encoding import RUN_OVERHEAD_TOKENS, encode, length_batches, row_lengths
 from mtcli.core.errors import UserError
 from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
@@ -151,7 +151,8 @@ class Scorer:
         lengths = row_lengths(self.tokenizer, encoding, rows)
         order = np.argsort(lengths, kind="stable")
         parts = []
-        for part in length_batches(lengths[order], batch_size):
+        device = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
+        for part in length_batches(lengths[order], batch_size, RUN_OVERHEAD_TOKENS[device]):
             batch = encode(self.tokenizer, encoding, [rows[i] for i in order[part]])
             parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
         return np.concatenate(parts)[np.argsort(order)]
