@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -246,7 +247,8 @@ def run_table(args) -> None:
             print(f"offline {task} {precision}: {ceilings[(task, precision)]:.0f} rows/s", flush=True)
             for name, command, url in (
                     ("mtcli", [sys.executable, "-m", "mtcli", "serve", "--model", export, "--providers", "cpu",
-                               *(["--int8"] if int8 else []), "--port"], "/v1/tasks/{task}/score"),
+                               *(["--int8"] if int8 else []), *shlex.split(args.serve_args), "--port"],
+                     "/v1/tasks/{task}/score"),
                     ("naive", [sys.executable, "-c", NAIVE_APP, export, "int8" if int8 else "fp32"], "/score/{task}")):
                 if name == "naive" and not args.naive:
                     continue
@@ -398,6 +400,7 @@ def main() -> None:
     parser.add_argument("--no-naive", dest="naive", action="store_false")
     parser.add_argument("--no-peer", dest="peer", action="store_false")
     parser.add_argument("--peer-python", help="a Python with infinity-emb installed (else sentence-transformers)")
+    parser.add_argument("--serve-args", default="", help="more flags for mtcli serve, e.g. '--parallel-batches 2'")
     parser.add_argument("--soak", type=float, help="seconds of load at the highest concurrency, watching memory")
     parser.add_argument("--kill-replica", action="store_true")
     parser.add_argument("--peer-only", action="store_true", help="only the embeddings against the peer server")

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import typer
 
+from mtcli.serve.limits import Limits
+
 EPILOG = """Examples:
 
   mtcli serve                                      # export/ on http://127.0.0.1:8080 (docs: /docs)
@@ -23,11 +25,16 @@ def serve(
     int8: bool = typer.Option(False, "--int8", help="Serve the int8 graphs (export --quantize int8)"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)"),
     port: int = typer.Option(8080, help="Port to listen on"),
-    max_batch_tokens: int = typer.Option(32768, "--max-batch-tokens", help="Tokens gathered into one batch"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch waits for more rows (under load)"),
-    max_queue_rows: int = typer.Option(4096, "--max-queue-rows", help="Rows waiting at most; beyond, 503 Retry-After"),
-    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body"),
-    max_text_chars: int = typer.Option(20_000, "--max-text-chars", help="Longest text in a row"),
+    max_batch_tokens: int = typer.Option(Limits.max_batch_tokens, "--max-batch-tokens",
+                                         help="Tokens gathered into one batch"),
+    max_wait_ms: float = typer.Option(Limits.max_wait_ms, "--max-wait-ms",
+                                      help="How long a batch waits for more rows (under load)"),
+    max_queue_rows: int = typer.Option(Limits.max_queue_rows, "--max-queue-rows",
+                                       help="Rows waiting at most; beyond, 503 Retry-After"),
+    max_body_bytes: int = typer.Option(Limits.max_body_bytes, "--max-body-bytes", help="Largest request body"),
+    max_text_chars: int = typer.Option(Limits.max_text_chars, "--max-text-chars", help="Longest text in a row"),
+    parallel_batches: int = typer.Option(Limits.parallel_batches, "--parallel-batches",
+                                         help="Batches scored at once, each on cores / N threads"),
     shutdown_timeout: float = typer.Option(30.0, "--shutdown-timeout", help="On SIGTERM: seconds to finish "
                                                                             "what is in flight"),
     providers: str = typer.Option("cuda,cpu", help="onnxruntime providers in order of preference"),
@@ -39,11 +46,10 @@ def serve(
     from rich.console import Console
 
     from mtcli.core.errors import UserError
-    from mtcli.serve.app import Limits
 
     console = Console(stderr=True, soft_wrap=True)
     limits = Limits(max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue_rows=max_queue_rows,
-                    max_body_bytes=max_body_bytes, max_text_chars=max_text_chars)
+                    max_body_bytes=max_body_bytes, max_text_chars=max_text_chars, parallel_batches=parallel_batches)
     provider_list = tuple(p.strip() for p in providers.split(",") if p.strip())
     if not 0 < port < 65536:
         raise UserError(f"--port {port}: must be between 1 and 65535")

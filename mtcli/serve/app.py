@@ -15,6 +15,7 @@ empty text; ..."}`, and the server keeps serving; a full queue is 503 with Retry
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,24 +30,8 @@ from pydantic import BaseModel, Field
 from mtcli.core.errors import UserError
 from mtcli.inference.scorer import BATCH_SIZE, Scorer, as_texts
 from mtcli.serve.batcher import EMBED, Batcher, QueueFull, ShuttingDown
+from mtcli.serve.limits import Limits
 from mtcli.serve.metrics import ServeMetrics
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_tokens: int = 32768    # tokens gathered into one batch (the offline scorer's window is ~2,048 rows)
-    max_wait_ms: float = 5.0         # how long a batch waits for more rows (under load only)
-    max_queue_rows: int = 4096       # rows waiting at most; beyond: 503
-    max_body_bytes: int = 1 << 20    # request body
-    max_text_chars: int = 20_000     # one text
-    retry_after_s: int = 1           # what a 503 asks the client to wait
-
-    def check(self) -> None:
-        for name in ("max_batch_tokens", "max_queue_rows", "max_body_bytes", "max_text_chars", "retry_after_s"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if not 0 <= self.max_wait_ms <= 10_000:
-            raise UserError(f"--max-wait-ms {self.max_wait_ms:g}: must be between 0 and 10000")
 
 
 class ScoreRequest(BaseModel):
@@ -152,11 +137,12 @@ def create_app(model_dir: str | Path = "export", *, int8: bool = False, limits: 
                providers=("cuda", "cpu"), threads: int | None = None) -> FastAPI:
     """The application over one export, its rows batched by a Batcher in this process."""
     limits.check()
+    threads = threads or max(1, (os.cpu_count() or 1) // limits.parallel_batches)
     scorer = load_scorer(model_dir, int8=int8, providers=providers, threads=threads)
     warm_up(scorer)
     metrics = ServeMetrics()
     batcher = Batcher(scorer, max_batch_tokens=limits.max_batch_tokens, max_wait_ms=limits.max_wait_ms,
-                      max_queue_rows=limits.max_queue_rows, metrics=metrics)
+                      max_queue_rows=limits.max_queue_rows, parallel=limits.parallel_batches, metrics=metrics)
 
     async def submit(task, rows):
         try:

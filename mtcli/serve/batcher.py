@@ -3,8 +3,9 @@
 Requests put jobs (a task's rows, or sentences to embed) on one queue. One loop takes the
 first job; when nothing else is waiting it is scored at once (a lone request never waits
 for a window); otherwise jobs are gathered up to `max_batch_tokens` tokens, waiting at most
-`max_wait_ms` after the first job for more to arrive. A batch runs on one worker thread
-(onnxruntime releases the GIL, so the event loop keeps accepting requests meanwhile),
+`max_wait_ms` after the first job for more to arrive. A batch runs on a worker thread
+(onnxruntime releases the GIL, so the event loop keeps accepting requests meanwhile), up to
+`parallel` batches at once (each onnxruntime run then takes cores / parallel threads),
 each task's rows through `Scorer.score_window` together — sorted by length there, the
 sentences shared within the batch encoded once — and every job gets its own rows back,
 in order. The queue holds at most `max_queue_rows` rows: beyond that `submit` raises
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mtcli.inference.scorer import BATCH_SIZE   # rows per onnxruntime run inside a batch
+from mtcli.serve.limits import Limits
 
 EMBED = None  # the task of an embedding job
 
@@ -43,16 +45,17 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, scorer, *, max_batch_tokens: int = 32768, max_wait_ms: float = 5.0,
-                 max_queue_rows: int = 4096, metrics=None):
+    def __init__(self, scorer, *, max_batch_tokens: int = Limits.max_batch_tokens,
+                 max_wait_ms: float = Limits.max_wait_ms, max_queue_rows: int = Limits.max_queue_rows,
+                 parallel: int = Limits.parallel_batches, metrics=None):
         self.scorer, self.metrics = scorer, metrics
         self.max_batch_tokens, self.max_wait = max_batch_tokens, max_wait_ms / 1000
-        self.max_queue_rows = max_queue_rows
+        self.max_queue_rows, self.parallel = max_queue_rows, parallel
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.queued_rows = 0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcli-score")
+        self.pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mtcli-score")
         self.closing = False
-        self.busy = False                     # a batch is being scored
+        self.in_flight: set[asyncio.Task] = set()   # batches being scored
         self._loop_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ requests
@@ -83,27 +86,28 @@ class Batcher:
         """Run the loop in the current event loop (again after `stop`: a fresh queue and worker)."""
         if self.closing:
             self.closing, self.queue, self.queued_rows = False, asyncio.Queue(), 0
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtcli-score")
+            self.pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="mtcli-score")
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Take no new jobs; finish the queued ones (within `timeout`), then stop."""
         self.closing = True
         deadline = time.perf_counter() + timeout
-        while (self.queued_rows or self.busy) and time.perf_counter() < deadline:
+        while (self.queued_rows or self.in_flight) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         if self._loop_task is not None:
             self._loop_task.cancel()
         self.pool.shutdown(wait=False)
 
     async def _run(self) -> None:
+        """Gather a batch whenever one of the `parallel` scoring slots is free."""
+        slots = asyncio.Semaphore(self.parallel)
         while True:
+            await slots.acquire()
             batch = await self._gather()
-            self.busy = True
-            try:
-                await self._score(batch)
-            finally:
-                self.busy = False
+            task = asyncio.get_running_loop().create_task(self._score(batch))
+            self.in_flight.add(task)
+            task.add_done_callback(lambda t: (self.in_flight.discard(t), slots.release()))
 
     async def _gather(self) -> list[Job]:
         first = await self.queue.get()

@@ -105,8 +105,10 @@ class _SlowScorer:
 
     def __init__(self, scorer):
         self.scorer, self.tokenizer, self.release, self.batches = scorer, scorer.tokenizer, threading.Event(), []
+        self.entered = 0
 
     def score_window(self, task, rows, batch_size=64):
+        self.entered += 1
         self.release.wait(10)
         self.batches.append(len(rows))
         return self.scorer.score_window(task, rows, batch_size)
@@ -134,6 +136,29 @@ def test_rows_of_concurrent_requests_are_batched_and_returned_in_order(tiny_expo
     assert scorer.batches == [1, 30]  # the lone request alone; the ten waiting ones in one batch
     direct = scorer.scorer.score("sst", [f"row 4 of {j}" for j in range(3)])
     assert np.allclose(results[5], direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_parallel_batches_are_scored_at_once(tiny_export, parallel):
+    """--parallel-batches 2: a second batch is gathered and scored while the first one runs."""
+    scorer = _SlowScorer(Scorer(tiny_export, providers=["cpu"]))
+
+    async def body():
+        batcher = Batcher(scorer, max_wait_ms=0, parallel=parallel)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit("sst", [("the first",)]))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit("sst", [("the second",), ("and a third",)]))
+        await asyncio.sleep(0.05)
+        entered = scorer.entered   # batches inside the scorer before either is let go
+        scorer.release.set()
+        results = await asyncio.gather(first, second)
+        await batcher.stop()
+        return entered, results
+
+    entered, (first, second) = asyncio.run(body())
+    assert entered == parallel and sorted(scorer.batches) == [1, 2]
+    assert np.allclose(second, scorer.scorer.score("sst", ["the second", "and a third"]), atol=1e-6)
 
 
 def test_a_full_queue_is_503_with_retry_after(tiny_export):
