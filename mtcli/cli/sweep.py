@@ -65,7 +65,7 @@ def sweep_command(
                         TimeElapsedColumn(), console=console)
     study = sweeps.open_study(folder, space)
 
-    def show(*_) -> None:
+    def show() -> None:
         record = sweeps.summary(study, folder, space, engine)
         counts = {s: sum(t["state"] == s for t in record["trials"]) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
         best = record["best"]

@@ -60,30 +60,14 @@ def mtcli_trial(params: dict, space_path: str, folder: str, cpus: int) -> None:
     from ray import tune
     from rich.console import Console
 
-    from mtcli.core.fileio import read_json_dict
     from mtcli.sweep.space import read_space
-    from mtcli.sweep.study import objective_value, run_name
-    from mtcli.train.loop import Trainer
+    from mtcli.sweep.study import train_seeds
 
     torch.set_num_threads(max(1, cpus))
     space = read_space(space_path)   # the sweep folder's copy
-    values, scores = values_of(params, space), []
-    for i, seed in enumerate(space.seeds):
-        config = space.config(values, name=run_name(params["number"], seed), out=str(Path(folder) / "trials"),
-                              seed=seed)
-
-        def report(step: int, results: dict, first: bool = i == 0) -> None:
-            value = objective_value(space, results)
-            if first and value is not None:
-                tune.report({METRIC: value, "step": step})
-
-        trainer = Trainer(config, Console(quiet=True), on_eval=report)
-        trainer.run()
-        value = objective_value(space, read_json_dict(trainer.run_dir / "eval.json") or {})
-        if value is None:
-            raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
-        scores.append(value)
-    tune.report({METRIC: sum(scores) / len(scores), "step": trainer.total_steps, "done": True})
+    mean, steps = train_seeds(space, values_of(params, space), Path(folder), params["number"], Console(quiet=True),
+                              lambda step, value: tune.report({METRIC: value, "step": step}))
+    tune.report({METRIC: mean, "step": steps, "done": True})
 
 
 def run(folder: Path, space: Space, *, parallel: int, address: str | None, progress=None) -> None:

@@ -101,31 +101,40 @@ def objective_value(space: Space, results: dict) -> float | None:
     return results.get("headline", {}).get(space.objective)
 
 
-def run_trial(trial, space: Space, folder: Path, console) -> float:
-    """Train the trial's configuration once per seed; report the first seed's evaluations to the pruner."""
-    optuna = _optuna()
+def train_seeds(space: Space, values: dict, folder: Path, number: int, console, on_first_eval) -> tuple[float, int]:
+    """Train one configuration once per seed into the trial's run folders (either engine); the
+    first seed's dev evaluations go to `on_first_eval(step, value)` (the pruner or scheduler).
+    The mean of the runs' dev objective, and the last run's steps."""
     from mtcli.train.loop import Trainer
 
-    values = suggest(trial, space)
     scores = []
     for i, seed in enumerate(space.seeds):
-        config = space.config(values, name=run_name(trial.number, seed), out=str(folder / "trials"), seed=seed)
+        config = space.config(values, name=run_name(number, seed), out=str(folder / "trials"), seed=seed)
 
         def report(step: int, results: dict, first: bool = i == 0) -> None:
             value = objective_value(space, results)
             if first and value is not None:
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step} ({space.objective} {value:.4f})")
+                on_first_eval(step, value)
 
         trainer = Trainer(config, console, on_eval=report)
         trainer.run()
-        evaluation = read_json_dict(trainer.run_dir / "eval.json") or {}
-        value = objective_value(space, evaluation)
+        value = objective_value(space, read_json_dict(trainer.run_dir / "eval.json") or {})
         if value is None:
             raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
         scores.append(value)
-    return float(sum(scores) / len(scores))
+    return float(sum(scores) / len(scores)), trainer.total_steps
+
+
+def run_trial(trial, space: Space, folder: Path, console) -> float:
+    """Optuna's trial in this process: its values suggested, the pruner fed the first seed's evaluations."""
+    optuna = _optuna()
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} ({space.objective} {value:.4f})")
+
+    return train_seeds(space, suggest(trial, space), folder, trial.number, console, report)[0]
 
 
 def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
@@ -204,13 +213,14 @@ def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
 
 
 def optimize(folder: Path, space: Space, console, progress=None) -> None:
-    """Run trials in this process until `trials` have finished or been pruned (with other workers)."""
+    """Run trials in this process until `trials` have finished or been pruned (with other workers);
+    `progress()` is called after each."""
     study = open_study(folder, space)
 
     def stop_when_done(study, trial) -> None:
         summary(study, folder, space)
         if progress is not None:
-            progress(study)
+            progress()
         if finished(study) >= space.planned_trials():
             study.stop()
 
