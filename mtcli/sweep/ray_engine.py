@@ -8,7 +8,7 @@ configuration once per seed into the local engine's run folders (`trials/<NNNN>-
 
 `--resume` reads only the journal (JSON lines), as the local engine does: finished and
 pruned trials are kept and inform the search, trials that were running restart with their
-parameters. Tune's own experiment state (pickled, in `ray/`) is written by Tune and never
+parameters and continue their run folders. Tune's own experiment state (pickled, in `ray/`) is written by Tune and never
 read back. On a cluster the sweep folder must be on a file system every node shares.
 """
 
@@ -38,11 +38,11 @@ def _tune():
 
 def define(trial, space: Space) -> dict:
     """The define-by-run space: the trial's values suggested as the local engine suggests them,
-    and its number in the study (which names its run folders)."""
+    its number in the study (which names its run folders) and the stopped trial it continues."""
     from mtcli.sweep.study import suggest
 
     suggest(trial, space)
-    return {"number": trial.number}
+    return {"number": trial.number, "continues": trial.user_attrs.get("continues")}
 
 
 def values_of(params: dict, space: Space) -> dict:
@@ -66,7 +66,8 @@ def mtcli_trial(params: dict, space_path: str, folder: str, cpus: int) -> None:
     torch.set_num_threads(max(1, cpus))
     space = read_space(space_path)   # the sweep folder's copy
     mean, steps = train_seeds(space, values_of(params, space), Path(folder), params["number"], Console(quiet=True),
-                              lambda step, value: tune.report({METRIC: value, "step": step}))
+                              lambda step, value: tune.report({METRIC: value, "step": step}),
+                              continues=params.get("continues"))
     tune.report({METRIC: mean, "step": steps, "done": True})
 
 

@@ -5,14 +5,15 @@ every trial one or more ordinary run folders.
       space.toml          the space file the sweep was started with (a resumed sweep reads it)
       study.journal       Optuna's journal storage: every trial, its parameters, reports and state
       trials/<NNNN>-s<seed>/   the trial's run folder per seed (`mtcli report`, `export`, `compare` work on it)
-      trials/stopped/...  run folders of trials that a kill stopped (kept, out of compare's reach)
+      trials/stopped/...  what a kill left that a restarted trial could not continue (kept, out of compare's reach)
       sweep.json          the trials and the best one, rewritten after every trial
 
 A trial's value is the mean over `seeds` of its runs' best dev objective (overall, or one task's
 headline). The pruner reads the first seed's dev evaluations (every `eval-every` steps and at
 epoch ends); a pruned trial's later seeds do not run. `--resume` continues a killed sweep:
 finished and pruned trials are kept, a trial that was running restarts with the same
-parameters, and the sweep stops when `trials` trials have finished or been pruned.
+parameters and continues its run folders (a finished seed is kept, an interrupted one goes on
+from its last checkpoint), and the sweep stops when `trials` trials have finished or been pruned.
 `--parallel K` runs K worker processes on the same journal, the cores divided between them.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict, write_json, write_text
+from mtcli.core.runlog import read_metrics
 from mtcli.sweep.space import Range, Space, read_space
 
 DONE_STATES = ("COMPLETE", "PRUNED")
@@ -101,10 +103,14 @@ def objective_value(space: Space, results: dict) -> float | None:
     return results.get("headline", {}).get(space.objective)
 
 
-def train_seeds(space: Space, values: dict, folder: Path, number: int, console, on_first_eval) -> tuple[float, int]:
+def train_seeds(space: Space, values: dict, folder: Path, number: int, console, on_first_eval,
+                continues: int | None = None) -> tuple[float, int]:
     """Train one configuration once per seed into the trial's run folders (either engine); the
     first seed's dev evaluations go to `on_first_eval(step, value)` (the pruner or scheduler).
-    The mean of the runs' dev objective, and the last run's steps."""
+    `continues`: the number of a trial with these values that a kill stopped; its run folders
+    become this trial's (carried_run), a finished one counted as it is, an interrupted one
+    continued from its last checkpoint. The mean of the runs' dev objective, and the last run's
+    steps."""
     from mtcli.train.loop import Trainer
 
     scores = []
@@ -116,13 +122,43 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
             if first and value is not None:
                 on_first_eval(step, value)
 
-        trainer = Trainer(config, console, on_eval=report)
+        carried = carried_run(folder, continues, seed, config, console)
+        if carried is not None:
+            trainer = Trainer.resume(carried, console, on_eval=report)
+            for record in read_metrics(carried / "metrics.jsonl") if (carried / "metrics.jsonl").is_file() else []:
+                if record.get("type") in ("eval", "epoch") and record.get("step", 0) <= trainer.position.step:
+                    report(record["step"], record)   # what the pruner had read of it before the kill
+        else:
+            trainer = Trainer(config, console, on_eval=report)
         trainer.run()
         value = objective_value(space, read_json_dict(trainer.run_dir / "eval.json") or {})
         if value is None:
             raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
         scores.append(value)
     return float(sum(scores) / len(scores)), trainer.total_steps
+
+
+def carried_run(folder: Path, continues: int | None, seed: int, config, console) -> Path | None:
+    """The stopped trial's run folder for `seed`, renamed to this trial's, when it is a run of
+    this very configuration (its config.json, all but the name); anything else it left (a
+    folder a kill cut short before config.json, a configuration that differs) moves to
+    trials/stopped/ and the seed starts afresh."""
+    if continues is None:
+        return None
+    earlier = folder / "trials" / run_name(continues, seed)
+    if not earlier.is_dir():
+        return None
+    here = folder / "trials" / config.name
+    saved = read_json_dict(earlier / "config.json") if (earlier / "config.json").is_file() else None
+    wanted = json.loads(json.dumps(config.to_dict()))
+    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "name"} == \
+            {k: v for k, v in wanted.items() if k != "name"} and not here.exists():
+        earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
+        console.print(f"[bold]continue[/] {here} (was {earlier.name})")
+        return here
+    (folder / "trials" / "stopped").mkdir(exist_ok=True)
+    earlier.rename(folder / "trials" / "stopped" / earlier.name)
+    return None
 
 
 def run_trial(trial, space: Space, folder: Path, console) -> float:
@@ -134,12 +170,13 @@ def run_trial(trial, space: Space, folder: Path, console) -> float:
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} ({space.objective} {value:.4f})")
 
-    return train_seeds(space, suggest(trial, space), folder, trial.number, console, report)[0]
+    return train_seeds(space, suggest(trial, space), folder, trial.number, console, report,
+                       continues=trial.user_attrs.get("continues"))[0]
 
 
 def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
     """The sweep folder: a new one (the space file copied in), or a killed one to resume, whose
-    trials that were running restart (their run folders move to trials/stopped/)."""
+    trials that were running restart with the same values, continuing their run folders."""
     journal_file = folder / "study.journal"
     if resume:
         if not journal_file.is_file():
@@ -152,11 +189,8 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
             if trial.state.name == "RUNNING":
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
-                study.enqueue_trial(trial.params)
+                study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
                 restarted.add(trial.number)
-                for run in runs_of(folder, trial.number):
-                    (folder / "trials" / "stopped").mkdir(exist_ok=True)
-                    Path(run).rename(folder / "trials" / "stopped" / Path(run).name)
         study.set_user_attr("restarted", sorted(restarted))
         return space
     return start_folder(space_path, folder)

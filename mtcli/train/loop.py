@@ -125,8 +125,9 @@ class Trainer:
     # ------------------------------------------------------------------ resume
 
     @classmethod
-    def resume(cls, run_dir: str | Path, console: Console | None = None) -> "Trainer":
-        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint.
+    def resume(cls, run_dir: str | Path, console: Console | None = None, on_eval=None) -> "Trainer":
+        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint
+        (`on_eval` as for a new run: called for the evaluations still to come).
 
         Everything read from the run folder is checked before it is used: the configuration
         (types, values, and that it is the one last/ was saved with), the data (the files the
@@ -152,12 +153,12 @@ class Trainer:
                                 f"move it away to start the run again from step 0")
             console.print(f"[yellow]note[/] {run_dir} stopped before it saved a checkpoint: starting it again from "
                           f"step 0")
-            trainer = cls(config, console, run_dir=run_dir)
+            trainer = cls(config, console, run_dir=run_dir, on_eval=on_eval)
             trainer.restart = True
             return trainer
         meta = read_meta(last)
         _check_saved_with(meta.get("train_config"), config, last, config_path)
-        trainer = cls(config, console, run_dir=run_dir, init_dir=last)
+        trainer = cls(config, console, run_dir=run_dir, init_dir=last, on_eval=on_eval)
         try:
             trainer.model.load_state_dict(model_state_from(last))
             state = read_trainer_state(last)

@@ -102,6 +102,43 @@ def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, t
     assert {t.state.name for t in trials[1:3]} == {"FAIL"} and len(trials) == 5
 
 
+def test_a_restarted_trial_keeps_its_finished_seed_and_continues_the_interrupted_one(tmp_path, tiny_model_dir):
+    """A kill in a trial's second seed: on --resume the trial restarts with its values and its run
+    folders become the new trial's; the finished seed is not trained again, the interrupted one
+    goes on from the checkpoint its Ctrl-C saved, and the trial's value is the two runs' mean."""
+    import signal
+
+    from rich.console import Console
+
+    from mtcli.core.errors import Interrupted
+    from mtcli.train.loop import Trainer
+
+    folder = tmp_path / "sweeps" / "c"
+    space_file = _space(tmp_path, tiny_model_dir, trials=1, pruner="none").read_text().replace("seeds = [0]",
+                                                                                                "seeds = [0, 1]")
+    (tmp_path / "space.toml").write_text(space_file)
+    space = sweeps.prepare(tmp_path / "space.toml", folder, resume=False)
+    trial = sweeps.open_study(folder, space).ask()   # left running by the kill
+    values = sweeps.suggest(trial, space)
+    configs = [space.config(values, name=sweeps.run_name(0, seed), out=str(folder / "trials"), seed=seed)
+               for seed in (0, 1)]
+    Trainer(configs[0], Console(quiet=True)).run()
+    finished = (folder / "trials" / "0000-s0" / "eval.json").read_bytes()
+    with pytest.raises(Interrupted):   # Ctrl-C at seed 1's first evaluation (step 2 of 4)
+        Trainer(configs[1], Console(quiet=True), on_eval=lambda step, r: signal.raise_signal(signal.SIGINT)).run()
+    done = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "c", "--resume")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["FAIL", "COMPLETE"]
+    assert record["trials"][1]["runs"] == [str(folder / "trials" / f"0001-s{seed}") for seed in (0, 1)]
+    assert not (folder / "trials" / "stopped").exists() and not list((folder / "trials").glob("0000-*"))
+    assert (folder / "trials" / "0001-s0" / "eval.json").read_bytes() == finished        # not trained again
+    steps = [json.loads(line) for line in (folder / "trials" / "0001-s1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if r["type"] == "step"] == [1, 2, 3, 4]              # 3-4 after the kill, once
+    overall = [json.loads((folder / "trials" / f"0001-s{seed}" / "eval.json").read_text())["overall"] for seed in (0, 1)]
+    assert record["trials"][1]["value"] == pytest.approx(sum(overall) / 2)
+
+
 def test_the_same_sweep_resumes_on_ray_tune(tmp_path, tiny_model_dir):
     """A sweep whose trial a kill left running, resumed on a local Ray instance with two trials at
     once: the journal's trial restarts with its parameters (its old run folder moved aside), the
