@@ -48,13 +48,19 @@ from roof import sgemm_gflops  # noqa: E402
 
 
 def dev_rows(task: str, count: int = 1024) -> list:
-    """`count` distinct rows of the task's bundled training split (distinct: a repeated row would
-    let the scorer's sentence deduplication flatter the offline ceiling)."""
+    """`count` rows of the task's bundled training split in which no sentence appears twice (a
+    repeated sentence would let the offline scorer's deduplication over its long windows flatter
+    the ceiling: a server's batch holds only the rows of the requests in flight)."""
     from mtcli.core.data import read_split
     from mtcli.core.tasks import load_task_file
 
-    rows = list(dict.fromkeys(tuple(ex.texts) for ex in read_split(load_task_file()[task], "train").examples))
-    rows = [list(r) for r in rows[:count]]
+    rows, seen = [], set()
+    for ex in read_split(load_task_file()[task], "train").examples:
+        if len(rows) == count:
+            break
+        if not seen.intersection(ex.texts) and len(set(ex.texts)) == len(ex.texts):
+            rows.append(list(ex.texts))
+            seen.update(ex.texts)
     return [r[0] for r in rows] if len(rows[0]) == 1 else rows
 
 

@@ -53,6 +53,39 @@ def run_cli(*args, input: bytes | None = None, cwd: Path | None = None, env: dic
                           cwd=cwd or REPO, env=full_env, timeout=timeout)
 
 
+def run_cli_here(*args, cwd: Path | None = None):
+    """`mtcli ...` in this process, for commands the tests expect to be refused before any work
+    (no interpreter start and torch import to pay for each): exit code, stdout and stderr as
+    run_cli gives them. The process's signal handlers, working folder and torch threads are
+    restored after."""
+    import contextlib
+    import io
+    import signal
+
+    from mtcli.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    argv, here = sys.argv, os.getcwd()
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    sys.argv = ["mtcli", *map(str, args)]
+    try:
+        os.chdir(cwd or REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+    return subprocess.CompletedProcess(["mtcli", *map(str, args)], code, out.getvalue().encode(),
+                                       err.getvalue().encode())
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
     """best/ of a 4-step run of the tiny model (siamese para, cross sts: both encodings exported)."""

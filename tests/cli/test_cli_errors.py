@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_here
 
 
 def _one_line_error(result, *fragments):
@@ -73,13 +73,13 @@ def test_corrupt_onnx_and_manifest_version(tiny_export, tsv, tmp_path):
 
 
 def test_missing_and_corrupt_checkpoint(tiny_checkpoint, tmp_path):
-    _one_line_error(run_cli("eval", "--checkpoint", tmp_path / "nope"), "nope: checkpoint folder not found")
-    _one_line_error(run_cli("export", "--checkpoint", tmp_path), "not an mtcli checkpoint")
+    _one_line_error(run_cli_here("eval", "--checkpoint", tmp_path / "nope"), "nope: checkpoint folder not found")
+    _one_line_error(run_cli_here("export", "--checkpoint", tmp_path), "not an mtcli checkpoint")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_checkpoint, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
-    _one_line_error(run_cli("eval", "--checkpoint", corrupt, "--limit", "5"), "model.safetensors: cannot read weights")
-    _one_line_error(run_cli("train", "--model-dir", corrupt, "--out", tmp_path / "runs", "--limit", "8"),
+    _one_line_error(run_cli_here("eval", "--checkpoint", corrupt, "--limit", "5"), "model.safetensors: cannot read weights")
+    _one_line_error(run_cli_here("train", "--model-dir", corrupt, "--out", tmp_path / "runs", "--limit", "8"),
                     "model.safetensors: cannot read weights")
 
 
@@ -94,17 +94,17 @@ def test_label_out_of_range_in_training_data(tiny_model_dir, tmp_path):
     lines = (data / "ids-sst-train.csv").read_bytes().splitlines(keepends=True)
     lines[3] = lines[3].rsplit(b"\t", 1)[0] + b"\t7\n"
     (data / "ids-sst-train.csv").write_bytes(b"".join(lines))
-    result = run_cli("train", "--model-dir", tiny_model_dir, "--data-dir", data, "--out", tmp_path / "runs")
+    result = run_cli_here("train", "--model-dir", tiny_model_dir, "--data-dir", data, "--out", tmp_path / "runs")
     _one_line_error(result, "ids-sst-train.csv:4: label '7' is out of range 0-4 for sst")
 
 
 def test_data_dir_without_the_expected_files(tiny_model_dir, tiny_export, tmp_path):
     data = _data_copy(tmp_path)
     (data / "sts-dev.csv").unlink()
-    result = run_cli("train", "--model-dir", tiny_model_dir, "--data-dir", data, "--out", tmp_path / "runs")
+    result = run_cli_here("train", "--model-dir", tiny_model_dir, "--data-dir", data, "--out", tmp_path / "runs")
     _one_line_error(result, "sts-dev.csv: not found; it is the dev file of task 'sts'")
-    _one_line_error(run_cli("eval", "--data-dir", tmp_path / "empty", "--onnx", tiny_export), "empty: data folder not found")
-    _one_line_error(run_cli("info", "--data-dir", tmp_path / "nowhere"), "nowhere: data folder not found")
+    _one_line_error(run_cli_here("eval", "--data-dir", tmp_path / "empty", "--onnx", tiny_export), "empty: data folder not found")
+    _one_line_error(run_cli_here("info", "--data-dir", tmp_path / "nowhere"), "nowhere: data folder not found")
 
 
 def test_unwritable_output_is_one_line(tiny_export, tsv, tmp_path):

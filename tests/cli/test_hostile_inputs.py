@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_here
 from mtcli.model.checkpoint import TRAINER_STATE
 
 
@@ -56,9 +56,14 @@ def _task_file(folder, name="mail", train="train.tsv"):
     return path
 
 
-def _train(tiny_model_dir, out, *extra, cwd=None, name="r"):
-    return run_cli("train", "--model-dir", tiny_model_dir, "--out", out, "--name", name, "--batch-size", "4",
-                   "--lr", "1e-3", "--max-steps", "6", *map(str, extra), cwd=cwd)
+def _train(tiny_model_dir, out, *extra, cwd=None, name="r", run=run_cli):
+    return run("train", "--model-dir", tiny_model_dir, "--out", out, "--name", name, "--batch-size", "4",
+               "--lr", "1e-3", "--max-steps", "6", *map(str, extra), cwd=cwd)
+
+
+def _refused(tiny_model_dir, out, *extra, name="r"):
+    """A train command the test expects refused before any work: run in this process."""
+    return _train(tiny_model_dir, out, *extra, name=name, run=run_cli_here)
 
 
 @pytest.fixture(scope="module")
@@ -250,23 +255,23 @@ def test_damaged_task_files(tmp_path, tiny_model_dir):
     folder = _data(tmp_path / "d")
     os.symlink(folder / "loop-b", folder / "loop-a")
     os.symlink(folder / "loop-a", folder / "loop-b")
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="loop-a")),
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="loop-a")),
                     "loop-a: is a symlink loop")
     (folder / "sub").mkdir()
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="sub")),
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="sub")),
                     "sub: is a folder, not a file")
     os.mkfifo(folder / "pipe")
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="pipe")),
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="pipe")),
                     "pipe: is a FIFO")
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="embed")),
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="embed")),
                     "name: 'embed' is reserved")
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="abc\\n")),
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="abc\\n")),
                     "must be lower-case letters")
     wide = folder / "wide.toml"
     wide.write_text(TASKS.format(name="w", train="train.tsv").replace('kind = "binary"', 'kind = "regression"')
                     .replace('labels = ["ham", "spam"]', "range = [-1e308, 1e308]"))
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", wide), "range", "rescale the labels")
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder), "--upsample",
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", wide), "range", "rescale the labels")
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder), "--upsample",
                            "mail=1000000000"), "--upsample mail=1000000000")
     assert not (tmp_path / "runs").exists()  # nothing was started
 
@@ -274,12 +279,12 @@ def test_damaged_task_files(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("spec", ["cagrad:c=nan", "fairgrad:alpha=-1", "mgda:max_iters=-5", "cagrad:c=1,c=2",
                                   "nash-mtl:max_norm=nan", "weighted:task_weights=1"])
 def test_combine_parameters_are_refused_before_the_run_folder_exists(tmp_path, tiny_model_dir, spec):
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", "--combine", spec), f"--combine '{spec}'")
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--combine", spec), f"--combine '{spec}'")
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_name_is_a_name(tmp_path, tiny_model_dir):
-    _one_line_error(_train(tiny_model_dir, tmp_path / "runs", name="../x"), "--name '../x': a run name is one folder")
+    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", name="../x"), "--name '../x': a run name is one folder")
     assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
 
 

@@ -24,11 +24,11 @@ REPORTED = {next(n for n, cls in WEIGHTINGS.items() if cls.family == family)
             for family in {cls.family for cls in WEIGHTINGS.values()}}
 
 
-# By default: each family's first method (reported), weighted (task weights from the command line),
-# a spec with a parameter, and MoDo (two samples a task); spec parsing for every method is
+# By default: each family's first method (reported), weighted (task weights from the command line)
+# and MoDo (two samples a task, with a parameter); spec parsing for every method is
 # tests/weightings/test_weightings.py's, training every method tests/train/test_training.py's
 CLI_METHODS = list(WEIGHTINGS) if os.environ.get("MTCLI_EVERY_METHOD") else \
-    [n for n in WEIGHTINGS if n in REPORTED or n in ("weighted", "cagrad", "modo")]
+    [n for n in WEIGHTINGS if n in REPORTED or n in ("weighted", "modo")]
 
 
 @pytest.mark.parametrize("name", CLI_METHODS)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 from mtcli.model.checkpoint import load_checkpoint
 from mtcli.eval.evaluate import score_predictions
 from mtcli.core.data import read_split
@@ -201,7 +201,7 @@ def test_bad_options_are_user_errors(tmp_path):
                           (["--combine", "weighted"], "--combine weighted needs --task-weights"),
                           (["--task-weights", "sst=half"], "expected task=number pairs"),
                           (["--upsample", "imdb=2"], "unknown task")):
-        result = run_cli("train", *args, "--out", tmp_path)
+        result = run_cli_here("train", *args, "--out", tmp_path)
         assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()
         assert b"Traceback" not in result.stderr
 
