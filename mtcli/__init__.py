@@ -5,8 +5,7 @@ Importing the package is cheap: torch is imported only by the modules that need 
 """
 
 from mtcli.core.errors import UserError  # what mtcli raises for anything its caller can fix (torch-free)
-
-__version__ = "0.1.0"
+from mtcli.core.version import __version__
 
 __all__ = ["Scorer", "UserError", "__version__"]
 

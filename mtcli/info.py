@@ -5,7 +5,7 @@ import json
 import platform
 from pathlib import Path
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.core.errors import UserError
 
 PACKAGES = ("torch", "numpy", "tokenizers", "safetensors", "onnx", "onnxruntime", "onnxruntime-gpu", "typer", "rich")

@@ -67,3 +67,13 @@ def test_commands_that_need_no_torch_run_without_it(command, tiny_export, tiny_c
             "report": ["report", tiny_checkpoint.parent]}[command]
     done = _cli_without_torch(*args)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_the_version_is_stated_once_in_code_and_agrees_with_pyproject():
+    import tomllib
+
+    from mtcli import __version__
+
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == __version__
+    stated = [p for p in PACKAGE.rglob("*.py") if re.search(r"^__version__\s*=", p.read_text(), re.M)]
+    assert stated == [PACKAGE / "core" / "version.py"]

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.core.errors import Interrupted, UserError
 
 app = typer.Typer(

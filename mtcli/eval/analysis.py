@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.data import Split
-from mtcli.core.tasks import Task
+from mtcli.core.tasks import Task, plot_names_of
 
 WORST = 5
 
@@ -85,17 +85,6 @@ def analyse(splits: dict[str, Split], predictions: dict[str, np.ndarray]) -> dic
 def plot_names(task: Task) -> list[str]:
     """The plots `plot_analysis` draws for a task: a confusion matrix or a scatter."""
     return plot_names_of(task.name, task.kind)
-
-
-def plot_names_of(name: str, kind: str) -> list[str]:
-    """Each kind's plots under a prefix of its own, so no two tasks' plots share a name whatever
-    the tasks are called (a multiclass `scatter` and a regression `confusion` included)."""
-    return {"multiclass": [f"confusion_{name}.png"], "regression": [f"scatter_{name}.png"]}.get(kind, [])
-
-
-def earlier_plot_names_of(name: str, kind: str) -> list[str]:
-    """What mtcli before 0.2 called them (`sts_scatter.png`): still mtcli's own to replace."""
-    return [f"{name}_scatter.png"] if kind == "regression" else []
 
 
 def plot_analysis(analysis: dict, splits: dict[str, Split], predictions: dict[str, np.ndarray], out_dir: Path) -> list[Path]:

@@ -22,11 +22,10 @@ def written_by_mtcli(path: Path) -> bool:
     """Whether an existing evaluation output at `path` is mtcli's to replace: it lies in a run
     or export folder, or it carries mtcli's mark (eval.json's format, the PNGs' Software
     tag, the CS224N prediction header)."""
-    from mtcli.inference.manifest import export_files
-    from mtcli.core.paths import is_run_dir
+    from mtcli.core.paths import is_export_dir, is_run_dir
     from mtcli.eval.plots import PNG_SOFTWARE
 
-    if is_run_dir(path.parent) or export_files(path.parent) is not None:
+    if is_run_dir(path.parent) or is_export_dir(path.parent):
         return True
     try:
         head = path.read_bytes()[:4096]

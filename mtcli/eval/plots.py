@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.core.fileio import atomic_path
 
 PNG_SOFTWARE = "mtcli"  # the PNGs' Software tag: how mtcli knows a plot is its own to replace

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import torch
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, load_checkpoint
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError

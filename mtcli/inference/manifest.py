@@ -11,14 +11,13 @@ one clear error, not a traceback in the middle of scoring.
 import json
 from pathlib import Path
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
-from mtcli.core.tasks import EMBEDDING, Task, tasks_from_dicts, test_output_name
+from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST
+from mtcli.core.tasks import EMBEDDING, Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
 
-MANIFEST = "manifest.json"
-FORMAT = "mtcli-onnx"
 FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
 # EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take (core.tasks)
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
@@ -45,9 +44,7 @@ def export_files(folder: Path) -> set[str] | None:
     """The files an earlier `mtcli export` (and `eval --onnx`) wrote into `folder`, if it is an export.
 
     Read leniently: an export by another mtcli version is still mtcli's to replace."""
-    # `eval --onnx` writes its outputs into the export by default
-    from mtcli.eval.analysis import earlier_plot_names_of, plot_names_of
-
+    # `eval --onnx` writes its outputs into the export by default: its plots and test outputs are listed
     manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or manifest.get("format") != FORMAT:
         return None

@@ -21,7 +21,7 @@ from mtcli.core.fileio import atomic_path, output_stream, same_file
 from mtcli.core.readers import NAMED, ParquetRowWriter, file_format, open_table
 from mtcli.core.tasks import Task
 from mtcli.core.tsv import TsvWriter, line_counter, open_binary
-from mtcli.inference.scorer import WINDOW, Scorer
+from mtcli.inference.scorer import BATCH_SIZE, WINDOW, Scorer
 
 
 # ---------------------------------------------------------------- reading score input
@@ -255,7 +255,7 @@ def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
         raise UserError(f"{output_path}: is the input file; scores would replace it: pass another -o")
 
 
-def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = 64,
+def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = BATCH_SIZE,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
                quantized: bool = False, header: bool = True, columns: dict[str, str] | None = None,
                quoting: str = "auto", labels: str = "name", on_note=None) -> ScoreStats:
@@ -309,7 +309,7 @@ def _flush(scorer, task, window, write, stats, batch_size, progress, lines, tota
 
 def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, task_file=None,
                   limit: int | None = None, quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"),
-                  batch_size: int = 64, return_predictions: bool = False, tasks: dict[str, Task] | None = None):
+                  batch_size: int = BATCH_SIZE, return_predictions: bool = False, tasks: dict[str, Task] | None = None):
     """The same metrics as the torch eval, computed through onnxruntime. The data is located
     from `data_dir` or `task_file` (mtcli.core.data.locate_data), or given as located `tasks`."""
     from mtcli.core.data import locate_data, read_splits

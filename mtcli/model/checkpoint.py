@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mtcli import __version__
+from mtcli.core.version import __version__
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, read_json_dict, staged_dir, write_json
 from mtcli.model.bert import MinBert

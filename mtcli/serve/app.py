@@ -304,6 +304,6 @@ def _field(loc) -> str:
 
 
 def _version() -> str:
-    from mtcli import __version__
+    from mtcli.core.version import __version__
 
     return __version__

@@ -191,7 +191,7 @@ NAMES = st.one_of(NAMES, st.sampled_from(["scatter", "confusion", "curves", "wei
 def test_no_two_outputs_share_a_file_name_whatever_the_task_names(tasks):
     """Everything mtcli writes into an export folder or a run folder, for any task names: graphs
     (whole, pair head, int8), the embedding graph, plots, test predictions, its own files."""
-    from mtcli.eval.analysis import plot_names_of
+    from mtcli.core.tasks import plot_names_of
     from mtcli.core.tasks import EMBEDDING, test_output_name
     from mtcli.inference.manifest import GRAPH_SUFFIXES, graph_file
 
