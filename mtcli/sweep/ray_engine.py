@@ -22,6 +22,7 @@ from mtcli.core.errors import UserError
 from mtcli.sweep.space import Space
 
 METRIC = "objective"
+FINISHED = "mtcli_trial_finished"   # in a trial's last report only (Tune sets its own "done" on a stopped trial too)
 
 
 def _tune():
@@ -68,7 +69,7 @@ def mtcli_trial(params: dict, space_path: str, folder: str, cpus: int) -> None:
     mean, steps = train_seeds(space, values_of(params, space), Path(folder), params["number"], Console(quiet=True),
                               lambda step, value: tune.report({METRIC: value, "step": step}),
                               continues=params.get("continues"))
-    tune.report({METRIC: mean, "step": steps, "done": True})
+    tune.report({METRIC: mean, "step": steps, FINISHED: True})
 
 
 def run(folder: Path, space: Space, *, parallel: int, address: str | None, progress=None) -> None:
@@ -114,7 +115,7 @@ def _search_class():
 
     class Search(OptunaSearch):
         def on_trial_complete(self, trial_id, result=None, error=False):
-            finished = bool(result) and bool(result.get("done")) and not error
+            finished = bool(result) and bool(result.get(FINISHED)) and not error
             super().on_trial_complete(trial_id, result if finished else None, error)
 
         def save(self, checkpoint_path: str) -> None:   # the journal is the search's state: no pickle

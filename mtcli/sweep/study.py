@@ -140,7 +140,7 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
 
 def carried_run(folder: Path, continues: int | None, seed: int, config, console) -> Path | None:
     """The stopped trial's run folder for `seed`, renamed to this trial's, when it is a run of
-    this very configuration (its config.json, all but the name); anything else it left (a
+    this very configuration (its config.json, but for the name and folder); anything else it left (a
     folder a kill cut short before config.json, a configuration that differs) moves to
     trials/stopped/ and the seed starts afresh."""
     if continues is None:
@@ -151,8 +151,9 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     here = folder / "trials" / config.name
     saved = read_json_dict(earlier / "config.json") if (earlier / "config.json").is_file() else None
     wanted = json.loads(json.dumps(config.to_dict()))
-    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "name"} == \
-            {k: v for k, v in wanted.items() if k != "name"} and not here.exists():
+    where = ("name", "out")   # where the run went, not what it is (the sweep folder may have moved)
+    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in where} == \
+            {k: v for k, v in wanted.items() if k not in where} and not here.exists():
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here

@@ -164,3 +164,25 @@ def test_the_same_sweep_resumes_on_ray_tune(tmp_path, tiny_model_dir):
         assert json.loads((folder / "trials" / f"{trial['number']:04d}-s0" / "config.json").read_text())[
             "combine"] == trial["params"]["combine"]
     assert record["best"]["value"] == max(t["value"] for t in ran if t["state"] == "COMPLETE")
+
+
+def test_a_trial_the_scheduler_stopped_is_pruned_and_only_a_finished_one_completes(tmp_path, tiny_model_dir):
+    """Tune marks a trial its scheduler stopped `done` too: only mtcli's own last report (with the
+    seeds' mean) completes a trial in the journal; a stopped trial is pruned, a failed one failed."""
+    pytest.importorskip("ray.tune")
+    import functools
+
+    from mtcli.sweep import ray_engine
+
+    folder = tmp_path / "sweeps" / "p"
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=3), folder, resume=False)
+    search = ray_engine._search_class()(space=functools.partial(ray_engine.define, space=space),
+                                        sampler=sweeps.sampler_for(space), storage=sweeps.journal(folder),
+                                        study_name=sweeps.STUDY, metric=ray_engine.METRIC, mode="max")
+    for trial_id in ("stopped", "finished", "failed"):
+        assert search.suggest(trial_id)["number"] is not None
+    search.on_trial_complete("stopped", {ray_engine.METRIC: 0.61, "step": 6, "done": True})
+    search.on_trial_complete("finished", {ray_engine.METRIC: 0.63, "step": 15, "done": True, ray_engine.FINISHED: True})
+    search.on_trial_complete("failed", {ray_engine.METRIC: 0.60, "step": 6}, error=True)
+    trials = sweeps.open_study(folder, space).get_trials()
+    assert [(t.state.name, t.value) for t in trials] == [("PRUNED", None), ("COMPLETE", 0.63), ("FAIL", None)]
