@@ -91,7 +91,9 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
         tune.with_parameters(mtcli_trial, space_path=str((folder / "space.toml").resolve()),
                              folder=str(folder.resolve()), cpus=cpus), {"cpu": cpus})
     steps = space.config({}, name="check", out=".", seed=space.seeds[0]).max_steps
-    schedulers = {"asha": lambda: ASHAScheduler(time_attr="step", max_t=steps or 10**9,
+    # max_t one past the last step: ASHA stops a trial that reports max_t, which would cut the
+    # first seed's run at its last evaluation, before the other seeds and the trial's own result
+    schedulers = {"asha": lambda: ASHAScheduler(time_attr="step", max_t=steps + 1 if steps else 10**9,
                                                 grace_period=max(1, space.eval_every or 1)),
                   "median": lambda: MedianStoppingRule(time_attr="step", min_samples_required=2),
                   "none": lambda: FIFOScheduler()}
