@@ -76,6 +76,7 @@ def sweep_command(
 
     with progress:
         bar = progress.add_task("sweep", total=space.planned_trials(), state="")
+        show()   # a resumed sweep starts from the trials it has
         if engine == "ray":
             from mtcli.sweep import ray_engine
 
