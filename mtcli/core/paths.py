@@ -43,11 +43,16 @@ def is_run_dir(folder: str | Path) -> bool:
     return (folder / "config.json").is_file() and any((folder / n).exists() for n in ("metrics.jsonl", "best", "last"))
 
 
+def export_manifest(folder: str | Path) -> dict | None:
+    """The manifest of a folder `mtcli export` wrote, read leniently (an export by another mtcli
+    version is still mtcli's to replace): None unless it names mtcli's export format. Not
+    validated; scoring reads it through mtcli.inference.manifest.read_manifest."""
+    manifest = read_json_dict(Path(folder) / EXPORT_MANIFEST)
+    return manifest if manifest is not None and manifest.get("format") == EXPORT_FORMAT else None
+
+
 def is_export_dir(folder: str | Path) -> bool:
-    """A folder `mtcli export` wrote: its manifest.json names mtcli's export format (read
-    leniently: an export by another mtcli version is still mtcli's)."""
-    path = Path(folder) / EXPORT_MANIFEST
-    return path.is_file() and (read_json_dict(path) or {}).get("format") == EXPORT_FORMAT
+    return export_manifest(folder) is not None
 
 
 def enclosing_run_dir(path: str | Path) -> Path | None:

@@ -14,8 +14,7 @@ from pathlib import Path
 from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json_dict
-from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST
+from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
 from mtcli.core.tasks import EMBEDDING, Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
 
 FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
@@ -45,8 +44,8 @@ def export_files(folder: Path) -> set[str] | None:
 
     Read leniently: an export by another mtcli version is still mtcli's to replace."""
     # `eval --onnx` writes its outputs into the export by default: its plots and test outputs are listed
-    manifest = read_json_dict(folder / MANIFEST)
-    if manifest is None or manifest.get("format") != FORMAT:
+    manifest = export_manifest(folder)
+    if manifest is None:
         return None
     files = {MANIFEST, "eval.json", "eval-test.json"}
     if isinstance(manifest.get("tokenizer"), str):

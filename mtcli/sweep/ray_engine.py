@@ -8,8 +8,9 @@ configuration once per seed into the local engine's run folders (`trials/<NNNN>-
 
 `--resume` reads only the journal (JSON lines), as the local engine does: finished and
 pruned trials are kept and inform the search, trials that were running restart with their
-parameters and continue their run folders. Tune's own experiment state (pickled, in `ray/`) is written by Tune and never
-read back. On a cluster the sweep folder must be on a file system every node shares.
+parameters and continue their run folders. Tune's own experiment state (pickled, in `ray/`)
+is written by Tune and never read back. On a cluster the sweep folder must be on a file
+system every node shares.
 """
 
 from __future__ import annotations

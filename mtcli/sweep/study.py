@@ -149,7 +149,7 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     if not earlier.is_dir():
         return None
     here = folder / "trials" / config.name
-    saved = read_json_dict(earlier / "config.json") if (earlier / "config.json").is_file() else None
+    saved = read_json_dict(earlier / "config.json")   # None if a kill came before it was written
     wanted = json.loads(json.dumps(config.to_dict()))
     where = ("name", "out")   # where the run went, not what it is (the sweep folder may have moved)
     if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in where} == \
