@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -85,6 +84,12 @@ def rss_mb(pid: int) -> float:
         return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A server process on a free port, ready when `health` answers 200."""
 
@@ -118,11 +123,12 @@ class Server:
 
 
 async def closed_loop(url: str, make_body, rows_per_request: int, concurrency: int, seconds: float,
-                      warmup: float = 2.0, retries: int = 0) -> dict:
+                      warmup: float = 2.0, retries: int = 0, server_pid: int | None = None) -> dict:
     """C clients, each one request at a time; the requests that completed inside the measured window
     (after the warm-up, `seconds` long: requests still in flight at its end are not counted).
     aiohttp (its HTTP parser in C): the clients share the server's cores, and the lighter they
-    are, the more of the machine the server measured gets."""
+    are, the more of the machine the server measured gets. The cores each side used in the
+    window (CPU seconds / seconds) come back as client_cores and, given its pid, server_cores."""
     import aiohttp
 
     latencies, errors, recovered = [], 0, 0
@@ -155,11 +161,20 @@ async def closed_loop(url: str, make_body, rows_per_request: int, concurrency: i
                 else:
                     errors += 1
 
+    cpu = {}
+
+    async def account():
+        for when in ("from", "to"):
+            await asyncio.sleep(max(0.0, (measure_from if when == "from" else stop_at) - time.perf_counter()))
+            cpu[when] = (time.process_time(), cpu_seconds(server_pid) if server_pid else 0.0)
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
-        await asyncio.gather(*(client(w, http) for w in range(concurrency)))
+        await asyncio.gather(account(), *(client(w, http) for w in range(concurrency)))
+    used = {"client_cores": (cpu["to"][0] - cpu["from"][0]) / seconds,
+            **({"server_cores": (cpu["to"][1] - cpu["from"][1]) / seconds} if server_pid else {})}
     ms = np.array(latencies) * 1000
     return {"rows_per_s": len(latencies) * rows_per_request / seconds, "requests": len(latencies), "errors": errors,
-            "recovered": recovered, **({f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)} if len(ms) else {})}
+            "recovered": recovered, **used, **({f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)} if len(ms) else {})}
 
 
 def offline_ceiling(export: str, task: str, rows: list, int8: bool, threads: int) -> float:
@@ -230,12 +245,14 @@ def backbone_dir() -> str:
 
 def table(title: str, results: list[dict]) -> None:
     print(f"\n{title}\n")
-    print("| server | task | precision | rows/request | concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| server | task | precision | rows/request | concurrency | rows/s | p50 ms | p95 ms | p99 ms | errors "
+          "| server cores | client cores |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['server']} | {r['task']} | {r['precision']} | {r['size']} | {r['concurrency']} | "
               f"{r['rows_per_s']:.0f} | {r.get('p50', float('nan')):.1f} | {r.get('p95', float('nan')):.1f} | "
-              f"{r.get('p99', float('nan')):.1f} | {r['errors']} |")
+              f"{r.get('p99', float('nan')):.1f} | {r['errors']} | {r.get('server_cores', float('nan')):.2f} | "
+              f"{r['client_cores']:.2f} |")
 
 
 def run_table(args) -> None:
@@ -245,12 +262,12 @@ def run_table(args) -> None:
     roof = sgemm_gflops()
     print(f"sgemm roof {roof:.0f} GFLOP/s; {os.cpu_count()} cores shared by servers and clients; "
           f"{args.seconds:g} s per configuration after 2 s warm-up")
-    results, ceilings = [], {}
+    results = []
     for precision, (export, int8) in exports.items():
         for task in args.tasks:
             rows = dev_rows(task, 2048)
-            ceilings[(task, precision)] = offline_ceiling(export, task, rows, int8, args.threads)
-            print(f"offline {task} {precision}: {ceilings[(task, precision)]:.0f} rows/s", flush=True)
+            ceiling = lambda: offline_ceiling(export, task, rows, int8, args.threads)  # noqa: E731
+            print(f"offline {task} {precision}: {ceiling():.0f} rows/s", flush=True)
             for name, command, url in (
                     ("mtcli", [sys.executable, "-m", "mtcli", "serve", "--model", export, "--providers", "cpu",
                                *(["--int8"] if int8 else []), *shlex.split(args.serve_args), "--port"],
@@ -264,21 +281,29 @@ def run_table(args) -> None:
                 try:
                     for size in args.sizes:
                         for concurrency in args.concurrency:
+                            # the ceiling right before and right after the configuration it is compared with
+                            # (the server idle meanwhile): the machine's speed drifts by 10-25% within minutes
+                            compared = name == "mtcli" and concurrency == max(args.concurrency)
+                            before = ceiling() if compared else None
                             body = lambda i, size=size: {"rows": [rows[(i * size + k) % len(rows)] for k in range(size)]}  # noqa: E731
                             r = asyncio.run(closed_loop(f"http://127.0.0.1:{port}{url.format(task=task)}", body, size,
-                                                        concurrency, args.seconds))
-                            r.update(server=name, task=task, precision=precision, size=size, concurrency=concurrency,
-                                     ceiling=ceilings[(task, precision)])
+                                                        concurrency, args.seconds, server_pid=server.process.pid))
+                            r.update(server=name, task=task, precision=precision, size=size, concurrency=concurrency)
+                            if compared:
+                                r["ceilings"] = [before, ceiling()]
                             results.append(r)
                             print(json.dumps(r), flush=True)
                 finally:
                     server.stop()
     table("scoring", results)
-    print("\nagainst the offline ceiling (the same rows, Scorer.score in one process):")
+    print("\nagainst the offline ceiling (the same rows, Scorer.score in one process, measured right before and "
+          "right after):")
     for r in results:
-        if r["server"] == "mtcli" and r["concurrency"] == max(args.concurrency):
+        if "ceilings" in r:
+            ceiling = float(np.mean(r["ceilings"]))
             print(f"  {r['task']} {r['precision']} {r['size']}-row requests at concurrency {r['concurrency']}: "
-                  f"{r['rows_per_s']:.0f} of {r['ceiling']:.0f} rows/s = {r['rows_per_s'] / r['ceiling']:.0%}")
+                  f"{r['rows_per_s']:.0f} of {ceiling:.0f} rows/s ({r['ceilings'][0]:.0f} before, "
+                  f"{r['ceilings'][1]:.0f} after) = {r['rows_per_s'] / ceiling:.0%}")
     if args.peer:
         run_peer(args)
 
@@ -302,7 +327,7 @@ def run_peer(args) -> None:
         else:
             peers.append(("sentence-transformers", Server([sys.executable, "-c", ST_PEER, backbone_dir(), str(port)],
                                                           port, "/healthz"), f"http://127.0.0.1:{port}/embed"))
-        for name, _, url in peers:
+        for name, server, url in peers:
             for size in args.sizes:
                 for concurrency in args.concurrency:
                     def body(i, size=size, name=name):
@@ -310,7 +335,8 @@ def run_peer(args) -> None:
                         if name == "infinity-emb":
                             return {"input": batch, "model": backbone_dir()}
                         return {"sentences": batch}
-                    r = asyncio.run(closed_loop(url, body, size, concurrency, args.seconds))
+                    r = asyncio.run(closed_loop(url, body, size, concurrency, args.seconds,
+                                                server_pid=server.process.pid))
                     r.update(server=name, task="embed", precision="fp32", size=size, concurrency=concurrency)
                     results.append(r)
                     print(json.dumps(r), flush=True)
