@@ -52,10 +52,10 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # onnxruntime's idle worker threads spin by default, waiting for the next operator: between the
-    # runs of a short window (tokenizing the next batch, a server's HTTP loop, a second batch on the
-    # other core) they burned the cores that work needed. Measured on 2 cores: 64-row windows
-    # +10-25% rows/s, 2,048-row windows unchanged, `mtcli serve` 1-row requests 60% -> 76% of offline.
+    # onnxruntime's idle worker threads spin by default, waiting for the next operator; between the
+    # runs of a short window (tokenizing the next batch, a server's HTTP loop) they burn cores that
+    # work needs. Off, measured on 2 cores (BENCHMARKS, serving): 64-row windows 302-333 rows/s
+    # against 269-290, long windows unchanged, `mtcli serve` as fast or faster on 0.1-0.2 fewer cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not path.is_file():
         raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")

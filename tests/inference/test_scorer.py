@@ -52,7 +52,7 @@ def test_each_distinct_sentence_is_encoded_once(tiny_export, monkeypatch):
 
 def test_sessions_do_not_spin_between_runs(tiny_export):
     """Idle onnxruntime threads sleep instead of spinning: a server's HTTP loop, the tokenizer and a
-    second batch share the cores with them (BENCHMARKS, serving: 1-row requests 60% -> 76%)."""
+    second batch share the cores with them (BENCHMARKS, serving)."""
     scorer = Scorer(tiny_export, providers=["cpu"], threads=2)
     scorer.score("sst", ["a sentence"])
     for session in scorer._sessions.values():
