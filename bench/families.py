@@ -15,7 +15,6 @@ tracked gradients). The sgemm roof of the same run is printed with it.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap

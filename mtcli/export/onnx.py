@@ -23,11 +23,11 @@ from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, load_checkp
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import staged_dir, write_json
-from mtcli.inference.manifest import (EMBEDDING, FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files,
-                                     graph_file, output_name, read_manifest_tasks)
+from mtcli.inference.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files, graph_file,
+                                     output_name, read_manifest_tasks)
 from mtcli.model.multitask import MultitaskModel
 from mtcli.core.data import read_split
-from mtcli.core.tasks import Task
+from mtcli.core.tasks import EMBEDDING, Task
 
 PARITY_TOLERANCE = 1e-4
 MIN_OPSET = 17

@@ -15,10 +15,10 @@ from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
-from mtcli.core.tasks import EMBEDDING, Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
+from mtcli.core.tasks import Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
 
 FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
-# EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take (core.tasks)
+# core.tasks.EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
 
 

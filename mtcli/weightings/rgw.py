@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from mtcli.weightings.base import Weighting
 
 

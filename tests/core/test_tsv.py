@@ -4,7 +4,6 @@ delimiter of a data file is found from its header line."""
 
 import csv
 import io
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

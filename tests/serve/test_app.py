@@ -3,7 +3,6 @@ the application in-process (httpx over ASGI) and a real server started on a free
 torch unimportable."""
 
 import asyncio
-import json
 import os
 import signal
 import socket
