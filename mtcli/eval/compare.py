@@ -25,6 +25,7 @@ from scipy import stats
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
 from mtcli.core.metrics import metric_value, unit_score
+from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
 from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev_predictions
 
@@ -44,6 +45,7 @@ class Run:
     scores: dict[str, float]          # each task's headline at the best epoch
     overall: float
     curve: list[tuple[int, float]]    # (step, dev overall) of every dev evaluation
+    finished: bool = True             # trained to its end (a stopped run has its best epoch's eval.json too)
     predictions: DevPredictions | None = None
 
     @property
@@ -75,7 +77,8 @@ class Comparison:
 
 def find_runs(paths: list[Path]) -> list[Path]:
     """The run folders among `paths`: each a run folder, or a folder holding run folders (a runs/
-    or sweep folder; two levels down at most, no symbolic links followed)."""
+    or sweep folder; two levels down at most, no symbolic links followed; not the runs a sweep's
+    resume set aside in trials/stopped/)."""
     found = []
     for path in paths:
         path = Path(path)
@@ -84,7 +87,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if _is_run(path):
             found.append(path)
             continue
-        children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.is_symlink()]
+        children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.is_symlink() and c.name != SET_ASIDE_RUNS]
         runs = [c for c in children if _is_run(c)]
         runs += [g for c in children if not _is_run(c)
                  for g in sorted(c.iterdir()) if g.is_dir() and not g.is_symlink() and _is_run(g)]
@@ -110,15 +113,28 @@ def read_run(path: Path, with_predictions: bool) -> Run:
             or not all(isinstance(k, str) and (v is None or _number(v)) for k, v in headline.items()):
         raise UserError(f"{path}: eval.json or config.json lacks its seed, headline scores or overall score; the "
                         f"run folder is damaged or not mtcli's")
-    curve = []
-    if (path / "metrics.jsonl").is_file():
-        for r in read_metrics(path / "metrics.jsonl"):
-            if r.get("type") in ("epoch", "eval") and _number(r.get("overall")):   # (read_metrics checked step)
-                curve.append((r["step"], float(r["overall"])))
-    run = Run(path, config, seed, {k: float(v) for k, v in headline.items() if v is not None}, float(overall), curve)
+    records = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+    curve = [(r["step"], float(r["overall"])) for r in records    # (read_metrics checked step)
+             if r.get("type") in ("epoch", "eval") and _number(r.get("overall"))]
+    run = Run(path, config, seed, {k: float(v) for k, v in headline.items() if v is not None}, float(overall), curve,
+              finished=_trained_to_its_end(config, records))
     if with_predictions:
         run.predictions = read_dev_predictions(path / PREDICTIONS)
     return run
+
+
+def _trained_to_its_end(config: dict, records: list[dict]) -> bool:
+    """Whether metrics.jsonl shows the run's whole budget: an epoch record for its last epoch, or
+    a step at its max_steps. (eval.json alone does not say it: a run writes it at every better
+    epoch, so a run a kill stopped has one.)"""
+    epochs, max_steps = config.get("epochs"), config.get("max_steps")
+    last_epoch = max((r["epoch"] for r in records if r.get("type") == "epoch" and _whole(r.get("epoch"))), default=0)
+    last_step = max((r["step"] for r in records if _whole(r.get("step"))), default=0)
+    return (_whole(epochs) and last_epoch >= epochs) or (_whole(max_steps) and last_step >= max_steps)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value) -> bool:
@@ -206,16 +222,36 @@ def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> 
     return Comparison(other, observed, float(result.confidence_interval.low), float(result.confidence_interval.high), p)
 
 
-def compare(paths: list[Path], *, resamples: int = 1000, seed: int = 0) -> tuple[list[Recipe], list[Comparison]]:
-    """The recipes of the runs under `paths`, best first, and the best one against each other."""
+def compare(paths: list[Path], *, resamples: int = 1000,
+            seed: int = 0) -> tuple[list[Recipe], list[Comparison], list[Path]]:
+    """The recipes of the finished runs under `paths`, best first; the best one against each
+    other; the runs left out because they did not train to their end (still running, or stopped
+    by a kill or a pruner)."""
     runs = [read_run(path, with_predictions=False) for path in find_runs(paths)]
+    unfinished = [run.path for run in runs if not run.finished]
+    runs = [run for run in runs if run.finished]
+    if not runs:
+        raise UserError(f"{unfinished[0]}: no run under {', '.join(map(str, paths))} trained to its end (metrics.jsonl "
+                        f"ends before its last epoch or max-steps); let them finish, or resume them with "
+                        f"`mtcli train --resume`")
+    _one_run_per_seed(runs)
     recipes = group(runs)
     if len(recipes) < 2:
-        return recipes, []
+        return recipes, [], unfinished
     for recipe in recipes:
         for run in recipe.runs:
             run.predictions = read_dev_predictions(run.path / PREDICTIONS)
     comparisons = [paired_bootstrap(recipes[0], other, resamples, seed) for other in recipes[1:]]
     for comparison, adjusted in zip(comparisons, holm([c.p for c in comparisons])):
         comparison.p_holm = adjusted
-    return recipes, comparisons
+    return recipes, comparisons, unfinished
+
+
+def _one_run_per_seed(runs: list[Run]) -> None:
+    """A seed counted twice would narrow a recipe's interval with a copy: refuse it."""
+    seen: dict[tuple[str, int], Path] = {}
+    for run in runs:
+        other = seen.setdefault((run.recipe, run.seed), run.path)
+        if other != run.path:
+            raise UserError(f"{run.path}: the same recipe and seed ({run.seed}) as {other}; a seed counts once: "
+                            f"pass only one of the two folders")

@@ -36,8 +36,9 @@ def _predictions(skill: float, seed: int) -> dict[str, np.ndarray]:
     return {"sst": sst / sst.sum(1, keepdims=True), "para": para, "sts": sts}
 
 
-def _run(folder, name, *, combine, seed, skill):
-    """A run folder as `mtcli train` leaves it: config.json, eval.json, metrics.jsonl, the predictions."""
+def _run(folder, name, *, combine, seed, skill, epochs_done=2):
+    """A run folder as `mtcli train` leaves it: config.json, eval.json, metrics.jsonl, the predictions
+    (`epochs_done` < 2: as a kill leaves it, eval.json from its best epoch so far)."""
     run = folder / name
     run.mkdir(parents=True)
     tasks, labels = builtin(), _labels()
@@ -49,7 +50,8 @@ def _run(folder, name, *, combine, seed, skill):
                                                  "name": name, "out": str(folder), "epochs": 2}))
     (run / "eval.json").write_text(json.dumps({"headline": headline, "overall": total}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"type": "epoch", "epoch": e, "step": 10 * e, "dev": {},
-                                                           "overall": total - 0.05 * (2 - e)}) + "\n" for e in (1, 2)))
+                                                           "overall": total - 0.05 * (2 - e)}) + "\n"
+                                                   for e in range(1, epochs_done + 1)))
     splits = {t: SimpleNamespace(task=tasks[t], labels=list(labels[t])) for t in tasks}
     write_dev_predictions(run, splits, predictions, epoch=2)
     return run, total
@@ -72,7 +74,8 @@ def test_recipes_over_seeds_and_the_bootstrap_against_a_literal_one(tmp_path):
         for combine, skill in (("sum", 0.6), ("upgrad", 0.62), ("mgda", 0.3)):
             _, totals[combine, seed] = _run(tmp_path / "runs", f"{combine}-{seed}", combine=combine, seed=seed,
                                             skill=skill)
-    recipes, comparisons = compare([tmp_path / "runs"], resamples=2000, seed=1)
+    recipes, comparisons, unfinished = compare([tmp_path / "runs"], resamples=2000, seed=1)
+    assert unfinished == []
     assert [r.label for r in recipes] == ["combine=upgrad", "combine=sum", "combine=mgda"]
     assert recipes[0].overall == pytest.approx(mean_interval([totals["upgrad", s] for s in range(3)]))
     close, far = comparisons
@@ -138,3 +141,20 @@ def test_hostile_run_folders_are_one_line_errors(tmp_path):
     (tmp_path / "empty" / "deep" / "er").mkdir(parents=True)
     with pytest.raises(UserError, match="holds no finished run"):
         compare([tmp_path / "empty"])
+
+
+def test_unfinished_set_aside_and_doubled_runs_are_not_counted(tmp_path):
+    trials = tmp_path / "sweep" / "trials"
+    totals = [_run(trials, f"0000-s{seed}", combine="sum", seed=seed, skill=0.6)[1] for seed in range(2)]
+    _run(trials, "0001-s0", combine="mgda", seed=0, skill=0.3)
+    running, _ = _run(trials, "0001-s1", combine="mgda", seed=1, skill=0.9, epochs_done=1)   # a kill stopped it
+    _run(trials / "stopped", "0000-s1", combine="sum", seed=1, skill=0.9)   # set aside by a sweep's resume
+    recipes, comparisons, unfinished = compare([trials], resamples=200)
+    assert unfinished == [running]
+    assert [len(r.runs) for r in recipes] == [2, 1] and recipes[0].overall[0] == pytest.approx(np.mean(totals))
+    done = run_cli("compare", trials, "--out", tmp_path / "cmp", "--resamples", "200")
+    assert done.returncode == 0 and b"left out 1 run(s)" in done.stdout and b"0001-s1" in done.stdout
+    with pytest.raises(UserError, match="same recipe and seed"):   # one seed passed twice
+        compare([trials, trials / "stopped" / "0000-s1"])
+    with pytest.raises(UserError, match="trained to its end"):
+        compare([running])
