@@ -267,7 +267,6 @@ def run_table(args) -> None:
         for task in args.tasks:
             rows = dev_rows(task, 2048)
             ceiling = lambda: offline_ceiling(export, task, rows, int8, args.threads)  # noqa: E731
-            print(f"offline {task} {precision}: {ceiling():.0f} rows/s", flush=True)
             for name, command, url in (
                     ("mtcli", [sys.executable, "-m", "mtcli", "serve", "--model", export, "--providers", "cpu",
                                *(["--int8"] if int8 else []), *shlex.split(args.serve_args), "--port"],

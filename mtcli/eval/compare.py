@@ -27,6 +27,7 @@ from mtcli.core.fileio import read_json_dict
 from mtcli.core.metrics import metric_value, unit_score
 from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
+from mtcli.core.typed import has_type
 from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev_predictions
 
 # Options that say how or where a run went, not what it trained: runs that differ only in them
@@ -45,7 +46,7 @@ class Run:
     scores: dict[str, float]          # each task's headline at the best epoch
     overall: float
     curve: list[tuple[int, float]]    # (step, dev overall) of every dev evaluation
-    finished: bool = True             # trained to its end (a stopped run has its best epoch's eval.json too)
+    finished: bool                    # trained to its end (a stopped run has its best epoch's eval.json too)
     predictions: DevPredictions | None = None
 
     @property
@@ -126,15 +127,11 @@ def read_run(path: Path, with_predictions: bool) -> Run:
 def _trained_to_its_end(config: dict, records: list[dict]) -> bool:
     """Whether metrics.jsonl shows the run's whole budget: an epoch record for its last epoch, or
     a step at its max_steps. (eval.json alone does not say it: a run writes it at every better
-    epoch, so a run a kill stopped has one.)"""
+    epoch, so a run a kill stopped has one.) read_metrics checked each record's step and epoch."""
     epochs, max_steps = config.get("epochs"), config.get("max_steps")
-    last_epoch = max((r["epoch"] for r in records if r.get("type") == "epoch" and _whole(r.get("epoch"))), default=0)
-    last_step = max((r["step"] for r in records if _whole(r.get("step"))), default=0)
-    return (_whole(epochs) and last_epoch >= epochs) or (_whole(max_steps) and last_step >= max_steps)
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    last_epoch = max((r["epoch"] for r in records if r["type"] == "epoch"), default=0)
+    last_step = max((r["step"] for r in records if "step" in r), default=0)
+    return (has_type(epochs, int) and last_epoch >= epochs) or (has_type(max_steps, int) and last_step >= max_steps)
 
 
 def _number(value) -> bool:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict, write_json, write_text
-from mtcli.core.runlog import read_metrics
 from mtcli.core.paths import SET_ASIDE_RUNS
+from mtcli.core.runlog import read_metrics
 from mtcli.sweep.space import Range, Space, read_space
 
 DONE_STATES = ("COMPLETE", "PRUNED")
@@ -158,8 +158,9 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here
-    (folder / "trials" / SET_ASIDE_RUNS).mkdir(exist_ok=True)
-    earlier.rename(folder / "trials" / SET_ASIDE_RUNS / earlier.name)
+    set_aside = folder / "trials" / SET_ASIDE_RUNS
+    set_aside.mkdir(exist_ok=True)
+    earlier.rename(set_aside / earlier.name)
     return None
 
 
