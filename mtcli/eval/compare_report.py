@@ -93,38 +93,44 @@ def as_json(recipes: list[Recipe], comparisons: list[Comparison], resamples: int
 
 def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     """compare-overall.png: dev overall against steps per recipe (mean over seeds, band min..max);
-    compare-tasks.png: each task's headline per recipe with its interval."""
+    compare-tasks.png: each task's headline per recipe, a dot and its interval, one panel a task,
+    the best recipe on top (the axes span the values, not zero to one: the differences are small)."""
     from mtcli.eval.plots import _pyplot, _save
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for recipe in recipes:
+    colors = plt.get_cmap("tab20" if len(recipes) > 10 else "tab10").colors
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for i, recipe in enumerate(recipes):
         steps = sorted({s for r in recipe.runs for s, _ in r.curve})
         table = [[dict(r.curve).get(s, np.nan) for s in steps] for r in recipe.runs]
         if not steps:
             continue
         values = np.array(table, dtype=np.float64)
-        line, = ax.plot(steps, np.nanmean(values, axis=0), "o-", label=f"{recipe.label} ({len(recipe.runs)} seeds)")
+        color = colors[i % len(colors)]
+        ax.plot(steps, np.nanmean(values, axis=0), "o-", color=color, label=f"{recipe.label} ({len(recipe.runs)} seeds)")
         if len(recipe.runs) > 1:
-            ax.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=line.get_color(),
-                            alpha=0.2)
+            ax.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.15)
     ax.set_xlabel("step")
     ax.set_ylabel("dev overall")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     paths = [_save(fig, out_dir / "compare-overall.png")]
+
     tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks)) + ["overall"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * max(1, len(recipes)) / 2), 4))
-    width = 0.8 / len(recipes)
-    for i, recipe in enumerate(recipes):
-        values = [recipe.tasks.get(t, (np.nan, None)) if t != "overall" else recipe.overall for t in tasks]
-        ax.bar(np.arange(len(tasks)) + i * width, [m for m, _ in values], width,
-               yerr=[0 if h is None else h for _, h in values], capsize=3, label=recipe.label)
-    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
-    ax.set_ylabel(f"dev headline (mean, {LEVEL:.0%} interval)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(tasks), sharey=True, squeeze=False,
+                             figsize=(2.6 * len(tasks) + 3.5, 0.28 * len(recipes) + 1.4))
+    rows = np.arange(len(recipes))[::-1]   # the first (best) recipe on top
+    for ax, task in zip(axes[0], tasks):
+        values = [recipe.overall if task == "overall" else recipe.tasks.get(task, (np.nan, None)) for recipe in recipes]
+        means = np.array([m for m, _ in values], dtype=np.float64)
+        halves = np.array([0.0 if h is None else h for _, h in values], dtype=np.float64)
+        ax.errorbar(means, rows, xerr=halves, fmt="o", color="tab:blue", ecolor="tab:gray", capsize=2, markersize=4)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0][0].set_yticks(rows, [recipe.label for recipe in recipes], fontsize=7)
+    fig.supxlabel(f"dev headline: mean over seeds, {LEVEL:.0%} interval", fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "compare-tasks.png"))
     return paths

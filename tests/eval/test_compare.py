@@ -116,7 +116,8 @@ def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, 
     rows = list(csv.reader((tmp_path / "cmp" / "compare.csv").open(newline="")))
     assert rows[0][:2] == ["recipe", "seeds"] and rows[1][0] == "combine=sum" and rows[2][-2] == "True"
     assert "| combine=mgda | 2 |" in (tmp_path / "cmp" / "compare.md").read_text()
-    assert (tmp_path / "cmp" / "compare-overall.png").stat().st_size > 1000
+    for plot in ("compare-overall.png", "compare-tasks.png"):
+        assert (tmp_path / "cmp" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--resamples", "200")
     assert again.returncode == 0   # its own files: replaced
     (tmp_path / "mine").mkdir()
