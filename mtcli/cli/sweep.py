@@ -68,11 +68,13 @@ def sweep_command(
     def show() -> None:
         record = sweeps.summary(study, folder, space, engine)
         counts = {s: sum(t["state"] == s for t in record["trials"]) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
+        restarted = set(study.user_attrs.get("restarted", []))   # stopped by a kill, continued by a later trial
+        interrupted = sum(t["state"] == "FAIL" and t["number"] in restarted for t in record["trials"])
         best = record["best"]
         shown = f"best {best['value']:.4f} (trial {best['number']})" if best else "no finished trial yet"
         progress.update(bar, completed=counts["COMPLETE"] + counts["PRUNED"],
                         state=f"{counts['COMPLETE']} done, {counts['PRUNED']} pruned, {counts['RUNNING']} running, "
-                              f"{counts['FAIL']} failed; {shown}")
+                              f"{interrupted} interrupted and continued, {counts['FAIL'] - interrupted} failed; {shown}")
 
     with progress:
         bar = progress.add_task("sweep", total=space.planned_trials(), state="")

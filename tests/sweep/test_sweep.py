@@ -100,6 +100,8 @@ def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, t
     assert len(finished) == 3 and trials[0].state.name == "COMPLETE"            # trial 0 kept, not rerun
     assert [t.params for t in finished[1:]] == [stopped.params, left.params]      # both restarted, in turn
     assert {t.state.name for t in trials[1:3]} == {"FAIL"} and len(trials) == 5
+    shown = " ".join((done.stdout + done.stderr).decode().split())   # the progress line, however rich wrapped it
+    assert "2 interrupted and continued, 0 failed" in shown
 
 
 def test_a_restarted_trial_keeps_its_finished_seed_and_continues_the_interrupted_one(tmp_path, tiny_model_dir):
