@@ -117,16 +117,17 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     fig.tight_layout()
     paths = [_save(fig, out_dir / "compare-overall.png")]
 
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks)) + ["overall"]
-    fig, axes = plt.subplots(1, len(tasks), sharey=True, squeeze=False,
-                             figsize=(2.6 * len(tasks) + 3.5, 0.28 * len(recipes) + 1.4))
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    panels = [(t, [r.tasks.get(t, (np.nan, None)) for r in recipes]) for t in tasks] + \
+             [("overall", [r.overall for r in recipes])]
+    fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
+                             figsize=(2.6 * len(panels) + 3.5, 0.28 * len(recipes) + 1.4))
     rows = np.arange(len(recipes))[::-1]   # the first (best) recipe on top
-    for ax, task in zip(axes[0], tasks):
-        values = [recipe.overall if task == "overall" else recipe.tasks.get(task, (np.nan, None)) for recipe in recipes]
+    for ax, (title, values) in zip(axes[0], panels):
         means = np.array([m for m, _ in values], dtype=np.float64)
         halves = np.array([0.0 if h is None else h for _, h in values], dtype=np.float64)
         ax.errorbar(means, rows, xerr=halves, fmt="o", color="tab:blue", ecolor="tab:gray", capsize=2, markersize=4)
-        ax.set_title(task, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="x")
         ax.tick_params(axis="x", labelsize=7)
     axes[0][0].set_yticks(rows, [recipe.label for recipe in recipes], fontsize=7)
