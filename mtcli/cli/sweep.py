@@ -68,8 +68,8 @@ def sweep_command(
     def show() -> None:
         record = sweeps.summary(study, folder, space, engine)
         counts = {s: sum(t["state"] == s for t in record["trials"]) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
-        restarted = set(study.user_attrs.get("restarted", []))   # stopped by a kill, continued by a later trial
-        interrupted = sum(t["state"] == "FAIL" and t["number"] in restarted for t in record["trials"])
+        continued = sweeps.interrupted(study)
+        interrupted = sum(t["state"] == "FAIL" and t["number"] in continued for t in record["trials"])
         best = record["best"]
         shown = f"best {best['value']:.4f} (trial {best['number']})" if best else "no finished trial yet"
         progress.update(bar, completed=counts["COMPLETE"] + counts["PRUNED"],

@@ -234,6 +234,11 @@ def finished(study) -> int:
     return sum(t.state.name in DONE_STATES for t in study.get_trials(deepcopy=False))
 
 
+def interrupted(study) -> set[int]:
+    """The trials a kill stopped that a later trial continues (prepare marked them on --resume)."""
+    return set(study.user_attrs.get("restarted", []))
+
+
 def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
     """sweep.json: every trial of the journal (state, value, parameters, run folders) and the best."""
     trials = []
