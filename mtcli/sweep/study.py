@@ -273,8 +273,12 @@ def optimize(folder: Path, space: Space, console, progress=None) -> None:
 
 
 def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
-    """K-1 more worker processes on the same journal, each with its share of the cores."""
-    threads = max(1, (os.cpu_count() or 1) // (count))
+    """K-1 more worker processes on the same journal, each with its share of the cores; this
+    process, the K-th worker, keeps its own share (not all of them, which would oversubscribe)."""
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // count)
+    torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return [subprocess.Popen([sys.executable, "-m", "mtcli", "sweep", str(folder / "space.toml"), "--worker",
                               "--folder", str(folder)], env=env, stdout=subprocess.DEVNULL,

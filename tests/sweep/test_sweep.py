@@ -188,3 +188,24 @@ def test_a_trial_the_scheduler_stopped_is_pruned_and_only_a_finished_one_complet
     search.on_trial_complete("failed", {ray_engine.METRIC: 0.60, "step": 6}, error=True)
     trials = sweeps.open_study(folder, space).get_trials()
     assert [(t.state.name, t.value) for t in trials] == [("PRUNED", None), ("COMPLETE", 0.63), ("FAIL", None)]
+
+
+def test_parallel_workers_and_this_process_share_the_cores(tmp_path, monkeypatch):
+    """--parallel K: the K-1 launched workers and this process get cores/K threads each (not
+    this process keeping all of them beside the others)."""
+    import os
+    import subprocess
+
+    import torch
+
+    launched = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, env, **_: launched.append(env))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        sweeps.launch_workers(tmp_path, 4)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert [env["OMP_NUM_THREADS"] for env in launched] == ["2", "2", "2"]
