@@ -34,11 +34,15 @@ def compare_command(
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
     recipes, comparisons, unfinished = compare(folders, resamples=resamples, seed=seed)
     console = Console()
-    if unfinished:
-        shown = ", ".join(str(p) for p in unfinished[:5])
-        shown += f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
-        console.print(f"[yellow]note[/] left out {len(unfinished)} run(s) that did not train to their end (still "
-                      f"running, or stopped by a kill or a pruner): {shown}", highlight=False)
+    pruned = [run for run in unfinished if run.stopped]
+    cut = [run for run in unfinished if not run.stopped]
+    for runs, why in ((pruned, "stopped on a dev evaluation (a sweep's pruner)"),
+                      (cut, "that did not train to their end (still running, killed, or stopped by Ray Tune's "
+                            "scheduler)")):
+        if runs:
+            shown = ", ".join(f"{run.path} ({run.stopped})" if run.stopped else str(run.path) for run in runs[:5])
+            shown += f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+            console.print(f"[yellow]note[/] left out {len(runs)} run(s) {why}: {shown}", highlight=False)
     header, rows = display_table(recipes, comparisons)
     table = Table(title=f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds", title_justify="left")
     for column in header:

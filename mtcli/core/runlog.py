@@ -123,4 +123,7 @@ def _record_problem(record) -> str | None:
             return "an eval record needs step and headline"
         if record.get("overall") is not None and not _number(record["overall"]):
             return "'overall' is not a number"
+    elif kind == "stopped":   # on_eval (a sweep's pruner) stopped the run
+        if "step" not in record or not isinstance(record.get("reason"), str):
+            return "a stopped record needs step and reason"
     return None

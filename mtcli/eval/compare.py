@@ -47,6 +47,7 @@ class Run:
     overall: float
     curve: list[tuple[int, float]]    # (step, dev overall) of every dev evaluation
     finished: bool                    # trained to its end (a stopped run has its best epoch's eval.json too)
+    stopped: str | None = None        # why on_eval (a sweep's pruner) stopped it, as its log says
     predictions: DevPredictions | None = None
 
     @property
@@ -117,8 +118,9 @@ def read_run(path: Path, with_predictions: bool) -> Run:
     records = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     curve = [(r["step"], float(r["overall"])) for r in records    # (read_metrics checked step)
              if r.get("type") in ("epoch", "eval") and _number(r.get("overall"))]
+    stops = [r["reason"] for r in records if r["type"] == "stopped"]   # (read_metrics checked reason)
     run = Run(path, config, seed, {k: float(v) for k, v in headline.items() if v is not None}, float(overall), curve,
-              finished=_trained_to_its_end(config, records))
+              finished=_trained_to_its_end(config, records), stopped=stops[-1] if stops else None)
     if with_predictions:
         run.predictions = read_dev_predictions(path / PREDICTIONS)
     return run
@@ -220,15 +222,15 @@ def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> 
 
 
 def compare(paths: list[Path], *, resamples: int = 1000,
-            seed: int = 0) -> tuple[list[Recipe], list[Comparison], list[Path]]:
+            seed: int = 0) -> tuple[list[Recipe], list[Comparison], list[Run]]:
     """The recipes of the finished runs under `paths`, best first; the best one against each
-    other; the runs left out because they did not train to their end (still running, or stopped
-    by a kill or a pruner)."""
+    other; the runs left out because they did not train to their end (still running, stopped by
+    a kill, or by a pruner: their `stopped` says why)."""
     runs = [read_run(path, with_predictions=False) for path in find_runs(paths)]
-    unfinished = [run.path for run in runs if not run.finished]
+    unfinished = [run for run in runs if not run.finished]
     runs = [run for run in runs if run.finished]
     if not runs:
-        raise UserError(f"{unfinished[0]}: no run under {', '.join(map(str, paths))} trained to its end (metrics.jsonl "
+        raise UserError(f"{unfinished[0].path}: no run under {', '.join(map(str, paths))} trained to its end (metrics.jsonl "
                         f"ends before its last epoch or max-steps); let them finish, or resume them with "
                         f"`mtcli train --resume`")
     _one_run_per_seed(runs)

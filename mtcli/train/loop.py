@@ -359,9 +359,19 @@ class Trainer:
             results, _ = self.evaluate_dev()
             log.write("eval", step=self.position.step, epoch=self.position.epoch, headline=results["headline"],
                       overall=results["overall"])
-            if self.on_eval is not None:
-                self.on_eval(self.position.step, results)
+            self._hand_to_on_eval(log, results)
         self.dist.barrier()
+
+    def _hand_to_on_eval(self, log: MetricsLog, results: dict) -> None:
+        """on_eval may stop the run by raising (a pruner): the log says so, with its reason, so that
+        `mtcli compare` can tell a pruned run from a killed one."""
+        if self.on_eval is None:
+            return
+        try:
+            self.on_eval(self.position.step, results)
+        except Exception as e:
+            log.write("stopped", step=self.position.step, reason=(str(e) or type(e).__name__)[:500])
+            raise
 
     def _end_epoch(self, log: MetricsLog) -> None:
         pos = self.position
@@ -378,8 +388,7 @@ class Trainer:
                   headline=results["headline"],
                   overall=results["overall"])
         self.console.print(scores_table(results, self.tasks, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
-        if self.on_eval is not None:
-            self.on_eval(pos.step, results)
+        self._hand_to_on_eval(log, results)
         improved = results["overall"] is not None and results["overall"] > self.best_overall
         if improved:
             self.best_overall = results["overall"]

@@ -209,3 +209,32 @@ def test_parallel_workers_and_this_process_share_the_cores(tmp_path, monkeypatch
     finally:
         torch.set_num_threads(before)
     assert [env["OMP_NUM_THREADS"] for env in launched] == ["2", "2", "2"]
+
+
+def test_a_pruned_run_says_so_in_its_log_and_compare_tells_it_from_a_killed_one(tmp_path, tiny_model_dir):
+    """What on_eval raises (run_trial's TrialPruned) stops the run and is logged as a stopped
+    record with its reason; compare leaves the run out as pruned, naming the reason."""
+    import optuna
+    from rich.console import Console
+
+    from mtcli.core.runlog import read_metrics
+    from mtcli.train.loop import Trainer
+
+    space = read_space(_space(tmp_path, tiny_model_dir, pruner="median"))
+    trials = tmp_path / "trials"
+    configs = [space.config({"combine": combine, "lr": 1e-3}, name=f"000{i}-s0", out=str(trials), seed=0)
+               for i, combine in enumerate(("sum", "famo"))]
+    Trainer(configs[0], Console(quiet=True)).run()
+
+    def prune(step, results):
+        raise optuna.TrialPruned(f"pruned at step {step} (overall {results['overall']:.4f})")
+
+    with pytest.raises(optuna.TrialPruned):
+        Trainer(configs[1], Console(quiet=True), on_eval=prune).run()
+    last = read_metrics(trials / "0001-s0" / "metrics.jsonl")[-1]
+    assert last["type"] == "stopped" and last["step"] == 2 and last["reason"].startswith("pruned at step 2 (overall ")
+    (trials / "0001-s0" / "eval.json").write_bytes((trials / "0000-s0" / "eval.json").read_bytes())   # as if a best epoch
+    done = run_cli("compare", trials, "--out", tmp_path / "cmp", "--resamples", "100")
+    shown = " ".join(done.stdout.decode().split())
+    assert done.returncode == 0 and "left out 1 run(s) stopped on a dev evaluation (a sweep's pruner)" in shown
+    assert "0001-s0 (pruned at step 2 (overall" in shown and "did not train to their end" not in shown
