@@ -23,6 +23,7 @@ from mtcli.core.errors import UserError
 from mtcli.sweep.space import Space
 
 METRIC = "objective"
+RESOURCE = "examples"   # what the schedulers measure training in: examples a batch slot has seen (study.train_seeds)
 FINISHED = "mtcli_trial_finished"   # in a trial's last report only (Tune sets its own "done" on a stopped trial too)
 
 
@@ -67,10 +68,10 @@ def mtcli_trial(params: dict, space_path: str, folder: str, cpus: int) -> None:
 
     torch.set_num_threads(max(1, cpus))
     space = read_space(space_path)   # the sweep folder's copy
-    mean, steps = train_seeds(space, values_of(params, space), Path(folder), params["number"], Console(quiet=True),
-                              lambda step, value: tune.report({METRIC: value, "step": step}),
-                              continues=params.get("continues"))
-    tune.report({METRIC: mean, "step": steps, FINISHED: True})
+    mean, seen = train_seeds(space, values_of(params, space), Path(folder), params["number"], Console(quiet=True),
+                             lambda seen, value: tune.report({METRIC: value, RESOURCE: seen}),
+                             continues=params.get("continues"))
+    tune.report({METRIC: mean, RESOURCE: seen, FINISHED: True})
 
 
 def run(folder: Path, space: Space, *, parallel: int, address: str | None, progress=None) -> None:
@@ -92,11 +93,12 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
         tune.with_parameters(mtcli_trial, space_path=str((folder / "space.toml").resolve()),
                              folder=str(folder.resolve()), cpus=cpus), {"cpu": cpus})
     steps = space.config({}, name="check", out=".", seed=space.seeds[0]).max_steps
-    # max_t one past the last step: ASHA stops a trial that reports max_t, which would cut the
-    # first seed's run at its last evaluation, before the other seeds and the trial's own result
-    schedulers = {"asha": lambda: ASHAScheduler(time_attr="step", max_t=steps + 1 if steps else 10**9,
-                                                grace_period=max(1, space.eval_every or 1)),
-                  "median": lambda: MedianStoppingRule(time_attr="step", min_samples_required=2),
+    batches = batch_sizes(space)
+    # max_t past the most a trial can see: ASHA stops a trial that reports max_t, which would cut
+    # the first seed's run at its last evaluation, before the other seeds and the trial's own result
+    schedulers = {"asha": lambda: ASHAScheduler(time_attr=RESOURCE, max_t=steps * max(batches) + 1 if steps else 10**12,
+                                                grace_period=max(1, space.eval_every or 1) * min(batches)),
+                  "median": lambda: MedianStoppingRule(time_attr=RESOURCE, min_samples_required=2),
                   "none": lambda: FIFOScheduler()}
     search = _search_class()(space=functools.partial(define, space=space), sampler=sampler_for(space),
                              storage=journal(folder), study_name=STUDY, metric=METRIC, mode="max")
@@ -109,6 +111,16 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
         run_config=tune.RunConfig(name=f"tune-{attempt}", storage_path=str(storage), verbose=0,
                                   callbacks=[_Progress(progress)] if progress is not None else []))
     tuner.fit()
+
+
+def batch_sizes(space: Space) -> list[int]:
+    """The batch sizes the space's trials can have: its choices or range ends, or the budget's one."""
+    from mtcli.sweep.space import Range
+
+    searched = space.params.get("batch_size")
+    if isinstance(searched, Range):
+        return [int(searched.low), int(searched.high)]
+    return list(searched) if searched else [space.config({}, name="check", out=".", seed=space.seeds[0]).batch_size]
 
 
 def _search_class():

@@ -10,7 +10,9 @@ every trial one or more ordinary run folders.
 
 A trial's value is the mean over `seeds` of its runs' best dev objective (overall, or one task's
 headline). The pruner reads the first seed's dev evaluations (every `eval-every` steps and at
-epoch ends); a pruned trial's later seeds do not run. `--resume` continues a killed sweep:
+epoch ends), each at the examples a batch slot had seen by then (steps x batch size: trials of
+different batch sizes are judged at the same amount of training, not the same step count); a
+pruned trial's later seeds do not run. `--resume` continues a killed sweep:
 finished and pruned trials are kept, a trial that was running restarts with the same
 parameters and continues its run folders (a finished seed is kept, an interrupted one goes on
 from its last checkpoint), and the sweep stops when `trials` trials have finished or been pruned.
@@ -107,21 +109,22 @@ def objective_value(space: Space, results: dict) -> float | None:
 def train_seeds(space: Space, values: dict, folder: Path, number: int, console, on_first_eval,
                 continues: int | None = None) -> tuple[float, int]:
     """Train one configuration once per seed into the trial's run folders (either engine); the
-    first seed's dev evaluations go to `on_first_eval(step, value)` (the pruner or scheduler).
+    first seed's dev evaluations go to `on_first_eval(seen, value)` (the pruner or scheduler),
+    `seen` the examples a batch slot had seen (step x batch size).
     `continues`: the number of a trial with these values that a kill stopped; its run folders
     become this trial's (carried_run), a finished one counted as it is, an interrupted one
-    continued from its last checkpoint. The mean of the runs' dev objective, and the last run's
-    steps."""
+    continued from its last checkpoint. The mean of the runs' dev objective, and the examples a
+    batch slot of the last run saw in all."""
     from mtcli.train.loop import Trainer
 
     scores = []
     for i, seed in enumerate(space.seeds):
         config = space.config(values, name=run_name(number, seed), out=str(folder / "trials"), seed=seed)
 
-        def report(step: int, results: dict, first: bool = i == 0) -> None:
+        def report(step: int, results: dict, first: bool = i == 0, batch: int = config.batch_size) -> None:
             value = objective_value(space, results)
             if first and value is not None:
-                on_first_eval(step, value)
+                on_first_eval(step * batch, value)
 
         carried = carried_run(folder, continues, seed, config, console)
         if carried is not None:
@@ -136,7 +139,7 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
         if value is None:
             raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
         scores.append(value)
-    return float(sum(scores) / len(scores)), trainer.total_steps
+    return float(sum(scores) / len(scores)), trainer.total_steps * config.batch_size
 
 
 def carried_run(folder: Path, continues: int | None, seed: int, config, console) -> Path | None:
@@ -168,10 +171,10 @@ def run_trial(trial, space: Space, folder: Path, console) -> float:
     """Optuna's trial in this process: its values suggested, the pruner fed the first seed's evaluations."""
     optuna = _optuna()
 
-    def report(step: int, value: float) -> None:
-        trial.report(value, step)
+    def report(seen: int, value: float) -> None:
+        trial.report(value, seen)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at step {step} ({space.objective} {value:.4f})")
+            raise optuna.TrialPruned(f"pruned after {seen} examples a batch slot ({space.objective} {value:.4f})")
 
     return train_seeds(space, suggest(trial, space), folder, trial.number, console, report,
                        continues=trial.user_attrs.get("continues"))[0]

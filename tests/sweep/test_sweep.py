@@ -183,9 +183,10 @@ def test_a_trial_the_scheduler_stopped_is_pruned_and_only_a_finished_one_complet
                                         study_name=sweeps.STUDY, metric=ray_engine.METRIC, mode="max")
     for trial_id in ("stopped", "finished", "failed"):
         assert search.suggest(trial_id)["number"] is not None
-    search.on_trial_complete("stopped", {ray_engine.METRIC: 0.61, "step": 6, "done": True})
-    search.on_trial_complete("finished", {ray_engine.METRIC: 0.63, "step": 15, "done": True, ray_engine.FINISHED: True})
-    search.on_trial_complete("failed", {ray_engine.METRIC: 0.60, "step": 6}, error=True)
+    seen = ray_engine.RESOURCE
+    search.on_trial_complete("stopped", {ray_engine.METRIC: 0.61, seen: 48, "done": True})
+    search.on_trial_complete("finished", {ray_engine.METRIC: 0.63, seen: 120, "done": True, ray_engine.FINISHED: True})
+    search.on_trial_complete("failed", {ray_engine.METRIC: 0.60, seen: 48}, error=True)
     trials = sweeps.open_study(folder, space).get_trials()
     assert [(t.state.name, t.value) for t in trials] == [("PRUNED", None), ("COMPLETE", 0.63), ("FAIL", None)]
 
@@ -233,8 +234,33 @@ def test_a_pruned_run_says_so_in_its_log_and_compare_tells_it_from_a_killed_one(
         Trainer(configs[1], Console(quiet=True), on_eval=prune).run()
     last = read_metrics(trials / "0001-s0" / "metrics.jsonl")[-1]
     assert last["type"] == "stopped" and last["step"] == 2 and last["reason"].startswith("pruned at step 2 (overall ")
-    (trials / "0001-s0" / "eval.json").write_bytes((trials / "0000-s0" / "eval.json").read_bytes())   # as if a best epoch
+    best_so_far = (trials / "0000-s0" / "eval.json").read_bytes()
+    (trials / "0001-s0" / "eval.json").write_bytes(best_so_far)   # as if it had had a best epoch
     done = run_cli("compare", trials, "--out", tmp_path / "cmp", "--resamples", "100")
     shown = " ".join(done.stdout.decode().split())
     assert done.returncode == 0 and "left out 1 run(s) stopped on a dev evaluation (a sweep's pruner)" in shown
     assert "0001-s0 (pruned at step 2 (overall" in shown and "did not train to their end" not in shown
+
+
+def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model_dir):
+    """The first seed's evaluations reach the pruner at step x batch size (a batch-64 trial at
+    step 100 has seen what a batch-16 one has at step 400), and so does the Ray schedulers'
+    resource, bounded by the space's largest and smallest batch."""
+    from rich.console import Console
+
+    from mtcli.core.runlog import read_metrics
+    from mtcli.sweep import ray_engine
+
+    space = read_space(_space(tmp_path, tiny_model_dir, pruner="asha"))   # batch-size 8, eval every 2 steps
+    reports = []
+    mean, seen = sweeps.train_seeds(space, {"combine": "sum", "lr": 1e-3}, tmp_path, 0, Console(quiet=True),
+                                    lambda seen, value: reports.append((seen, value)))
+    log = read_metrics(tmp_path / "trials" / "0000-s0" / "metrics.jsonl")
+    evaluations = [(r["step"] * 8, r["overall"]) for r in log if r["type"] in ("eval", "epoch")]
+    assert reports == evaluations and [s for s, _ in reports] == [16, 32] and seen == 32
+    assert ray_engine.batch_sizes(space) == [8]
+    searched = read_space(_space(tmp_path, tiny_model_dir))
+    searched.params["batch_size"] = [16, 64]
+    assert ray_engine.batch_sizes(searched) == [16, 64]
+    searched.params["batch_size"] = Range(8, 48)
+    assert ray_engine.batch_sizes(searched) == [8, 48]
