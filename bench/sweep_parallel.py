@@ -28,7 +28,8 @@ ROOF = Path(__file__).resolve().parent / "roof.py"
 def roof(threads: int) -> str:
     """bench/roof.py's sgemm line at `threads` (BLAS reads its thread count at start: a subprocess)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
-    return subprocess.run([sys.executable, str(ROOF)], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run([sys.executable, str(ROOF)], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def median_speed(run: Path) -> float:

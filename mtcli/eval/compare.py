@@ -230,8 +230,8 @@ def compare(paths: list[Path], *, resamples: int = 1000,
     unfinished = [run for run in runs if not run.finished]
     runs = [run for run in runs if run.finished]
     if not runs:
-        raise UserError(f"{unfinished[0].path}: no run under {', '.join(map(str, paths))} trained to its end (metrics.jsonl "
-                        f"ends before its last epoch or max-steps); let them finish, or resume them with "
+        raise UserError(f"{unfinished[0].path}: no run under {', '.join(map(str, paths))} trained to its end "
+                        f"(metrics.jsonl ends before its last epoch or max-steps); let them finish, or resume them with "
                         f"`mtcli train --resume`")
     _one_run_per_seed(runs)
     recipes = group(runs)
