@@ -87,7 +87,7 @@ def sweep_command(
             workers = sweeps.launch_workers(folder, parallel) if parallel > 1 else []
             try:
                 sweeps.optimize(folder, space, quiet, progress=show)
-                sweeps.wait_for(workers)
+                sweeps.wait_for(workers, progress=show)
             finally:
                 for w in workers:
                     if w.poll() is None:

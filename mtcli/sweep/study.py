@@ -237,6 +237,12 @@ def finished(study) -> int:
     return sum(t.state.name in DONE_STATES for t in study.get_trials(deepcopy=False))
 
 
+def finished_or_running(study) -> int:
+    """Trials done and trials other workers are training now (a kill's leftovers were marked
+    failed by prepare): a worker starts another only while these fall short of the plan."""
+    return sum(t.state.name in (*DONE_STATES, "RUNNING") for t in study.get_trials(deepcopy=False))
+
+
 def interrupted(study) -> set[int]:
     """The trials a kill stopped that a later trial continues (prepare marked them on --resume)."""
     return set(study.user_attrs.get("restarted", []))
@@ -258,18 +264,19 @@ def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
 
 
 def optimize(folder: Path, space: Space, console, progress=None) -> None:
-    """Run trials in this process until `trials` have finished or been pruned (with other workers);
-    `progress()` is called after each."""
+    """Run trials in this process until `trials` have finished or been pruned, or the rest are
+    running in other workers (which is why a parallel grid search does not run a grid point
+    twice); `progress()` is called after each."""
     study = open_study(folder, space)
 
     def stop_when_done(study, trial) -> None:
         summary(study, folder, space)
         if progress is not None:
             progress()
-        if finished(study) >= space.planned_trials():
+        if finished_or_running(study) >= space.planned_trials():
             study.stop()
 
-    if finished(study) >= space.planned_trials():
+    if finished_or_running(study) >= space.planned_trials():
         return
     study.optimize(lambda trial: run_trial(trial, space, folder, console), callbacks=[stop_when_done],
                    catch=(UserError,))
@@ -289,10 +296,15 @@ def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
             for i in range(1, count)]
 
 
-def wait_for(workers: list[subprocess.Popen], poll: float = 1.0) -> None:
+def wait_for(workers: list[subprocess.Popen], poll: float = 1.0, progress=None, every: float = 10.0) -> None:
+    """Until the workers end, calling `progress()` every `every` seconds (their trials go on)."""
+    shown = time.monotonic()
     while any(w.poll() is None for w in workers):
         time.sleep(poll)
+        if progress is not None and time.monotonic() - shown >= every:
+            progress()
+            shown = time.monotonic()
 
 
 __all__ = ["open_study", "journal", "sampler_for", "run_name", "runs_of", "optimize", "prepare", "start_folder",
-           "summary", "launch_workers", "wait_for"]
+           "summary", "launch_workers", "wait_for", "finished_or_running"]

@@ -264,3 +264,20 @@ def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model
     assert ray_engine.batch_sizes(searched) == [16, 64]
     searched.params["batch_size"] = Range(8, 48)
     assert ray_engine.batch_sizes(searched) == [8, 48]
+
+
+def test_a_worker_does_not_start_a_trial_when_the_rest_are_running_elsewhere(tmp_path, tiny_model_dir):
+    """A grid of 3 points, one of them running in another worker: this worker trains the other
+    two and stops, instead of drawing a grid point a third time (each point runs once)."""
+    from rich.console import Console
+
+    space_file = _space(tmp_path, tiny_model_dir, search="grid", pruner="none")
+    space_file.write_text(space_file.read_text().replace("lr = { low = 1e-4, high = 1e-2, log = true }", "lr = [1e-3]"))
+    folder = tmp_path / "sweeps" / "g"
+    space = sweeps.prepare(space_file, folder, resume=False)
+    elsewhere = sweeps.open_study(folder, space).ask()   # another worker's trial, still training
+    sweeps.suggest(elsewhere, space)
+    sweeps.optimize(folder, space, Console(quiet=True))
+    trials = sweeps.open_study(folder, space).get_trials()
+    assert [t.state.name for t in trials] == ["RUNNING", "COMPLETE", "COMPLETE"]
+    assert sorted(json.loads(t.params["combine"]) for t in trials) == ["famo", "sum", "upgrad"]   # choices as JSON
