@@ -49,5 +49,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
         for e in result["epochs"]:
             epochs.add_row(str(e["epoch"]), str(e["step"]), *(f"{e.get(k) or 0:.4f}" for k in columns))
         console.print(epochs)
+    if result["stopped"]:
+        console.print(f"stopped at step {result['stopped']['step']}: {result['stopped']['reason']}", highlight=False)
     plots = [name for name, made in (("conflicts.png", result["pairs"]), ("weights.png", result["weights"])) if made]
     console.print(f"wrote {run_dir}/report.json" + "".join(f", {p}" for p in plots))

@@ -240,6 +240,9 @@ def test_a_pruned_run_says_so_in_its_log_and_compare_tells_it_from_a_killed_one(
     shown = " ".join(done.stdout.decode().split())
     assert done.returncode == 0 and "left out 1 run(s) stopped on a dev evaluation (a sweep's pruner)" in shown
     assert "0001-s0 (pruned at step 2 (overall" in shown and "did not train to their end" not in shown
+    reported = run_cli("report", trials / "0001-s0")
+    assert reported.returncode == 0 and b"stopped at step 2: pruned at step 2 (overall " in reported.stdout
+    assert json.loads((trials / "0001-s0" / "report.json").read_text())["stopped"]["step"] == 2
 
 
 def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model_dir):
