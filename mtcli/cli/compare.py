@@ -24,6 +24,7 @@ def compare_command(
     interval over seeds; the best recipe against each other one by a paired bootstrap over the dev examples,
     p-values Holm-corrected."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mtcli.core.errors import UserError
@@ -41,6 +42,7 @@ def compare_command(
                             "scheduler)")):
         if runs:
             shown = ", ".join(f"{run.path} ({run.stopped})" if run.stopped else str(run.path) for run in runs[:5])
+            shown = escape(shown)   # paths and a log's reason are data, not rich markup
             shown += f" and {len(runs) - 5} more" if len(runs) > 5 else ""
             console.print(f"[yellow]note[/] left out {len(runs)} run(s) {why}: {shown}", highlight=False)
     header, rows = display_table(recipes, comparisons)

@@ -16,6 +16,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
     """Per task pair: mean gradient cosine and fraction of conflicting steps; per task: its gradient's weight over
     the run. Writes conflicts.png, weights.png, report.json."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mtcli.eval.report import report_run
@@ -50,6 +51,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `mt
             epochs.add_row(str(e["epoch"]), str(e["step"]), *(f"{e.get(k) or 0:.4f}" for k in columns))
         console.print(epochs)
     if result["stopped"]:
-        console.print(f"stopped at step {result['stopped']['step']}: {result['stopped']['reason']}", highlight=False)
+        stop = result["stopped"]   # the reason is the log's text, not rich markup
+        console.print(f"stopped at step {stop['step']}: {escape(stop['reason'])}", highlight=False)
     plots = [name for name, made in (("conflicts.png", result["pairs"]), ("weights.png", result["weights"])) if made]
     console.print(f"wrote {run_dir}/report.json" + "".join(f", {p}" for p in plots))

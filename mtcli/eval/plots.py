@@ -33,7 +33,8 @@ def plot_curves(records: list[dict], tasks: list[str], out: str | Path) -> Path:
             smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
             ax.plot(xs[window - 1:], smooth, color="tab:blue", alpha=0.6, label="train (per step, smoothed)")
         ex = [r["epoch"] for r in epochs]
-        ax.plot(ex, [r["train_loss"].get(task, np.nan) for r in epochs], "o-", color="tab:blue", label="train (epoch mean)")
+        train = [r.get("train_loss", {}).get(task, np.nan) for r in epochs]   # optional in the log's shape (runlog)
+        ax.plot(ex, train, "o-", color="tab:blue", label="train (epoch mean)")
         ax.plot(ex, [r["dev"].get(task, {}).get("loss", np.nan) for r in epochs], "s-", color="tab:orange",
                 label="dev")
         ax.set_title(task)

@@ -151,17 +151,17 @@ def test_unfinished_set_aside_and_doubled_runs_are_not_counted(tmp_path):
     running, _ = _run(trials, "0001-s1", combine="mgda", seed=1, skill=0.9, epochs_done=1)   # a kill stopped it
     _run(trials / "stopped", "0000-s1", combine="sum", seed=1, skill=0.9)   # set aside by a sweep's resume
     pruned, _ = _run(trials, "0002-s0", combine="cagrad", seed=0, skill=0.9, epochs_done=1)
+    reason = "pruned at step 10 (overall 0.4000) [/x]"   # brackets: text from a log, never rich markup
     with open(pruned / "metrics.jsonl", "a") as log:   # as the trainer logs a pruner's stop
-        log.write(json.dumps({"type": "stopped", "step": 10, "reason": "pruned at step 10 (overall 0.4000)"}) + "\n")
+        log.write(json.dumps({"type": "stopped", "step": 10, "reason": reason}) + "\n")
     recipes, comparisons, unfinished = compare([trials], resamples=200)
-    assert [(run.path, run.stopped) for run in unfinished] == [(running, None),
-                                                               (pruned, "pruned at step 10 (overall 0.4000)")]
+    assert [(run.path, run.stopped) for run in unfinished] == [(running, None), (pruned, reason)]
     assert [len(r.runs) for r in recipes] == [2, 1] and recipes[0].overall[0] == pytest.approx(np.mean(totals))
     done = run_cli("compare", trials, "--out", tmp_path / "cmp", "--resamples", "200")
     shown = " ".join(done.stdout.decode().split())   # rich wraps long lines
     assert done.returncode == 0 and "left out 1 run(s) that did not train to their end" in shown
     assert "0001-s1" in shown and "left out 1 run(s) stopped on a dev evaluation (a sweep's pruner)" in shown
-    assert "0002-s0 (pruned at step 10 (overall 0.4000))" in shown
+    assert "0002-s0 (pruned at step 10 (overall 0.4000) [/x])" in shown
     with pytest.raises(UserError, match="same recipe and seed"):   # one seed passed twice
         compare([trials, trials / "stopped" / "0000-s1"])
     with pytest.raises(UserError, match="trained to its end"):

@@ -1,7 +1,10 @@
 """mtcli.eval.report: per task pair, mean gradient cosine and conflicting steps, by hand."""
 
+import json
+
 import pytest
 
+from conftest import run_cli
 from mtcli.eval.report import conflict_report, task_order
 
 RECORDS = [
@@ -23,3 +26,18 @@ def test_pairs_are_named_in_task_order_and_counted():
     assert report["weights"]["a"] == pytest.approx({"steps": 3, "mean": 1.0, "min": 0.8, "max": 1.2})  # old and new key
     assert report["weights"]["b"]["steps"] == 1 and list(report["weights"]) == ["b", "a", "c"]
     assert report["epochs"] == [{"epoch": 1, "step": 3, "overall": 0.4, "a": 0.5, "b": 0.7, "c": 0.1}]
+
+
+def test_a_run_a_pruner_stopped_says_where_and_why(tmp_path):
+    """The last stopped record's step and reason, in report.json and printed as text (a reason
+    with brackets is a log's data, not rich markup)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    stopped = {"type": "stopped", "step": 3, "reason": "pruned after 96 examples a batch slot [/x] (overall 0.4)"}
+    # as a log holds them; the epoch record without train_loss, which the log's shape leaves optional
+    logged = [{**r, "epoch_progress": r["step"] / 3} if r["type"] == "step" else r for r in RECORDS]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*logged, stopped]))
+    done = run_cli("report", run)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "stopped at step 3: pruned after 96 examples a batch slot [/x] (overall 0.4)" in " ".join(done.stdout.decode().split())
+    assert json.loads((run / "report.json").read_text())["stopped"] == {"step": 3, "reason": stopped["reason"]}
