@@ -81,6 +81,13 @@ def read_records(path: str | Path) -> tuple[list[dict], int | None]:
     return records, torn
 
 
+def last_stop(records: list[dict]) -> dict | None:
+    """{"step", "reason"} of the log's last stopped record (on_eval, a sweep's pruner, ended the
+    run), or None. read_metrics checked both fields."""
+    stops = [{"step": r["step"], "reason": r["reason"]} for r in records if r["type"] == "stopped"]
+    return stops[-1] if stops else None
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

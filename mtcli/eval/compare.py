@@ -26,7 +26,7 @@ from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
 from mtcli.core.metrics import metric_value, unit_score
 from mtcli.core.paths import SET_ASIDE_RUNS
-from mtcli.core.runlog import read_metrics
+from mtcli.core.runlog import last_stop, read_metrics
 from mtcli.core.typed import has_type
 from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev_predictions
 
@@ -118,9 +118,9 @@ def read_run(path: Path, with_predictions: bool) -> Run:
     records = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     curve = [(r["step"], float(r["overall"])) for r in records    # (read_metrics checked step)
              if r.get("type") in ("epoch", "eval") and _number(r.get("overall"))]
-    stops = [r["reason"] for r in records if r["type"] == "stopped"]   # (read_metrics checked reason)
+    stop = last_stop(records)
     run = Run(path, config, seed, {k: float(v) for k, v in headline.items() if v is not None}, float(overall), curve,
-              finished=_trained_to_its_end(config, records), stopped=stops[-1] if stops else None)
+              finished=_trained_to_its_end(config, records), stopped=stop["reason"] if stop else None)
     if with_predictions:
         run.predictions = read_dev_predictions(path / PREDICTIONS)
     return run

@@ -14,7 +14,7 @@ import numpy as np
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict, write_json
-from mtcli.core.runlog import read_metrics
+from mtcli.core.runlog import last_stop, read_metrics
 
 
 def task_order(records: list[dict]) -> list[str]:
@@ -122,7 +122,6 @@ def report_run(run_dir: str | Path, warn=None) -> dict:
         plot_weights(report, run_dir / "weights.png", str(config.get("combine", "")))
     if any(r.get("type") == "epoch" for r in records):
         plot_curves(records, report["tasks"], run_dir / "curves.png")
-    stops = [{"step": r["step"], "reason": r["reason"]} for r in records if r["type"] == "stopped"]
-    report["stopped"] = stops[-1] if stops else None   # a sweep's pruner ended the run (read_metrics checked it)
+    report["stopped"] = last_stop(records)   # where and why a sweep's pruner ended the run
     write_json(run_dir / "report.json", {k: v for k, v in report.items() if k not in ("series", "weight_series")})
     return report

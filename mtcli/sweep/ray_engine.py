@@ -92,8 +92,8 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
     function = tune.with_resources(
         tune.with_parameters(mtcli_trial, space_path=str((folder / "space.toml").resolve()),
                              folder=str(folder.resolve()), cpus=cpus), {"cpu": cpus})
-    steps = space.config({}, name="check", out=".", seed=space.seeds[0]).max_steps
-    batches = batch_sizes(space)
+    budget = space.config({}, name="check", out=".", seed=space.seeds[0])   # the base recipe and budget
+    steps, batches = budget.max_steps, batch_sizes(space, budget.batch_size)
     # max_t past the most a trial can see: ASHA stops a trial that reports max_t, which would cut
     # the first seed's run at its last evaluation, before the other seeds and the trial's own result
     schedulers = {"asha": lambda: ASHAScheduler(time_attr=RESOURCE, max_t=steps * max(batches) + 1 if steps else 10**12,
@@ -113,14 +113,14 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
     tuner.fit()
 
 
-def batch_sizes(space: Space) -> list[int]:
-    """The batch sizes the space's trials can have: its choices or range ends, or the budget's one."""
+def batch_sizes(space: Space, budget: int) -> list[int]:
+    """The batch sizes the space's trials can have: its choices or range ends, else the budget's."""
     from mtcli.sweep.space import Range
 
     searched = space.params.get("batch_size")
     if isinstance(searched, Range):
         return [int(searched.low), int(searched.high)]
-    return list(searched) if searched else [space.config({}, name="check", out=".", seed=space.seeds[0]).batch_size]
+    return list(searched) if searched else [budget]
 
 
 def _search_class():

@@ -261,12 +261,12 @@ def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model
     log = read_metrics(tmp_path / "trials" / "0000-s0" / "metrics.jsonl")
     evaluations = [(r["step"] * 8, r["overall"]) for r in log if r["type"] in ("eval", "epoch")]
     assert reports == evaluations and [s for s, _ in reports] == [16, 32] and seen == 32
-    assert ray_engine.batch_sizes(space) == [8]
+    assert ray_engine.batch_sizes(space, 8) == [8]
     searched = read_space(_space(tmp_path, tiny_model_dir))
     searched.params["batch_size"] = [16, 64]
-    assert ray_engine.batch_sizes(searched) == [16, 64]
+    assert ray_engine.batch_sizes(searched, 8) == [16, 64]
     searched.params["batch_size"] = Range(8, 48)
-    assert ray_engine.batch_sizes(searched) == [8, 48]
+    assert ray_engine.batch_sizes(searched, 8) == [8, 48]
 
 
 def test_a_worker_does_not_start_a_trial_when_the_rest_are_running_elsewhere(tmp_path, tiny_model_dir):
