@@ -33,7 +33,7 @@ from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev
 # Options that say how or where a run went, not what it trained: runs that differ only in them
 # are seeds of one recipe
 NOT_RECIPE = ("name", "out", "seed", "device", "eval_batch_size", "log_every", "progress_every", "save_every",
-              "eval_every", "log_to", "skip_nonfinite", "learning_rate", "grad_stats")
+              "eval_every", "log_to", "skip_nonfinite", "activation_checkpointing", "learning_rate", "grad_stats")
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
 

@@ -4,6 +4,11 @@ Embeddings (word + position + token type, LayerNorm, dropout), then N post-LN
 encoder layers (multi-head self-attention through scaled_dot_product_attention,
 then a GELU feed-forward), and an optional tanh pooler over [CLS]. Weights load
 from any HF-layout BERT folder (see mtcli.model.loading).
+
+`recompute_activations` (training's --activation-checkpointing) keeps only each layer's input
+for the backward pass and runs the layer again there (torch.utils.checkpoint, the same dropout
+masks): the same gradients for about a third more forward compute, and a fraction of the memory
+(what SimCSE's two views of a large batch need).
 """
 
 import math
@@ -12,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mtcli.model.config import BertConfig
 
@@ -89,6 +95,7 @@ class MinBert(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if with_pooler else None
         self.spelled_out_attention = False  # export sets it: see SelfAttention.forward
+        self.recompute_activations = False  # training sets it: see the module's docstring
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -116,8 +123,9 @@ class MinBert(nn.Module):
             mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
         else:
             mask = attention_mask.bool()[:, None, None, :]
+        recompute = self.recompute_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, mask)
+            x = checkpoint(layer, x, mask, use_reentrant=False) if recompute else layer(x, mask)
         return x
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from mtcli.core.fileio import read_json_dict, write_json, write_text
 from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
 from mtcli.sweep.space import Range, Space, read_space
+from mtcli.train.config import CHANGEABLE_ON_RESUME
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 STUDY = "sweep"   # the study's name in the journal
@@ -128,7 +129,8 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
 
         carried = carried_run(folder, continues, seed, config, console)
         if carried is not None:
-            trainer = Trainer.resume(carried, console, on_eval=report)
+            trainer = Trainer.resume(carried, console, on_eval=report,
+                                     settings={k: getattr(config, k) for k in CHANGEABLE_ON_RESUME})
             for record in read_metrics(carried / "metrics.jsonl") if (carried / "metrics.jsonl").is_file() else []:
                 if record.get("type") in ("eval", "epoch") and record.get("step", 0) <= trainer.position.step:
                     report(record["step"], record)   # what the pruner had read of it before the kill
@@ -155,9 +157,10 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     here = folder / "trials" / config.name
     saved = read_json_dict(earlier / "config.json")   # None if a kill came before it was written
     wanted = json.loads(json.dumps(config.to_dict()))
-    where = ("name", "out")   # where the run went, not what it is (the sweep folder may have moved)
-    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in where} == \
-            {k: v for k, v in wanted.items() if k not in where} and not here.exists():
+    # where the run went (the sweep folder may have moved) and how it computes and saves, not what it is
+    aside = ("name", "out", *CHANGEABLE_ON_RESUME)
+    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in aside} == \
+            {k: v for k, v in wanted.items() if k not in aside} and not here.exists():
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here

@@ -55,6 +55,7 @@ class TrainConfig:
     eval_every: int = 0              # also evaluate dev every N steps (0: at epoch ends only); a sweep prunes on it
     log_to: list[str] = field(default_factory=list)   # trackers beside metrics.jsonl: tensorboard, mlflow
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
+    activation_checkpointing: bool = False   # recompute the encoder's activations in backward: less memory, same gradients
     model_dir: str | None = None
     data_dir: str | None = None
     out: str = "runs"
@@ -178,6 +179,9 @@ class TrainConfig:
 
 
 PATH_FIELDS = ("tasks", "model_dir", "data_dir", "out")
+# How a run computes and keeps itself, not what it trains: a resumed run (a sweep's continued
+# trial) may set these anew
+CHANGEABLE_ON_RESUME = ("activation_checkpointing", "save_every")
 DERIVED_FIELDS = ("learning_rate", "grad_stats")  # written for readers, or by earlier versions: not options
 RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 

@@ -7,6 +7,7 @@ weighting's state and the position in the sampler's plan (state.py), and the con
 to one that was never interrupted.
 """
 
+import dataclasses
 import json
 import math
 import random
@@ -37,7 +38,7 @@ from mtcli.model import MinBert
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.train.config import PATH_FIELDS, TrainConfig
+from mtcli.train.config import CHANGEABLE_ON_RESUME, PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers
@@ -73,6 +74,7 @@ class Trainer:
         self.heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
         self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
         encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
+        encoder.recompute_activations = config.activation_checkpointing
         self.model = MultitaskModel(encoder, self.heads, self.tasks).to(self.device)
         train_splits = read_splits(self.tasks, "train", limit=config.limit)
         self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
@@ -125,9 +127,12 @@ class Trainer:
     # ------------------------------------------------------------------ resume
 
     @classmethod
-    def resume(cls, run_dir: str | Path, console: Console | None = None, on_eval=None) -> "Trainer":
+    def resume(cls, run_dir: str | Path, console: Console | None = None, on_eval=None,
+               settings: dict | None = None) -> "Trainer":
         """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint
-        (`on_eval` as for a new run: called for the evaluations still to come).
+        (`on_eval` as for a new run: called for the evaluations still to come). `settings`: new
+        values of CHANGEABLE_ON_RESUME (how the run computes and saves: activation checkpointing,
+        --save-every), which config.json then records.
 
         Everything read from the run folder is checked before it is used: the configuration
         (types, values, and that it is the one last/ was saved with), the data (the files the
@@ -138,6 +143,11 @@ class Trainer:
         if not config_path.is_file():
             raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
         config = TrainConfig.from_saved(_read_json(config_path), config_path)
+        changed = {k: v for k, v in (settings or {}).items() if getattr(config, k) != v}
+        if set(changed) - set(CHANGEABLE_ON_RESUME):
+            raise ValueError(f"only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume, not {', '.join(changed)}")
+        if changed:
+            config = dataclasses.replace(config, **changed)
         record = read_record(run_dir)
         console = console or Console(stderr=True, soft_wrap=True)
         if record is None:
@@ -159,6 +169,11 @@ class Trainer:
         meta = read_meta(last)
         _check_saved_with(meta.get("train_config"), config, last, config_path)
         trainer = cls(config, console, run_dir=run_dir, init_dir=last, on_eval=on_eval)
+        if changed and trainer.dist.is_main:
+            write_json(config_path, config.to_dict())   # the run's own file: what it runs with from now on
+            write_recipe(run_dir, config)
+            console.print(f"[yellow]note[/] {run_dir} continues with "
+                          f"{', '.join(f'{k} = {v}' for k, v in changed.items())}", highlight=False)
         try:
             trainer.model.load_state_dict(model_state_from(last))
             state = read_trainer_state(last)
@@ -460,7 +475,7 @@ def _check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path)
     if not isinstance(saved, dict):
         raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")
     for key, value in current.items():
-        if key in saved and saved[key] != value and key not in PATH_FIELDS:  # where files lie: data.json checks
+        if key in saved and saved[key] != value and key not in PATH_FIELDS + CHANGEABLE_ON_RESUME:  # paths: data.json checks
             raise UserError(f"{config_path}: {key} is {value!r} but {last} was saved by the run with {saved[key]!r}; "
                             f"config.json was edited: restore it (to change an option, start a new run)")
 
@@ -469,5 +484,5 @@ def train(config: TrainConfig, console: Console | None = None) -> Path:
     return Trainer(config, console).run()
 
 
-def resume(run_dir: str | Path, console: Console | None = None) -> Path:
-    return Trainer.resume(run_dir, console).run()
+def resume(run_dir: str | Path, console: Console | None = None, settings: dict | None = None) -> Path:
+    return Trainer.resume(run_dir, console, settings=settings).run()

@@ -230,6 +230,18 @@ def test_resume_with_conflicting_options_names_them(cli, run_copy):
     assert json.loads((run_copy / "config.json").read_text()) == saved
 
 
+def test_resume_may_change_how_the_run_computes(cli, run_copy):
+    """--activation-checkpointing (memory, not results) and --save-every are no conflict on
+    --resume: the run continues with them and its config.json says so; every other field stays."""
+    saved = json.loads((run_copy / "config.json").read_text())
+    line = _one_line_error(cli("train", "--resume", run_copy, "--activation-checkpointing", "--lr", "0.5"), "--lr 0.5")
+    assert "activation" not in line
+    result = cli("train", "--resume", run_copy, "--activation-checkpointing", "--save-every", 7)
+    assert result.returncode == 0, result.stderr
+    now = json.loads((run_copy / "config.json").read_text())
+    assert now == {**saved, "activation_checkpointing": True, "save_every": 7}
+
+
 def test_a_run_without_checkpoint_is_not_exported(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "crashed").mkdir(parents=True)

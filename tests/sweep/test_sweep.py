@@ -284,3 +284,26 @@ def test_a_worker_does_not_start_a_trial_when_the_rest_are_running_elsewhere(tmp
     trials = sweeps.open_study(folder, space).get_trials()
     assert [t.state.name for t in trials] == ["RUNNING", "COMPLETE", "COMPLETE"]
     assert sorted(json.loads(t.params["combine"]) for t in trials) == ["famo", "sum", "upgrad"]   # choices as JSON
+
+
+def test_a_continued_trial_takes_the_budgets_new_memory_and_save_settings(tmp_path, tiny_model_dir):
+    """A sweep killed for memory, its budget then given `activation-checkpointing = true`: the
+    interrupted trial's run folder is still a run of the same recipe (it continues, with the
+    setting); a changed recipe value is another run (set aside)."""
+    from rich.console import Console
+
+    space = read_space(_space(tmp_path, tiny_model_dir))
+    folder = tmp_path / "sweep"
+    values = {"combine": "sum", "lr": 1e-3}
+    for number, lr in ((0, 1e-3), (1, 2e-3)):
+        old = space.config({**values, "lr": lr}, name=sweeps.run_name(number, 0), out=str(folder / "trials"), seed=0)
+        (folder / "trials" / old.name).mkdir(parents=True)
+        (folder / "trials" / old.name / "config.json").write_text(json.dumps(old.to_dict()))
+    quiet = Console(quiet=True)
+    for number, continues in ((2, 0), (3, 1)):
+        config = space.config(values, name=sweeps.run_name(number, 0), out=str(folder / "trials"), seed=0)
+        config.activation_checkpointing = True
+        sweeps.carried_run(folder, continues, 0, config, quiet)
+    assert (folder / "trials" / "0002-s0").is_dir()                      # trial 0 continues as trial 2
+    assert (folder / "trials" / "stopped" / "0001-s0").is_dir()          # another lr: not this recipe
+    assert not (folder / "trials" / "0003-s0").exists()

@@ -75,6 +75,53 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, co
     assert steps == list(range(1, total + 1))  # the log continues with no gap and no duplicate
 
 
+def test_activation_checkpointing_trains_the_same_run(tmp_path, tiny_model_dir):
+    """Recomputing the encoder's activations in backward (the same dropout masks) changes memory,
+    not the run: with SimCSE's two dropout views and MNRL on, the weights after every step match."""
+    quiet = Console(quiet=True)
+    extra = dict(simcse=0.1, mnrl=0.5, dropout=0.1, max_steps=6)
+    plain = Trainer(_config(tmp_path, tiny_model_dir, "plain", **extra), quiet)
+    plain.run()
+    recomputed = Trainer(_config(tmp_path, tiny_model_dir, "recomputed", activation_checkpointing=True, **extra), quiet)
+    assert recomputed.model.encoder.recompute_activations
+    recomputed.run()
+    a, b = _weights(plain.run_dir), _weights(recomputed.run_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(a[k], load_file(tiny_model_dir / "model.safetensors")[k])
+               for k in load_file(tiny_model_dir / "model.safetensors") if k in a)  # it trained
+
+
+def test_resume_may_turn_on_activation_checkpointing(tmp_path, tiny_model_dir):
+    """A run that ran out of memory continues with --activation-checkpointing: config.json then
+    says so, and the run ends where the uninterrupted one does; any other option may not change."""
+    quiet = Console(quiet=True)
+    straight = Trainer(_config(tmp_path, tiny_model_dir, "straight"), quiet)
+    straight.run()
+    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted"), quiet)
+    original = interrupted.step
+
+    def crash_at_step_11(slots, step):
+        if step == 10:
+            raise KeyboardInterrupt
+        return original(slots, step)
+
+    interrupted.step = crash_at_step_11
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    with pytest.raises(ValueError, match="only activation_checkpointing"):
+        Trainer.resume(interrupted.run_dir, quiet, settings={"lr": 0.5})
+    resumed = Trainer.resume(interrupted.run_dir, quiet, settings={"activation_checkpointing": True})
+    assert resumed.model.encoder.recompute_activations and resumed.position.step == 9
+    assert json.loads((interrupted.run_dir / "config.json").read_text())["activation_checkpointing"] is True
+    assert "activation-checkpointing = true" in (interrupted.run_dir / "recipe.toml").read_text()
+    resumed.run()
+    a, b = _weights(straight.run_dir), _weights(interrupted.run_dir)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--limit", "64",
             "--batch-size", "8", "--epochs", "3", "--lr", "1e-3", "--save-every", "2", "--seed", "5",
