@@ -142,6 +142,9 @@ def read_space(path: str | Path) -> Space:
                 fail(key, "grid search takes choices only: give a list of values")
         else:
             fail(key, "give a list of choices or a range table { low = ..., high = ... }")
+    # in the order of the recipe's fields, not the file's: the sweep folder's copy (tomli_w puts
+    # range tables after the lists) reads and suggests in the same order as the file it came from
+    space.params = {option: space.params[option] for option in hints if option in space.params}
     if objective != "overall":
         tasks = space.config({}, name="check", out=".", seed=seeds[0]).load_tasks()
         if objective not in tasks:

@@ -307,3 +307,16 @@ def test_a_continued_trial_takes_the_budgets_new_memory_and_save_settings(tmp_pa
     assert (folder / "trials" / "0002-s0").is_dir()                      # trial 0 continues as trial 2
     assert (folder / "trials" / "stopped" / "0001-s0").is_dir()          # another lr: not this recipe
     assert not (folder / "trials" / "0003-s0").exists()
+
+
+def test_the_sweep_folders_copy_reads_in_the_same_order(tmp_path, tiny_model_dir):
+    """Ranges before choices in the file; the folder's copy (tomli_w writes range tables last)
+    lists and suggests the parameters in the same order: the recipe's field order."""
+    path = _space(tmp_path, tiny_model_dir).read_text().replace(
+        '[space]\ncombine = ["sum", "upgrad", "famo"]\nlr = { low = 1e-4, high = 1e-2, log = true }\n',
+        '[space]\nlr = { low = 1e-4, high = 1e-2, log = true }\nwarmup = { low = 0.0, high = 0.2 }\n'
+        'combine = ["sum", "upgrad", "famo"]\npooling = ["mean", "cls"]\n')
+    (tmp_path / "mixed.toml").write_text(path)
+    space = sweeps.prepare(tmp_path / "mixed.toml", tmp_path / "sweep", resume=False)
+    copy = read_space(tmp_path / "sweep" / "space.toml")
+    assert list(space.params) == list(copy.params) == ["combine", "pooling", "lr", "warmup"]
