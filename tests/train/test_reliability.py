@@ -33,6 +33,23 @@ def _weights(run_dir):
     return load_file(run_dir / "last" / "model.safetensors")
 
 
+def _crashed_at_step_11(config, console):
+    """A run of `config` stopped by a crash in step 11 (mid-epoch 2, two steps after the save at
+    step 9 under _config's save_every=3)."""
+    run = Trainer(config, console)
+    original = run.step
+
+    def crash_at_step_11(slots, step):
+        if step == 10:
+            raise KeyboardInterrupt
+        return original(slots, step)
+
+    run.step = crash_at_step_11
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    return run
+
+
 def _assert_identical(a, b):
     assert a.keys() == b.keys()
     for name in a:
@@ -50,17 +67,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path, tiny_model_dir, co
     straight.run()
     total = straight.total_steps
 
-    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted", combine=combine), quiet)
-    original = interrupted.step
-
-    def crash_at_step_11(slots, step):  # mid-epoch 2, two steps after the save at step 9
-        if step == 10:
-            raise KeyboardInterrupt
-        return original(slots, step)
-
-    interrupted.step = crash_at_step_11
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
+    interrupted = _crashed_at_step_11(_config(tmp_path, tiny_model_dir, "interrupted", combine=combine), quiet)
     assert read_meta(interrupted.run_dir / "last")["step"] == 9 < total
 
     resumed = Trainer.resume(interrupted.run_dir, quiet)
@@ -99,17 +106,7 @@ def test_resume_may_turn_on_activation_checkpointing(tmp_path, tiny_model_dir):
     quiet = Console(quiet=True)
     straight = Trainer(_config(tmp_path, tiny_model_dir, "straight"), quiet)
     straight.run()
-    interrupted = Trainer(_config(tmp_path, tiny_model_dir, "interrupted"), quiet)
-    original = interrupted.step
-
-    def crash_at_step_11(slots, step):
-        if step == 10:
-            raise KeyboardInterrupt
-        return original(slots, step)
-
-    interrupted.step = crash_at_step_11
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
+    interrupted = _crashed_at_step_11(_config(tmp_path, tiny_model_dir, "interrupted"), quiet)
     with pytest.raises(ValueError, match="only activation_checkpointing"):
         Trainer.resume(interrupted.run_dir, quiet, settings={"lr": 0.5})
     resumed = Trainer.resume(interrupted.run_dir, quiet, settings={"activation_checkpointing": True})
