@@ -88,8 +88,9 @@ def train(
                                "(comma-separated; event files in the run folder, MLflow in ./mlruns)"),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
     activation_checkpointing: bool = typer.Option(
-        False, "--activation-checkpointing/--no-activation-checkpointing", help="Recompute the encoder's activations in the backward pass: the same "
-        "gradients in a fraction of the memory, about a quarter slower (large batches, --simcse); also with --resume"),
+        False, "--activation-checkpointing/--no-activation-checkpointing",
+        help="Recompute the encoder's activations in the backward pass: the same run in a third to a half of the "
+             "memory, for one more forward pass (large batches, --simcse); may change on --resume"),
     log_every: int = typer.Option(10, "--log-every", help="Write metrics.jsonl (and refresh the progress) every N steps"),
     progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when the "
                                                                          "output is not a terminal (nohup, CI, jobs)"),
