@@ -31,7 +31,7 @@ def sweep_command(
                                              "Optuna's search and ASHA through Tune, on a local Ray or a cluster)"),
     ray_address: str = typer.Option(None, "--ray-address", help="A Ray cluster's head, HOST:6379 (default: a local "
                                     "Ray instance on this machine)"),
-    worker: bool = typer.Option(False, "--worker", hidden=True),
+    worker: int = typer.Option(0, "--worker", hidden=True),   # a --parallel worker's number, from 1
     folder: Path = typer.Option(None, "--folder", hidden=True),
 ):
     """Search over samplers, methods, objectives and any numeric option with Optuna (grid, random, TPE) and
@@ -52,7 +52,7 @@ def sweep_command(
                         if engine == "local" else f"--parallel {parallel}: must be at least 1")
     quiet = Console(stderr=True, quiet=True)
     if worker:   # a process launched by --parallel: trials until the sweep is done
-        sweeps.optimize(folder, sweeps.read_space(folder / "space.toml"), quiet)
+        sweeps.optimize(folder, sweeps.read_space(folder / "space.toml"), quiet, worker=worker)
         return
     folder = out / (name or space_file.stem)
     space = sweeps.prepare(space_file, folder, resume)

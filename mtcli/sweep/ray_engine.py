@@ -80,9 +80,10 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
     ray, tune = _tune()
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
-    from mtcli.sweep.study import STUDY, finished, journal, open_study, sampler_for
+    from mtcli.sweep.study import STUDY, finished, journal, open_study
 
-    left = space.planned_trials() - finished(open_study(folder, space))
+    study = open_study(folder, space)
+    left = space.planned_trials() - finished(study)
     if left <= 0:
         return
     if not ray.is_initialized():
@@ -100,7 +101,7 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
                                                 grace_period=max(1, space.eval_every or 1) * min(batches)),
                   "median": lambda: MedianStoppingRule(time_attr=RESOURCE, min_samples_required=2),
                   "none": lambda: FIFOScheduler()}
-    search = _search_class()(space=functools.partial(define, space=space), sampler=sampler_for(space),
+    search = _search_class()(space=functools.partial(define, space=space), sampler=study.sampler,
                              storage=journal(folder), study_name=STUDY, metric=METRIC, mode="max")
     storage = (folder / "ray").resolve()
     attempt = sum(1 for p in storage.glob("tune-*")) + 1 if storage.is_dir() else 1

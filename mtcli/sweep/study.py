@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict, write_json, write_text
 from mtcli.core.paths import SET_ASIDE_RUNS
@@ -48,13 +50,20 @@ def _optuna():
     return optuna
 
 
-def sampler_for(space: Space):
-    """The space's Optuna sampler (seeded with its first seed); both engines search with it."""
+def sampler_for(space: Space, stream: tuple[int, ...] = ()):
+    """The space's Optuna sampler, seeded with its first seed; both engines search with it.
+    `stream` (the trials the study already holds, the worker's number) seeds TPE and random
+    search in a process that joins a study with trials, or a second worker: a seeded sampler in
+    a fresh process starts its draws over, so a resumed or parallel process would otherwise
+    repeat the first one's trials. Not the grid: its seed orders the grid points, which every
+    process must number alike (the journal records which ones ran)."""
     optuna = _optuna()
     seed = space.seeds[0]
     if space.search == "grid":
         return optuna.samplers.GridSampler({option.replace("_", "-"): [json.dumps(c) for c in choices]
                                             for option, choices in space.params.items()}, seed=seed)
+    if any(stream):
+        seed = int(np.random.SeedSequence([seed, *stream]).generate_state(1)[0])
     return (optuna.samplers.TPESampler if space.search == "tpe" else optuna.samplers.RandomSampler)(seed=seed)
 
 
@@ -67,13 +76,16 @@ def journal(folder: Path):
     return JournalStorage(JournalFileBackend(str(folder / "study.journal")))
 
 
-def open_study(folder: Path, space: Space):
+def open_study(folder: Path, space: Space, worker: int = 0):
+    """The sweep's study, its sampler seeded for this process (`worker`: its number under --parallel)."""
     optuna = _optuna()
     pruners = {"asha": lambda: optuna.pruners.SuccessiveHalvingPruner(),
                "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "none": lambda: optuna.pruners.NopPruner()}
-    return optuna.create_study(study_name=STUDY, storage=journal(folder), direction="maximize", load_if_exists=True,
-                               sampler=sampler_for(space), pruner=pruners[space.pruner]())
+    study = optuna.create_study(study_name=STUDY, storage=journal(folder), direction="maximize", load_if_exists=True,
+                                sampler=sampler_for(space), pruner=pruners[space.pruner]())
+    study.sampler = sampler_for(space, (len(study.get_trials(deepcopy=False)), worker))
+    return study
 
 
 def run_name(number: int, seed: int) -> str:
@@ -164,9 +176,9 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here
-    set_aside = folder / "trials" / SET_ASIDE_RUNS
-    set_aside.mkdir(exist_ok=True)
-    earlier.rename(set_aside / earlier.name)
+    aside = folder / "trials" / SET_ASIDE_RUNS
+    aside.mkdir(exist_ok=True)
+    earlier.rename(aside / earlier.name)
     return None
 
 
@@ -194,15 +206,27 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
         study = open_study(folder, space)
         optuna = _optuna()
         restarted = set(study.user_attrs.get("restarted", []))
+        done = [t.params for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
         for trial in study.get_trials(deepcopy=False):
             if trial.state.name == "RUNNING":
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
-                study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
+                if trial.params in done:   # the same values finished already: its runs would repeat theirs
+                    set_aside(folder, trial.number)
+                else:
+                    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
                 restarted.add(trial.number)
         study.set_user_attr("restarted", sorted(restarted))
         return space
     return start_folder(space_path, folder)
+
+
+def set_aside(folder: Path, number: int) -> None:
+    """A trial's run folders to trials/stopped/ (compare skips it)."""
+    aside = folder / "trials" / SET_ASIDE_RUNS
+    for run in runs_of(folder, number):
+        aside.mkdir(exist_ok=True)
+        Path(run).rename(aside / Path(run).name)
 
 
 def start_folder(space_path: Path, folder: Path) -> Space:
@@ -266,11 +290,11 @@ def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
     return record
 
 
-def optimize(folder: Path, space: Space, console, progress=None) -> None:
+def optimize(folder: Path, space: Space, console, progress=None, worker: int = 0) -> None:
     """Run trials in this process until `trials` have finished or been pruned, or the rest are
     running in other workers (which is why a parallel grid search does not run a grid point
-    twice); `progress()` is called after each."""
-    study = open_study(folder, space)
+    twice); `progress()` is called after each. `worker`: this process's number under --parallel."""
+    study = open_study(folder, space, worker)
 
     def stop_when_done(study, trial) -> None:
         summary(study, folder, space)
@@ -293,7 +317,7 @@ def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
     threads = max(1, (os.cpu_count() or 1) // count)
     torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return [subprocess.Popen([sys.executable, "-m", "mtcli", "sweep", str(folder / "space.toml"), "--worker",
+    return [subprocess.Popen([sys.executable, "-m", "mtcli", "sweep", str(folder / "space.toml"), "--worker", str(i),
                               "--folder", str(folder)], env=env, stdout=subprocess.DEVNULL,
                              stderr=open(folder / f"worker-{i}.log", "ab"))
             for i in range(1, count)]

@@ -320,3 +320,48 @@ def test_the_sweep_folders_copy_reads_in_the_same_order(tmp_path, tiny_model_dir
     space = sweeps.prepare(tmp_path / "mixed.toml", tmp_path / "sweep", resume=False)
     copy = read_space(tmp_path / "sweep" / "space.toml")
     assert list(space.params) == list(copy.params) == ["combine", "pooling", "lr", "warmup"]
+
+
+def test_a_process_that_joins_the_study_does_not_repeat_the_draws_before_it(tmp_path, tiny_model_dir):
+    """A seeded sampler starts its draws over in every process: a resumed sweep (and a second
+    --parallel worker) drew the first process's trials again, the same values trained twice. The
+    sampler of a process joining a study with trials, or of worker 2, is seeded apart; a fresh
+    study's first process keeps the space's seed (a new sweep is reproducible)."""
+    space_path = _space(tmp_path, tiny_model_dir, search="tpe")
+    space = sweeps.prepare(space_path, tmp_path / "sweep", resume=False)
+    sweeps.prepare(space_path, tmp_path / "twin", resume=False)
+
+    def first_values(folder, worker=0):
+        study = sweeps.open_study(tmp_path / folder, space, worker)
+        trial = study.ask()
+        return study, trial, sweeps.suggest(trial, space)
+
+    study, trial, values = first_values("sweep")
+    assert first_values("twin")[2] == values       # a new sweep: the space's seed, the same first draw
+    study.tell(trial, 0.5)
+    joined = [first_values("sweep")[2], first_values("sweep", worker=1)[2]]
+    assert values not in joined and joined[0] != joined[1]
+
+
+def test_resume_does_not_restart_a_trial_whose_values_finished(tmp_path, tiny_model_dir):
+    """A trial left running whose values a finished trial already trained (the repeat above):
+    on --resume it is counted as restarted and its run folder set aside, not trained again."""
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir), tmp_path / "sweep", resume=False)
+    study = sweeps.open_study(tmp_path / "sweep", space)
+    done = study.ask()
+    values = sweeps.suggest(done, space)
+    study.tell(done, 0.5)
+    study.enqueue_trial({k.replace("_", "-"): v for k, v in done.params.items()})
+    repeat = study.ask()
+    assert sweeps.suggest(repeat, space) == values       # left RUNNING by a kill
+    other = study.ask()
+    sweeps.suggest(other, space)                          # another one left RUNNING
+    for number in (repeat.number, other.number):          # each killed in its first epoch
+        (tmp_path / "sweep" / "trials" / sweeps.run_name(number, 0)).mkdir(parents=True)
+    sweeps.prepare(tmp_path / "ignored.toml", tmp_path / "sweep", resume=True)
+    assert (tmp_path / "sweep" / "trials" / "stopped" / sweeps.run_name(repeat.number, 0)).is_dir()
+    assert (tmp_path / "sweep" / "trials" / sweeps.run_name(other.number, 0)).is_dir()   # continued when it runs
+    study = sweeps.open_study(tmp_path / "sweep", space)
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert [t.user_attrs["continues"] for t in waiting] == [other.number]
+    assert set(study.user_attrs["restarted"]) == {repeat.number, other.number}
