@@ -68,13 +68,16 @@ def sweep_command(
     def show() -> None:
         record = sweeps.summary(study, folder, space, engine)
         counts = {s: sum(t["state"] == s for t in record["trials"]) for s in ("COMPLETE", "PRUNED", "RUNNING", "FAIL")}
-        continued = sweeps.interrupted(study)
+        continued, repeated = sweeps.interrupted(study), sweeps.repeats(study)
         interrupted = sum(t["state"] == "FAIL" and t["number"] in continued for t in record["trials"])
+        set_aside = sum(t["state"] == "FAIL" and t["number"] in repeated for t in record["trials"])
         best = record["best"]
         shown = f"best {best['value']:.4f} (trial {best['number']})" if best else "no finished trial yet"
+        repeats = f"{set_aside} repeat(s) set aside, " if set_aside else ""
         progress.update(bar, completed=counts["COMPLETE"] + counts["PRUNED"],
                         state=f"{counts['COMPLETE']} done, {counts['PRUNED']} pruned, {counts['RUNNING']} running, "
-                              f"{interrupted} interrupted and continued, {counts['FAIL'] - interrupted} failed; {shown}")
+                              f"{interrupted} interrupted and continued, {repeats}"
+                              f"{counts['FAIL'] - interrupted - set_aside} failed; {shown}")
 
     with progress:
         bar = progress.add_task("sweep", total=space.planned_trials(), state="")

@@ -206,6 +206,7 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
         study = open_study(folder, space)
         optuna = _optuna()
         restarted = set(study.user_attrs.get("restarted", []))
+        repeats = set(study.user_attrs.get("repeats", []))
         done = [t.params for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
         for trial in study.get_trials(deepcopy=False):
             if trial.state.name == "RUNNING":
@@ -213,10 +214,12 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
             if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
                 if trial.params in done:   # the same values finished already: its runs would repeat theirs
                     set_aside(folder, trial.number)
+                    repeats.add(trial.number)
                 else:
                     study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
                 restarted.add(trial.number)
         study.set_user_attr("restarted", sorted(restarted))
+        study.set_user_attr("repeats", sorted(repeats))
         return space
     return start_folder(space_path, folder)
 
@@ -272,7 +275,12 @@ def finished_or_running(study) -> int:
 
 def interrupted(study) -> set[int]:
     """The trials a kill stopped that a later trial continues (prepare marked them on --resume)."""
-    return set(study.user_attrs.get("restarted", []))
+    return set(study.user_attrs.get("restarted", [])) - repeats(study)
+
+
+def repeats(study) -> set[int]:
+    """The trials a kill stopped whose values another trial had finished: set aside, not continued."""
+    return set(study.user_attrs.get("repeats", []))
 
 
 def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:

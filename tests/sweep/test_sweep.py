@@ -365,3 +365,4 @@ def test_resume_does_not_restart_a_trial_whose_values_finished(tmp_path, tiny_mo
     waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert [t.user_attrs["continues"] for t in waiting] == [other.number]
     assert set(study.user_attrs["restarted"]) == {repeat.number, other.number}
+    assert sweeps.repeats(study) == {repeat.number} and sweeps.interrupted(study) == {other.number}
