@@ -170,15 +170,13 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     saved = read_json_dict(earlier / "config.json")   # None if a kill came before it was written
     wanted = json.loads(json.dumps(config.to_dict()))
     # where the run went (the sweep folder may have moved) and how it computes and saves, not what it is
-    aside = ("name", "out", *CHANGEABLE_ON_RESUME)
-    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in aside} == \
-            {k: v for k, v in wanted.items() if k not in aside} and not here.exists():
+    not_what = ("name", "out", *CHANGEABLE_ON_RESUME)
+    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in not_what} == \
+            {k: v for k, v in wanted.items() if k not in not_what} and not here.exists():
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here
-    aside = folder / "trials" / SET_ASIDE_RUNS
-    aside.mkdir(exist_ok=True)
-    earlier.rename(aside / earlier.name)
+    set_aside(folder, earlier)
     return None
 
 
@@ -213,7 +211,8 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             if trial.state.name in ("RUNNING", "FAIL") and trial.number not in restarted and trial.params:
                 if trial.params in done:   # the same values finished already: its runs would repeat theirs
-                    set_aside(folder, trial.number)
+                    for run in runs_of(folder, trial.number):
+                        set_aside(folder, Path(run))
                     repeats.add(trial.number)
                 else:
                     study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
@@ -224,12 +223,11 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
     return start_folder(space_path, folder)
 
 
-def set_aside(folder: Path, number: int) -> None:
-    """A trial's run folders to trials/stopped/ (compare skips it)."""
+def set_aside(folder: Path, run: Path) -> None:
+    """A trial's run folder to trials/stopped/, out of compare's reach."""
     aside = folder / "trials" / SET_ASIDE_RUNS
-    for run in runs_of(folder, number):
-        aside.mkdir(exist_ok=True)
-        Path(run).rename(aside / Path(run).name)
+    aside.mkdir(exist_ok=True)
+    run.rename(aside / run.name)
 
 
 def start_folder(space_path: Path, folder: Path) -> Space:
