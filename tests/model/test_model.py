@@ -108,3 +108,25 @@ def test_tokenizer_truncates_long_pairs_to_max_length(packaged_model_dir):
     assert batch["input_ids"].shape == (1, 128)
     assert batch["token_type_ids"][0].sum() > 0  # the second sentence kept its tokens (longest first)
     assert batch["input_ids"][0, -1] == 102
+
+
+def test_recomputed_activations_give_the_same_gradients_with_the_same_dropout():
+    """recompute_activations keeps each layer's input only and runs the layer again in backward,
+    restoring the RNG: the same dropout masks, so the same output and gradients."""
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+    model = MinBert(config).train()
+    ids = torch.randint(5, config.vocab_size, (3, 7))
+    mask = torch.ones_like(ids)
+    results = []
+    for recompute in (False, True):
+        model.recompute_activations = recompute
+        model.zero_grad()
+        torch.manual_seed(0)
+        out = model(ids, mask)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (plain, plain_grads), (again, again_grads) = results
+    torch.testing.assert_close(again, plain)
+    for a, b in zip(again_grads, plain_grads):
+        torch.testing.assert_close(a, b)
