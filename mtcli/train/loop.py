@@ -259,13 +259,14 @@ class Trainer:
         finally:
             log.close()
             self.dist.close()
-        if not main:
-            return self.run_dir
-        plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(self.tasks), self.run_dir / "curves.png")
-        skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
-        saved = [str(self.run_dir / n) for n in ("best", "last") if (self.run_dir / n / META).is_file()]
-        console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
-                      f"{self.best_overall:.4f}; checkpoints: {', '.join(saved) or 'none'}{skipped}")
+        if main:
+            plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(self.tasks), self.run_dir / "curves.png")
+            skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
+            saved = [str(self.run_dir / n) for n in ("best", "last") if (self.run_dir / n / META).is_file()]
+            console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
+                          f"{self.best_overall:.4f}; checkpoints: {', '.join(saved) or 'none'}{skipped}")
+        if stop.requested:   # it came after the last step's check (in the final evaluation or save): still a stop
+            raise Interrupted(stop.signum, f"the run had finished: {self.run_dir}")
         return self.run_dir
 
     def _announce(self) -> None:

@@ -141,6 +141,43 @@ def test_a_restarted_trial_keeps_its_finished_seed_and_continues_the_interrupted
     assert record["trials"][1]["value"] == pytest.approx(sum(overall) / 2)
 
 
+def test_a_signal_in_a_trials_last_evaluation_stops_the_sweep_there(tmp_path, tiny_model_dir, monkeypatch):
+    """A SIGTERM that comes after a trial's last step (in its final dev evaluation, the longest
+    part of a small trial) stops the sweep there, not after the next trial: the training loop
+    acts on a signal at its next step, and there is none. On --resume the finished run counts
+    as it is, not trained again."""
+    import signal
+
+    from rich.console import Console
+
+    from mtcli.core.errors import Interrupted
+    from mtcli.train.loop import Trainer
+
+    folder = tmp_path / "sweeps" / "t"
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=2, pruner="none"), folder, resume=False)
+    evaluate, signalled = Trainer.evaluate_dev, []
+
+    def signal_in_the_last_evaluation(self):
+        if self.position.step == self.total_steps and not signalled:
+            signalled.append(self.run_dir.name)
+            signal.raise_signal(signal.SIGTERM)
+        return evaluate(self)
+
+    monkeypatch.setattr(Trainer, "evaluate_dev", signal_in_the_last_evaluation)
+    with pytest.raises(Interrupted, match="the run had finished") as stopped:
+        sweeps.optimize(folder, space, Console(quiet=True))
+    assert stopped.value.signum == signal.SIGTERM and signalled == ["0000-s0"]
+    assert len(sweeps.open_study(folder, space).get_trials()) == 1       # the next trial did not start
+    finished = (folder / "trials" / "0000-s0" / "eval.json").read_bytes()
+    monkeypatch.undo()
+    done = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "t", "--resume")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert (folder / "trials" / "0001-s0" / "eval.json").read_bytes() == finished      # counted, not retrained
+    assert record["trials"][1]["value"] == json.loads(finished)["overall"]
+
+
 def test_the_same_sweep_resumes_on_ray_tune(tmp_path, tiny_model_dir):
     """A sweep whose trial a kill left running, resumed on a local Ray instance with two trials at
     once: the journal's trial restarts with its parameters (its old run folder moved aside), the
