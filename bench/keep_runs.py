@@ -8,11 +8,12 @@ folder does not survive from one session to the next).
 
 `keep` copies a sweep folder (space.toml, study.journal, sweep.json and the run folders of its
 finished and pruned trials) or a folder of run folders, leaving out every checkpoint (`best/`,
-`last/`: ~270 MB a run with the optimizer's state). What stays is what `mtcli compare`, `mtcli
-report` and a sweep's `--resume` read: config.json, recipe.toml, metrics.jsonl, eval.json and
-the best epoch's dev predictions. A trial that was running is not kept (a run without its
-checkpoint cannot continue; the resumed sweep trains that trial again from its start), nor is a
-run folder without a finished eval.json. Stop the sweep before keeping it: its journal is
+`last/`: ~270 MB a run with the optimizer's state) and its PNG plots (the numbers they draw
+stay). What stays is what `mtcli compare`, `mtcli report` and a sweep's `--resume` read:
+config.json, recipe.toml, metrics.jsonl, eval.json and the best epoch's dev predictions. A
+trial that was running is not kept (a run without its checkpoint cannot continue; the resumed
+sweep trains that trial again from its start), nor is a run that has not logged its last
+epoch's evaluation. Stop the sweep before keeping it: its journal is
 appended to while it runs. `restore` copies a kept folder back to where it is run from; it
 refuses to write over a folder that exists.
 """
@@ -28,7 +29,8 @@ SWEEP_FILES = ("space.toml", "study.journal", "sweep.json")
 
 
 def keep_run(run: Path, dest: Path) -> None:
-    shutil.copytree(run, dest, ignore=lambda folder, names: [n for n in names if folder == str(run) and n in CHECKPOINTS])
+    shutil.copytree(run, dest, ignore=lambda folder, names: [
+        n for n in names if folder == str(run) and (n in CHECKPOINTS or n.endswith(".png"))])
 
 
 def keep_sweep(folder: Path, dest: Path) -> list[str]:
@@ -48,9 +50,18 @@ def keep_sweep(folder: Path, dest: Path) -> list[str]:
     return kept
 
 
+def finished(run: Path) -> bool:
+    """A run whose log has its last epoch's evaluation."""
+    if not (run / "config.json").is_file() or not (run / "metrics.jsonl").is_file():
+        return False
+    epochs = json.loads((run / "config.json").read_text(encoding="utf-8"))["epochs"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return any(r.get("type") == "epoch" and r.get("epoch") == epochs for r in records)
+
+
 def keep_runs(folder: Path, dest: Path) -> list[str]:
     kept = []
-    for run in sorted(p for p in folder.iterdir() if (p / "config.json").is_file() and (p / "eval.json").is_file()):
+    for run in sorted(p for p in folder.iterdir() if finished(p)):
         keep_run(run, dest / run.name)
         kept.append(run.name)
     return kept
