@@ -167,19 +167,30 @@ def group(runs: list[Run]) -> list[Recipe]:
     recipes = [Recipe(sorted(members, key=lambda r: r.seed)) for members in by_recipe.values()]
     configs = [json.loads(r.runs[0].recipe) for r in recipes]
     varying = sorted({k for c in configs for k in c if any(o.get(k) != c.get(k) for o in configs)})
+    digits = {k: _digits([c.get(k) for c in configs]) for k in varying}
     for recipe, config in zip(recipes, configs):
-        recipe.label = ", ".join(f"{k.replace('_', '-')}={_shown(config.get(k))}" for k in varying) or "all runs"
+        recipe.label = ", ".join(f"{k.replace('_', '-')}={_shown(config.get(k), digits[k])}" for k in varying) or "all runs"
         recipe.overall = mean_interval([r.overall for r in recipe.runs])
         tasks = dict.fromkeys(t for r in recipe.runs for t in r.scores)
         recipe.tasks = {t: mean_interval([r.scores[t] for r in recipe.runs if t in r.scores]) for t in tasks}
     return sorted(recipes, key=lambda r: -r.overall[0])
 
 
-def _shown(value) -> str:
+def _digits(values: list) -> int:
+    """The fewest significant digits, at least 4, that show the different floats differently: a
+    searched value (lr=6.650867830801159e-05) is shown as 6.651e-05, unless another recipe's
+    value needs more digits to be told apart (17 tell any two doubles apart)."""
+    floats = {v for v in values if isinstance(v, float)}
+    return next(d for d in range(4, 18) if len({f"{v:.{d}g}" for v in floats}) == len(floats))
+
+
+def _shown(value, digits: int = 17) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
     if isinstance(value, str) and "/" in value:
         return Path(value).name
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
     return str(value)
 
 

@@ -8,6 +8,7 @@ in the output folder are replaced only if an earlier `mtcli compare` wrote them.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,12 @@ def as_json(recipes: list[Recipe], comparisons: list[Comparison], resamples: int
     return {"format": FORMAT, "level": LEVEL, "resamples": resamples, "seed": seed, "recipes": out}
 
 
+def _wrapped(label: str) -> str:
+    """A recipe's label in lines of at most 50 characters, broken after its options' commas (a
+    sweep's recipes differ in a dozen options: one line would be wider than the figure)."""
+    return textwrap.fill(label, width=50, break_long_words=False, break_on_hyphens=False)
+
+
 def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     """compare-overall.png: dev overall against steps per recipe (mean over seeds, band min..max);
     compare-tasks.png: each task's headline per recipe, a dot and its interval, one panel a task,
@@ -107,7 +114,8 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
             continue
         values = np.array(table, dtype=np.float64)
         color = colors[i % len(colors)]
-        ax.plot(steps, np.nanmean(values, axis=0), "o-", color=color, label=f"{recipe.label} ({len(recipe.runs)} seeds)")
+        ax.plot(steps, np.nanmean(values, axis=0), "o-", color=color,
+                label=_wrapped(f"{recipe.label} ({len(recipe.runs)} seeds)"))
         if len(recipe.runs) > 1:
             ax.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.15)
     ax.set_xlabel("step")
@@ -120,8 +128,10 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
     panels = [(t, [r.tasks.get(t, (np.nan, None)) for r in recipes]) for t in tasks] + \
              [("overall", [r.overall for r in recipes])]
+    labels = [_wrapped(recipe.label) for recipe in recipes]
+    row_height = 0.14 * max(2, *(label.count("\n") + 1 for label in labels))
     fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False,
-                             figsize=(2.6 * len(panels) + 3.5, 0.28 * len(recipes) + 1.4))
+                             figsize=(2.6 * len(panels) + 3.5, row_height * len(recipes) + 1.4))
     rows = np.arange(len(recipes))[::-1]   # the first (best) recipe on top
     for ax, (title, values) in zip(axes[0], panels):
         means = np.array([m for m, _ in values], dtype=np.float64)
@@ -130,7 +140,7 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="x")
         ax.tick_params(axis="x", labelsize=7)
-    axes[0][0].set_yticks(rows, [recipe.label for recipe in recipes], fontsize=7)
+    axes[0][0].set_yticks(rows, labels, fontsize=7)
     fig.supxlabel(f"dev headline: mean over seeds, {LEVEL:.0%} interval", fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, out_dir / "compare-tasks.png"))

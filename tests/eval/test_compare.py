@@ -68,6 +68,26 @@ def test_intervals_and_holm_equal_literal_computations():
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
+def test_a_searched_value_is_labeled_with_four_digits_and_grouped_exactly(tmp_path):
+    """A sweep's values (lr=6.650867830801159e-05) make labels too long to read or plot: shown to
+    4 significant digits, or as many as tell two recipes' values apart; grouped by the exact values."""
+    for name, lr in (("a", 6.650867830801159e-05), ("b", 1.2345678e-4), ("c", 1.2345679e-4)):
+        run, _ = _run(tmp_path / "runs", name, combine="sum", seed=0, skill=0.6)
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "lr": lr}))
+    recipes, _, _ = compare([tmp_path / "runs"], resamples=100, seed=1)
+    assert sorted(r.label for r in recipes) == ["lr=0.00012345678", "lr=0.00012345679", "lr=6.6508678e-05"]
+
+
+def test_a_long_label_is_plotted_in_lines_broken_after_its_commas():
+    from mtcli.eval.compare_report import _wrapped
+
+    label = ", ".join(f"option-{i}=value-{i}" for i in range(12))
+    lines = _wrapped(label).splitlines()
+    assert len(lines) > 1 and all(len(line) <= 50 for line in lines) and " ".join(lines) == label
+    assert all(line.endswith(",") for line in lines[:-1])
+
+
 def test_recipes_over_seeds_and_the_bootstrap_against_a_literal_one(tmp_path):
     totals = {}
     for seed in range(3):
