@@ -24,6 +24,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from mtcli.core.runlog import read_metrics
+
 CHECKPOINTS = ("best", "last")
 SWEEP_FILES = ("space.toml", "study.journal", "sweep.json")
 
@@ -55,8 +57,7 @@ def finished(run: Path) -> bool:
     if not (run / "config.json").is_file() or not (run / "metrics.jsonl").is_file():
         return False
     epochs = json.loads((run / "config.json").read_text(encoding="utf-8"))["epochs"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    return any(r.get("type") == "epoch" and r.get("epoch") == epochs for r in records)
+    return any(r.get("type") == "epoch" and r.get("epoch") == epochs for r in read_metrics(run / "metrics.jsonl"))
 
 
 def keep_runs(folder: Path, dest: Path) -> list[str]:
