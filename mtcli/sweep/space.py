@@ -14,10 +14,16 @@ without its dashes):
     train-fraction = 0.1
     max-steps = 60
 
+    start = [{ lr = 5e-5 }, { lr = 1e-4, combine = "famo:lr=0.05" }]   # tried first (random, tpe)
+
     [space]
     combine = ["sum", "pcgrad", "famo:lr=0.05"]        # a list: choices
     lr = { low = 1e-5, high = 2e-4, log = true }       # a table: a range (log-uniform)
     batch-size = { low = 16, high = 64, step = 16 }    # whole numbers: an integer range
+
+`start` lists known recipes the search tries before it draws its own (the default, last
+sweep's best): each a table of [space] keys, the keys it leaves out at the base recipe's value,
+every value a point of the space (one of the choices, inside the range).
 
 Paths (the base, and tasks, model-dir, data-dir in the budget) are relative to the space file's
 folder. Everything is checked before any trial runs: unknown keys, choices that are not valid values of
@@ -40,7 +46,7 @@ from mtcli.train.recipe import field_keys, key_line, read_recipe
 
 SEARCHES = ("grid", "random", "tpe")
 PRUNERS = ("asha", "median", "none")
-TOP_LEVEL = ("base", "objective", "search", "trials", "seeds", "pruner", "eval-every", "budget", "space")
+TOP_LEVEL = ("base", "objective", "search", "trials", "seeds", "pruner", "eval-every", "start", "budget", "space")
 # Options a sweep sets itself, per trial: not in a budget or a space
 SET_BY_THE_SWEEP = ("name", "out", "seed", "eval_every")
 
@@ -64,6 +70,7 @@ class Space:
     pruner: str
     eval_every: int
     params: dict[str, list | Range] = field(default_factory=dict)   # TrainConfig field -> choices or a range
+    start: list[dict] = field(default_factory=list)   # points of the space tried first: TrainConfig field -> value
 
     def config(self, values: dict, **run) -> TrainConfig:
         """The trial configuration: the base, the budget, the trial's values, `run` (name, out, seed)."""
@@ -145,11 +152,64 @@ def read_space(path: str | Path) -> Space:
     # in the order of the recipe's fields, not the file's: the sweep folder's copy (tomli_w puts
     # range tables after the lists) reads and suggests in the same order as the file it came from
     space.params = {option: space.params[option] for option in hints if option in space.params}
+    space.start = _start_points(document.get("start", []), space, keys, hints, fail)
     if objective != "overall":
         tasks = space.config({}, name="check", out=".", seed=seeds[0]).load_tasks()
         if objective not in tasks:
             fail("objective", f"{objective!r} is neither 'overall' nor a task of the recipe ({', '.join(tasks)})")
     return space
+
+
+def _start_points(points, space: Space, keys: dict[str, str], hints: dict, fail) -> list[dict]:
+    """`start`: each point a full set of the space's values, the ones it leaves out the base recipe's."""
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        fail("start", "must be a list of tables of [space] keys, e.g. [{ lr = 5e-5, combine = \"sum\" }]")
+    if points and space.search == "grid":
+        fail("start", "a grid search tries every point of the grid anyway; start is for random and tpe searches")
+    base = space.config({}, name="check", out=".", seed=space.seeds[0]) if points else None
+    full = []
+    for number, point in enumerate(points, 1):
+        given = {}
+        for key, value in point.items():
+            option = keys.get(key)
+            if option not in space.params:
+                fail("start", f"point {number}: {key} is not a key of [space] (the keys: "
+                              f"{', '.join(o.replace('_', '-') for o in space.params)})")
+            given[option] = value
+        values = {}
+        for option, choices in space.params.items():
+            value = given.get(option, getattr(base, option))
+            problem = _outside(value, choices, hints[option])
+            if problem:
+                whose = "" if option in given else " (the base recipe's value: give it in the point)"
+                fail("start", f"point {number}: {option.replace('_', '-')} = {value!r}{whose} {problem}")
+            # as the search would suggest it: the choice itself (its JSON names the trial's value), a float range's float
+            values[option] = choices[choices.index(value)] if isinstance(choices, list) else \
+                value if choices.step is not None else float(value)
+        try:
+            space.config(values, name="check", out=".", seed=space.seeds[0])
+        except UserError as e:
+            fail("start", f"point {number}: {e}")
+        if values in full:
+            fail("start", f"point {number} is point {full.index(values) + 1} again")
+        full.append(values)
+    return full
+
+
+def _outside(value, choices: list | Range, kind) -> str | None:
+    """Why `value` is not a point of `choices` (one of a list, inside a range), or None."""
+    if isinstance(choices, list):
+        if has_type(value, kind) and value in choices:
+            return None
+        return f"is not one of the choices ({', '.join(repr(c) for c in choices)})"
+    whole = choices.step is not None
+    if not has_type(value, int if whole else float) or isinstance(value, bool) or not math.isfinite(value):
+        return f"is not {'a whole number' if whole else 'a number'}"
+    if not choices.low <= value <= choices.high:
+        return f"is outside the range {choices.low:g} to {choices.high:g}"
+    if whole and (value - choices.low) % choices.step:
+        return f"is not on the range's steps ({choices.low:g} + a multiple of {choices.step})"
+    return None
 
 
 def _option(keys: dict[str, str], key: str, fail) -> str:

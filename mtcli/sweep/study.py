@@ -215,12 +215,40 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
                         set_aside(folder, Path(run))
                     repeats.add(trial.number)
                 else:
-                    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number})
+                    study.enqueue_trial(trial.params, user_attrs={"continues": trial.number,
+                                                                  **({"start": True} if trial.user_attrs.get("start") else {})})
                 restarted.add(trial.number)
         study.set_user_attr("restarted", sorted(restarted))
         study.set_user_attr("repeats", sorted(repeats))
+        enqueue_start(study, space)
         return space
-    return start_folder(space_path, folder)
+    space = start_folder(space_path, folder)
+    if space.start:
+        enqueue_start(open_study(folder, space), space)
+    return space
+
+
+def start_params(values: dict, space: Space) -> dict:
+    """A point of the space as Optuna's trial parameters (choices as the JSON text `suggest` uses)."""
+    return {option.replace("_", "-"): json.dumps(values[option]) if isinstance(choices, list) else values[option]
+            for option, choices in space.params.items()}
+
+
+def enqueue_start(study, space: Space) -> None:
+    """The space's `start` points, each queued once in the study's life: on a new sweep they are
+    its first trials; points added to the sweep folder's space.toml run next on --resume. A point
+    some trial already trained (or was queued with) is not queued again."""
+    started = list(study.user_attrs.get("started", []))
+    seen = [t.params for t in study.get_trials(deepcopy=False)]
+    for values in space.start:
+        params = start_params(values, space)
+        text = json.dumps(params, sort_keys=True)
+        if text in started:
+            continue
+        if params not in seen:
+            study.enqueue_trial(params, user_attrs={"start": True})
+        started.append(text)
+    study.set_user_attr("started", started)
 
 
 def set_aside(folder: Path, run: Path) -> None:
@@ -287,7 +315,7 @@ def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
     for t in study.get_trials(deepcopy=False):
         trials.append({"number": t.number, "state": t.state.name, "value": t.value,
                        "params": {k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()},
-                       "runs": runs_of(folder, t.number)})
+                       "start": bool(t.user_attrs.get("start")), "runs": runs_of(folder, t.number)})
     done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     best = max(done, key=lambda t: t["value"]) if done else None
     record = {"format": "mtcli-sweep/1", "engine": engine, "objective": space.objective, "search": space.search,

@@ -2,6 +2,7 @@
 evaluations, a killed sweep resumed without losing or double-counting a trial, K workers."""
 
 import json
+import re
 
 import pytest
 
@@ -32,10 +33,25 @@ def _space(folder, model_dir, *, trials=3, search="random", pruner="median", ext
     ('objective = "nope"\n[space]\nlr = [1e-4]\n', r"objective: 'nope' is neither 'overall' nor a task"),
     ('seeds = [1, 1]\n[space]\nlr = [1e-4]\n', r"seeds: must be a list of different whole numbers"),
     ('trail = 3\n[space]\nlr = [1e-4]\n', r"space.toml:1: trail: not a space file key"),
+    ('start = 3\n[space]\nlr = [1e-4]\n', r"space.toml:1: start: must be a list of tables of [space] keys"),
+    ('trials = 2\nstart = [{ nope = 1 }]\n[space]\nlr = [1e-4]\n',
+     r"space.toml:2: start: point 1: nope is not a key of [space] (the keys: lr)"),
+    ('start = [{ lr = 1e-4 }, { lr = 1.0 }]\n[space]\nlr = { low = 1e-5, high = 1e-3 }\n',
+     r"start: point 2: lr = 1.0 is outside the range 1e-05 to 0.001"),
+    ('start = [{}]\n[space]\nlr = { low = 1e-5, high = 1e-3 }\n',
+     r"start: point 1: lr = None (the base recipe's value: give it in the point) is not a number"),
+    ('start = [{ batch-size = 24 }]\n[space]\nbatch-size = { low = 16, high = 64, step = 16 }\n',
+     r"start: point 1: batch-size = 24 is not on the range's steps (16 + a multiple of 16)"),
+    ('start = [{ combine = "upgrad" }]\n[space]\ncombine = ["sum", "famo"]\n',
+     r"start: point 1: combine = 'upgrad' is not one of the choices ('sum', 'famo')"),
+    ('start = [{}]\n[space]\ncombine = ["sum", "famo"]\n',
+     r"start: point 1: combine = 'pcgrad' (the base recipe's value: give it in the point) is not one of the choices"),
+    ('start = [{ lr = 1e-4 }, { lr = 1e-4 }]\n[space]\nlr = [1e-4, 1e-3]\n', r"start: point 2 is point 1 again"),
+    ('search = "grid"\nstart = [{ lr = 1e-4 }]\n[space]\nlr = [1e-4]\n', r"start: a grid search tries every point"),
 ])
 def test_space_errors_name_the_file_line_and_key(tmp_path, text, message):
     (tmp_path / "space.toml").write_text(text)
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(UserError, match=re.escape(message)):
         read_space(tmp_path / "space.toml")
 
 
@@ -403,3 +419,36 @@ def test_resume_does_not_restart_a_trial_whose_values_finished(tmp_path, tiny_mo
     assert [t.user_attrs["continues"] for t in waiting] == [other.number]
     assert set(study.user_attrs["restarted"]) == {repeat.number, other.number}
     assert sweeps.repeats(study) == {repeat.number} and sweeps.interrupted(study) == {other.number}
+
+
+def test_start_points_are_the_first_trials_and_are_queued_once(tmp_path, tiny_model_dir):
+    """`start`: known recipes the search tries before its own draws, each a full point of the
+    space (what a point leaves out is the base recipe's value); queued once in the study's
+    life, so a resume does not train them again, and a point added to the sweep folder's copy
+    of the space file runs next on --resume."""
+    from rich.console import Console
+
+    start = 'start = [{ combine = "famo", lr = 1e-3 }, { combine = "sum", lr = 2e-3 }]'
+    space_path = _space(tmp_path, tiny_model_dir, search="tpe", pruner="none", extra=start)
+    folder = tmp_path / "sweeps" / "st"
+    space = sweeps.prepare(space_path, folder, resume=False)
+    assert space.start == [{"combine": "famo", "lr": 1e-3}, {"combine": "sum", "lr": 2e-3}]
+    sweeps.optimize(folder, space, Console(quiet=True))
+    record = json.loads((folder / "sweep.json").read_text())
+    assert [t["params"] for t in record["trials"][:2]] == [{"combine": "famo", "lr": 1e-3}, {"combine": "sum", "lr": 2e-3}]
+    assert [t["start"] for t in record["trials"]] == [True, True, False]
+    assert [t["state"] for t in record["trials"]] == ["COMPLETE"] * 3
+    for trial in record["trials"][:2]:
+        config = json.loads((folder / "trials" / sweeps.run_name(trial["number"], 0) / "config.json").read_text())
+        assert (config["combine"], config["lr"], config["batch_size"]) == (trial["params"]["combine"],
+                                                                          trial["params"]["lr"], 8)
+    sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)
+    study = sweeps.open_study(folder, space)
+    assert not [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]   # not queued again
+    copy = folder / "space.toml"
+    copy.write_text(copy.read_text().replace('lr = 0.002 },\n', 'lr = 0.002 },\n    { combine = "upgrad", lr = 5e-4 },\n'))
+    sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)
+    sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)
+    waiting = [t for t in sweeps.open_study(folder, space).get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting] == \
+        [({"combine": '"upgrad"', "lr": 5e-4}, {"start": True})]
