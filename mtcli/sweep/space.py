@@ -9,12 +9,11 @@ without its dashes):
     seeds = [0, 1]                  # each configuration's runs; its value is their mean
     pruner = "asha"                 # asha (successive halving) | median | none
     eval-every = 20                 # steps between the dev evaluations the pruner reads
+    start = [{ lr = 5e-5 }, { lr = 1e-4, combine = "famo:lr=0.05" }]   # tried first (random, tpe)
 
     [budget]                        # options every trial shares, over the base recipe
     train-fraction = 0.1
     max-steps = 60
-
-    start = [{ lr = 5e-5 }, { lr = 1e-4, combine = "famo:lr=0.05" }]   # tried first (random, tpe)
 
     [space]
     combine = ["sum", "pcgrad", "famo:lr=0.05"]        # a list: choices

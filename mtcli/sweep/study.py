@@ -237,7 +237,7 @@ def start_params(values: dict, space: Space) -> dict:
 def enqueue_start(study, space: Space) -> None:
     """The space's `start` points, each queued once in the study's life: on a new sweep they are
     its first trials; points added to the sweep folder's space.toml run next on --resume. A point
-    some trial already trained (or was queued with) is not queued again."""
+    some trial already ran with is not queued again."""
     started = list(study.user_attrs.get("started", []))
     seen = [t.params for t in study.get_trials(deepcopy=False)]
     for values in space.start:
