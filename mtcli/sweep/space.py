@@ -202,7 +202,7 @@ def _outside(value, choices: list | Range, kind) -> str | None:
             return None
         return f"is not one of the choices ({', '.join(repr(c) for c in choices)})"
     whole = choices.step is not None
-    if not has_type(value, int if whole else float) or isinstance(value, bool) or not math.isfinite(value):
+    if not has_type(value, int if whole else float) or not math.isfinite(value):   # has_type: no bools
         return f"is not {'a whole number' if whole else 'a number'}"
     if not choices.low <= value <= choices.high:
         return f"is outside the range {choices.low:g} to {choices.high:g}"
