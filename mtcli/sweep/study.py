@@ -36,6 +36,7 @@ from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
 from mtcli.sweep.space import Range, Space, read_space
 from mtcli.train.config import CHANGEABLE_ON_RESUME
+from mtcli.train.recipe import write_recipe
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 STUDY = "sweep"   # the study's name in the journal
@@ -174,6 +175,7 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in not_what} == \
             {k: v for k, v in wanted.items() if k not in not_what} and not here.exists():
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
+        write_recipe(here, config)   # its header names the folder `mtcli train --config` reads it from
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
         return here
     set_aside(folder, earlier)

@@ -358,6 +358,9 @@ def test_a_continued_trial_takes_the_budgets_new_memory_and_save_settings(tmp_pa
         config.activation_checkpointing = True
         sweeps.carried_run(folder, continues, 0, config, quiet)
     assert (folder / "trials" / "0002-s0").is_dir()                      # trial 0 continues as trial 2
+    recipe = (folder / "trials" / "0002-s0" / "recipe.toml").read_text()
+    assert f"--config {folder / 'trials' / '0002-s0' / 'recipe.toml'}`" in recipe   # where it is now
+    assert "activation-checkpointing = true" in recipe
     assert (folder / "trials" / "stopped" / "0001-s0").is_dir()          # another lr: not this recipe
     assert not (folder / "trials" / "0003-s0").exists()
 
