@@ -455,3 +455,26 @@ def test_start_points_are_the_first_trials_and_are_queued_once(tmp_path, tiny_mo
     waiting = [t for t in sweeps.open_study(folder, space).get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in waiting] == \
         [({"combine": '"upgrad"', "lr": 5e-4}, {"start": True})]
+
+
+def test_ray_tune_asks_the_start_points_first(tmp_path, tiny_model_dir):
+    """The Ray engine asks the same study through Tune's OptunaSearch: the start points are the
+    first trials it hands out, with their values as the local engine would train them."""
+    pytest.importorskip("ray.tune")
+    import functools
+
+    from mtcli.sweep import ray_engine
+
+    start = 'start = [{ combine = "famo", lr = 1e-3 }, { combine = "sum", lr = 2e-3 }]'
+    space_path = _space(tmp_path, tiny_model_dir, search="tpe", pruner="none", extra=start)
+    folder = tmp_path / "sweeps" / "rs"
+    space = sweeps.prepare(space_path, folder, resume=False)
+    search = ray_engine._search_class()(space=functools.partial(ray_engine.define, space=space),
+                                        sampler=sweeps.sampler_for(space), storage=sweeps.journal(folder),
+                                        study_name=sweeps.STUDY, metric=ray_engine.METRIC, mode="max")
+    handed = [search.suggest(trial_id) for trial_id in ("a", "b", "c")]
+    assert [ray_engine.values_of(p, space) for p in handed[:2]] == [{"combine": "famo", "lr": 1e-3},
+                                                                    {"combine": "sum", "lr": 2e-3}]
+    assert [p["number"] for p in handed] == [0, 1, 2]
+    trials = sweeps.open_study(folder, space).get_trials(deepcopy=False)
+    assert [t.user_attrs.get("start", False) for t in trials] == [True, True, False]
