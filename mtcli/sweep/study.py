@@ -124,7 +124,9 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
                 continues: int | None = None) -> tuple[float, int]:
     """Train one configuration once per seed into the trial's run folders (either engine); the
     first seed's dev evaluations go to `on_first_eval(seen, value)` (the pruner or scheduler),
-    `seen` the examples a batch slot had seen (step x batch size).
+    `seen` the examples a batch slot had seen (step x batch size), but for a one-seed trial's
+    last: stopping there would save nothing, and the trial completes with its best epoch's
+    score instead of being marked pruned with its last one's.
     `continues`: the number of a trial with these values that a kill stopped; its run folders
     become this trial's (carried_run), a finished one counted as it is, an interrupted one
     continued from its last checkpoint. The mean of the runs' dev objective, and the examples a
@@ -137,7 +139,8 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
 
         def report(step: int, results: dict, first: bool = i == 0, batch: int = config.batch_size) -> None:
             value = objective_value(space, results)
-            if first and value is not None:
+            trial_ends = len(space.seeds) == 1 and step >= trainer.total_steps
+            if first and value is not None and not trial_ends:
                 on_first_eval(step * batch, value)
 
         carried = carried_run(folder, continues, seed, config, console)

@@ -301,7 +301,9 @@ def test_a_pruned_run_says_so_in_its_log_and_compare_tells_it_from_a_killed_one(
 def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model_dir):
     """The first seed's evaluations reach the pruner at step x batch size (a batch-64 trial at
     step 100 has seen what a batch-16 one has at step 400), and so does the Ray schedulers'
-    resource, bounded by the space's largest and smallest batch."""
+    resource, bounded by the space's largest and smallest batch. A one-seed trial's last
+    evaluation does not (pruning there saves nothing: the trial completes); with more seeds the
+    first seed's last one does (pruning there saves the other seeds)."""
     from rich.console import Console
 
     from mtcli.core.runlog import read_metrics
@@ -313,7 +315,14 @@ def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model
                                     lambda seen, value: reports.append((seen, value)))
     log = read_metrics(tmp_path / "trials" / "0000-s0" / "metrics.jsonl")
     evaluations = [(r["step"] * 8, r["overall"]) for r in log if r["type"] in ("eval", "epoch")]
-    assert reports == evaluations and [s for s, _ in reports] == [16, 32] and seen == 32
+    assert [s for s, _ in evaluations] == [16, 32] and reports == evaluations[:1] and seen == 32
+    space.seeds = [0, 1]
+    reports.clear()
+    sweeps.train_seeds(space, {"combine": "sum", "lr": 1e-3}, tmp_path / "two", 0, Console(quiet=True),
+                       lambda seen, value: reports.append((seen, value)))
+    log = read_metrics(tmp_path / "two" / "trials" / "0000-s0" / "metrics.jsonl")
+    assert reports == [(r["step"] * 8, r["overall"]) for r in log if r["type"] in ("eval", "epoch")]
+    assert [s for s, _ in reports] == [16, 32]
     assert ray_engine.batch_sizes(space, 8) == [8]
     searched = read_space(_space(tmp_path, tiny_model_dir))
     searched.params["batch_size"] = [16, 64]
