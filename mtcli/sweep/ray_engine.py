@@ -80,7 +80,7 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
     ray, tune = _tune()
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
-    from mtcli.sweep.study import STUDY, finished, journal, open_study
+    from mtcli.sweep.study import finished, open_study
 
     study = open_study(folder, space)
     left = space.planned_trials() - finished(study)
@@ -101,8 +101,7 @@ def run(folder: Path, space: Space, *, parallel: int, address: str | None, progr
                                                 grace_period=max(1, space.eval_every or 1) * min(batches)),
                   "median": lambda: MedianStoppingRule(time_attr=RESOURCE, min_samples_required=2),
                   "none": lambda: FIFOScheduler()}
-    search = _search_class()(space=functools.partial(define, space=space), sampler=study.sampler,
-                             storage=journal(folder), study_name=STUDY, metric=METRIC, mode="max")
+    search = searcher(folder, space, study.sampler)
     storage = (folder / "ray").resolve()
     attempt = sum(1 for p in storage.glob("tune-*")) + 1 if storage.is_dir() else 1
     tuner = tune.Tuner(
@@ -122,6 +121,14 @@ def batch_sizes(space: Space, budget: int) -> list[int]:
     if isinstance(searched, Range):
         return [int(searched.low), int(searched.high)]
     return list(searched) if searched else [budget]
+
+
+def searcher(folder: Path, space: Space, sampler):
+    """Tune's searcher over the sweep folder's study (its journal), asking `sampler`."""
+    from mtcli.sweep.study import STUDY, journal
+
+    return _search_class()(space=functools.partial(define, space=space), sampler=sampler,
+                           storage=journal(folder), study_name=STUDY, metric=METRIC, mode="max")
 
 
 def _search_class():

@@ -21,6 +21,7 @@ from its last checkpoint), and the sweep stops when `trials` trials have finishe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -133,25 +134,25 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
     batch slot of the last run saw in all."""
     from mtcli.train.loop import Trainer
 
+    def report(step: int, results: dict, *, first: bool, batch: int, last_step: int) -> None:
+        value = objective_value(space, results)
+        trial_ends = len(space.seeds) == 1 and step >= last_step
+        if first and value is not None and not trial_ends:
+            on_first_eval(step * batch, value)
+
     scores = []
     for i, seed in enumerate(space.seeds):
         config = space.config(values, name=run_name(number, seed), out=str(folder / "trials"), seed=seed)
-
-        def report(step: int, results: dict, first: bool = i == 0, batch: int = config.batch_size) -> None:
-            value = objective_value(space, results)
-            trial_ends = len(space.seeds) == 1 and step >= trainer.total_steps
-            if first and value is not None and not trial_ends:
-                on_first_eval(step * batch, value)
-
         carried = carried_run(folder, continues, seed, config, console)
         if carried is not None:
-            trainer = Trainer.resume(carried, console, on_eval=report,
-                                     settings={k: getattr(config, k) for k in CHANGEABLE_ON_RESUME})
+            trainer = Trainer.resume(carried, console, settings={k: getattr(config, k) for k in CHANGEABLE_ON_RESUME})
+        else:
+            trainer = Trainer(config, console)
+        trainer.on_eval = functools.partial(report, first=i == 0, batch=config.batch_size, last_step=trainer.total_steps)
+        if carried is not None:
             for record in read_metrics(carried / "metrics.jsonl") if (carried / "metrics.jsonl").is_file() else []:
                 if record.get("type") in ("eval", "epoch") and record.get("step", 0) <= trainer.position.step:
-                    report(record["step"], record)   # what the pruner had read of it before the kill
-        else:
-            trainer = Trainer(config, console, on_eval=report)
+                    trainer.on_eval(record["step"], record)   # what the pruner had read of it before the kill
         trainer.run()
         value = objective_value(space, read_json_dict(trainer.run_dir / "eval.json") or {})
         if value is None:

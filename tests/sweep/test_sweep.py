@@ -225,15 +225,12 @@ def test_a_trial_the_scheduler_stopped_is_pruned_and_only_a_finished_one_complet
     """Tune marks a trial its scheduler stopped `done` too: only mtcli's own last report (with the
     seeds' mean) completes a trial in the journal; a stopped trial is pruned, a failed one failed."""
     pytest.importorskip("ray.tune")
-    import functools
 
     from mtcli.sweep import ray_engine
 
     folder = tmp_path / "sweeps" / "p"
     space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=3), folder, resume=False)
-    search = ray_engine._search_class()(space=functools.partial(ray_engine.define, space=space),
-                                        sampler=sweeps.sampler_for(space), storage=sweeps.journal(folder),
-                                        study_name=sweeps.STUDY, metric=ray_engine.METRIC, mode="max")
+    search = ray_engine.searcher(folder, space, sweeps.sampler_for(space))
     for trial_id in ("stopped", "finished", "failed"):
         assert search.suggest(trial_id)["number"] is not None
     seen = ray_engine.RESOURCE
@@ -470,7 +467,6 @@ def test_ray_tune_asks_the_start_points_first(tmp_path, tiny_model_dir):
     """The Ray engine asks the same study through Tune's OptunaSearch: the start points are the
     first trials it hands out, with their values as the local engine would train them."""
     pytest.importorskip("ray.tune")
-    import functools
 
     from mtcli.sweep import ray_engine
 
@@ -478,9 +474,7 @@ def test_ray_tune_asks_the_start_points_first(tmp_path, tiny_model_dir):
     space_path = _space(tmp_path, tiny_model_dir, search="tpe", pruner="none", extra=start)
     folder = tmp_path / "sweeps" / "rs"
     space = sweeps.prepare(space_path, folder, resume=False)
-    search = ray_engine._search_class()(space=functools.partial(ray_engine.define, space=space),
-                                        sampler=sweeps.sampler_for(space), storage=sweeps.journal(folder),
-                                        study_name=sweeps.STUDY, metric=ray_engine.METRIC, mode="max")
+    search = ray_engine.searcher(folder, space, sweeps.sampler_for(space))
     handed = [search.suggest(trial_id) for trial_id in ("a", "b", "c")]
     assert [ray_engine.values_of(p, space) for p in handed[:2]] == [{"combine": "famo", "lr": 1e-3},
                                                                     {"combine": "sum", "lr": 2e-3}]
