@@ -27,13 +27,12 @@ import optuna  # noqa: E402
 from optuna.distributions import CategoricalDistribution  # noqa: E402
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances  # noqa: E402
 
-from mtcli.sweep.space import read_space  # noqa: E402
-from mtcli.sweep.study import open_study  # noqa: E402
+from mtcli.sweep.study import STUDY, journal  # noqa: E402
 
 
 def first_evaluations(folder: Path) -> list[optuna.trial.FrozenTrial]:
     """The sweep's trials that reached a dev evaluation, as finished trials valued at their first."""
-    study = open_study(folder, read_space(folder / "space.toml"))
+    study = optuna.load_study(study_name=STUDY, storage=journal(folder))   # reads; create_study would append
     rebuilt = []
     for trial in study.get_trials(deepcopy=False):
         if trial.state.name == "FAIL" or not trial.intermediate_values:
@@ -46,11 +45,13 @@ def first_evaluations(folder: Path) -> list[optuna.trial.FrozenTrial]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="a sweep folder (holding study.journal and space.toml)")
+    parser.add_argument("folder", type=Path, help="a sweep folder (holding study.journal)")
     parser.add_argument("--forests", type=int, default=5, help="fANOVA seeds to average over")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+    if not (args.folder / "study.journal").is_file():
+        sys.exit(f"search_importance: error: {args.folder}: no study.journal; name a sweep folder")
     trials = first_evaluations(args.folder)
     if len(trials) < 2:
         sys.exit(f"search_importance: error: {args.folder}: fewer than 2 trials reached a dev evaluation")
