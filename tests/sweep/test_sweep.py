@@ -481,3 +481,14 @@ def test_ray_tune_asks_the_start_points_first(tmp_path, tiny_model_dir):
     assert [p["number"] for p in handed] == [0, 1, 2]
     trials = sweeps.open_study(folder, space).get_trials(deepcopy=False)
     assert [t.user_attrs.get("start", False) for t in trials] == [True, True, False]
+
+
+def test_opening_a_sweeps_study_again_leaves_its_journal_as_it_was(tmp_path, tiny_model_dir):
+    """Every --resume, --parallel worker and reader opens the study: only the first writes."""
+    folder = tmp_path / "sweeps" / "j"
+    space = sweeps.prepare(_space(tmp_path, tiny_model_dir), folder, resume=False)
+    sweeps.open_study(folder, space)
+    journal = (folder / "study.journal").read_bytes()
+    for worker in range(3):
+        assert sweeps.open_study(folder, space, worker).direction.name == "MAXIMIZE"
+    assert (folder / "study.journal").read_bytes() == journal
