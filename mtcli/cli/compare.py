@@ -57,6 +57,7 @@ def compare_command(
                       f"paired bootstrap over the dev examples, {resamples} resamples")
     importance = importances(folders)
     if importance:
-        console.print("parameter importance (Optuna, fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+        console.print(f"parameter importance ({importance.basis()}): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in importance.values.items()))
     for path in write_outputs(out, recipes, comparisons, resamples, seed, importance):
         console.print(f"wrote {path}", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,19 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     return paths
 
 
-def importances(paths: list[Path]) -> dict[str, float] | None:
+@dataclass
+class Importance:
+    """Optuna's parameter importances (fANOVA) of a sweep, from its `finished` trials of `trials`
+    (a pruned or failed trial does not count)."""
+    values: dict[str, float]
+    finished: int
+    trials: int
+
+    def basis(self) -> str:
+        return f"Optuna, fANOVA over the {self.finished} finished trials of {self.trials}"
+
+
+def importances(paths: list[Path]) -> Importance | None:
     """Optuna's parameter importances (fANOVA) of the first sweep folder among `paths` (one holding
     study.journal, or whose parent does: a sweep's trials/), if Optuna is installed and at least
     two of its trials finished; None otherwise. The journal is JSON lines, read as data."""
@@ -164,31 +177,35 @@ def importances(paths: list[Path]) -> dict[str, float] | None:
                 try:
                     study = optuna.load_study(study_name="sweep", storage=JournalStorage(
                         JournalFileBackend(str(folder / "study.journal"))))
-                    finished = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-                    if len(finished) < 2:
+                    trials = study.get_trials(deepcopy=False)
+                    finished = sum(1 for t in trials if t.state.name == "COMPLETE")
+                    if finished < 2:
                         return None
-                    return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+                    values = optuna.importance.get_param_importances(study)
+                    return Importance({k: float(v) for k, v in values.items()}, finished, len(trials))
                 except (KeyError, ValueError, RuntimeError) as e:
                     raise UserError(f"{folder / 'study.journal'}: cannot be read as a sweep's study ({e}); the "
                                     f"sweep folder is damaged") from None
     return None
 
 
-def plot_importances(values: dict[str, float], out_dir: Path) -> Path:
+def plot_importances(importance: Importance, out_dir: Path) -> Path:
     from mtcli.eval.plots import _pyplot, _save
 
     plt = _pyplot()
+    values = importance.values
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(values) + 1.5))
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names], color="tab:blue")
-    ax.set_xlabel("importance for the objective (Optuna, fANOVA)")
+    ax.set_xlabel("importance for the objective")
+    ax.set_title(importance.basis(), fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return _save(fig, out_dir / "compare-importance.png")
 
 
 def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Comparison], resamples: int,
-                  seed: int, importance: dict[str, float] | None = None) -> list[Path]:
+                  seed: int, importance: Importance | None = None) -> list[Path]:
     """compare.json, .md, .csv and the plots into `out_dir`; files there are replaced only if an
     earlier `mtcli compare` wrote them (its compare.json says so)."""
     from mtcli.core.fileio import atomic_path, write_json, write_text
@@ -210,6 +227,7 @@ def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Compar
     record = as_json(recipes, comparisons, resamples, seed)
     if importance:
         paths.append(plot_importances(importance, out_dir))
-        record["importance"] = importance
+        record["importance"] = importance.values
+        record["importance_from"] = {"finished": importance.finished, "trials": importance.trials}
     paths.append(write_json(out_dir / "compare.json", record))
     return paths

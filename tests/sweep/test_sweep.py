@@ -82,9 +82,14 @@ def test_a_sweep_runs_trials_as_run_folders_and_compare_reads_them(tmp_path, tin
     assert again.returncode == 2 and b"--resume" in again.stderr
     compared = run_cli("compare", folder / "trials", "--out", tmp_path / "cmp", "--resamples", "100")
     assert compared.returncode == 0, compared.stderr.decode()[-2000:]
-    importance = json.loads((tmp_path / "cmp" / "compare.json").read_text()).get("importance")
-    if sum(t["state"] == "COMPLETE" for t in record["trials"]) >= 2:   # Optuna's fANOVA over the trials
-        assert set(importance) == {"combine", "lr"} and (tmp_path / "cmp" / "compare-importance.png").is_file()
+    written = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    finished = sum(t["state"] == "COMPLETE" for t in record["trials"])
+    if finished >= 2:   # Optuna's fANOVA over the finished trials, and it says over how many
+        assert set(written["importance"]) == {"combine", "lr"}
+        assert (tmp_path / "cmp" / "compare-importance.png").is_file()
+        assert written["importance_from"] == {"finished": finished, "trials": len(record["trials"])}
+        printed = " ".join(compared.stdout.decode().split())   # the console wraps at its width
+        assert f"over the {finished} finished trials of {len(record['trials'])}" in printed
 
 
 def test_a_killed_sweep_resumes_without_losing_or_recounting_a_trial(tmp_path, tiny_model_dir, monkeypatch):
