@@ -86,10 +86,10 @@ def open_study(folder: Path, space: Space, worker: int = 0):
                "none": lambda: optuna.pruners.NopPruner()}
     storage, pruner = journal(folder), pruners[space.pruner]()
     try:   # create_study(load_if_exists=True) would append a create record to the journal on every open
-        study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler_for(space), pruner=pruner)
+        study = optuna.load_study(study_name=STUDY, storage=storage, pruner=pruner)
     except KeyError:
         study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-                                    sampler=sampler_for(space), pruner=pruner)
+                                    pruner=pruner)
     study.sampler = sampler_for(space, (len(study.get_trials(deepcopy=False)), worker))
     return study
 
