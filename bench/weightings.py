@@ -92,11 +92,14 @@ def copy_bandwidth(src: torch.Tensor, repeats: int, sync) -> float:
 
 
 def torchjd_aggregator(name: str, tasks: int):
-    try:
-        import torchjd.aggregation as jd
-    except ImportError:
+    if name not in TORCHJD:
         return None
-    return TORCHJD[name](tasks, jd) if name in TORCHJD else None
+    try:  # an aggregator whose optional solver (cvxpy, ...) is not installed is left out, not fatal
+        import torchjd.aggregation as jd
+
+        return TORCHJD[name](tasks, jd)
+    except (ImportError, AttributeError):
+        return None
 
 
 def conflicting_buffer(n: int, tasks: int, device: str) -> torch.Tensor:
@@ -104,6 +107,29 @@ def conflicting_buffer(n: int, tasks: int, device: str) -> torch.Tensor:
     grads = torch.randn(tasks, n, device=device, generator=gen)
     grads[1:] -= 0.5 * grads[0]  # most pairs conflict, as in real multitask training
     return grads
+
+
+def gradient_pass(name: str, grads: torch.Tensor, out: torch.Tensor):
+    """One step's surgery for weighting `name` over the (T, n) `grads` into `out`: the Gram pass,
+    the host's T x T work, then the combine pass (gram family) or the method's fused rows passes
+    (rows family). None for the losses family (it never reads the gradients) and for a method
+    whose draws per task do not divide T. Methods that read the task losses get ones."""
+    cls = WEIGHTINGS[name]
+    if cls.family == "losses" or len(grads) % cls.draws:
+        return None
+    count = len(grads) // cls.draws
+    weighting = make(name, num_tasks=count, task_weights=[1.0] * count)
+    tasks, losses = list(range(count)), (np.ones(count) if weighting.reads_losses else None)
+    if weighting.family == "rows":
+        def surgery():
+            weighting.combine_rows(grads, out, tasks, kernel.gram(grads), losses)
+        surgery.host = lambda gram: None   # its host work is inside combine_rows' passes
+    else:
+        def surgery():
+            kernel.combine(grads, weighting.row_weights(weighting(kernel.gram(grads), tasks, losses)), out)
+        surgery.host = lambda gram: weighting(gram, tasks, losses)
+    surgery.weighting = weighting
+    return surgery
 
 
 def bench_size(n: int, tasks: int, device: str, repeats: int, names: list[str], torchjd: bool) -> list[dict]:
@@ -116,16 +142,15 @@ def bench_size(n: int, tasks: int, device: str, repeats: int, names: list[str], 
     combine_s = timed(lambda: kernel.combine(grads, np.ones(tasks), out), repeats, sync)
     rows = []
     for name in names:
-        weighting = make(name, num_tasks=tasks, task_weights=[1.0] * tasks)
-
-        def surgery():
-            kernel.combine(grads, weighting(kernel.gram(grads)), out)
-
+        surgery = gradient_pass(name, grads, out)
+        if surgery is None:
+            continue
+        weighting = surgery.weighting
         surgery_s, copy_s, x_copy = paired(surgery, lambda: copy.copy_(grads), repeats, sync)
         row = {"name": name, "n": n, "tasks": tasks, "device": device,
                "copy_GBps": 2 * grads.numel() * grads.element_size() / copy_s / 1e9, "bound_s": copy_s * bound_per_copy,
                "gram_s": gram_s, "combine_s": combine_s, "surgery_s": surgery_s, "x_bound": x_copy / bound_per_copy,
-               "host_s": timed(lambda: weighting(gram), repeats, lambda: None)}
+               "host_s": timed(lambda: surgery.host(gram), repeats, lambda: None), "family": weighting.family}
         reference = torchjd_aggregator(name, tasks) if torchjd else None
         if reference is not None:
             _, row["torchjd_s"], slower = paired(surgery, lambda: reference(grads), max(3, repeats // 2), sync)
