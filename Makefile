@@ -2,12 +2,13 @@
 # make test     - install if needed, then run the test suite
 # make demo     - install if needed, then a short run: train -> eval -> export -> eval --onnx -> score
 # make train    - install if needed, then the full default recipe
+# make backbone-mpnet - install if needed, then all-mpnet-base-v2 (110M, ~470 MB download, sha256-checked)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mtcli-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo train clean
+.PHONY: install test demo train backbone-mpnet clean
 
 install: $(STAMP)
 
@@ -27,6 +28,9 @@ demo: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/mtcli train
+
+backbone-mpnet: $(STAMP)
+	$(BIN)/mtcli backbones install all-mpnet-base-v2
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -3,14 +3,16 @@ pairs, the same threads, in one process, side by side.
 
     pip install "sentence-transformers[onnx]"     # bench-only peer, never a run-time dependency
     python bench/peer.py --export export --rows 2000
+    python bench/peer.py --export export-mpnet --backbone all-mpnet-base-v2   # an MPNet export against its peer
 
 Each backend scores STS-style pairs: the cosine of the two sentences' mean-pooled
 MiniLM-L6 embeddings. mtcli: `Scorer.score` on the export's cosine task (fp32 and int8
 graphs). sentence-transformers: `model.encode` of both sides then the cosine, with its
 torch backend, its ONNX backend, and its ONNX backend on the AVX2 dynamically quantized
 graph it exports (`export_dynamic_quantized_onnx_model(..., "avx2")`), all on the
-packaged all-MiniLM-L6-v2 (the same architecture and pooling as the export's encoder;
-throughput does not depend on the weights). Threads: torch's pool and every onnxruntime
+backbone the export was trained from (--backbone: the packaged all-MiniLM-L6-v2 by default;
+the same architecture and pooling as the export's encoder; throughput does not depend on
+the weights). Threads: torch's pool and every onnxruntime
 session use the machine's cores. Median of --repeats passes per backend, the backends
 taking turns.
 """
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from mtcli.core.data import read_split  # noqa: E402
-from mtcli.core.paths import default_model_dir  # noqa: E402
+from mtcli.core.paths import resolve_model_dir  # noqa: E402
 from mtcli.core.tasks import load_task_file  # noqa: E402
 from mtcli.inference.scorer import Scorer  # noqa: E402
 
@@ -42,7 +44,7 @@ def sentence_transformers_backends(model_dir: Path, work: Path, threads: int) ->
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
     torch.set_num_threads(threads)
-    copy = work / "minilm"
+    copy = work / "backbone"
     shutil.copytree(model_dir, copy)  # the ONNX backend writes its graphs next to the model
     backends = {"sentence-transformers torch": SentenceTransformer(str(copy), device="cpu")}
     onnx_model = SentenceTransformer(str(copy), device="cpu", backend="onnx")  # exports the graph on first load
@@ -67,17 +69,19 @@ def main() -> None:
     parser.add_argument("--task", default="sts", help="a cosine (regression pair) task of the export")
     parser.add_argument("--rows", type=int, default=2000, help="the first N sts-train pairs")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backbone", help="the peer's model: a folder or a backbone's name (default: all-MiniLM-L6-v2)")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     pairs = [ex.texts for ex in read_split(load_task_file()["sts"], "train").examples[: args.rows]]
     fp32, int8 = Scorer(args.export, providers=["cpu"]), Scorer(args.export, providers=["cpu"], int8=True)
     backends = {"mtcli fp32": lambda rows: fp32.score(args.task, rows), "mtcli int8": lambda rows: int8.score(args.task, rows)}
     with tempfile.TemporaryDirectory() as work:
-        backends.update(sentence_transformers_backends(default_model_dir(), Path(work), threads))
+        backends.update(sentence_transformers_backends(resolve_model_dir(args.backbone), Path(work), threads))
         import sentence_transformers
         import torch
 
         print(json.dumps({"date": str(date.today()), "machine": platform.node(), "threads": threads, "rows": len(pairs),
+                          "backbone": args.backbone or "all-MiniLM-L6-v2",
                           "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
                           "repeats": args.repeats}))
         for score in backends.values():

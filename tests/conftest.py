@@ -48,6 +48,39 @@ def tiny_model_dir(tmp_path_factory, packaged_model_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_mpnet_dir(tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide MPNet in HF layout, with all-mpnet-base-v2's tokenizer."""
+    import shutil
+
+    import torch
+
+    from mtcli.model import BertConfig, MinBert
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-mpnet")
+    config = BertConfig.for_family("mpnet", vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=258)
+    MinBert(config, with_pooler=True).save_pretrained(out)
+    shutil.copy(FIXTURES / "mpnet_tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_checkpoint(tmp_path_factory, tiny_mpnet_dir) -> Path:
+    """best/ of a 4-step run of the tiny MPNet (siamese para, cross sts: both encodings exported)."""
+    from rich.console import Console
+
+    from mtcli.train import TrainConfig
+    from mtcli.train.loop import Trainer
+
+    out = tmp_path_factory.mktemp("mpnet-runs")
+    config = TrainConfig(model_dir=str(tiny_mpnet_dir), out=str(out), name="tiny-mpnet", limit=48, batch_size=8,
+                         max_steps=4, lr=1e-3, encodings={"para": "siamese", "sts": "cross"},
+                         sampler="triple-batch")
+    return Trainer(config, Console(quiet=True)).run() / "best"
+
+
 def run_cli(*args, input: bytes | None = None, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
     """Run `python -m mtcli ...` in a subprocess; returns CompletedProcess with text output."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
@@ -109,6 +142,15 @@ def tiny_export(tmp_path_factory, tiny_checkpoint) -> Path:
 
     out = tmp_path_factory.mktemp("export") / "export"
     export(tiny_checkpoint, out, quantize="int8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_export(tmp_path_factory, tiny_mpnet_checkpoint) -> Path:
+    from mtcli.export.onnx import export
+
+    out = tmp_path_factory.mktemp("mpnet-export") / "export"
+    export(tiny_mpnet_checkpoint, out, quantize="int8")
     return out
 
 

@@ -12,7 +12,8 @@ from mtcli.core.errors import Interrupted, UserError
 
 app = typer.Typer(
     name="mtcli",
-    help="Multitask fine-tuning of a BERT encoder (SST, Quora, STS-B) with PCGrad, ONNX export and fast scoring.",
+    help="Multitask fine-tuning of a BERT or MPNet encoder (SST, Quora, STS-B and your own tasks) with 35 multitask "
+         "methods, ONNX export and fast scoring.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -34,7 +35,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 def _register() -> None:
     from mtcli.cli import eval as eval_cmd
-    from mtcli.cli import compare, export, info, report, score, serve, sweep, train
+    from mtcli.cli import backbones, compare, export, info, report, score, serve, sweep, train
 
     app.command(name="train", epilog=train.EPILOG)(train.train)
     app.command(name="eval", epilog=eval_cmd.EPILOG)(eval_cmd.eval_command)
@@ -45,6 +46,7 @@ def _register() -> None:
     app.command(name="sweep", epilog=sweep.EPILOG)(sweep.sweep_command)
     app.command(name="serve", epilog=serve.EPILOG)(serve.serve)
     app.command(name="info", epilog=info.EPILOG)(info.info)
+    app.add_typer(backbones.app, name="backbones")
 
 
 _register()

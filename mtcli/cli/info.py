@@ -22,7 +22,7 @@ EPILOG = """Examples:
 
 
 def info(
-    model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)."),
+    model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT or MPNet folder, or a backbone's name (mtcli backbones; default: all-MiniLM-L6-v2)."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Read the tasks' files from this folder instead."),
     tasks: Path = typer.Option(None, "--tasks", help="A TOML task file (default: the built-in CS224N tasks); with "
                                                      "--checkpoint or --model: where their tasks' data lies."),

@@ -74,7 +74,7 @@ def train(
     train_fraction: float = typer.Option(1.0, "--train-fraction",
                                          help="Train on a seeded random share of each task's rows (tasks keep their "
                                               "relative sizes; dev sets stay whole)"),
-    model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT folder (default: packaged all-MiniLM-L6-v2)"),
+    model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT or MPNet folder, or a backbone's name (mtcli backbones; default: all-MiniLM-L6-v2)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
     out: Path = typer.Option(Path("runs"), help="Folder that holds runs"),
     name: str = typer.Option(None, help="Run name (default: time-sampler-combine)"),

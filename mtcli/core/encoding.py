@@ -28,10 +28,13 @@ def encoding_for(task: Task) -> Encoding:
     return "joint" if task.encoding == "cross" else "separate"
 
 
-def input_names(encoding: Encoding) -> list[str]:
+def input_names(encoding: Encoding, token_types: bool = True) -> list[str]:
+    """A graph's inputs under `encoding`; without token_type_ids for an encoder that has no token
+    types (MPNet: its exported graphs do not take them)."""
+    fields = FIELDS if token_types else tuple(f for f in FIELDS if f != "token_type_ids")
     if encoding == "separate":
-        return [f"{name}_{side}" for side in ("a", "b") for name in FIELDS]
-    return list(FIELDS)
+        return [f"{name}_{side}" for side in ("a", "b") for name in fields]
+    return list(fields)
 
 
 def encode(tokenizer, encoding: Encoding, texts: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:

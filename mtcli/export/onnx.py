@@ -62,7 +62,7 @@ class TaskGraph(torch.nn.Module):
     def __init__(self, model: MultitaskModel, task: str):
         super().__init__()
         self.model, self.task = model, task
-        self.names = input_names(model.encoding(task))
+        self.names = input_names(model.encoding(task), model.encoder.config.family.token_types)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.model.predict(self.task, self.model(self.task, dict(zip(self.names, inputs))))
@@ -72,14 +72,13 @@ class EmbedGraph(torch.nn.Module):
     """One sentence -> the encoder's pooled embedding (what `Scorer.embed` returns, and the
     first half of a separately encoded pair)."""
 
-    names = input_names("single")
-
     def __init__(self, model: MultitaskModel):
         super().__init__()
         self.model = model
+        self.names = input_names("single", model.encoder.config.family.token_types)
 
-    def forward(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        return self.model.embed(input_ids, attention_mask, token_type_ids)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.encode("single", dict(zip(self.names, inputs)))
 
 
 class PairHeadGraph(torch.nn.Module):
@@ -250,9 +249,10 @@ def check_embedding_parity(model: MultitaskModel, tokenizer, graph_path: Path, s
 
 
 def check_pair_head_parity(model: MultitaskModel, tokenizer, task: str, graph_path: Path, rows) -> float:
+    graph = EmbedGraph(model).eval()
     with torch.no_grad():
-        u, v = (EmbedGraph(model).eval()(*(torch.from_numpy(a) for a in encode(
-            tokenizer, "single", [(row[side],) for row in rows]).values())).numpy() for side in (0, 1))
+        u, v = (graph(*(torch.from_numpy(batch[name]) for name in graph.names)).numpy()
+                for batch in (encode(tokenizer, "single", [(row[side],) for row in rows]) for side in (0, 1)))
     return max_difference(PairHeadGraph(model, task), graph_path, [dict(zip(PAIR_HEAD_INPUTS, (u, v)))])
 
 
@@ -301,7 +301,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             if diff > PARITY_TOLERANCE:
                 raise RuntimeError(f"{task}: ONNX output differs from torch by {diff:.2e} > {PARITY_TOLERANCE:g}")
             tasks[task] = {"task": spec.declaration(), "file": path.name, "encoding": encoding,
-                           "inputs": input_names(encoding), "output": output_name(spec.kind),
+                           "inputs": TaskGraph(model, task).names, "output": output_name(spec.kind),
                            "parity_max_abs_diff": diff, "fused_operators": fused}
             if encoding == "separate":  # scoring may encode each distinct sentence once, then run the head alone
                 head = staging / graph_file(task, "head_file")
@@ -318,7 +318,11 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
         embedding = _export_embedding(model, tokenizer, located, staging, opset, quantize, say)
         tokenizer.save(staging)
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "opset": opset, "max_length": tokenizer.max_length,
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "encoder": {"model_type": model.encoder.config.model_type,
+                        "token_types": model.encoder.config.family.token_types,
+                        "parameters": model.encoder.num_parameters()},
+            "opset": opset, "max_length": tokenizer.max_length,
             "pooling": model.head_config.pooling, "tasks": tasks, "embedding": embedding, "tokenizer": "tokenizer.json",
             "checkpoint": {"path": str(checkpoint.resolve()), "sha256": checkpoint_hash(checkpoint),
                            "step": meta.get("step"), "dev": (meta.get("dev") or {}).get("overall")},

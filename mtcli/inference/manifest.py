@@ -17,7 +17,7 @@ from mtcli.core.errors import UserError
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
 from mtcli.core.tasks import Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
 
-FORMAT_VERSION = 2  # 2: each task entry holds the task's declaration; embed.onnx and pair heads
+FORMAT_VERSION = 3  # 2: each task entry holds the task's declaration; embed.onnx and pair heads; 3: encoder (family, token types)
 # core.tasks.EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
 
@@ -107,6 +107,9 @@ def validate_manifest(manifest: dict, path: Path) -> None:
             raise UserError(f"{path.parent / name}: not found, but {path.name} lists it; re-run `mtcli export`")
         return name
 
+    encoder = need(manifest, "encoder", dict, "")
+    need(encoder, "model_type", str, "encoder.")
+    token_types = need(encoder, "token_types", bool, "encoder.")
     need(manifest, "opset", int, "")
     max_length = need(manifest, "max_length", int, "")
     if not 2 <= max_length <= 65536:
@@ -118,8 +121,8 @@ def validate_manifest(manifest: dict, path: Path) -> None:
     file_name(embedding, "file", "embedding.")
     if "int8_file" in embedding:
         file_name(embedding, "int8_file", "embedding.")
-    if need(embedding, "inputs", list, "embedding.") != input_names("single"):
-        bad("embedding.inputs", f"{embedding['inputs']} are not {', '.join(input_names('single'))}")
+    if need(embedding, "inputs", list, "embedding.") != input_names("single", token_types):
+        bad("embedding.inputs", f"{embedding['inputs']} are not {', '.join(input_names('single', token_types))}")
     need(embedding, "output", str, "embedding.")
     if need(embedding, "dim", int, "embedding.") < 1:
         bad("embedding.dim", f"{embedding['dim']} is not a width")
@@ -140,9 +143,9 @@ def validate_manifest(manifest: dict, path: Path) -> None:
         if encoding != encoding_for(task):
             bad(where + "encoding", f"{encoding!r} is not how a {task.kind} task with encoding {task.encoding!r} "
                                     f"is encoded ({encoding_for(task)!r})")
-        if need(entry, "inputs", list, where) != input_names(encoding):
+        if need(entry, "inputs", list, where) != input_names(encoding, token_types):
             bad(where + "inputs", f"{entry['inputs']} are not the inputs of the {encoding} encoding "
-                                  f"({', '.join(input_names(encoding))})")
+                                  f"({', '.join(input_names(encoding, token_types))})")
         if need(entry, "output", str, where) != output_name(task.kind):
             bad(where + "output", f"{entry['output']!r} is not the output of a {task.kind} task "
                                   f"({output_name(task.kind)!r})")

@@ -1,9 +1,16 @@
-"""minBERT: the BERT encoder in plain PyTorch, readable top to bottom.
+"""minBERT: the BERT encoder in plain PyTorch, readable top to bottom, and its MPNet sibling.
 
 Embeddings (word + position + token type, LayerNorm, dropout), then N post-LN
 encoder layers (multi-head self-attention through scaled_dot_product_attention,
 then a GELU feed-forward), and an optional tanh pooler over [CLS]. Weights load
-from any HF-layout BERT folder (see mtcli.model.loading).
+from any HF-layout BERT or MPNet folder (see mtcli.model.loading).
+
+MPNet (config.model_type "mpnet", the facts in mtcli.model.config.FAMILIES) is the same
+network with three differences, each in one place below: positions count from
+pad_token_id + 1 (Embeddings), there are no token types (Embeddings), and one relative
+position bias, a (buckets x heads) table looked up by the bucket of each key's distance
+from the query, is added to every layer's attention scores (RelativePositionBias, added
+where MinBert.forward builds the attention mask).
 
 `recompute_activations` (training's --activation-checkpointing) keeps only each layer's input
 for the backward pass and runs the layer again there (torch.utils.checkpoint, the same dropout
@@ -33,16 +40,64 @@ def activation(name: str):
 class Embeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
+        family = config.family
         self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size) if family.token_types else None
+        # MPNet (like RoBERTa): a sequence's tokens take positions pad_token_id + 1, + 2, ...
+        self.padding_position = config.pad_token_id if family.positions_after_padding else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        if self.padding_position is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        else:  # tokens count 1, 2, ... from the padding position; padding itself sits there
+            mask = attention_mask.to(torch.int64)
+            positions = torch.cumsum(mask, dim=1) * mask + self.padding_position
+        x = self.word(input_ids) + self.position(positions)
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids)
         return self.dropout(self.norm(x))
+
+
+class RelativePositionBias(nn.Module):
+    """MPNet's attention bias: bias[h, i, j] = table[bucket(j - i), h], the same for every layer.
+
+    Buckets as transformers' MPNet makes them: half for keys before the query, half after;
+    within each half, distances below a quarter of the buckets get one bucket each, longer
+    ones share log-spaced buckets up to RELATIVE_MAX_DISTANCE, and everything further the
+    last. The bucket of every distance the position table allows is computed once (a buffer,
+    not a weight), so a traced graph looks buckets up instead of recomputing logarithms."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.table = nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads)
+        self.longest = config.max_position_embeddings
+        distances = torch.arange(-self.longest + 1, self.longest)   # key position - query position
+        self.register_buffer("buckets", relative_position_bucket(distances, config.relative_attention_num_buckets),
+                             persistent=False)
+
+    def forward(self, length: int, device) -> torch.Tensor:
+        """(1, heads, length, length) float bias for a sequence of `length` tokens."""
+        positions = torch.arange(length, device=device)
+        distance = positions[None, :] - positions[:, None]           # [query, key]: key - query
+        bias = self.table(self.buckets[distance + self.longest - 1])  # (length, length, heads)
+        return bias.permute(2, 0, 1).unsqueeze(0)
+
+
+def relative_position_bucket(distance: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """The bucket of each (key - query) distance, MPNet's and T5's bidirectional scheme."""
+    from mtcli.model.config import RELATIVE_MAX_DISTANCE
+
+    half = num_buckets // 2
+    bucket = (distance > 0).to(torch.long) * half       # keys after the query use the upper half
+    distance = distance.abs()
+    exact = half // 2
+    # transformers' expression, op for op (float32), so the truncation lands where it lands there
+    scaled = torch.log(distance.clamp(min=1).float() / exact) / math.log(RELATIVE_MAX_DISTANCE / exact) * (half - exact)
+    far = torch.clamp(exact + scaled.to(torch.long), max=half - 1)
+    return bucket + torch.where(distance < exact, distance, far)
 
 
 class SelfAttention(nn.Module):
@@ -54,16 +109,18 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
+        self.spelled_out = False  # MinBert.spelled_out_attention sets it on every layer (export)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`mask` is (batch, 1, 1, length): boolean (True where a key may be attended) for
-        scaled_dot_product_attention, or additive floats for the spelled-out form below."""
+        scaled_dot_product_attention, or additive floats: the spelled-out form below, or
+        (batch, heads, length, length) with MPNet's relative position bias in it."""
         batch, length, width = x.shape
         # (batch, length, width) -> (batch, heads, length, head_size); the head size is spelled out
         # (not -1) because onnxruntime's attention fusion reads it from the graph's Reshape
         heads = self.num_heads
         q, k, v = (p(x).view(batch, length, heads, width // heads).transpose(1, 2) for p in (self.query, self.key, self.value))
-        if mask.dtype == torch.bool:
+        if not self.spelled_out:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
         else:  # inference only: the matmul-softmax-matmul that onnxruntime fuses into one Attention op
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
@@ -93,6 +150,7 @@ class MinBert(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.relative_bias = RelativePositionBias(config) if config.family.relative_attention_bias else None
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if with_pooler else None
         self.spelled_out_attention = False  # export sets it: see SelfAttention.forward
         self.recompute_activations = False  # training sets it: see the module's docstring
@@ -108,6 +166,17 @@ class MinBert(nn.Module):
             nn.init.zeros_(module.weight[module.padding_idx])
 
     @property
+    def spelled_out_attention(self) -> bool:
+        """Export sets it: every layer's attention in the form onnxruntime fuses (eval only)."""
+        return self._spelled_out_attention
+
+    @spelled_out_attention.setter
+    def spelled_out_attention(self, value: bool) -> None:
+        self._spelled_out_attention = bool(value)
+        for layer in self.layers:
+            layer.attention.spelled_out = self._spelled_out_attention
+
+    @property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
@@ -116,13 +185,18 @@ class MinBert(nn.Module):
         """Last hidden states, (batch, length, hidden)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
+        x = self.embeddings(input_ids, attention_mask, token_type_ids)
+        keys = attention_mask[:, None, None, :]   # (batch, 1, 1, length): which keys a query may attend
         if self.spelled_out_attention:
             if self.training:
                 raise RuntimeError("the spelled-out attention form is for export (eval mode) only")
-            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
-        else:
-            mask = attention_mask.bool()[:, None, None, :]
+            mask = (1.0 - keys.to(x.dtype)) * -10000.0
+        elif self.relative_bias is None:
+            mask = keys.bool()
+        else:  # an additive float mask carries the bias to scaled_dot_product_attention
+            mask = torch.zeros(keys.shape, dtype=x.dtype, device=x.device).masked_fill(~keys.bool(), float("-inf"))
+        if self.relative_bias is not None:
+            mask = mask + self.relative_bias(input_ids.shape[1], input_ids.device).to(mask.dtype)
         recompute = self.recompute_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             x = checkpoint(layer, x, mask, use_reentrant=False) if recompute else layer(x, mask)
@@ -139,7 +213,8 @@ class MinBert(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, *, dropout: float | None = None) -> "MinBert":
-        """Load an HF-layout BERT folder; None means the packaged all-MiniLM-L6-v2."""
+        """Load an HF-layout BERT or MPNet folder (or an installed backbone's name, see
+        mtcli.core.backbones); None means the packaged all-MiniLM-L6-v2."""
         from mtcli.model.loading import load_pretrained
 
         return load_pretrained(cls, path, dropout=dropout)

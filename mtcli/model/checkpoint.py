@@ -1,6 +1,6 @@
-"""mtcli checkpoints: a folder any BERT loader can read, plus the heads.
+"""mtcli checkpoints: a folder any BERT (or MPNet) loader can read, plus the heads.
 
-    config.json        the encoder's HF BERT config
+    config.json        the encoder's HF config (BERT or MPNet)
     model.safetensors  encoder weights in HF layout + `heads.<task>.*`
     tokenizer.json     the WordPiece tokenizer
     mtcli.json         head config, task definitions, training provenance
@@ -54,7 +54,7 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
         heads = {k: v.contiguous() for k, v in state.items() if k.startswith("heads.")}
         write_json(staging / "config.json", model.encoder.config.to_dict())
         with atomic_path(staging / "model.safetensors") as tmp:
-            save_file({**minbert_to_hf(encoder), **heads}, str(tmp), metadata={"format": "pt"})
+            save_file({**minbert_to_hf(encoder, model.encoder.config), **heads}, str(tmp), metadata={"format": "pt"})
         tokenizer.save(staging)
         if trainer_state is not None:
             with atomic_path(staging / TRAINER_STATE) as tmp:
@@ -69,8 +69,9 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
 
 def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
     """The MultitaskModel state dict stored in a checkpoint folder."""
+    config = BertConfig.from_file(Path(ckpt_dir) / "config.json")
     weights = read_weights(Path(ckpt_dir))
-    state = {f"encoder.{k}": v for k, v in hf_to_minbert(weights).items()}
+    state = {f"encoder.{k}": v for k, v in hf_to_minbert(weights, config).items()}
     state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
     return state
 
@@ -117,9 +118,9 @@ def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu")
     meta = read_meta(ckpt_dir)
     heads = HeadConfig(**typed_values(HeadConfig, meta.get("heads"), f"{ckpt_dir / META}: heads"))
     config = BertConfig.from_file(ckpt_dir / "config.json")
-    if not 2 <= heads.max_length <= config.max_position_embeddings:
+    if not 2 <= heads.max_length <= config.max_tokens:
         raise UserError(f"{ckpt_dir / META}: heads: max_length {heads.max_length} is not between 2 and the encoder's "
-                        f"{config.max_position_embeddings} positions; the checkpoint is damaged")
+                        f"{config.max_tokens} positions; the checkpoint is damaged")
     state = model_state_from(ckpt_dir)
     model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads,
                            checkpoint_tasks(ckpt_dir, meta))

@@ -1,9 +1,9 @@
-"""Loading and saving minBERT weights in the HF BERT layout.
+"""Loading and saving minBERT weights in the HF layouts of BERT and MPNet.
 
 An HF folder holds config.json and model.safetensors (or pytorch_model.bin);
-keys may carry a `bert.` prefix and task heads (`cls.*`), which are ignored.
-Our module names are shorter than HF's; the mapping below is the one place that
-knows both layouts.
+keys may carry the family's prefix (`bert.`, `mpnet.`) and task heads (`cls.*`,
+`lm_head.*`), which are ignored. Our module names are shorter than HF's; the tables
+below are the one place that knows both layouts of each family.
 """
 
 import re
@@ -19,22 +19,39 @@ from mtcli.core.paths import resolve_model_dir
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 
-# (HF name, minBERT name); {i} is the layer index.
-RENAMES = [
-    ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
-    ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
-    ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
-    ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
-    ("encoder.layer.{i}.attention.self.query.{p}", "layers.{i}.attention.query.{p}"),
-    ("encoder.layer.{i}.attention.self.key.{p}", "layers.{i}.attention.key.{p}"),
-    ("encoder.layer.{i}.attention.self.value.{p}", "layers.{i}.attention.value.{p}"),
-    ("encoder.layer.{i}.attention.output.dense.{p}", "layers.{i}.attention.out.{p}"),
-    ("encoder.layer.{i}.attention.output.LayerNorm.{p}", "layers.{i}.attention_norm.{p}"),
-    ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn_in.{p}"),
-    ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn_out.{p}"),
-    ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ffn_norm.{p}"),
-    ("pooler.dense.{p}", "pooler.{p}"),
-]
+# (HF name, minBERT name) per family; {i} is the layer index, {p} weight or bias.
+RENAMES = {
+    "bert": [
+        ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
+        ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+        ("embeddings.token_type_embeddings.weight", "embeddings.token_type.weight"),
+        ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
+        ("encoder.layer.{i}.attention.self.query.{p}", "layers.{i}.attention.query.{p}"),
+        ("encoder.layer.{i}.attention.self.key.{p}", "layers.{i}.attention.key.{p}"),
+        ("encoder.layer.{i}.attention.self.value.{p}", "layers.{i}.attention.value.{p}"),
+        ("encoder.layer.{i}.attention.output.dense.{p}", "layers.{i}.attention.out.{p}"),
+        ("encoder.layer.{i}.attention.output.LayerNorm.{p}", "layers.{i}.attention_norm.{p}"),
+        ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn_in.{p}"),
+        ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn_out.{p}"),
+        ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ffn_norm.{p}"),
+        ("pooler.dense.{p}", "pooler.{p}"),
+    ],
+    "mpnet": [
+        ("embeddings.word_embeddings.weight", "embeddings.word.weight"),
+        ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+        ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
+        ("encoder.layer.{i}.attention.attn.q.{p}", "layers.{i}.attention.query.{p}"),
+        ("encoder.layer.{i}.attention.attn.k.{p}", "layers.{i}.attention.key.{p}"),
+        ("encoder.layer.{i}.attention.attn.v.{p}", "layers.{i}.attention.value.{p}"),
+        ("encoder.layer.{i}.attention.attn.o.{p}", "layers.{i}.attention.out.{p}"),
+        ("encoder.layer.{i}.attention.LayerNorm.{p}", "layers.{i}.attention_norm.{p}"),
+        ("encoder.layer.{i}.intermediate.dense.{p}", "layers.{i}.ffn_in.{p}"),
+        ("encoder.layer.{i}.output.dense.{p}", "layers.{i}.ffn_out.{p}"),
+        ("encoder.layer.{i}.output.LayerNorm.{p}", "layers.{i}.ffn_norm.{p}"),
+        ("encoder.relative_attention_bias.weight", "relative_bias.table.weight"),
+        ("pooler.dense.{p}", "pooler.{p}"),
+    ],
+}
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -42,8 +59,8 @@ def _pattern(template: str) -> re.Pattern:
     return re.compile(regex + "$")
 
 
-_HF_TO_OURS = [(_pattern(hf), ours) for hf, ours in RENAMES]
-_OURS_TO_HF = [(_pattern(ours), hf) for hf, ours in RENAMES]
+_HF_TO_OURS = {family: [(_pattern(hf), ours) for hf, ours in table] for family, table in RENAMES.items()}
+_OURS_TO_HF = {family: [(_pattern(ours), hf) for hf, ours in table] for family, table in RENAMES.items()}
 
 
 def _rename(name: str, table) -> str | None:
@@ -54,30 +71,33 @@ def _rename(name: str, table) -> str | None:
     return None
 
 
-def hf_to_minbert(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF BERT state dict (any prefix) -> minBERT state dict (float32)."""
-    if any(k.startswith("bert.") for k in hf_state):
-        hf_state = {k[len("bert."):]: v for k, v in hf_state.items() if k.startswith("bert.")}
+def hf_to_minbert(hf_state: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
+    """HF state dict of config's family (any prefix) -> minBERT state dict (float32)."""
+    prefix = config.family.weight_prefix
+    if any(k.startswith(prefix) for k in hf_state):
+        hf_state = {k[len(prefix):]: v for k, v in hf_state.items() if k.startswith(prefix)}
     # Old TF-converted checkpoints name LayerNorm parameters gamma/beta.
     hf_state = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
                 for k, v in hf_state.items()}
+    table = _HF_TO_OURS[config.model_type]
     ours: dict[str, torch.Tensor] = {}
     for name, tensor in hf_state.items():
         if not name.startswith(ENCODER_PREFIXES):
             continue  # task heads, position_ids buffers, ...
-        target = _rename(name, _HF_TO_OURS)
+        target = _rename(name, table)
         if target is not None:
             ours[target] = tensor.float()
     return ours
 
 
-def minbert_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """minBERT state dict -> HF BERT layout (no prefix), contiguous tensors."""
+def minbert_to_hf(state: dict[str, torch.Tensor], config: BertConfig) -> dict[str, torch.Tensor]:
+    """minBERT state dict -> config's family's HF layout (no prefix), contiguous tensors."""
+    table = _OURS_TO_HF[config.model_type]
     hf: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        target = _rename(name, _OURS_TO_HF)
+        target = _rename(name, table)
         if target is None:
-            raise ValueError(f"no HF name for parameter {name}")
+            raise ValueError(f"no HF {config.model_type} name for parameter {name}")
         hf[target] = tensor.contiguous()
     return hf
 
@@ -95,7 +115,7 @@ def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # safetensors and torch.load raise several types on corrupt files
             raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {e}); the file is corrupt or not a checkpoint") from None
-    raise UserError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}; expected an HF-layout BERT folder")
+    raise UserError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}; expected an HF-layout encoder folder")
 
 
 def load_pretrained(cls, path: str | Path | None, *, dropout: float | None = None):
@@ -103,12 +123,12 @@ def load_pretrained(cls, path: str | Path | None, *, dropout: float | None = Non
     config = BertConfig.from_file(model_dir / "config.json")
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
-    state = hf_to_minbert(read_weights(model_dir))
+    state = hf_to_minbert(read_weights(model_dir), config)
     model = cls(config, with_pooler="pooler.weight" in state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise UserError(f"{model_dir}: checkpoint lacks {len(missing)} encoder weights (first: {missing[0]}); is it a BERT model?")
+        raise UserError(f"{model_dir}: checkpoint lacks {len(missing)} encoder weights (first: {missing[0]}); is it a {config.model_type} model?")
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
             raise UserError(f"{model_dir}: {name} has shape {tuple(tensor.shape)}, config.json implies {tuple(expected[name].shape)}")
@@ -123,4 +143,4 @@ def save_pretrained(model, out_dir: str | Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", model.config.to_dict())
     with atomic_path(out_dir / "model.safetensors") as tmp:
-        save_file(minbert_to_hf(model.state_dict()), str(tmp), metadata={"format": "pt"})
+        save_file(minbert_to_hf(model.state_dict(), model.config), str(tmp), metadata={"format": "pt"})

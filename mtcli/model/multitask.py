@@ -62,8 +62,9 @@ class MultitaskModel(nn.Module):
 
     def embed_pair(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """u, v for a separate encoding, in one encoder pass over both sides."""
-        names = ("input_ids", "attention_mask", "token_type_ids")
-        both = self.embed(*(torch.cat([inputs[f"{n}_a"], inputs[f"{n}_b"]]) for n in names))
+        names = ("input_ids", "attention_mask", "token_type_ids")  # token types: absent for MPNet's graphs
+        both = self.embed(*(torch.cat([inputs[f"{n}_a"], inputs[f"{n}_b"]]) if f"{n}_a" in inputs else None
+                            for n in names))
         rows = inputs["input_ids_a"].shape[0]
         return both[:rows], both[rows:]
 
@@ -72,7 +73,7 @@ class MultitaskModel(nn.Module):
         or the pair's two (separate). Tasks that share a forward pass share this."""
         if encoding == "separate":
             return self.embed_pair(inputs)
-        return self.embed(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+        return self.embed(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
 
     def forward(self, task: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task](self, inputs)

@@ -40,7 +40,7 @@ from pathlib import Path
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_toml
 from mtcli.core.typed import has_type, type_name
-from mtcli.train.config import PATH_FIELDS, TrainConfig
+from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
 from mtcli.train.recipe import field_keys, key_line, read_recipe
 
 SEARCHES = ("grid", "random", "tpe")
@@ -110,7 +110,7 @@ def read_space(path: str | Path) -> Space:
         option = _option(keys, key, fail)
         if not has_type(value, hints[option]):
             fail(key, f"{value!r} is not {type_name(hints[option])}")
-        base[option] = str(path.parent / Path(value).expanduser()) if option in PATH_FIELDS else value
+        base[option] = path_in(path.parent, option, value) if option in PATH_FIELDS else value
     objective = document.get("objective", "overall")
     search, pruner = document.get("search", "tpe"), document.get("pruner", "asha")
     if search not in SEARCHES:

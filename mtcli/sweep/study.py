@@ -285,7 +285,7 @@ def _self_contained(space_path: Path, space: Space) -> str:
 
     import tomli_w
 
-    from mtcli.train.config import PATH_FIELDS
+    from mtcli.train.config import PATH_FIELDS, names_backbone
     from mtcli.train.recipe import field_keys
 
     here = Path(space_path).parent
@@ -294,7 +294,7 @@ def _self_contained(space_path: Path, space: Space) -> str:
         document["base"] = str((here / document["base"]).resolve())
     budget = document.get("budget", {})
     for key, option in field_keys().items():
-        if option in PATH_FIELDS and isinstance(budget.get(key), str):
+        if option in PATH_FIELDS and isinstance(budget.get(key), str) and not names_backbone(option, budget[key]):
             budget[key] = str((here / Path(budget[key]).expanduser()).resolve())
     return tomli_w.dumps(document)
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mtcli.core.backbones import BACKBONES
 from mtcli.core.errors import UserError
 from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
@@ -68,7 +69,8 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in PATH_FIELDS:
-            setattr(self, name, resolved_path(getattr(self, name)))
+            if not names_backbone(name, getattr(self, name)):
+                setattr(self, name, resolved_path(getattr(self, name)))
         if self.name is not None and not RUN_NAME.fullmatch(self.name) or self.name in (".", ".."):
             raise UserError(f"--name {self.name!r}: a run name is one folder name inside --out (no '/', no control "
                             f"characters, not '.' or '..'), e.g. --name sick-upgrad")
@@ -189,6 +191,16 @@ RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 def resolved_path(path: str | None) -> str | None:
     """An absolute path without symlinks (what a run records, to be found from any directory)."""
     return None if path is None else os.path.realpath(Path(path).expanduser())
+
+
+def names_backbone(field: str, value) -> bool:
+    """`--model-dir NAME` of a known backbone (mtcli backbones): a name, kept as it is, not a path."""
+    return field == "model_dir" and isinstance(value, str) and value in BACKBONES
+
+
+def path_in(folder: Path, field: str, value: str) -> str:
+    """A path option read from a file in `folder` (a recipe, a sweep space): relative to that folder."""
+    return value if names_backbone(field, value) else str(folder / Path(value).expanduser())
 
 
 def parse_task_map(text: str | None, option: str, cast=float) -> dict:

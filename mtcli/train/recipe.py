@@ -29,7 +29,7 @@ import tomli_w
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
-from mtcli.train.config import PATH_FIELDS, TrainConfig
+from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
 
 RECIPE = "recipe.toml"
 
@@ -65,7 +65,7 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
         if not has_type(value, hints[field]):
             raise UserError(f"{where}: {key}: {value!r} is not {type_name(hints[field])}")
         if field in PATH_FIELDS:
-            value = str(path.parent / Path(value).expanduser())
+            value = path_in(path.parent, field, value)
         values[field], lines[field] = value, key_line(text, key)
     return values, lines
 

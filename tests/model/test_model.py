@@ -16,16 +16,19 @@ def _batch(tokenizer, texts, pairs=None):
     return {k: torch.from_numpy(v) for k, v in tokenizer.encode(texts, pairs).items()}
 
 
-def test_hf_round_trip_is_lossless():
-    model = MinBert(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-                    with_pooler=True)
+@pytest.mark.parametrize("model_type, key", [("bert", "encoder.layer.1.attention.self.key.weight"),
+                                             ("mpnet", "encoder.layer.1.attention.attn.k.weight")])
+def test_hf_round_trip_is_lossless(model_type, key):
+    config = BertConfig.for_family(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64)
+    model = MinBert(config, with_pooler=True)
     state = model.state_dict()
-    back = hf_to_minbert(minbert_to_hf(state))
+    back = hf_to_minbert(minbert_to_hf(state, config), config)
     assert set(back) == set(state)
     for name in state:
         assert torch.equal(back[name], state[name]), name
-    hf = minbert_to_hf(state)
-    assert "encoder.layer.1.attention.self.key.weight" in hf and hf["encoder.layer.1.attention.self.key.weight"].shape == (32, 32)
+    hf = minbert_to_hf(state, config)
+    assert key in hf and hf[key].shape == (32, 32)
 
 
 def test_save_and_load_give_the_same_outputs(tiny_model_dir, tmp_path):

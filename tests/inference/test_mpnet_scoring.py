@@ -1,0 +1,88 @@
+"""An MPNet export (tiny random config) through every torch-free surface: the manifest says
+the encoder takes no token types, and score, Scorer, eval --onnx and serve follow it."""
+
+import csv
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import run_cli
+from mtcli.inference.manifest import read_manifest
+from mtcli.inference.scorer import Scorer
+
+
+def test_the_manifest_and_graphs_take_no_token_types(tiny_mpnet_export):
+    manifest = read_manifest(tiny_mpnet_export)
+    assert manifest["encoder"]["model_type"] == "mpnet" and manifest["encoder"]["token_types"] is False
+    assert manifest["tasks"]["sts"]["inputs"] == ["input_ids", "attention_mask"]
+    assert manifest["tasks"]["para"]["inputs"] == ["input_ids_a", "attention_mask_a", "input_ids_b", "attention_mask_b"]
+    for name in ("sst.onnx", "sts.onnx", "embed.onnx", "sst.int8.onnx"):
+        graph = onnx.load(str(tiny_mpnet_export / name))
+        assert "token_type_ids" not in {i.name for i in graph.graph.input}, name
+    for entry in manifest["tasks"].values():   # what onnxruntime fused is recorded, whatever it was
+        assert entry["fused_operators"].get("SkipLayerNormalization", 0) >= 2
+        assert entry["parity_max_abs_diff"] <= 1e-4
+
+
+def test_a_manifest_that_lies_about_token_types_is_refused(tiny_mpnet_export, tmp_path):
+    import shutil
+
+    copy = tmp_path / "export"
+    shutil.copytree(tiny_mpnet_export, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["encoder"]["token_types"] = True
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("score", "sst", "-", "--model", copy, input=b"id\tsentence\n1\tgood\n")
+    assert result.returncode == 2
+    assert "embedding.inputs" in result.stderr.decode() or "inputs" in result.stderr.decode()
+
+
+def test_score_scorer_and_eval_agree_on_mpnet(tiny_mpnet_export, tiny_mpnet_checkpoint, tmp_path):
+    import torch
+
+    from mtcli.core.encoding import encode
+    from mtcli.model.checkpoint import load_checkpoint
+
+    rows = [("A dog runs.", "A dog is running."), ("Two men talk.", "A man speaks " * 20), ("x", "y")]
+    with open(tmp_path / "in.tsv", "w", newline="") as fh:
+        csv.writer(fh, delimiter="\t").writerows([("id", "sentence1", "sentence2"), *((f"r{i}", *r) for i, r in enumerate(rows))])
+    scorer = Scorer(tiny_mpnet_export, providers=["cpu"])
+    model, tokenizer, _ = load_checkpoint(tiny_mpnet_checkpoint)
+    for task in ("sts", "para"):
+        result = run_cli("score", task, tmp_path / "in.tsv", "--model", tiny_mpnet_export)
+        assert result.returncode == 0, result.stderr.decode()
+        cli = np.array([float(line.split("\t")[-1]) for line in result.stdout.decode().splitlines()[1:]])
+        assert np.abs(scorer.score(task, rows) - cli).max() <= 5e-7
+        with torch.no_grad():
+            inputs = {k: torch.from_numpy(v) for k, v in encode(tokenizer, model.encoding(task), rows).items()}
+            expected = model.predict(task, model(task, inputs)).numpy()
+        assert np.abs(scorer.score(task, rows) - expected).max() <= 1e-4
+    int8 = Scorer(tiny_mpnet_export, int8=True, providers=["cpu"])
+    assert int8.score("sst", ["good", "bad"]).shape == (2, 5)
+    assert scorer.embed(["A dog runs."]).shape == (1, 32)
+    done = run_cli("eval", "--split", "dev", "--onnx", tiny_mpnet_export, "--out", tmp_path / "eval")
+    assert done.returncode == 0, done.stderr.decode()
+    assert 0 <= json.loads((tmp_path / "eval" / "eval.json").read_text())["overall"] <= 1
+
+
+def test_serve_answers_on_mpnet(tiny_mpnet_export):
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    import httpx
+
+    from mtcli.serve.app import create_app
+
+    app = create_app(tiny_mpnet_export, providers=("cpu",))
+
+    async def body():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return (await client.post("/v1/tasks/sts/score", json={"rows": [["A dog runs.", "A dog is running."]]})).json()
+
+    answer = asyncio.run(body())
+    expected = Scorer(tiny_mpnet_export, providers=["cpu"]).score("sts", [("A dog runs.", "A dog is running.")])
+    assert np.allclose([r["score"] for r in answer["results"]], expected, atol=1e-6)
