@@ -31,13 +31,14 @@ def torch_device() -> dict:
 
 
 def backbone_summary(model_dir: str | Path | None = None) -> dict:
-    """Path, shape and parameter count of a BERT folder, read from its config and weight header."""
+    """Path, family, shape and parameter count of an encoder folder, read from its config and weight header."""
     from mtcli.model.config import BertConfig
     from mtcli.core.paths import resolve_model_dir
 
     path = resolve_model_dir(model_dir)
     config = BertConfig.from_file(path / "config.json")
-    summary = {"path": str(path), "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+    summary = {"path": str(path), "family": config.model_type, "layers": config.num_hidden_layers,
+               "hidden": config.hidden_size,
                "heads": config.num_attention_heads}
     weights = path / "model.safetensors"
     if weights.is_file():

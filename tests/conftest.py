@@ -68,17 +68,8 @@ def tiny_mpnet_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_mpnet_checkpoint(tmp_path_factory, tiny_mpnet_dir) -> Path:
-    """best/ of a 4-step run of the tiny MPNet (siamese para, cross sts: both encodings exported)."""
-    from rich.console import Console
-
-    from mtcli.train import TrainConfig
-    from mtcli.train.loop import Trainer
-
-    out = tmp_path_factory.mktemp("mpnet-runs")
-    config = TrainConfig(model_dir=str(tiny_mpnet_dir), out=str(out), name="tiny-mpnet", limit=48, batch_size=8,
-                         max_steps=4, lr=1e-3, encodings={"para": "siamese", "sts": "cross"},
-                         sampler="triple-batch")
-    return Trainer(config, Console(quiet=True)).run() / "best"
+    """best/ of a 4-step run of the tiny MPNet, as tiny_checkpoint's of the tiny BERT."""
+    return _four_step_run(tmp_path_factory.mktemp("mpnet-runs"), tiny_mpnet_dir, "tiny-mpnet")
 
 
 def run_cli(*args, input: bytes | None = None, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
@@ -124,16 +115,37 @@ def run_cli_here(*args, cwd: Path | None = None):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_model_dir) -> Path:
     """best/ of a 4-step run of the tiny model (siamese para, cross sts: both encodings exported)."""
+    return _four_step_run(tmp_path_factory.mktemp("runs"), tiny_model_dir, "tiny")
+
+
+def _four_step_run(out: Path, model_dir: Path, name: str) -> Path:
     from rich.console import Console
 
     from mtcli.train import TrainConfig
     from mtcli.train.loop import Trainer
 
-    out = tmp_path_factory.mktemp("runs")
-    config = TrainConfig(model_dir=str(tiny_model_dir), out=str(out), name="tiny", limit=48, batch_size=8,
+    config = TrainConfig(model_dir=str(model_dir), out=str(out), name=name, limit=48, batch_size=8,
                          max_steps=4, lr=1e-3, encodings={"para": "siamese", "sts": "cross"},
                          sampler="triple-batch")
     return Trainer(config, Console(quiet=True)).run() / "best"
+
+
+def crashed_at(config, console, step: int):
+    """A Trainer of `config` whose run stopped by a crash in step `step` + 1 (what --resume continues)."""
+    from mtcli.train.loop import Trainer
+
+    run = Trainer(config, console)
+    original = run.step
+
+    def crash(slots, index):
+        if index == step:
+            raise KeyboardInterrupt
+        return original(slots, index)
+
+    run.step = crash
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def _render(report: dict) -> None:
         console.print(f"[bold]backbone[/]  [red]{bb['error']}[/]")
     else:
         size = f", {bb['parameters'] / 1e6:.1f}M parameters, {bb['bytes'] / 2**20:.0f} MiB" if "parameters" in bb else ""
-        console.print(f"[bold]backbone[/]  {bb['path']} ({bb['layers']} layers, {bb['hidden']} wide, {bb['heads']} heads{size})")
+        console.print(f"[bold]backbone[/]  {bb['path']} ({bb['family']}, {bb['layers']} layers, {bb['hidden']} wide, {bb['heads']} heads{size})")
     data = report["data"]
     if "error" in data:
         console.print(f"[bold]data[/]      [red]{data['error']}[/]")

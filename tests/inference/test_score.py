@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from mtcli.core.errors import DataError, UserError
-from mtcli.inference.manifest import read_manifest
+from mtcli.inference.manifest import FORMAT_VERSION, read_manifest
 from mtcli.inference.score import evaluate_onnx, score_file
 from mtcli.inference.scorer import Scorer
 from conftest import builtin
@@ -201,7 +201,7 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="manifest format v99 .* re-run `mtcli export`"):
         Scorer(copy)
-    manifest["format_version"] = 2
+    manifest["format_version"] = FORMAT_VERSION
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (copy / "sts.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(UserError, match="sts.onnx: cannot load the ONNX graph"):

@@ -105,7 +105,7 @@ def test_head_pretraining_then_finetuning_and_resume_across_the_switch(tmp_path,
     after_epoch_1 = load_file(tmp_path / "phases" / "last" / "model.safetensors")
     from mtcli.model.loading import minbert_to_hf
 
-    hf_before = minbert_to_hf(encoder_before)
+    hf_before = minbert_to_hf(encoder_before, trainer.model.encoder.config)
     for name, tensor in hf_before.items():  # the encoder did not move while the heads pretrained
         assert torch.equal(after_epoch_1[name], tensor), name
     resumed = Trainer.resume(tmp_path / "phases", Console(quiet=True))

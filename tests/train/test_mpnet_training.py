@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, crashed_at
 from mtcli.model.checkpoint import read_meta
 from mtcli.train import TrainConfig
 from mtcli.train.loop import Trainer
@@ -63,17 +63,7 @@ def test_every_method_trains_mpnet(tmp_path, tiny_mpnet_dir, combine):
 def test_mpnet_resume_is_bit_identical(tmp_path, tiny_mpnet_dir, combine):
     straight = Trainer(_config(tmp_path, tiny_mpnet_dir, "straight", combine=combine), QUIET)
     straight.run()
-    interrupted = Trainer(_config(tmp_path, tiny_mpnet_dir, "interrupted", combine=combine), QUIET)
-    original = interrupted.step
-
-    def crash_at_step_8(slots, step):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(slots, step)
-
-    interrupted.step = crash_at_step_8
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
+    interrupted = crashed_at(_config(tmp_path, tiny_mpnet_dir, "interrupted", combine=combine), QUIET, 7)
     assert read_meta(interrupted.run_dir / "last")["step"] == 6
     Trainer.resume(interrupted.run_dir, QUIET).run()
     a, b = _weights(straight.run_dir), _weights(interrupted.run_dir)

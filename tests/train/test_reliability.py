@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from conftest import REPO
+from conftest import REPO, crashed_at
 from mtcli.model.checkpoint import TRAINER_STATE, read_meta, save_checkpoint
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, staged_dir, write_json
@@ -36,18 +36,7 @@ def _weights(run_dir):
 def _crashed_at_step_11(config, console):
     """A run of `config` stopped by a crash in step 11 (mid-epoch 2, two steps after the save at
     step 9 under _config's save_every=3)."""
-    run = Trainer(config, console)
-    original = run.step
-
-    def crash_at_step_11(slots, step):
-        if step == 10:
-            raise KeyboardInterrupt
-        return original(slots, step)
-
-    run.step = crash_at_step_11
-    with pytest.raises(KeyboardInterrupt):
-        run.run()
-    return run
+    return crashed_at(config, console, 10)
 
 
 def _assert_identical(a, b):
