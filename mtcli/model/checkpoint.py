@@ -30,6 +30,11 @@ from mtcli.core.tokenizer import Tokenizer
 TRAINER_STATE = "trainer_state.pt"
 META = "mtcli.json"
 FORMAT = "mtcli-checkpoint"
+# An HF / sentence-transformers folder `mtcli export --format hf` wrote: the encoder alone in
+# model.safetensors, the heads beside it, their declaration in HF_META (mtcli.export.hf)
+HF_META = "mtcli-heads.json"
+HF_FORMAT = "mtcli-hf"
+HF_HEADS = "heads.safetensors"
 FORMAT_VERSION = 2  # 2: tasks are declared data (mtcli.json stores their declarations)
 FILES = {"config.json", "model.safetensors", "tokenizer.json", META, TRAINER_STATE}
 
@@ -72,6 +77,14 @@ def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
     config = BertConfig.from_file(Path(ckpt_dir) / "config.json")
     weights = read_weights(Path(ckpt_dir))
     state = {f"encoder.{k}": v for k, v in hf_to_minbert(weights, config).items()}
+    heads = Path(ckpt_dir) / HF_HEADS
+    if heads.is_file():   # an HF folder: the heads beside the encoder
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(heads))
+        except Exception as e:  # safetensors raises several types on corrupt files
+            raise UserError(f"{heads}: cannot read the heads ({type(e).__name__}: {e}); export the folder again") from None
     state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
     return state
 
@@ -81,6 +94,11 @@ def read_meta(ckpt_dir: str | Path) -> dict:
     path = ckpt_dir / META
     if not ckpt_dir.is_dir():
         raise UserError(f"{ckpt_dir}: checkpoint folder not found; pass --checkpoint runs/<name>/best")
+    if not path.is_file() and (ckpt_dir / HF_META).is_file():   # `mtcli export --format hf`: its heads' declaration
+        hf = read_json_dict(ckpt_dir / HF_META)
+        if hf is None or hf.get("format") != HF_FORMAT:
+            raise UserError(f"{ckpt_dir / HF_META}: not what `mtcli export --format hf` writes; export the folder again")
+        return {"heads": hf.get("heads"), "tasks": hf.get("tasks")}
     if not path.is_file():
         raise UserError(f"{ckpt_dir}: not an mtcli checkpoint (no mtcli.json); pass the best/ or last/ folder of a run")
     try:

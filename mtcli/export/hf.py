@@ -1,0 +1,145 @@
+"""A trained model as the ecosystem shares encoders: an HF / sentence-transformers folder.
+
+    config.json, model.safetensors   the fine-tuned encoder in its family's HF layout (BERT or
+                                     MPNet: the loader's name table used in reverse)
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json
+    modules.json, 1_Pooling/config.json, sentence_bert_config.json
+                                     what SentenceTransformer(folder) reads: the run's pooling
+    heads.safetensors, mtcli-heads.json
+                                     the task heads beside it, and each task's declaration
+    README.md                        a model card: HF front matter (model-index with the dev
+                                     metrics), the recipe, the data's sha256, how to reproduce
+
+`SentenceTransformer(folder)` and `AutoModel.from_pretrained(folder)` load it with no code of
+ours; `mtcli train --model-dir folder` fine-tunes it further, and `mtcli export --checkpoint
+folder` makes ONNX graphs of it (mtcli.model.checkpoint reads the heads beside the encoder). Everything written is plain
+tensors and JSON: nothing pickled. The folder is replaced as a whole, and only if mtcli wrote it.
+"""
+
+import json
+from pathlib import Path
+
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, read_json_dict, staged_dir, write_json, write_text
+from mtcli.core.version import __version__
+
+from mtcli.model.checkpoint import HF_FORMAT as FORMAT, HF_HEADS, HF_META as HEADS_META  # noqa: E402
+
+FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+         "modules.json", "1_Pooling", "sentence_bert_config.json", HF_HEADS, HEADS_META, "README.md"}
+# The special tokens of each family's vocabulary, as its HF tokenizer names them
+SPECIAL_TOKENS = {
+    "bert": {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"},
+    "mpnet": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>",
+              "unk_token": "[UNK]", "mask_token": "<mask>"},
+}
+TOKENIZER_CLASS = {"bert": "BertTokenizerFast", "mpnet": "MPNetTokenizerFast"}
+
+
+def hf_files(folder: Path) -> set[str] | None:
+    """The entries an earlier `mtcli export --format hf` wrote into `folder`, if it is one."""
+    meta = read_json_dict(folder / HEADS_META)
+    return FILES if meta is not None and meta.get("format") == FORMAT else None
+
+
+def export_hf(checkpoint: str | Path, out_dir: str | Path, *, say=lambda line: None) -> Path:
+    from safetensors.torch import save_file
+
+    from mtcli.export.onnx import check_out_dir
+    from mtcli.model.checkpoint import load_checkpoint
+    from mtcli.model.loading import minbert_to_hf
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    check_out_dir(out_dir, checkpoint)
+    model, tokenizer, meta = load_checkpoint(checkpoint)
+    config = model.encoder.config
+    with staged_dir(out_dir, hf_files, "an earlier `mtcli export --format hf`") as staging:
+        write_json(staging / "config.json", config.to_dict())
+        encoder = {name: tensor.contiguous() for name, tensor in model.encoder.state_dict().items()}
+        with atomic_path(staging / "model.safetensors") as tmp:
+            save_file(minbert_to_hf(encoder, config), str(tmp), metadata={"format": "pt"})
+        tokenizer.save(staging)
+        specials = {k: v for k, v in SPECIAL_TOKENS[config.model_type].items()
+                    if tokenizer.backend.token_to_id(v) is not None}
+        write_json(staging / "special_tokens_map.json", specials)
+        write_json(staging / "tokenizer_config.json", {"tokenizer_class": TOKENIZER_CLASS[config.model_type],
+                                                       "model_max_length": tokenizer.max_length, **specials})
+        pooling = model.head_config.pooling
+        write_json(staging / "modules.json", [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+        write_json(staging / "sentence_bert_config.json", {"max_seq_length": tokenizer.max_length, "do_lower_case": False})
+        (staging / "1_Pooling").mkdir()
+        write_json(staging / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": config.hidden_size, "pooling_mode_cls_token": pooling == "cls",
+            "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False})
+        heads = {name: tensor.contiguous() for name, tensor in model.state_dict().items() if name.startswith("heads.")}
+        with atomic_path(staging / HF_HEADS) as tmp:
+            save_file(heads, str(tmp), metadata={"format": "pt"})
+        write_json(staging / HEADS_META, {"format": FORMAT, "mtcli_version": __version__,
+                                          "heads": model.head_config.to_dict(),
+                                          "tasks": [t.declaration() for t in model.tasks.values()]})
+        write_text(staging / "README.md", model_card(checkpoint, model, meta))
+    say(f"wrote {out_dir}/: the {config.model_type} encoder in HF layout, sentence-transformers modules "
+        f"({pooling} pooling), heads.safetensors, README.md")
+    return out_dir
+
+
+def model_card(checkpoint: Path, model, meta: dict) -> str:
+    """README.md: HF's front matter (every value written by json.dumps: JSON is YAML), then the
+    run's recipe, its data files' digests and the commands that reproduce it."""
+    from mtcli.core.paths import enclosing_run_dir
+    from mtcli.core.provenance import read_record
+
+    run = enclosing_run_dir(checkpoint)
+    scores = read_json_dict(run / "eval.json") if run is not None else None
+    if scores is not None and scores.get("checkpoint") != checkpoint.name:
+        scores = None   # the run's dev figures are its best checkpoint's, not this one's
+    record = read_record(run) if run is not None else None
+    recipe = (run / "recipe.toml").read_text(encoding="utf-8") if run is not None and (run / "recipe.toml").is_file() else ""
+    config = model.encoder.config
+    results = []
+    for name, metrics in ((scores or {}).get("tasks") or {}).items():
+        if isinstance(metrics, dict):
+            results.append({"task": {"type": model.tasks[name].kind if name in model.tasks else "task", "name": name},
+                            "dataset": {"name": name, "type": name, "split": "dev"},
+                            "metrics": [{"type": k, "value": v} for k, v in metrics.items()
+                                        if isinstance(v, (int, float)) and k != "loss"]})
+    front = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+             "tags": ["mtcli", "multitask", config.model_type, "sentence-transformers", "feature-extraction"],
+             "datasets": list(model.tasks),
+             "model-index": [{"name": run.name if run is not None else checkpoint.name, "results": results}]}
+    lines = ["---", *(f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in front.items()), "---", ""]
+    lines += [f"# {run.name if run is not None else checkpoint.name}", "",
+              f"A {config.model_type} encoder ({model.encoder.num_parameters():,} parameters, "
+              f"{config.num_hidden_layers} layers x {config.hidden_size}) fine-tuned by mtcli {__version__} on "
+              f"{len(model.tasks)} tasks ({', '.join(model.tasks)}) with {model.head_config.pooling} pooling.", "",
+              "```python", "from sentence_transformers import SentenceTransformer",
+              "model = SentenceTransformer('path/to/this/folder')", "embeddings = model.encode(['A dog runs.'])", "```",
+              ""]
+    if scores:
+        lines += ["## Dev metrics", "", "| task | metric | value |", "|---|---|---|"]
+        lines += [f"| {r['task']['name']} | {m['type']} | {m['value']:.4f} |" for r in results for m in r["metrics"]]
+        lines += ["", f"Overall (mean of the headline metrics): {scores.get('overall', float('nan')):.4f}; "
+                      f"checkpoint at step {meta.get('step')}.", ""]
+    if recipe:
+        lines += ["## Recipe", "", "```toml", recipe.rstrip(), "```", "",
+                  "Reproduce: `mtcli train --config recipe.toml` (the recipe above), then "
+                  "`mtcli export --checkpoint runs/<name>/best --format hf --out <folder>`.", ""]
+    if record:
+        lines += ["## Data", "", "| task | split | file | sha256 |", "|---|---|---|---|"]
+        for task, splits in (record.get("files") or {}).items():
+            for split, entry in splits.items():
+                lines.append(f"| {task} | {split} | {Path(entry['path']).name} | `{entry['sha256']}` |")
+        lines.append("")
+    lines += ["## Task heads", "", f"`heads.safetensors` holds each task's head and `{HEADS_META}` each task's "
+              "declaration, for mtcli; sentence-transformers and transformers read the encoder alone.", ""]
+    return "\n".join(lines)
+
+
+def check_format(value: str) -> str:
+    if value not in ("onnx", "hf"):
+        raise UserError(f"--format {value!r}: expected onnx (graphs for mtcli score) or hf (an HF / "
+                        "sentence-transformers folder)")
+    return value
