@@ -16,12 +16,12 @@ folder` makes ONNX graphs of it (mtcli.model.checkpoint reads the heads beside t
 tensors and JSON: nothing pickled. The folder is replaced as a whole, and only if mtcli wrote it.
 """
 
-import json
 from pathlib import Path
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, read_json_dict, staged_dir, write_json, write_text
 from mtcli.core.version import __version__
+from mtcli.export.card import model_card
 
 from mtcli.model.checkpoint import HF_FORMAT as FORMAT, HF_HEADS, HF_META as HEADS_META  # noqa: E402
 
@@ -34,6 +34,12 @@ SPECIAL_TOKENS = {
               "unk_token": "[UNK]", "mask_token": "<mask>"},
 }
 TOKENIZER_CLASS = {"bert": "BertTokenizerFast", "mpnet": "MPNetTokenizerFast"}
+USAGE = ["```python", "from sentence_transformers import SentenceTransformer",
+         "model = SentenceTransformer('path/to/this/folder')", "embeddings = model.encode(['A dog runs.'])", "```",
+         "", "`mtcli train --model-dir path/to/this/folder` fine-tunes it further; `mtcli export --checkpoint "
+         "path/to/this/folder` makes ONNX graphs of it, heads included: `heads.safetensors` holds each task's head "
+         "and `mtcli-heads.json` each task's declaration (sentence-transformers and transformers read the "
+         "encoder alone)."]
 
 
 def hf_files(folder: Path) -> set[str] | None:
@@ -80,62 +86,10 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, say=lambda line: N
         write_json(staging / HEADS_META, {"format": FORMAT, "mtcli_version": __version__,
                                           "heads": model.head_config.to_dict(),
                                           "tasks": [t.declaration() for t in model.tasks.values()]})
-        write_text(staging / "README.md", model_card(checkpoint, model, meta))
+        write_text(staging / "README.md", model_card(checkpoint, model, meta, USAGE))
     say(f"wrote {out_dir}/: the {config.model_type} encoder in HF layout, sentence-transformers modules "
         f"({pooling} pooling), heads.safetensors, README.md")
     return out_dir
-
-
-def model_card(checkpoint: Path, model, meta: dict) -> str:
-    """README.md: HF's front matter (every value written by json.dumps: JSON is YAML), then the
-    run's recipe, its data files' digests and the commands that reproduce it."""
-    from mtcli.core.paths import enclosing_run_dir
-    from mtcli.core.provenance import read_record
-
-    run = enclosing_run_dir(checkpoint)
-    scores = read_json_dict(run / "eval.json") if run is not None else None
-    if scores is not None and scores.get("checkpoint") != checkpoint.name:
-        scores = None   # the run's dev figures are its best checkpoint's, not this one's
-    record = read_record(run) if run is not None else None
-    recipe = (run / "recipe.toml").read_text(encoding="utf-8") if run is not None and (run / "recipe.toml").is_file() else ""
-    config = model.encoder.config
-    results = []
-    for name, metrics in ((scores or {}).get("tasks") or {}).items():
-        if isinstance(metrics, dict):
-            results.append({"task": {"type": model.tasks[name].kind if name in model.tasks else "task", "name": name},
-                            "dataset": {"name": name, "type": name, "split": "dev"},
-                            "metrics": [{"type": k, "value": v} for k, v in metrics.items()
-                                        if isinstance(v, (int, float)) and k != "loss"]})
-    front = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
-             "tags": ["mtcli", "multitask", config.model_type, "sentence-transformers", "feature-extraction"],
-             "datasets": list(model.tasks),
-             "model-index": [{"name": run.name if run is not None else checkpoint.name, "results": results}]}
-    lines = ["---", *(f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in front.items()), "---", ""]
-    lines += [f"# {run.name if run is not None else checkpoint.name}", "",
-              f"A {config.model_type} encoder ({model.encoder.num_parameters():,} parameters, "
-              f"{config.num_hidden_layers} layers x {config.hidden_size}) fine-tuned by mtcli {__version__} on "
-              f"{len(model.tasks)} tasks ({', '.join(model.tasks)}) with {model.head_config.pooling} pooling.", "",
-              "```python", "from sentence_transformers import SentenceTransformer",
-              "model = SentenceTransformer('path/to/this/folder')", "embeddings = model.encode(['A dog runs.'])", "```",
-              ""]
-    if scores:
-        lines += ["## Dev metrics", "", "| task | metric | value |", "|---|---|---|"]
-        lines += [f"| {r['task']['name']} | {m['type']} | {m['value']:.4f} |" for r in results for m in r["metrics"]]
-        lines += ["", f"Overall (mean of the headline metrics): {scores.get('overall', float('nan')):.4f}; "
-                      f"checkpoint at step {meta.get('step')}.", ""]
-    if recipe:
-        lines += ["## Recipe", "", "```toml", recipe.rstrip(), "```", "",
-                  "Reproduce: `mtcli train --config recipe.toml` (the recipe above), then "
-                  "`mtcli export --checkpoint runs/<name>/best --format hf --out <folder>`.", ""]
-    if record:
-        lines += ["## Data", "", "| task | split | file | sha256 |", "|---|---|---|---|"]
-        for task, splits in (record.get("files") or {}).items():
-            for split, entry in splits.items():
-                lines.append(f"| {task} | {split} | {Path(entry['path']).name} | `{entry['sha256']}` |")
-        lines.append("")
-    lines += ["## Task heads", "", f"`heads.safetensors` holds each task's head and `{HEADS_META}` each task's "
-              "declaration, for mtcli; sentence-transformers and transformers read the encoder alone.", ""]
-    return "\n".join(lines)
 
 
 def check_format(value: str) -> str:

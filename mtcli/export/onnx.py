@@ -22,8 +22,9 @@ from mtcli.core.version import __version__
 from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, load_checkpoint
 from mtcli.core.encoding import encode, input_names
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import staged_dir, write_json
-from mtcli.inference.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files, graph_file,
+from mtcli.core.fileio import staged_dir, write_json, write_text
+from mtcli.export.card import model_card
+from mtcli.inference.manifest import (CARD, FORMAT, FORMAT_VERSION, MANIFEST, PAIR_HEAD_INPUTS, export_files, graph_file,
                                      output_name, read_manifest_tasks)
 from mtcli.model.multitask import MultitaskModel
 from mtcli.core.data import read_split
@@ -329,6 +330,10 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             "versions": versions(),
         }
         write_json(staging / MANIFEST, manifest)
+        write_text(staging / CARD, model_card(checkpoint, model, meta, [
+            "Scored with mtcli, without torch: `mtcli score TASK rows.tsv --model path/to/this/folder`, or in Python "
+            "`mtcli.inference.Scorer('path/to/this/folder')`; `manifest.json` lists each task's graph, inputs and "
+            "output."]))
         if quantize == "int8" and evaluate_int8 and located:
             manifest["int8_dev"] = _int8_report(staging, located, say)
             write_json(staging / MANIFEST, manifest)

@@ -20,6 +20,7 @@ from mtcli.core.tasks import Task, earlier_plot_names_of, plot_names_of, tasks_f
 FORMAT_VERSION = 3  # 2: each task entry holds the task's declaration; embed.onnx and pair heads; 3: encoder (family, token types)
 # core.tasks.EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take
 PAIR_HEAD_INPUTS = ("embedding_a", "embedding_b")   # a separate pair task's head graph takes u and v
+CARD = "README.md"   # the export's model card (mtcli.export.card)
 
 
 _JSON_TYPE = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
@@ -47,7 +48,7 @@ def export_files(folder: Path) -> set[str] | None:
     manifest = export_manifest(folder)
     if manifest is None:
         return None
-    files = {MANIFEST, "eval.json", "eval-test.json"}
+    files = {MANIFEST, CARD, "eval.json", "eval-test.json"}
     if isinstance(manifest.get("tokenizer"), str):
         files.add(manifest["tokenizer"])
     if isinstance(manifest.get("embedding"), dict):

@@ -238,6 +238,7 @@ class Trainer:
                 write_recipe(self.run_dir, config)   # what `mtcli train --config` reads: the run again
                 write_record(self.run_dir, self.sources)
         self._announce()
+        self._started = (time.perf_counter(), pos.step)
         log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
         if main and config.log_to:   # TensorBoard, MLflow: views of metrics.jsonl
             log = TrackedLog(log, Trackers(config.log_to, self.run_dir, recipe_of(config)))
@@ -420,7 +421,21 @@ class Trainer:
     def _info(self, results: dict | None) -> dict:
         pos = self.position
         return {"run": str(self.run_dir), "epoch": pos.epoch, "step": pos.step, "dev": results,
-                "train_config": self.config.to_dict()}
+                "train_config": self.config.to_dict(), "trained": self._trained()}
+
+    def _trained(self) -> dict:
+        """Where and how long this process trained (a model card's "training time and machine");
+        a resumed run's figure covers the steps since its resume."""
+        import platform
+
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        started = getattr(self, "_started", None)
+        return {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
+                "device": device, "threads": torch.get_num_threads(), "processes": self.dist.world,
+                "seconds": round(time.perf_counter() - started[0], 1) if started else 0.0,
+                "from_step": started[1] if started else self.position.step}
 
     def _save_last(self, results: dict | None = None) -> None:
         state = trainer_state(self.position, self.best_overall, self.phase, self.weighting)

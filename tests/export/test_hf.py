@@ -103,3 +103,12 @@ def test_sentence_transformers_loads_it_with_equal_embeddings(tiny_checkpoint, t
     expected, _, _ = _ours(tiny_checkpoint)
     got = torch.from_numpy(st.SentenceTransformer(str(folder), device="cpu").encode(SENTENCES))
     assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_the_onnx_export_carries_the_same_card(tiny_export, tiny_checkpoint):
+    card = (tiny_export / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: ") and "mtcli score TASK rows.tsv --model" in card
+    assert "## Recipe" in card and "## Training" in card and "## Data" in card
+    meta = json.loads((tiny_checkpoint / "mtcli.json").read_text())
+    assert meta["trained"]["seconds"] >= 0 and meta["trained"]["device"] == "cpu"   # where and how long it trained
+    assert f"for {meta['trained']['seconds']} s" in card
