@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mtcli.model.config import BertConfig
+from mtcli.model.config import RELATIVE_MAX_DISTANCE, BertConfig
 
 
 def activation(name: str):
@@ -89,8 +89,6 @@ class RelativePositionBias(nn.Module):
 
 def relative_position_bucket(distance: torch.Tensor, num_buckets: int) -> torch.Tensor:
     """The bucket of each (key - query) distance, MPNet's and T5's bidirectional scheme."""
-    from mtcli.model.config import RELATIVE_MAX_DISTANCE
-
     half = num_buckets // 2
     bucket = (distance > 0).to(torch.long) * half       # keys after the query use the upper half
     distance = distance.abs()
