@@ -29,6 +29,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path, PurePath
 
 from mtcli.core.errors import UserError
@@ -53,6 +54,7 @@ BUILTIN_TASK_FILE = Path(__file__).with_name("cs224n.toml")
 NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")   # matched whole (fullmatch): no trailing newline slips through
 EMBEDDING = "embed"   # the name of an export's sentence-embedding graph (embed.onnx): not a task's name
 RESERVED_NAMES = {EMBEDDING: "the export's sentence-embedding graph is embed.onnx"}
+MAX_CLASSES = 10_000   # a head, its confusion matrix and its metrics grow with the classes: bounded
 MAX_RANGE = 1e9       # regression labels beyond this overflow the float32 squared error: rescale them
 KEYS = {"name", "kind", "text", "label", "labels", "range", "metric", "encoding", *SPLITS, "id", "title",
         "prediction_header", "quoting", "predictions"}
@@ -107,7 +109,26 @@ class Task:
     def numeric_labels(self) -> bool:
         """Whether some class name is a number (`labels = ["1", "0"]`): then every number in the
         data is read as a class name, never as a class index."""
-        return any(_number(name) is not None for name in self.labels)
+        return bool(self._class_of_number)
+
+    @cached_property
+    def _class_of_name(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.labels)}
+
+    @cached_property
+    def _class_of_number(self) -> dict[float, int]:
+        """The class each numeric class name names (the first, where two spell one number)."""
+        found: dict[float, int] = {}
+        for index, name in enumerate(self.labels):
+            number = _number(name)
+            if number is not None:
+                found.setdefault(number, index)
+        return found
+
+    def _names(self) -> str:
+        """The class names for an error message: all of a few, the first of many."""
+        shown = ", ".join(self.labels[:10])
+        return shown if len(self.labels) <= 10 else f"{shown}, ... ({len(self.labels)} classes)"
 
     def parse_label(self, raw: str) -> int | float:
         """The label of one data row; ValueError if invalid.
@@ -124,16 +145,15 @@ class Task:
             if not low <= number <= high:
                 raise ValueError(f"label {raw!r} is out of range {low:g}-{high:g} for {self.name}")
             return number
-        if raw in self.labels:
-            return self.labels.index(raw)
+        if raw in self._class_of_name:
+            return self._class_of_name[raw]
         if self.numeric_labels:
-            named = [i for i, name in enumerate(self.labels) if number is not None and _number(name) == number]
-            if named:
-                return named[0]
-            raise ValueError(f"label {raw!r} is not one of {', '.join(self.labels)} (the class names are numbers, "
+            if number is not None and number in self._class_of_number:
+                return self._class_of_number[number]
+            raise ValueError(f"label {raw!r} is not one of {self._names()} (the class names are numbers, "
                              f"so a number in the data is a class name, not an index)")
         if number is None:
-            raise ValueError(f"label {raw!r} is not a class index or one of {', '.join(self.labels)}")
+            raise ValueError(f"label {raw!r} is not a class index or one of {self._names()}")
         if not 0 <= number <= len(self.labels) - 1:
             raise ValueError(f"label {raw!r} is out of range 0-{len(self.labels) - 1} for {self.name}")
         if number != int(number):
@@ -233,6 +253,8 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
             bad("labels", f"a binary task has 2 class names (negative, positive), found {len(labels)}")
         if kind == "multiclass" and len(labels) < 2:
             bad("labels", f"a multiclass task has at least 2 class names, found {len(labels)}")
+        if len(labels) > MAX_CLASSES:
+            bad("labels", f"a task has at most {MAX_CLASSES:,} class names, found {len(labels):,}")
         labels = tuple(labels)
 
     metric = text_field("metric", required=False) or ("pearson" if kind == "regression" else "accuracy")

@@ -201,3 +201,32 @@ def test_no_two_outputs_share_a_file_name_whatever_the_task_names(tasks):
            "curves.png", "conflicts.png", "weights.png", "best", "last"]
     everything = export + per_task + own
     assert len(everything) == len(set(everything))
+
+
+def test_many_classes_are_looked_up_in_constant_time_and_bounded(tmp_path):
+    """5,000 class names: each row's label is one lookup, and an error names a few of them, not all."""
+    import time
+
+    from mtcli.core.tasks import MAX_CLASSES, Task, load_task_file
+
+    names = tuple(f"class{i}" for i in range(5000))
+    task = Task(name="x", kind="multiclass", text=("s",), label="y", labels=names)
+    start = time.perf_counter()
+    assert [task.parse_label(f"class{i}") for i in range(0, 5000, 7)] == list(range(0, 5000, 7))
+    assert time.perf_counter() - start < 1.0   # generous: the quadratic lookup took seconds
+    with pytest.raises(ValueError, match=r"one of class0, class1, .*, class9, \.\.\. \(5000 classes\)$"):
+        task.parse_label("nope")
+    numeric = Task(name="n", kind="multiclass", text=("s",), label="y", labels=("1", "0", "2.0"))
+    assert [numeric.parse_label(raw) for raw in ("1.0", "2", "0", "1e0")] == [0, 2, 1, 0]
+    many = ", ".join(f'"c{i}"' for i in range(MAX_CLASSES + 1))
+    (tmp_path / "t.toml").write_text(f"""[[task]]
+name = "big"
+kind = "multiclass"
+text = ["s"]
+label = "y"
+train = "a.tsv"
+dev = "a.tsv"
+labels = [{many}]
+""")
+    with pytest.raises(UserError, match="a task has at most 10,000 class names, found 10,001"):
+        load_task_file(tmp_path / "t.toml")
