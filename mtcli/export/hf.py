@@ -22,18 +22,10 @@ from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, read_json_dict, staged_dir, write_json, write_text
 from mtcli.core.version import __version__
 from mtcli.export.card import model_card
-
-from mtcli.model.checkpoint import HF_FORMAT as FORMAT, HF_HEADS, HF_META as HEADS_META  # noqa: E402
+from mtcli.model.checkpoint import HF_FORMAT as FORMAT, HF_HEADS, HF_META as HEADS_META
 
 FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
          "modules.json", "1_Pooling", "sentence_bert_config.json", HF_HEADS, HEADS_META, "README.md"}
-# The special tokens of each family's vocabulary, as its HF tokenizer names them
-SPECIAL_TOKENS = {
-    "bert": {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]"},
-    "mpnet": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>",
-              "unk_token": "[UNK]", "mask_token": "<mask>"},
-}
-TOKENIZER_CLASS = {"bert": "BertTokenizerFast", "mpnet": "MPNetTokenizerFast"}
 USAGE = ["```python", "from sentence_transformers import SentenceTransformer",
          "model = SentenceTransformer('path/to/this/folder')", "embeddings = model.encode(['A dog runs.'])", "```",
          "", "`mtcli train --model-dir path/to/this/folder` fine-tunes it further; `mtcli export --checkpoint "
@@ -61,14 +53,12 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, say=lambda line: N
     config = model.encoder.config
     with staged_dir(out_dir, hf_files, "an earlier `mtcli export --format hf`") as staging:
         write_json(staging / "config.json", config.to_dict())
-        encoder = {name: tensor.contiguous() for name, tensor in model.encoder.state_dict().items()}
-        with atomic_path(staging / "model.safetensors") as tmp:
-            save_file(minbert_to_hf(encoder, config), str(tmp), metadata={"format": "pt"})
+        with atomic_path(staging / "model.safetensors") as tmp:   # minbert_to_hf makes each tensor contiguous
+            save_file(minbert_to_hf(model.encoder.state_dict(), config), str(tmp), metadata={"format": "pt"})
         tokenizer.save(staging)
-        specials = {k: v for k, v in SPECIAL_TOKENS[config.model_type].items()
-                    if tokenizer.backend.token_to_id(v) is not None}
+        specials = {k: v for k, v in config.family.special_tokens.items() if tokenizer.backend.token_to_id(v) is not None}
         write_json(staging / "special_tokens_map.json", specials)
-        write_json(staging / "tokenizer_config.json", {"tokenizer_class": TOKENIZER_CLASS[config.model_type],
+        write_json(staging / "tokenizer_config.json", {"tokenizer_class": config.family.tokenizer_class,
                                                        "model_max_length": tokenizer.max_length, **specials})
         pooling = model.head_config.pooling
         write_json(staging / "modules.json", [

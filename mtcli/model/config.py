@@ -31,15 +31,22 @@ class Family:
     positions_after_padding: bool  # positions count from pad_token_id + 1 (RoBERTa's and MPNet's scheme)
     relative_attention_bias: bool  # one bucketed relative position bias shared by all layers
     defaults: dict               # config.json values that differ from BertConfig's defaults
+    tokenizer_class: str         # HF's fast tokenizer class for the family's vocabulary
+    special_tokens: dict         # its special tokens, as that tokenizer names them
 
 
 FAMILIES = {
     "bert": Family("BertModel", "bert.", token_types=True, positions_after_padding=False,
-                   relative_attention_bias=False, defaults={}),
+                   relative_attention_bias=False, defaults={}, tokenizer_class="BertTokenizerFast",
+                   special_tokens={"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                                   "unk_token": "[UNK]", "mask_token": "[MASK]"}),
     "mpnet": Family("MPNetModel", "mpnet.", token_types=False, positions_after_padding=True,
                     relative_attention_bias=True,
                     defaults={"type_vocab_size": 0, "relative_attention_num_buckets": 32, "pad_token_id": 1,
-                              "layer_norm_eps": 1e-5, "max_position_embeddings": 514}),
+                              "layer_norm_eps": 1e-5, "max_position_embeddings": 514},
+                    tokenizer_class="MPNetTokenizerFast",
+                    special_tokens={"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
+                                    "pad_token": "<pad>", "unk_token": "[UNK]", "mask_token": "<mask>"}),
 }
 # MPNet's bucketing (transformers' MPNetEncoder.relative_position_bucket): distances past this share a bucket
 RELATIVE_MAX_DISTANCE = 128
