@@ -34,6 +34,12 @@ def compare_command(
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
     recipes, comparisons, unfinished = compare(folders, resamples=resamples, seed=seed)
+    target = out.resolve()
+    for run in [r for recipe in recipes for r in recipe.runs] + unfinished:
+        if target == Path(run.path).resolve() or Path(run.path).resolve() in target.parents:
+            raise UserError(f"{out}: is {'' if target == Path(run.path).resolve() else 'inside '}{run.path}, one of "
+                            f"the runs compared; compare writes its own folder: pass another --out (nothing was "
+                            f"changed)")
     console = Console()
     pruned = [run for run in unfinished if run.stopped]
     cut = [run for run in unfinished if not run.stopped]

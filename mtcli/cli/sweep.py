@@ -39,11 +39,11 @@ def sweep_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mtcli.core.errors import UserError
+    from mtcli.core.errors import UserError, excerpt
     from mtcli.sweep import study as sweeps
 
     if engine not in ("local", "ray"):
-        raise UserError(f"--engine {engine!r}: expected local or ray")
+        raise UserError(f"--engine {excerpt(engine)}: expected local or ray")
     if ray_address and engine != "ray":
         raise UserError("--ray-address applies to --engine ray")
     cores = os.cpu_count() or 1
@@ -54,9 +54,14 @@ def sweep_command(
     if worker:   # a process launched by --parallel: trials until the sweep is done
         sweeps.optimize(folder, sweeps.read_space(folder / "space.toml"), quiet, worker=worker)
         return
+    from mtcli.train.config import check_folder_name
+
+    if name is not None:
+        check_folder_name(name, "a sweep's name", "methods-2")
     folder = out / (name or space_file.stem)
-    space = sweeps.prepare(space_file, folder, resume)
     console = Console(stderr=True)
+    space = sweeps.prepare(space_file, folder, resume,
+                           say=lambda note: console.print(f"note: {note}", markup=False, highlight=False))
     on = " on Ray Tune" if engine == "ray" else ""
     console.print(f"[bold]sweep[/] {folder}{on}: {space.search} search over {', '.join(space.params)}; "
                   f"{space.planned_trials()} trials x {len(space.seeds)} seed(s); pruner {space.pruner}; objective "
@@ -89,7 +94,8 @@ def sweep_command(
         else:
             workers = sweeps.launch_workers(folder, parallel) if parallel > 1 else []
             try:
-                sweeps.optimize(folder, space, quiet, progress=show)
+                sweeps.optimize(folder, space, quiet, progress=show,
+                                say=lambda line: progress.console.print(line, markup=False, highlight=False))
                 sweeps.wait_for(workers, progress=show)
             finally:
                 for w in workers:

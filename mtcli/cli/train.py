@@ -156,18 +156,13 @@ _FIELD = {"cosine_embedding_loss": "cosine_embedding", "encoding": "encodings", 
 def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     """A resumed run continues with the options it was started with: an option given
     with --resume must agree with the saved one, or it is an error naming it."""
-    import json
-
     from mtcli.core.errors import UserError
+    from mtcli.core.fileio import read_json_dict
     from mtcli.train.config import CHANGEABLE_ON_RESUME, PATH_FIELDS, resolved_path
 
-    saved_path = run_dir / "config.json"
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError):
+    saved = read_json_dict(run_dir / "config.json")
+    if saved is None:
         return  # resume itself reports the missing or broken run folder
-    if not isinstance(saved, dict):
-        return
     options = {k: resolved_path(v) if k in PATH_FIELDS else v for k, v in options.items()}
     conflicts = []
     for param, value in ctx.params.items():
@@ -181,5 +176,5 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
             flag = "--" + param.replace("_", "-")
             conflicts.append(f"{flag} {options[field]!r} (the run has {saved[field]!r})")
     if conflicts:
-        raise UserError(f"{saved_path}: --resume continues the run with its saved options; "
+        raise UserError(f"{run_dir / 'config.json'}: --resume continues the run with its saved options; "
                         f"{'; '.join(conflicts)}: drop {'it' if len(conflicts) == 1 else 'them'}, or start a new run")

@@ -9,7 +9,6 @@ the backbones folder in one rename: a failure anywhere leaves nothing under the 
 """
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import staged_dir, write_json
+from mtcli.core.fileio import read_json_dict, staged_dir, write_json
 
 MARKER = "mtcli-backbone.json"   # what makes a folder a backbone `install` wrote (and may replace)
 BLOCK = 1 << 20
@@ -84,11 +83,8 @@ def install_command(name: str) -> str:
 
 
 def _is_install(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(marker, dict) and marker.get("format") == "mtcli-backbone"
+    marker = read_json_dict(folder / MARKER)
+    return marker is not None and marker.get("format") == "mtcli-backbone"
 
 
 def _install_files(folder: Path) -> set[str] | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from mtcli.core.errors import DataError, UserError
+from mtcli.core.errors import DataError, UserError, cut, excerpt
 from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task, rebase
 from mtcli.core.readers import Table, file_format, open_table
 from mtcli.core.tsv import open_binary
@@ -61,15 +61,15 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
 def split_path(task: Task, split: str) -> Path:
     path = task.file(split)
     if path is None:
-        raise UserError(f"task {task.name!r} declares no {split} file; add `{split} = \"FILE\"` to its [[task]] table")
+        raise UserError(f"task {excerpt(task.name)} declares no {split} file; add `{split} = \"FILE\"` to its [[task]] table")
     if not path.is_absolute():  # an artifact's bare file name that no one located (locate_data): never read from the cwd
-        raise UserError(f"task {task.name!r}: its {split} file {str(path)!r} is named without a folder; pass --data-dir "
+        raise UserError(f"task {excerpt(task.name)}: its {split} file {excerpt(str(path))} is named without a folder; pass --data-dir "
                         f"with the folder that holds it, or --tasks with the task file")
     if not path.is_file():
         problem = path_problem(path)
         fix = "fix the path in the task file, or pass --data-dir with the folder that holds it" \
             if problem == "not found" else "name a data file (TSV or CSV with a header)"
-        raise UserError(f"{path}: {problem}; it is the {split} file of task {task.name!r}: {fix}")
+        raise UserError(f"{path}: {problem}; it is the {split} file of task {excerpt(task.name)}: {fix}")
     return path
 
 
@@ -116,10 +116,10 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
         located = {}
         for name, task in tasks.items():
             if name not in declared:
-                raise UserError(f"{task_file}: declares no task {name!r}, which {source} has; pass the task file "
+                raise UserError(f"{task_file}: declares no task {excerpt(name)}, which {source} has; pass the task file "
                                 f"it was trained with, or --data-dir")
             if shape(declared[name]) != shape(task):
-                raise UserError(f"{task_file}: task {name!r} is declared otherwise than in {source} (kind, columns, "
+                raise UserError(f"{task_file}: task {excerpt(name)} is declared otherwise than in {source} (kind, columns, "
                                 f"labels or range differ); pass the task file it was trained with")
             located[name] = replace(task, files=declared[name].files)
         return located
@@ -138,7 +138,7 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
             return located
     first = next(iter(tasks.values()))
     shown = next(iter(first.files.values()), "")
-    raise UserError(f"{source}: names its data files by name only (task {first.name!r}: {shown!r}); pass --data-dir "
+    raise UserError(f"{source}: names its data files by name only (task {excerpt(first.name)}: {excerpt(shown)}); pass --data-dir "
                     f"with the folder that holds them, or --tasks with the task file")
 
 
@@ -154,7 +154,7 @@ def _names(task: Task) -> dict[str, str]:
 def _column_index(header: list[str], path, name: str, unit: str = "line") -> int:
     if name not in header:
         raise DataError(path, 1 if unit == "line" else None,
-                        f"header has no column {name!r} (found: {', '.join(repr(n) for n in header)})")
+                        f"header has no column {excerpt(name)} (found: {cut(', '.join(repr(n) for n in header))})")
     return header.index(name)
 
 
@@ -219,7 +219,7 @@ def read_split(task: Task, split: str, *, limit: int | None = None, on_error: On
     labeled = True if split != "test" else None
     columns = [task.id, *task.text] + ([task.label] if labeled else [])
     with open_binary(path) if file_format(path) != "parquet" else contextlib.nullcontext() as stream:
-        table = open_table(path, stream, quoting=task.quoting, columns=columns)
+        table = open_table(path, stream, quoting=task.quoting, columns=columns, reads=set(columns).__contains__)
         examples, skipped, unlabeled = parse_rows(task, table, labeled=labeled, on_error=on_error, limit=limit,
                                                   keep_unlabeled=split == "test")
     if not examples:

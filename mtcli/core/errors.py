@@ -36,3 +36,14 @@ class Interrupted(BaseException):
 
         what = "interrupted" if self.signum == signal.SIGINT else "terminated"
         return f"{what}; {self.note}" if self.note else what
+
+
+def cut(text: str, limit: int = 80) -> str:
+    """`text` cut to at most `limit` characters, marked with an ellipsis where it was cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def excerpt(value, limit: int = 80) -> str:
+    """A value from a file as an error may quote it: its repr (every control, format or
+    non-printable character escaped), cut to at most `limit` characters."""
+    return cut(repr(value), limit)

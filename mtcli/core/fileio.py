@@ -6,8 +6,10 @@ Three rules, each enforced here once:
   swapped in whole (`staged_dir`).
 - mtcli never removes or overwrites what it did not write: a folder is replaced only
   when it is empty or is a folder of the same kind that mtcli wrote and holds nothing
-  else; a symlink is written through, not replaced; a device or FIFO is written in
-  place; an output that is also the input is refused.
+  else (a link in it is not mtcli's); a file mtcli names itself (compare.md, eval.json)
+  is never written through a link planted under its name; the output a user names (score
+  -o, --out) may be a link, written through; a device or FIFO is written in place; an
+  output that is also the input is refused.
 - Temporary names carry the writer's process id (`.NAME.mtcli-PID-XXXXXXXX.tmp`), so
   the leftovers of a killed process are recognised and removed by the next command
   that writes in that folder, and nothing else is.
@@ -103,11 +105,15 @@ def _name_user_path(error: OSError, temporary: Path, final: Path) -> None:
 
 
 @contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
+def atomic_path(final: str | Path, follow_link: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `final`; on success fsync it and rename it into place.
 
-    A symlink at `final` is written through (its target is replaced, the link stays)."""
+    A symlink at `final` is refused, unless `follow_link` (the user named this path: the
+    link's target is replaced, the link stays)."""
     shown = Path(final)
+    if not follow_link and shown.is_symlink():
+        raise UserError(f"{shown}: is a link, and mtcli writes its own files, never through links: remove the link "
+                        f"or pick another output folder (nothing was changed)")
     final = Path(os.path.realpath(shown))
     if final.is_dir():
         raise UserError(f"{shown}: is a folder; pass a file name")
@@ -158,9 +164,11 @@ def ensure_replaceable(folder: Path, ours: set[str] | None, what: str, shown: Pa
     if ours is None:
         raise UserError(f"{shown}: folder is not empty and is not {what}; mtcli replaces only an empty folder or "
                         f"{what}: pick another output folder (nothing was changed)")
-    foreign = sorted(e.name for e in entries if e.name not in ours)
+    foreign = sorted(e.name for e in entries if e.name not in ours or e.is_symlink())
     if foreign:
-        raise UserError(f"{shown / foreign[0]}: was not written by mtcli, and {shown} is replaced as a whole: "
+        what_it_is = "is a link, which mtcli never makes" if (folder / foreign[0]).is_symlink() else \
+            "was not written by mtcli"
+        raise UserError(f"{shown / foreign[0]}: {what_it_is}, and {shown} is replaced as a whole: "
                         f"move {'it' if len(foreign) == 1 else f'it and {len(foreign) - 1} more'} elsewhere or pick "
                         f"another output folder (nothing was changed)")
 
@@ -249,7 +257,7 @@ def output_stream(path: str | Path | None) -> Iterator[TextIO]:
             with open(path, "w", encoding="utf-8", newline="") as out:
                 yield out
             return
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        with atomic_path(path, follow_link=True) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
             yield out
     except OSError as e:
         if e.filename is None:  # a failed write() names no file: name the output
@@ -264,9 +272,78 @@ def refuse_overwrite_unless(path: Path, ours: Callable[[Path], bool]) -> None:
                         f"(nothing was changed)")
 
 
+# ---------------------------------------------------------------- reading what anyone may have written
+#
+# Every file mtcli reads is first checked to be a regular file outside the kernel's own file
+# systems: a device (/dev/zero reads forever), a FIFO (blocks forever), a socket, or a file
+# under /proc or /sys (/proc/self/environ is the process's environment) is refused in one line.
+# Documents (task files, recipes, spaces, manifests, run records) are read whole, so their size
+# is bounded too; data files stream, so theirs is not.
+
+DOCUMENT_LIMIT = 32 * 2**20   # bytes: the largest task file, recipe, manifest or run record mtcli reads whole
+KERNEL_ROOTS = ("/proc", "/sys")
+
+
+def special_file(path: str | Path) -> str | None:
+    """What makes `path` no file to read data from (None: a regular file, or nothing there yet):
+    a device, FIFO or socket, or a file of the kernel's /proc, /sys or /dev."""
+    real = os.path.realpath(path)
+    for root in KERNEL_ROOTS:
+        if real == root or real.startswith(root + "/"):
+            return f"is under {root}, the kernel's view of the system, not a file of yours"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None   # missing or unreadable: the open that follows says which
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"is {kind}, not a regular file"
+
+
+def check_regular(path: str | Path, what: str = "file") -> None:
+    """Refuse to read `path` if it is a device, FIFO, socket or kernel file (see `special_file`)."""
+    problem = special_file(path)
+    if problem:
+        raise UserError(f"{path}: {problem}; pass a regular {what}")
+
+
+def read_document(path: str | Path, what: str, limit: int = DOCUMENT_LIMIT) -> str:
+    """The text of a document read whole (UTF-8), refused in one line when it is not a regular
+    file, is missing, is a folder, is larger than `limit` bytes or is not UTF-8."""
+    path = Path(path)
+    check_regular(path, what)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; pass a {what}") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    if len(data) > limit:
+        raise UserError(f"{path}: larger than {limit // 2**20} MiB; a {what} is far smaller: is this the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8; save the {what} as UTF-8") from None
+
+
+def parse_json(text: str | bytes):
+    """json.loads, with every way a hostile text fails (bad JSON, nesting deep enough to exhaust
+    the parser's recursion) as one ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to be read") from None
+
+
 def read_json_dict(path: Path) -> dict | None:
-    with contextlib.suppress(OSError, ValueError):
-        value = json.loads(path.read_text(encoding="utf-8"))
+    """A JSON object mtcli may have written (a run record, a marker), or None when there is none
+    that reads as one: missing, special, too large, not JSON, not an object."""
+    with contextlib.suppress(OSError, ValueError, UserError):
+        value = parse_json(read_document(path, "JSON file"))
         return value if isinstance(value, dict) else None
     return None
 
@@ -278,14 +355,10 @@ def read_toml(path: str | Path, what: str) -> tuple[str, dict]:
     import tomllib
 
     path = Path(path)
+    text = read_document(path, what)
     try:
-        text = path.read_text(encoding="utf-8")
         return text, tomllib.loads(text)
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; pass a {what} (TOML)") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8; save the {what} as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a {what}") from None

@@ -19,11 +19,13 @@ its row number (from 1) for Parquet, so every error names file and line or row.
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtcli.core.errors import DataError, UserError
+from mtcli.core.errors import DataError, UserError, excerpt
+from mtcli.core.fileio import check_regular
 from mtcli.core.tsv import QUOTINGS, _LineCounter, iter_rows, open_binary
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".tsv": "tsv", ".tab": "tsv"}
@@ -63,23 +65,25 @@ class Table:
 
 def open_table(path: str | Path, stream=None, *, header: bool = True, quoting: str = "auto",
                on_bad_row: Callable[[DataError], None] | None = None, lines: _LineCounter | None = None,
-               columns: list[str] = ()) -> Table:
+               columns: list[str] = (), reads: Callable[[str], bool] | None = None) -> Table:
     """The rows of the file at `path` (read from `stream`, an open binary stream, if given).
 
     `header`: delimited text starts with a header row (named formats always name their columns).
     `quoting`: auto | csv | literal, for delimited text. Rows that cannot be read at all (not
     UTF-8, broken quoting, not JSON) raise DataError, or go to `on_bad_row` and are left out.
-    `columns`: names a JSON-lines file is read for, besides the keys of its first object."""
+    `columns`: names a JSON-lines file is read for, besides the keys of its first object.
+    `reads`: which columns of a named format the caller reads (None: all); the others come as
+    None, unconverted, so a list or a timestamp in a column no task uses is no error."""
     name = str(path)
     kind = file_format(path)
     if quoting not in ("auto", *QUOTINGS):
         raise UserError(f"quoting {quoting!r} is not one of auto, csv, literal")
     if kind == "parquet":
-        return _parquet(name, on_bad_row)
+        return _parquet(name, on_bad_row, reads)
     stream = stream if stream is not None else open_binary(path)
     lines = lines or _LineCounter(stream, name)
     if kind == "jsonl":
-        return Table(name, kind, *_jsonl(name, lines, on_bad_row, columns))
+        return Table(name, kind, *_jsonl(name, lines, on_bad_row, columns, reads))
     note = None
     if quoting == "auto":
         quoting, note = ("csv", None) if name == "-" or not header else detect_quoting(name, DELIMITERS[kind])
@@ -138,17 +142,28 @@ def _misfits(path: str, delimiter: str, quoting: str, limit: int = 1000) -> list
 
 # ---------------------------------------------------------------- JSON lines
 
-def _jsonl(name: str, lines: _LineCounter, on_bad_row, columns) -> tuple[list[str], Iterator]:
-    objects = _json_objects(name, lines, on_bad_row)
+def _jsonl(name: str, lines: _LineCounter, on_bad_row, columns, reads) -> tuple[list[str], Iterator]:
+    bad: list[DataError] = []
+
+    def heard(error: DataError):
+        bad[:] = bad or [error]
+        if on_bad_row is None:
+            raise error
+        on_bad_row(error)
+
+    objects = _json_objects(name, lines, heard)
     first = next(objects, None)
     if first is None:
+        if bad:   # every line was bad: that is what to say, not that the file is empty
+            raise bad[0]
         raise DataError(name, None, "file is empty; expected one JSON object per line")
     header = list(dict.fromkeys([*first[1], *columns]))
+    read = [reads is None or reads(key) for key in header]
 
     def rows():
         for number, obj in itertools.chain([first], objects):
             try:
-                yield number, [cell(obj.get(key)) for key in header]
+                yield number, _cells(obj, header, read)
             except ValueError as e:
                 error = DataError(name, number, str(e))
                 if on_bad_row is None:
@@ -156,6 +171,18 @@ def _jsonl(name: str, lines: _LineCounter, on_bad_row, columns) -> tuple[list[st
                 on_bad_row(error)
 
     return header, rows()
+
+
+def _cells(record: dict, header: list[str], read: list[bool]) -> list[str | None]:
+    """The values of `record` under `header` as text (None for columns not read); a value that
+    is no text or number is a ValueError naming its column."""
+    values = []
+    for key, wanted in zip(header, read):
+        try:
+            values.append(cell(record.get(key)) if wanted else None)
+        except ValueError as e:
+            raise ValueError(f"column {excerpt(key)}: {e}") from None
+    return values
 
 
 def _json_objects(name: str, lines: _LineCounter, on_bad_row) -> Iterator[tuple[int, dict]]:
@@ -166,6 +193,12 @@ def _json_objects(name: str, lines: _LineCounter, on_bad_row) -> Iterator[tuple[
             obj = json.loads(text)
             if not isinstance(obj, dict):
                 raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+        except RecursionError:
+            error = DataError(name, lines.count, "not a JSON object (nested too deeply to be read)")
+            if on_bad_row is None:
+                raise error from None
+            on_bad_row(error)
+            continue
         except ValueError as e:
             error = DataError(name, lines.count, f"not a JSON object ({str(e).splitlines()[0][:120]})")
             if on_bad_row is None:
@@ -175,10 +208,28 @@ def _json_objects(name: str, lines: _LineCounter, on_bad_row) -> Iterator[tuple[
         yield lines.count, obj
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_unicode(text: str) -> str | None:
+    """What makes `text` no Unicode text (None if it is one): JSON may escape a lone UTF-16
+    surrogate ("\\ud800"), which no UTF-8 encoder, tokenizer or terminal takes."""
+    found = SURROGATE.search(text)
+    if found is None:
+        return None
+    return f"not valid Unicode text (a lone surrogate, U+{ord(found.group()):04X}, at character {found.start()}); " \
+           f"send text that encodes as UTF-8"
+
+
 def cell(value) -> str | None:
     """A value of a named format as the text mtcli reads (labels and texts alike): strings as
     they are, whole numbers without a decimal point, booleans as 1 and 0, null as None."""
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
+        problem = not_unicode(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    if value is None:
         return value
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -201,8 +252,9 @@ def _pyarrow_parquet():
     return pq
 
 
-def _parquet(name: str, on_bad_row) -> Table:
+def _parquet(name: str, on_bad_row, reads) -> Table:
     pq = _pyarrow_parquet()
+    check_regular(name, "data file")
     try:
         source = pq.ParquetFile(name)
     except FileNotFoundError:
@@ -210,14 +262,16 @@ def _parquet(name: str, on_bad_row) -> Table:
     except Exception as e:  # pyarrow's own error types for files that are not Parquet
         raise DataError(name, None, f"cannot be read as Parquet ({str(e).splitlines()[0][:160]})") from None
     header = list(source.schema_arrow.names)
+    read = [reads is None or reads(key) for key in header]
+    wanted = [key for key, r in zip(header, read) if r]
 
     def rows():
         number = 0
-        for batch in source.iter_batches(batch_size=PARQUET_BATCH):
+        for batch in source.iter_batches(batch_size=PARQUET_BATCH, columns=wanted):
             for record in batch.to_pylist():
                 number += 1
                 try:
-                    yield number, [cell(record.get(key)) for key in header]
+                    yield number, _cells(record, header, read)
                 except ValueError as e:
                     error = DataError(name, number, str(e), unit="row")
                     if on_bad_row is None:
@@ -231,13 +285,13 @@ class ParquetRowWriter:
     """Rows streamed into one Parquet file, PARQUET_BATCH at a time: `types` per column,
     'string', 'int' or 'double'. A context manager; `write(rows)` takes lists of values."""
 
-    def __init__(self, path, header: list[str], types: list[str]):
+    def __init__(self, path, header: list[str], types: list[str], metadata: dict[str, str] | None = None):
         import pyarrow as pa
 
         pq = _pyarrow_parquet()
         kinds = {"string": pa.string(), "int": pa.int64(), "double": pa.float64()}
         self.header = header
-        self.schema = pa.schema([(name, kinds[kind]) for name, kind in zip(header, types)])
+        self.schema = pa.schema([(name, kinds[kind]) for name, kind in zip(header, types)], metadata=metadata)
         self.writer = pq.ParquetWriter(str(path), self.schema)
         self.pending: list[list] = []
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtcli.core.errors import DataError
+from mtcli.core.fileio import check_regular, parse_json
 
 
 class MetricsLog:
@@ -57,6 +58,7 @@ def read_metrics(path: str | Path, on_torn: Callable[[str], None] | None = None)
 
 def read_records(path: str | Path) -> tuple[list[dict], int | None]:
     """(records, the line number of a torn last line or None)."""
+    check_regular(path, "metrics log")
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -67,7 +69,7 @@ def read_records(path: str | Path) -> tuple[list[dict], int | None]:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = parse_json(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             if all(not rest.strip() for rest in lines[number:]):  # nothing after it: a torn final write
                 torn = number

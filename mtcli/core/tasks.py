@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path, PurePath
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml
 from mtcli.core.paths import DEFAULT_DATA_DIR
 
@@ -102,7 +102,7 @@ class Task:
 
     def file(self, split: str) -> Path | None:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+            raise ValueError(f"unknown split {excerpt(split)}; expected one of {', '.join(SPLITS)}")
         return Path(self.files[split]) if split in self.files else None
 
     @property
@@ -140,24 +140,24 @@ class Task:
         number = _number(raw)
         if self.is_regression:
             if number is None:
-                raise ValueError(f"label {raw!r} is not a number")
+                raise ValueError(f"label {excerpt(raw)} is not a number")
             low, high = self.label_range
             if not low <= number <= high:
-                raise ValueError(f"label {raw!r} is out of range {low:g}-{high:g} for {self.name}")
+                raise ValueError(f"label {excerpt(raw)} is out of range {low:g}-{high:g} for {self.name}")
             return number
         if raw in self._class_of_name:
             return self._class_of_name[raw]
         if self.numeric_labels:
             if number is not None and number in self._class_of_number:
                 return self._class_of_number[number]
-            raise ValueError(f"label {raw!r} is not one of {self._names()} (the class names are numbers, "
+            raise ValueError(f"label {excerpt(raw)} is not one of {self._names()} (the class names are numbers, "
                              f"so a number in the data is a class name, not an index)")
         if number is None:
-            raise ValueError(f"label {raw!r} is not a class index or one of {self._names()}")
+            raise ValueError(f"label {excerpt(raw)} is not a class index or one of {self._names()}")
         if not 0 <= number <= len(self.labels) - 1:
-            raise ValueError(f"label {raw!r} is out of range 0-{len(self.labels) - 1} for {self.name}")
+            raise ValueError(f"label {excerpt(raw)} is out of range 0-{len(self.labels) - 1} for {self.name}")
         if number != int(number):
-            raise ValueError(f"label {raw!r} is not a class index of {self.name} (0-{len(self.labels) - 1})")
+            raise ValueError(f"label {excerpt(raw)} is not a class index of {self.name} (0-{len(self.labels) - 1})")
         return int(number)
 
     def declaration(self) -> dict:
@@ -190,7 +190,7 @@ class Task:
 def task_from_table(table, source: str | Path, base: Path | None, index: int = 0) -> Task:
     """One validated Task from a [[task]] table. Every problem is one UserError naming
     `source`, the task and the field. Relative file paths are resolved against `base`."""
-    where = f"{source}: task {table.get('name')!r}" if isinstance(table, dict) and isinstance(table.get("name"), str) \
+    where = f"{source}: task {excerpt(table.get('name'))}" if isinstance(table, dict) and isinstance(table.get("name"), str) \
         else f"{source}: task #{index + 1}"
 
     def bad(key: str, problem: str):
@@ -208,26 +208,26 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
                 bad(key, "missing")
             return None
         if not isinstance(table[key], str) or not table[key].strip():
-            bad(key, f"expected a non-empty string, found {table[key]!r}")
+            bad(key, f"expected a non-empty string, found {excerpt(table[key])}")
         return table[key]
 
     name = text_field("name")
     if not NAME.fullmatch(name):
-        bad("name", f"{name!r} must be lower-case letters, digits, '-' or '_', starting with a letter (at most 32)")
+        bad("name", f"{excerpt(name)} must be lower-case letters, digits, '-' or '_', starting with a letter (at most 32)")
     if name in RESERVED_NAMES:
-        bad("name", f"{name!r} is reserved ({RESERVED_NAMES[name]}): name the task otherwise, e.g. {name}-task")
+        bad("name", f"{excerpt(name)} is reserved ({RESERVED_NAMES[name]}): name the task otherwise, e.g. {name}-task")
     kind = text_field("kind")
     if kind not in KINDS:
-        bad("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+        bad("kind", f"{excerpt(kind)} is not one of {', '.join(KINDS)}")
     text = table.get("text")
     if isinstance(text, str):
         text = [text]
     if not isinstance(text, list) or len(text) not in (1, 2) or not all(isinstance(t, str) and t for t in text) \
             or len(set(text)) != len(text):
-        bad("text", f"expected one column name, or two for a pair, found {table.get('text')!r}")
+        bad("text", f"expected one column name, or two for a pair, found {excerpt(table.get('text'))}")
     label = text_field("label")
     if label in text or label == table.get("id", "id"):
-        bad("label", f"{label!r} is also a text or id column")
+        bad("label", f"{excerpt(label)} is also a text or id column")
 
     labels, value_range = (), None
     if kind == "regression":
@@ -237,9 +237,9 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
         if not isinstance(value_range, list) or len(value_range) != 2 or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value_range) \
                 or not value_range[0] < value_range[1]:
-            bad("range", f"expected [low, high] with low < high, found {value_range!r}")
+            bad("range", f"expected [low, high] with low < high, found {excerpt(value_range)}")
         if max(abs(v) for v in value_range) > MAX_RANGE:
-            bad("range", f"{value_range!r} reaches beyond ±{MAX_RANGE:g}, where squared errors overflow float32: "
+            bad("range", f"{excerpt(value_range)} reaches beyond ±{MAX_RANGE:g}, where squared errors overflow float32: "
                          f"rescale the labels (for example to thousands)")
         value_range = (float(value_range[0]), float(value_range[1]))
     else:
@@ -248,7 +248,7 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
         labels = table.get("labels")
         if not isinstance(labels, list) or not all(isinstance(l, str) and l.strip() for l in labels) \
                 or len(set(labels)) != len(labels):
-            bad("labels", f"expected distinct class names in label-index order, found {labels!r}")
+            bad("labels", f"expected distinct class names in label-index order, found {excerpt(labels)}")
         if kind == "binary" and len(labels) != 2:
             bad("labels", f"a binary task has 2 class names (negative, positive), found {len(labels)}")
         if kind == "multiclass" and len(labels) < 2:
@@ -260,7 +260,7 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
     metric = text_field("metric", required=False) or ("pearson" if kind == "regression" else "accuracy")
     if kind not in METRICS.get(metric, ()):
         allowed = [m for m, kinds in METRICS.items() if kind in kinds]
-        bad("metric", f"{metric!r} is not a metric of a {kind} task ({', '.join(allowed)})")
+        bad("metric", f"{excerpt(metric)} is not a metric of a {kind} task ({', '.join(allowed)})")
 
     encoding = text_field("encoding", required=False)
     if len(text) == 1 and encoding is not None:
@@ -268,15 +268,15 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
     if len(text) == 2:
         encoding = encoding or DEFAULT_PAIR_ENCODING
         if encoding not in PAIR_ENCODINGS[kind]:
-            bad("encoding", f"{encoding!r} is not a pair encoding of a {kind} task ({', '.join(PAIR_ENCODINGS[kind])})")
+            bad("encoding", f"{excerpt(encoding)} is not a pair encoding of a {kind} task ({', '.join(PAIR_ENCODINGS[kind])})")
 
     quoting = text_field("quoting", required=False) or "auto"
     if quoting not in QUOTINGS:
-        bad("quoting", f"{quoting!r} is not one of {', '.join(QUOTINGS)} (how a TSV or CSV file reads quotes)")
+        bad("quoting", f"{excerpt(quoting)} is not one of {', '.join(QUOTINGS)} (how a TSV or CSV file reads quotes)")
 
     predictions = text_field("predictions", required=False) or "name"
     if predictions not in PREDICTIONS:
-        bad("predictions", f"{predictions!r} is not one of {', '.join(PREDICTIONS)} (what test prediction files hold)")
+        bad("predictions", f"{excerpt(predictions)} is not one of {', '.join(PREDICTIONS)} (what test prediction files hold)")
     if predictions != "name" and kind == "regression":
         bad("predictions", "a regression task's predictions are scores")
 
@@ -302,7 +302,7 @@ def tasks_from_tables(tables, source: str | Path, base: Path | None = None) -> d
     for index, table in enumerate(tables):
         task = task_from_table(table, source, base, index)
         if task.name in tasks:
-            raise UserError(f"{source}: task {task.name!r}: name: declared twice")
+            raise UserError(f"{source}: task {excerpt(task.name)}: name: declared twice")
         tasks[task.name] = task
     return tasks
 
@@ -316,7 +316,7 @@ def load_task_file(path: str | Path | None = None, data_dir: str | Path | None =
     _, document = read_toml(path, "task file")
     extra = sorted(set(document) - {"task"})
     if extra:
-        raise UserError(f"{path}: unknown top-level key {extra[0]!r}; a task file holds [[task]] tables")
+        raise UserError(f"{path}: unknown top-level key {excerpt(extra[0])}; a task file holds [[task]] tables")
     base = Path(data_dir) if data_dir is not None else (DEFAULT_DATA_DIR if builtin else path.parent)
     return tasks_from_tables(document.get("task"), shown if builtin else path, base)
 
@@ -327,7 +327,7 @@ def tasks_from_dicts(tables: list[dict], source: str | Path) -> dict[str, Task]:
     paths; a hostile one may name any file): where the data lies is the reader's to say
     (mtcli.core.data.locate_data)."""
     tasks = tasks_from_tables(tables, source, None)
-    return {name: replace(task, files={split: file_name(path, f"{source}: task {name!r}: {split}")
+    return {name: replace(task, files={split: file_name(path, f"{source}: task {excerpt(name)}: {split}")
                                        for split, path in task.files.items()})
             for name, task in tasks.items()}
 
@@ -336,7 +336,7 @@ def file_name(path: str, where: str) -> str:
     """The last component of a stored data path: what an artifact may say about its data."""
     name = PurePath(path.replace("\\", "/")).name
     if name in ("", ".", ".."):
-        raise UserError(f"{where}: {path!r} names no file; the artifact is damaged: re-create it")
+        raise UserError(f"{where}: {excerpt(path)} names no file; the artifact is damaged: re-create it")
     return name
 
 

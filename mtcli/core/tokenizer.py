@@ -13,14 +13,14 @@ result is the one the whole text gives, while the memory the tokenizer takes sta
 bounded whatever the length of the line (a 5 MB line no longer costs a gigabyte).
 """
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, cut
+from mtcli.core.fileio import check_regular, read_json_dict
 
 MAX_LENGTH = 128
 TOKENIZER_FILE = "tokenizer.json"
@@ -42,11 +42,14 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         model_dir = Path(model_dir)
+        for name in (TOKENIZER_FILE, "vocab.txt"):
+            check_regular(model_dir / name, name)
         if (model_dir / TOKENIZER_FILE).is_file():
             try:
                 return cls(HFTokenizer.from_file(str(model_dir / TOKENIZER_FILE)), max_length)
             except Exception as e:  # the tokenizers library raises plain Exceptions on bad files
-                raise UserError(f"{model_dir / TOKENIZER_FILE}: cannot be read as a tokenizer ({e})") from None
+                raise UserError(f"{model_dir / TOKENIZER_FILE}: cannot be read as a tokenizer "
+                                f"({cut(str(e).splitlines()[0] if str(e) else type(e).__name__, 160)})") from None
         if (model_dir / "vocab.txt").is_file():
             return cls(_wordpiece_from_vocab(model_dir), max_length)
         raise UserError(f"{model_dir}: no tokenizer.json or vocab.txt; expected an HF-layout BERT or MPNet folder")
@@ -184,7 +187,9 @@ def _wordpiece_from_vocab(model_dir: Path):
 
     settings = {}
     if (model_dir / "tokenizer_config.json").is_file():
-        settings = json.loads((model_dir / "tokenizer_config.json").read_text())
+        settings = read_json_dict(model_dir / "tokenizer_config.json")
+        if settings is None:
+            raise UserError(f"{model_dir / 'tokenizer_config.json'}: not a JSON object; restore the model folder")
     lowercase = settings.get("do_lower_case", True)
     vocab = {}
     with open(model_dir / "vocab.txt", encoding="utf-8") as fh:

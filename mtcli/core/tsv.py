@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from mtcli.core.errors import DataError, UserError
+from mtcli.core.fileio import check_regular
 
 csv.field_size_limit(2**31 - 1)  # over-long texts are truncated by the tokenizer, not refused here
 
@@ -47,6 +48,7 @@ def open_binary(path: str | Path) -> BinaryIO:
     """Open a file (or '-' for stdin) for reading bytes; a clear error if it is missing."""
     if str(path) == "-":
         return sys.stdin.buffer
+    check_regular(path, "data file")
     try:
         return open(path, "rb")
     except FileNotFoundError:

@@ -115,6 +115,9 @@ def read_run(path: Path, with_predictions: bool) -> Run:
             or not all(isinstance(k, str) and (v is None or _number(v)) for k, v in headline.items()):
         raise UserError(f"{path}: eval.json or config.json lacks its seed, headline scores or overall score; the "
                         f"run folder is damaged or not mtcli's")
+    if not 0 <= overall <= 1 or not all(v is None or -1 <= v <= 1 for v in headline.values()):
+        raise UserError(f"{path / 'eval.json'}: a score outside its range (headlines lie in [-1, 1], the overall in "
+                        f"[0, 1]); the run folder is damaged or not mtcli's")
     records = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
     curve = [(r["step"], float(r["overall"])) for r in records    # (read_metrics checked step)
              if r.get("type") in ("epoch", "eval") and _number(r.get("overall"))]
@@ -251,10 +254,27 @@ def compare(paths: list[Path], *, resamples: int = 1000,
     for recipe in recipes:
         for run in recipe.runs:
             run.predictions = read_dev_predictions(run.path / PREDICTIONS)
+            _agrees_with_predictions(run)
     comparisons = [paired_bootstrap(recipes[0], other, resamples, seed) for other in recipes[1:]]
     for comparison, adjusted in zip(comparisons, holm([c.p for c in comparisons])):
         comparison.p_holm = adjusted
     return recipes, comparisons, unfinished
+
+
+def _agrees_with_predictions(run: Run, tolerance: float = 1e-4) -> None:
+    """eval.json's headline scores, the numbers the table shows, must be what the run's dev
+    predictions give, the numbers the bootstrap resamples; else one of the files was edited."""
+    kept = run.predictions
+    for task, predictions in kept.predictions.items():
+        if not np.all(np.isfinite(predictions)):
+            raise UserError(f"{run.path / PREDICTIONS}: {task}'s predictions hold a value that is not a finite number; "
+                            f"the run folder is damaged or not mtcli's")
+        declared = kept.tasks[task]
+        value = metric_value(declared, declared.metric, predictions, kept.labels[task])
+        said = run.scores.get(task)
+        if (value is None) != (said is None) or (value is not None and abs(value - said) > tolerance):
+            raise UserError(f"{run.path / 'eval.json'}: says {task} {declared.metric} {said}, but the run's dev "
+                            f"predictions give {value}: one of the two was edited or damaged; train the run again")
 
 
 def _one_run_per_seed(runs: list[Run]) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_json_dict
 from mtcli.eval.compare import ALPHA, LEVEL, Comparison, Recipe
+from mtcli.sweep.journal import FILE as JOURNAL, load_study
 
 FORMAT = "mtcli-compare/1"
 OUTPUTS = ("compare.json", "compare.md", "compare.csv", "compare-overall.png", "compare-tasks.png",
@@ -166,17 +167,13 @@ def importances(paths: list[Path]) -> Importance | None:
     two of its trials finished; None otherwise. The journal is JSON lines, read as data."""
     for path in paths:
         for folder in (Path(path), Path(path).parent):
-            if (folder / "study.journal").is_file():
+            if (folder / JOURNAL).is_file():
                 try:
                     import optuna
-                    from optuna.storages import JournalStorage
-                    from optuna.storages.journal import JournalFileBackend
                 except ImportError:
                     return None
-                optuna.logging.set_verbosity(optuna.logging.WARNING)
                 try:
-                    study = optuna.load_study(study_name="sweep", storage=JournalStorage(
-                        JournalFileBackend(str(folder / "study.journal"))))
+                    study = load_study(folder)
                     trials = study.get_trials(deepcopy=False)
                     finished = sum(1 for t in trials if t.state.name == "COMPLETE")
                     if finished < 2:
@@ -184,8 +181,8 @@ def importances(paths: list[Path]) -> Importance | None:
                     values = optuna.importance.get_param_importances(study)
                     return Importance({k: float(v) for k, v in values.items()}, finished, len(trials))
                 except (KeyError, ValueError, RuntimeError) as e:
-                    raise UserError(f"{folder / 'study.journal'}: cannot be read as a sweep's study ({e}); the "
-                                    f"sweep folder is damaged") from None
+                    raise UserError(f"{folder / JOURNAL}: cannot be read as a sweep's study ({excerpt(str(e), 120)}); "
+                                    f"the sweep folder is damaged") from None
     return None
 
 
@@ -204,30 +201,31 @@ def plot_importances(importance: Importance, out_dir: Path) -> Path:
     return _save(fig, out_dir / "compare-importance.png")
 
 
+def compare_files(folder: Path) -> set[str] | None:
+    """What a folder `mtcli compare` wrote holds (None: its compare.json is not compare's)."""
+    return set(OUTPUTS) if (read_json_dict(folder / "compare.json") or {}).get("format") == FORMAT else None
+
+
 def write_outputs(out_dir: Path, recipes: list[Recipe], comparisons: list[Comparison], resamples: int,
                   seed: int, importance: Importance | None = None) -> list[Path]:
-    """compare.json, .md, .csv and the plots into `out_dir`; files there are replaced only if an
-    earlier `mtcli compare` wrote them (its compare.json says so)."""
-    from mtcli.core.fileio import atomic_path, write_json, write_text
+    """compare.json, .md, .csv and the plots, as the folder `out_dir`: written aside and swapped in
+    whole, so it holds one comparison or the one before it, never a mix. An existing `out_dir`
+    is replaced only if it is empty or an earlier `mtcli compare` wrote it and it holds nothing
+    else (no file of anyone else's, no link)."""
+    from mtcli.core.fileio import atomic_path, staged_dir, write_json, write_text
     from mtcli.core.tsv import TsvWriter
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder; pass another --out")
-    ours = (read_json_dict(out_dir / "compare.json") or {}).get("format") == FORMAT
-    taken = [name for name in OUTPUTS if (out_dir / name).exists()]
-    if taken and not ours:
-        raise UserError(f"{out_dir / taken[0]}: exists and mtcli compare did not write it; pass another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [write_text(out_dir / "compare.md", markdown(recipes, comparisons, resamples))]
-    with atomic_path(out_dir / "compare.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        TsvWriter(fh, delimiter=",").writerows([[str(c) for c in row] for row in table_rows(recipes, comparisons)])
-    paths.append(out_dir / "compare.csv")
-    paths += plot(recipes, out_dir)
-    record = as_json(recipes, comparisons, resamples, seed)
-    if importance:
-        paths.append(plot_importances(importance, out_dir))
-        record["importance"] = importance.values
-        record["importance_from"] = {"finished": importance.finished, "trials": importance.trials}
-    paths.append(write_json(out_dir / "compare.json", record))
-    return paths
+    with staged_dir(out_dir, compare_files, "a folder `mtcli compare` wrote") as staging:
+        names = [write_text(staging / "compare.md", markdown(recipes, comparisons, resamples)).name]
+        with atomic_path(staging / "compare.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+            TsvWriter(fh, delimiter=",").writerows([[str(c) for c in row] for row in table_rows(recipes, comparisons)])
+        names.append("compare.csv")
+        names += [path.name for path in plot(recipes, staging)]
+        record = as_json(recipes, comparisons, resamples, seed)
+        if importance:
+            names.append(plot_importances(importance, staging).name)
+            record["importance"] = importance.values
+            record["importance_from"] = {"finished": importance.finished, "trials": importance.trials}
+        names.append(write_json(staging / "compare.json", record).name)
+    return [out_dir / name for name in names]

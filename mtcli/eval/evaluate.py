@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.data import Split
-from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, write_json
+from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, special_file, write_json
 from mtcli.core.metrics import headline, metric_names, overall, predicted_labels, task_metrics
 from mtcli.core.tasks import Task, test_output_name
 from mtcli.core.tsv import TsvWriter
@@ -27,8 +27,11 @@ def written_by_mtcli(path: Path) -> bool:
 
     if is_run_dir(path.parent) or is_export_dir(path.parent):
         return True
+    if special_file(path):
+        return False
     try:
-        head = path.read_bytes()[:4096]
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
     except OSError:
         return False
     if path.suffix == ".json":

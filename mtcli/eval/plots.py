@@ -11,9 +11,12 @@ PNG_SOFTWARE = "mtcli"  # the PNGs' Software tag: how mtcli knows a plot is its 
 
 
 def _pyplot():
+    """pyplot on the Agg backend, every text plain: names come from files (a task, a recipe, a
+    class called `$\\foo{$`) and are shown as written, never read as mathtext."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -84,7 +87,9 @@ def plot_scatter(gold: np.ndarray, predicted: np.ndarray, out: str | Path, value
 
 def _save(fig, out) -> Path:
     plt = _pyplot()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png", metadata={"Software": f"{PNG_SOFTWARE} {__version__}"})
-    plt.close(fig)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=120, format="png", metadata={"Software": f"{PNG_SOFTWARE} {__version__}"})
+    finally:
+        plt.close(fig)
     return Path(out)

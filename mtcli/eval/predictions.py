@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from mtcli.core.data import Split
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import atomic_path
+from mtcli.core.fileio import atomic_path, check_regular, parse_json
 from mtcli.core.tasks import Task, tasks_from_dicts
 
 FILE = "dev-predictions.safetensors"
@@ -56,6 +56,7 @@ def read_dev_predictions(path: str | Path) -> DevPredictions:
     def damaged(what: str):
         raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: train the run again")
 
+    check_regular(path, "predictions file")
     try:
         from safetensors import safe_open
 
@@ -70,7 +71,7 @@ def read_dev_predictions(path: str | Path) -> DevPredictions:
     if metadata.get("format") != FORMAT:
         damaged(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
     try:
-        tables = json.loads(metadata["tasks"])
+        tables = parse_json(metadata["tasks"])
         epoch = int(metadata["epoch"])
     except (KeyError, ValueError, TypeError):
         damaged("its tasks or epoch cannot be read")

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.errors import DataError, UserError
-from mtcli.core.fileio import atomic_path, output_stream, same_file
+from mtcli.core.errors import DataError, UserError, cut, excerpt
+from mtcli.core.fileio import atomic_path, is_stream, output_stream, refuse_overwrite_unless, same_file, special_file
 from mtcli.core.readers import NAMED, ParquetRowWriter, file_format, open_table
 from mtcli.core.tasks import Task
 from mtcli.core.tsv import TsvWriter, line_counter, open_binary
+from mtcli.core.version import __version__
 from mtcli.inference.scorer import BATCH_SIZE, WINDOW, Scorer
 
 
@@ -41,10 +42,10 @@ def parse_columns(text: str | None) -> dict[str, str]:
     for part in text.split(","):
         key, sep, value = (p.strip() for p in part.partition("="))
         if not sep or not key or not value:
-            raise UserError(f"--columns {text!r}: expected TASK_COLUMN=FILE_COLUMN pairs, e.g. "
+            raise UserError(f"--columns {excerpt(text)}: expected TASK_COLUMN=FILE_COLUMN pairs, e.g. "
                             f"sentence1=question,sentence2=answer (or 1-based positions with --no-header)")
         if key in columns:
-            raise UserError(f"--columns {text!r}: {key} is mapped twice")
+            raise UserError(f"--columns {excerpt(text)}: {key} is mapped twice")
         columns[key] = value
     return columns
 
@@ -61,7 +62,7 @@ def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool =
     known = [*task.text, task.id, "id"]
     unknown = [key for key in columns if key not in known]
     if unknown:
-        raise UserError(f"--columns: {unknown[0]!r} is not a column of task {task.name!r} "
+        raise UserError(f"--columns: {excerpt(unknown[0])} is not a column of task {excerpt(task.name)} "
                         f"(its columns: {', '.join(dict.fromkeys([*task.text, task.id]))})")
     id_key = next((key for key in (task.id, "id") if key in columns), None)
     if not header:
@@ -73,25 +74,25 @@ def detect_layout(first_row: list[str], task: Task, path: str, *, header: bool =
     def find(name: str) -> int | None:
         matches = [i for i, n in enumerate(names) if n == name.lower()]
         if len(matches) > 1:
-            raise DataError(path, where, f"header names column {name!r} {len(matches)} times; name each column once")
+            raise DataError(path, where, f"header names column {excerpt(name)} {len(matches)} times; name each column once")
         return matches[0] if matches else None
 
     wanted = {c: columns.get(c, c) for c in task.text}
     found = {c: find(name) for c, name in wanted.items()}
     missing = [c for c, i in found.items() if i is None]
     if missing:
-        shown = ", ".join(repr(f.strip()) for f in first_row)
+        shown = cut(", ".join(repr(f.strip()) for f in first_row))
         example = ",".join(f"{c}=COLUMN" for c in task.text)
         if len(missing) == len(task.text) and not columns:
             raise DataError(path, where, f"the header names none of {task.name}'s text columns "
                                      f"({', '.join(task.text)}; found: {shown}): map them with --columns {example}, "
                                      f"or pass --no-header if the first row is data")
-        raise DataError(path, where, f"header has no column {wanted[missing[0]]!r} for {missing[0]} (found: {shown}); "
+        raise DataError(path, where, f"header has no column {excerpt(wanted[missing[0]])} for {missing[0]} (found: {shown}); "
                                      f"map it with --columns {missing[0]}=COLUMN")
     if id_key is not None:
         id_column = find(columns[id_key])
         if id_column is None:
-            raise DataError(path, where, f"header has no column {columns[id_key]!r} for the ids (--columns {id_key}=...)")
+            raise DataError(path, where, f"header has no column {excerpt(columns[id_key])} for the ids (--columns {id_key}=...)")
     else:
         id_column = next((i for i in (find(task.id), find("id")) if i is not None), None)
     return InputLayout(id_column, [found[c] for c in task.text], len(first_row), True)
@@ -149,8 +150,10 @@ def score_items(stream, name: str, task: Task, *, header: bool = True, columns: 
     kind = file_format(name)
     if kind in NAMED and not header:
         raise UserError(f"--no-header: {name} is {kind}, whose rows name their columns; map them with --columns")
+    named = {c.strip().lower() for c in [*(columns or {}).values(), *task.text, task.id, "id"]}
     table = open_table(name, stream, header=header, quoting=quoting, on_bad_row=errors.append, lines=lines,
-                       columns=list(dict.fromkeys([*(columns or {}).values(), *task.text])))
+                       columns=list(dict.fromkeys([*(columns or {}).values(), *task.text])),
+                       reads=lambda column: column.strip().lower() in named)
     if table.note and on_note is not None:
         on_note(table.note)
     rows = table.rows
@@ -228,18 +231,23 @@ class ScoreWriter:
 
     def __init__(self, path: str | None, task: Task, labels: str = "name"):
         if labels not in LABEL_FORMATS:
-            raise UserError(f"--labels {labels!r} is not one of {', '.join(LABEL_FORMATS)}")
+            raise UserError(f"--labels {excerpt(labels)} is not one of {', '.join(LABEL_FORMATS)}")
         self.path, self.task, self.labels = path, task, labels
         self.header = output_header(task)
         self.parquet = path is not None and str(path).lower().endswith(".parquet")
 
     @contextmanager
     def open(self):
-        """Yields write(ids, predictions); the output appears whole, or not at all."""
+        """Yields write(ids, predictions); the output appears whole, or not at all. An existing
+        file is replaced only if it is an earlier score output (mtcli never overwrites a file it
+        did not write)."""
+        if self.path not in (None, "-") and not is_stream(self.path):
+            refuse_overwrite_unless(Path(os.path.realpath(self.path)), is_score_output)
         if self.parquet:
             label = ["string" if self.labels == "name" else "int"] if self.task.kind != "regression" else []
             types = ["string", *label] + ["double"] * (len(self.header) - 1 - len(label))
-            with atomic_path(self.path) as tmp, ParquetRowWriter(tmp, self.header, types) as out:
+            with atomic_path(self.path, follow_link=True) as tmp, \
+                    ParquetRowWriter(tmp, self.header, types, metadata={SCORE_MARK: __version__}) as out:
                 yield lambda ids, predictions: out.write(output_rows(self.task, ids, predictions, self.labels))
             return
         with output_stream(self.path) as stream:
@@ -247,6 +255,30 @@ class ScoreWriter:
             writer.writerow(self.header)
             yield lambda ids, predictions: writer.writerows(
                 map(tsv_fields, output_rows(self.task, ids, predictions, self.labels)))
+
+
+SCORE_MARK = "mtcli-scores"   # the key of a Parquet score output's schema metadata
+
+
+def is_score_output(path: Path) -> bool:
+    """Whether `path` is a file `mtcli score` wrote: TSV that starts with a score header (id,
+    then score or label), or Parquet whose schema carries SCORE_MARK."""
+    if special_file(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if head.startswith(b"PAR1"):
+        try:
+            import pyarrow.parquet as pq
+
+            return SCORE_MARK.encode() in (pq.read_schema(path).metadata or {})
+        except Exception:   # no pyarrow, or not a Parquet file after all: not ours
+            return False
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    return first in (b"id\tscore", b"id\tlabel") or first.startswith(b"id\tlabel\tp_")
 
 
 def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
@@ -265,7 +297,7 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     A file output is written atomically (through a symlink, to its target); a device or
     FIFO is written in place; an output that is the input itself is refused."""
     if on_error not in ("fail", "skip"):
-        raise UserError(f"--on-error {on_error!r} is not one of fail, skip")
+        raise UserError(f"--on-error {excerpt(on_error)} is not one of fail, skip")
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     refuse_input_as_output(input_path, output_path)

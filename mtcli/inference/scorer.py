@@ -28,6 +28,7 @@ import numpy as np
 
 from mtcli.core.encoding import RUN_OVERHEAD_TOKENS, encode, length_batches, row_lengths
 from mtcli.core.errors import UserError
+from mtcli.core.readers import not_unicode
 from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.inference.manifest import PAIR_HEAD_INPUTS, check_graph, read_manifest, read_manifest_tasks
@@ -215,4 +216,8 @@ def as_texts(row, arity: int, index: int) -> tuple[str, ...]:
         raise UserError(f"rows[{index}]: expected {shape}, got {got}")
     if any(not t or t.isspace() for t in texts):  # (no stripped copy of a long text)
         raise UserError(f"rows[{index}]: empty text; every text needs at least one non-blank character")
+    for j, text in enumerate(texts):
+        problem = not_unicode(text)
+        if problem:
+            raise UserError(f"rows[{index}]" + (f"[{j}]" if arity == 2 else "") + f": {problem}")
     return texts

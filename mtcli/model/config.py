@@ -9,11 +9,11 @@ transformer layer; what differs is stated once, in FAMILIES, and read by the mod
            types, and one relative position bias table (buckets x heads) shared by all layers
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, cut
+from mtcli.core.fileio import parse_json, read_document
 from mtcli.core.typed import typed_values
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -130,14 +130,12 @@ class BertConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "BertConfig":
         path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: not found; expected an HF-layout encoder folder with config.json")
         try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: not found; expected an HF-layout encoder folder with config.json") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
-        except RecursionError:
-            raise UserError(f"{path}: nested too deeply to be an HF config") from None
+            values = parse_json(read_document(path, "config.json"))
+        except ValueError as e:
+            raise UserError(f"{path}: not valid JSON ({cut(str(e).splitlines()[0], 160)})") from None
         if not isinstance(values, dict):
             raise UserError(f"{path}: expected a JSON object (an HF encoder config)")
         return cls.from_dict(values, path)

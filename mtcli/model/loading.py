@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from mtcli.core.errors import UserError
-from mtcli.core.fileio import atomic_path, write_json
+from mtcli.core.errors import UserError, cut
+from mtcli.core.fileio import atomic_path, check_regular, write_json
 from mtcli.model.config import BertConfig
 from mtcli.core.paths import resolve_model_dir
 
@@ -105,6 +105,7 @@ def minbert_to_hf(state: dict[str, torch.Tensor], config: BertConfig) -> dict[st
 def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     for name in WEIGHT_FILES:
         path = model_dir / name
+        check_regular(path, "weights file")
         if not path.is_file():
             continue
         try:
@@ -114,7 +115,7 @@ def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
                 return load_file(str(path))
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # safetensors and torch.load raise several types on corrupt files
-            raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {e}); the file is corrupt or not a checkpoint") from None
+            raise UserError(f"{path}: cannot read weights ({type(e).__name__}: {cut(str(e), 160)}); the file is corrupt or not a checkpoint") from None
     raise UserError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}; expected an HF-layout encoder folder")
 
 

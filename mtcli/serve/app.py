@@ -15,6 +15,7 @@ empty text; ..."}`, and the server keeps serving; a full queue is 503 with Retry
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtcli.core.errors import UserError
 from mtcli.inference.scorer import BATCH_SIZE, Scorer, as_texts
@@ -232,6 +234,20 @@ def _install_handlers(app: FastAPI, service_of) -> None:
     async def api_error(request: Request, error: ApiError):
         return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        """FastAPI's own answers (a body it cannot parse, a path or method it has no route for)
+        in the one shape every answer has: {"error": one line}."""
+        if error.status_code == 400:
+            message = "body: not valid JSON (not UTF-8, nested too deeply, or a number too long to read)"
+        elif error.status_code == 404:
+            message = f"{request.url.path}: no such endpoint; see /docs"
+        elif error.status_code == 405:
+            message = f"{request.method} {request.url.path}: method not allowed; see /docs"
+        else:
+            message = str(error.detail).splitlines()[0] if error.detail else "error"
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=getattr(error, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
         first = error.errors()[0] if error.errors() else {"loc": ("body",), "msg": "invalid", "type": ""}
@@ -287,6 +303,15 @@ class Gate:
 
         try:
             await self.app(scope, replay, answer)
+        except asyncio.CancelledError:
+            # the server stopped before this request finished (past --shutdown-timeout): say so, 503,
+            # instead of the 500 and traceback the server would give a cancelled request
+            if status:
+                raise
+            status.append(503)
+            await JSONResponse({"error": "the server stopped before this request finished: retry it"},
+                               status_code=503, headers={"Retry-After": str(service.limits.retry_after_s)})(
+                scope, receive, send)
         finally:   # the route is in the scope once the router has matched it
             route = getattr(scope.get("route"), "path", "other")
             service.metrics.request(route, status[0] if status else 500, time.perf_counter() - start)

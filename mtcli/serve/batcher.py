@@ -144,10 +144,12 @@ class Batcher:
             rows = [row for job in jobs for row in job.rows]
             try:
                 results = await loop.run_in_executor(self.pool, self._run_rows, task, rows)
-            except Exception as e:  # the scorer failed: every job of this task's group hears of it
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(e)
+            except Exception as e:
+                if len(jobs) == 1:
+                    if not jobs[0].future.done():
+                        jobs[0].future.set_exception(e)
+                else:   # one job's rows may be what failed: each alone, so only that job hears of it
+                    await self._one_by_one(task, jobs)
                 continue
             start = 0
             for job in jobs:
@@ -156,6 +158,18 @@ class Batcher:
                 start += len(job.rows)
             if self.metrics is not None:
                 self.metrics.batch(task, len(rows), sum(job.tokens for job in jobs))
+
+    async def _one_by_one(self, task: str | None, jobs: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        for job in jobs:
+            try:
+                result = await loop.run_in_executor(self.pool, self._run_rows, task, job.rows)
+            except Exception as e:
+                if not job.future.done():
+                    job.future.set_exception(e)
+                continue
+            if not job.future.done():
+                job.future.set_result(result)
 
     def _run_rows(self, task: str | None, rows: list[tuple[str, ...]]) -> np.ndarray:
         if task is EMBED:

@@ -37,7 +37,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml
 from mtcli.core.typed import has_type, type_name
 from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
@@ -109,14 +109,14 @@ def read_space(path: str | Path) -> Space:
     for key, value in budget.items():
         option = _option(keys, key, fail)
         if not has_type(value, hints[option]):
-            fail(key, f"{value!r} is not {type_name(hints[option])}")
+            fail(key, f"{excerpt(value)} is not {type_name(hints[option])}")
         base[option] = path_in(path.parent, option, value) if option in PATH_FIELDS else value
     objective = document.get("objective", "overall")
     search, pruner = document.get("search", "tpe"), document.get("pruner", "asha")
     if search not in SEARCHES:
-        fail("search", f"{search!r} is not one of {', '.join(SEARCHES)}")
+        fail("search", f"{excerpt(search)} is not one of {', '.join(SEARCHES)}")
     if pruner not in PRUNERS:
-        fail("pruner", f"{pruner!r} is not one of {', '.join(PRUNERS)}")
+        fail("pruner", f"{excerpt(pruner)} is not one of {', '.join(PRUNERS)}")
     trials, eval_every, seeds = document.get("trials", 10), document.get("eval-every", 0), document.get("seeds", [0])
     if not _whole(trials) or not 1 <= trials <= 10_000:
         fail("trials", "must be a whole number between 1 and 10000")
@@ -136,27 +136,58 @@ def read_space(path: str | Path) -> Space:
             if not value or any(not has_type(v, kind) for v in value):
                 fail(key, f"choices must be a non-empty list of {type_name(kind).removeprefix('a ')}s"
                      if value else "the list of choices is empty")
+            twice = next((c for i, c in enumerate(value) if c in value[:i]), None)
+            if twice is not None or len({repr(c) for c in value}) != len(value):
+                fail(key, f"choice {excerpt(twice)} is listed twice; list each value once")
             for choice in value:   # each choice valid with the base: a bad one fails now, not in trial 7
                 try:
                     space.config({option: choice}, name="check", out=".", seed=seeds[0])
                 except UserError as e:
-                    fail(key, f"choice {choice!r}: {e}")
+                    fail(key, f"choice {excerpt(choice)}: {e}")
             space.params[option] = value
         elif isinstance(value, dict):
-            space.params[option] = _range(key, value, kind, fail)
+            space.params[option] = found = _range(key, value, kind, fail)
             if search == "grid":
                 fail(key, "grid search takes choices only: give a list of values")
+            for end, number in (("low", found.low), ("high", found.high)):   # the option's own rule, now
+                try:
+                    space.config({option: number}, name="check", out=".", seed=seeds[0])
+                except UserError as e:
+                    fail(key, f"{end} {number:g} is not a value of {key} ({e})")
         else:
             fail(key, "give a list of choices or a range table { low = ..., high = ... }")
     # in the order of the recipe's fields, not the file's: the sweep folder's copy (tomli_w puts
     # range tables after the lists) reads and suggests in the same order as the file it came from
     space.params = {option: space.params[option] for option in hints if option in space.params}
+    if search == "grid":
+        _check_grid(space, fail)
     space.start = _start_points(document.get("start", []), space, keys, hints, fail)
     if objective != "overall":
         tasks = space.config({}, name="check", out=".", seed=seeds[0]).load_tasks()
         if objective not in tasks:
-            fail("objective", f"{objective!r} is neither 'overall' nor a task of the recipe ({', '.join(tasks)})")
+            fail("objective", f"{excerpt(objective)} is neither 'overall' nor a task of the recipe ({', '.join(tasks)})")
     return space
+
+
+GRID_CHECKED = 2000   # grid points whose joint validity is checked before the first trial
+
+
+def _check_grid(space: Space, fail) -> None:
+    """Every point of the grid a valid recipe together (each choice was checked alone; `epochs = 1`
+    with `pretrain-epochs = 1` is not): the first invalid one is an error now, not a failed trial.
+    Grids larger than GRID_CHECKED points are checked on their first GRID_CHECKED."""
+    import itertools
+
+    options = list(space.params)
+    for number, point in enumerate(itertools.product(*space.params.values()), 1):
+        if number > GRID_CHECKED:
+            return
+        values = dict(zip(options, point))
+        try:
+            space.config(values, name="check", out=".", seed=space.seeds[0])
+        except UserError as e:
+            shown = ", ".join(f"{o.replace('_', '-')} = {excerpt(v)}" for o, v in values.items())
+            fail("space", f"the grid point {shown} is no valid recipe ({e}); take the value out of one list")
 
 
 def _start_points(points, space: Space, keys: dict[str, str], hints: dict, fail) -> list[dict]:
@@ -181,7 +212,7 @@ def _start_points(points, space: Space, keys: dict[str, str], hints: dict, fail)
             problem = _outside(value, choices, hints[option])
             if problem:
                 whose = "" if option in given else " (the base recipe's value: give it in the point)"
-                fail("start", f"point {number}: {option.replace('_', '-')} = {value!r}{whose} {problem}")
+                fail("start", f"point {number}: {option.replace('_', '-')} = {excerpt(value)}{whose} {problem}")
             # as the search would suggest it: the choice itself (its JSON names the trial's value), a float range's float
             values[option] = choices[choices.index(value)] if isinstance(choices, list) else \
                 value if choices.step is not None else float(value)
@@ -242,4 +273,6 @@ def _range(key: str, table: dict, kind, fail) -> Range:
         fail(key, "log = true needs low > 0")
     if step is not None and (not whole or not _whole(step) or step < 1):
         fail(key, "step is a whole number >= 1, for whole-number options")
+    if log and step not in (None, 1):
+        fail(key, "a log range has no step (Optuna draws whole numbers on a log scale with step 1): drop step or log")
     return Range(low, high, log, step if step is not None else (1 if whole else None))

@@ -31,25 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_json_dict, write_json, write_text
 from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
+from mtcli.sweep.journal import STUDY, load_study, open_journal, optuna_module
 from mtcli.sweep.space import Range, Space, read_space
 from mtcli.train.config import CHANGEABLE_ON_RESUME
 from mtcli.train.recipe import write_recipe
 
 DONE_STATES = ("COMPLETE", "PRUNED")
-STUDY = "sweep"   # the study's name in the journal
+FAILED_IN_A_ROW = 3   # trials failing one after another with a user error: the sweep stops, saying why
 
 
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("mtcli sweep needs Optuna: pip install 'mtcli[sweep]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
+
 
 
 def sampler_for(space: Space, stream: tuple[int, ...] = ()):
@@ -59,7 +54,7 @@ def sampler_for(space: Space, stream: tuple[int, ...] = ()):
     a fresh process starts its draws over, so a resumed or parallel process would otherwise
     repeat the first one's trials. Not the grid: its seed orders the grid points, which every
     process must number alike (the journal records which ones ran)."""
-    optuna = _optuna()
+    optuna = optuna_module()
     seed = space.seeds[0]
     if space.search == "grid":
         return optuna.samplers.GridSampler({option.replace("_", "-"): [json.dumps(c) for c in choices]
@@ -69,27 +64,19 @@ def sampler_for(space: Space, stream: tuple[int, ...] = ()):
     return (optuna.samplers.TPESampler if space.search == "tpe" else optuna.samplers.RandomSampler)(seed=seed)
 
 
-def journal(folder: Path):
-    """The sweep's Optuna storage: a journal file (JSON lines) in the sweep folder."""
-    _optuna()
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(folder / "study.journal")))
-
-
-def open_study(folder: Path, space: Space, worker: int = 0):
-    """The sweep's study, its sampler seeded for this process (`worker`: its number under --parallel)."""
-    optuna = _optuna()
+def open_study(folder: Path, space: Space, worker: int = 0, *, repair: bool = False, on_repair=None):
+    """The sweep's study, its sampler seeded for this process (`worker`: its number under --parallel).
+    `repair`: cut a torn last line off the journal first (the process that resumes the sweep)."""
+    optuna = optuna_module()
     pruners = {"asha": lambda: optuna.pruners.SuccessiveHalvingPruner(),
                "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "none": lambda: optuna.pruners.NopPruner()}
-    storage, pruner = journal(folder), pruners[space.pruner]()
+    pruner = pruners[space.pruner]()
     try:   # create_study(load_if_exists=True) would append a create record to the journal on every open
-        study = optuna.load_study(study_name=STUDY, storage=storage, pruner=pruner)
+        study = load_study(folder, repair=repair, on_repair=on_repair, pruner=pruner)
     except KeyError:
-        study = optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", load_if_exists=True,
-                                    pruner=pruner)
+        study = optuna.create_study(study_name=STUDY, storage=open_journal(folder), direction="maximize",
+                                    load_if_exists=True, pruner=pruner)
     study.sampler = sampler_for(space, (len(study.get_trials(deepcopy=False)), worker))
     return study
 
@@ -191,19 +178,34 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
 
 
 def run_trial(trial, space: Space, folder: Path, console) -> float:
-    """Optuna's trial in this process: its values suggested, the pruner fed the first seed's evaluations."""
-    optuna = _optuna()
+    """Optuna's trial in this process: its values suggested, the pruner fed the first seed's
+    evaluations. Values a finished trial had already (a random or TPE search may draw them again)
+    are not trained twice: the trial takes that trial's value and says whose (`same_as`), so
+    its runs stay one recipe's, once per seed. A trial that fails with a user error says so in one
+    line and is marked failed (its message in `error`)."""
+    optuna = optuna_module()
 
     def report(seen: int, value: float) -> None:
         trial.report(value, seen)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after {seen} examples a batch slot ({space.objective} {value:.4f})")
 
-    return train_seeds(space, suggest(trial, space), folder, trial.number, console, report,
-                       continues=trial.user_attrs.get("continues"))[0]
+    values = suggest(trial, space)
+    for earlier in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if earlier.params == trial.params and earlier.value is not None:
+            trial.set_user_attr("same_as", earlier.number)
+            console.print(f"[bold]trial {trial.number}[/] the values of trial {earlier.number}: its score, not trained "
+                          f"again")
+            return earlier.value
+    try:
+        return train_seeds(space, values, folder, trial.number, console, report,
+                           continues=trial.user_attrs.get("continues"))[0]
+    except UserError as e:
+        trial.set_user_attr("error", str(e))   # optimize says it in one line; Optuna marks the trial failed
+        raise
 
 
-def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
+def prepare(space_path: Path, folder: Path, resume: bool, say=print) -> Space:
     """The sweep folder: a new one (the space file copied in), or a killed one to resume, whose
     trials that were running restart with the same values, continuing their run folders."""
     journal_file = folder / "study.journal"
@@ -211,8 +213,9 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
         if not journal_file.is_file():
             raise UserError(f"{folder}: no sweep to resume here (no study.journal); start it without --resume")
         space = read_space(folder / "space.toml")
-        study = open_study(folder, space)
-        optuna = _optuna()
+        study = open_study(folder, space, repair=True, on_repair=say)
+        unchanged(study, space, folder / "space.toml")
+        optuna = optuna_module()
         restarted = set(study.user_attrs.get("restarted", []))
         repeats = set(study.user_attrs.get("repeats", []))
         done = [t.params for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
@@ -233,9 +236,46 @@ def prepare(space_path: Path, folder: Path, resume: bool) -> Space:
         enqueue_start(study, space)
         return space
     space = start_folder(space_path, folder)
+    study = open_study(folder, space)
+    study.set_user_attr("space", what_is_searched(space))
     if space.start:
-        enqueue_start(open_study(folder, space), space)
+        enqueue_start(study, space)
     return space
+
+
+def what_is_searched(space: Space) -> dict:
+    """What a sweep's trials must share to be one study: everything of the space file but `start`
+    and the budget's options that say how a trial computes and saves (CHANGEABLE_ON_RESUME)."""
+    params = {option.replace("_", "-"): choices if isinstance(choices, list) else
+              {"low": choices.low, "high": choices.high, "log": choices.log, "step": choices.step}
+              for option, choices in space.params.items()}
+    base = {option.replace("_", "-"): value for option, value in space.base.items() if option not in CHANGEABLE_ON_RESUME}
+    record = {"objective": space.objective, "search": space.search, "trials": space.trials, "seeds": space.seeds,
+              "pruner": space.pruner, "eval-every": space.eval_every, "budget": base, "space": params}
+    return json.loads(json.dumps(record, default=str))
+
+
+def unchanged(study, space: Space, path: Path) -> None:
+    """Refuse to resume a sweep whose space file was edited in what its trials share (another
+    budget, objective, search or [space] key would mix two searches in one study), naming what
+    changed; `start` and the budget's activation-checkpointing and save-every may change."""
+    recorded, now = study.user_attrs.get("space"), what_is_searched(space)
+    if not isinstance(recorded, dict):
+        study.set_user_attr("space", now)   # a sweep started before this record was kept
+        return
+    changed = []
+    for key in dict.fromkeys([*recorded, *now]):
+        before, after = recorded.get(key), now.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changed += [f"{key} {option}: {excerpt(before.get(option))} -> {excerpt(after.get(option))}"
+                        for option in dict.fromkeys([*before, *after]) if before.get(option) != after.get(option)]
+        elif before != after:
+            changed.append(f"{key}: {excerpt(before)} -> {excerpt(after)}")
+    if changed:
+        raise UserError(f"{path}: changed since the sweep started ({'; '.join(changed[:3])}"
+                        f"{f'; and {len(changed) - 3} more' if len(changed) > 3 else ''}); a study holds one search: "
+                        f"undo the change, or start a new sweep with another --name (only start, and the budget's "
+                        f"activation-checkpointing and save-every, may change on --resume)")
 
 
 def start_params(values: dict, space: Space) -> dict:
@@ -334,23 +374,39 @@ def summary(study, folder: Path, space: Space, engine: str = "local") -> dict:
     return record
 
 
-def optimize(folder: Path, space: Space, console, progress=None, worker: int = 0) -> None:
+def optimize(folder: Path, space: Space, console, progress=None, worker: int = 0, say=None) -> None:
     """Run trials in this process until `trials` have finished or been pruned, or the rest are
     running in other workers (which is why a parallel grid search does not run a grid point
-    twice); `progress()` is called after each. `worker`: this process's number under --parallel."""
+    twice); `progress()` is called after each, `say(line)` hears each trial that failed. After
+    FAILED_IN_A_ROW trials in a row failed the sweep stops with a UserError. `worker`: this
+    process's number under --parallel."""
     study = open_study(folder, space, worker)
 
     def stop_when_done(study, trial) -> None:
+        if say is not None and trial.state.name == "FAIL" and "error" in trial.user_attrs:
+            say(f"trial {trial.number} failed: {trial.user_attrs['error']}")
         summary(study, folder, space)
         if progress is not None:
             progress()
-        if finished_or_running(study) >= space.planned_trials():
+        if finished_or_running(study) >= space.planned_trials() or failing(study):
             study.stop()
 
     if finished_or_running(study) >= space.planned_trials():
         return
     study.optimize(lambda trial: run_trial(trial, space, folder, console), callbacks=[stop_when_done],
                    catch=(UserError,))
+    stopped = failing(study)
+    if stopped:
+        raise UserError(f"{folder}: stopped after {len(stopped)} trials in a row failed, the last with: "
+                        f"{stopped[-1].user_attrs['error']}; fix the space file and start the sweep again")
+
+
+def failing(study) -> list:
+    """The last trials, if the last FAILED_IN_A_ROW of them failed with a user error (a trial a kill
+    stopped is no failure of its recipe): what stops the sweep instead of failing forever."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    tail = [t for t in trials[-FAILED_IN_A_ROW:] if t.state.name == "FAIL" and "error" in t.user_attrs]
+    return tail if len(tail) == FAILED_IN_A_ROW else []
 
 
 def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
@@ -377,5 +433,5 @@ def wait_for(workers: list[subprocess.Popen], poll: float = 1.0, progress=None, 
             shown = time.monotonic()
 
 
-__all__ = ["open_study", "journal", "sampler_for", "run_name", "runs_of", "optimize", "prepare", "start_folder",
+__all__ = ["open_study", "sampler_for", "run_name", "runs_of", "optimize", "prepare", "start_folder",
            "summary", "launch_workers", "wait_for", "finished_or_running"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mtcli.core.backbones import BACKBONES
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
@@ -71,9 +71,8 @@ class TrainConfig:
         for name in PATH_FIELDS:
             if not names_backbone(name, getattr(self, name)):
                 setattr(self, name, resolved_path(getattr(self, name)))
-        if self.name is not None and not RUN_NAME.fullmatch(self.name) or self.name in (".", ".."):
-            raise UserError(f"--name {self.name!r}: a run name is one folder name inside --out (no '/', no control "
-                            f"characters, not '.' or '..'), e.g. --name sick-upgrad")
+        if self.name is not None:
+            check_folder_name(self.name, "a run name", "sick-upgrad")
         parse_sampler(self.sampler)
         for value, allowed, what in ((self.phase, PHASES, "phase"), (self.device, ("auto", "cpu", "cuda"), "device")):
             if value not in allowed:
@@ -186,6 +185,14 @@ PATH_FIELDS = ("tasks", "model_dir", "data_dir", "out")
 CHANGEABLE_ON_RESUME = ("activation_checkpointing", "save_every")
 DERIVED_FIELDS = ("learning_rate", "grad_stats")  # written for readers, or by earlier versions: not options
 RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
+
+
+def check_folder_name(name: str, what: str, example: str) -> None:
+    """A --name is one folder name inside --out: no '/', no control characters, not '.' or '..'
+    (so neither `../x` nor an absolute path leaves --out)."""
+    if not RUN_NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(f"--name {excerpt(name)}: {what} is one folder name inside --out (no '/', no control "
+                        f"characters, not '.' or '..'), e.g. --name {example}")
 
 
 def resolved_path(path: str | None) -> str | None:

@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtcli.core.data import notes, read_splits
 from mtcli.core.encoding import row_lengths
-from mtcli.core.errors import Interrupted, UserError
-from mtcli.core.fileio import recover_dir, write_json, write_text
+from mtcli.core.errors import Interrupted, UserError, cut
+from mtcli.core.fileio import parse_json, read_document, recover_dir, write_json, write_text
 from mtcli.core.paths import resolve_model_dir
 from mtcli.core.provenance import RECORD, check_sources, describe_sources, read_record, write_record
 from mtcli.core.tasks import REQUIRED_SPLITS
@@ -457,10 +457,10 @@ def _duration(seconds: float) -> str:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); it was edited or damaged: restore it, "
-                        f"or start a new run") from None
+        return parse_json(read_document(path, "run record"))
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({cut(str(e).splitlines()[0], 160)}); it was edited or damaged: "
+                        f"restore it, or start a new run") from None
 
 
 def _check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> None:

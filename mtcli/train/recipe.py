@@ -26,7 +26,7 @@ from pathlib import Path
 
 import tomli_w
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
 from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
@@ -57,13 +57,13 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
         field = keys.get(key)
         if field is None:
             near = difflib.get_close_matches(key.replace("_", "-"), keys, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
+            hint = f"did you mean {excerpt(near[0])}? " if near else ""
             raise UserError(f"{where}: {key}: not a recipe key; {hint}the keys are `mtcli train`'s flags without "
                             f"the dashes (mtcli train --help)")
         if field == "cosine_embedding" and isinstance(value, bool):
             value = 1.0 if value else 0.0          # the flag's on/off; a number is the loss's weight
         if not has_type(value, hints[field]):
-            raise UserError(f"{where}: {key}: {value!r} is not {type_name(hints[field])}")
+            raise UserError(f"{where}: {key}: {excerpt(value)} is not {type_name(hints[field])}")
         if field in PATH_FIELDS:
             value = path_in(path.parent, field, value)
         values[field], lines[field] = value, key_line(text, key)

@@ -62,11 +62,11 @@ def test_staged_dir_refuses_a_file_and_writes_through_a_symlink(tmp_path):
     assert (tmp_path / "link").is_symlink() and (target / "marker.txt").read_text() == "1"
 
 
-def test_atomic_path_writes_through_a_symlink_with_the_usual_mode(tmp_path):
+def test_atomic_path_writes_through_a_symlink_the_user_named_with_the_usual_mode(tmp_path):
     target = tmp_path / "real.txt"
     link = tmp_path / "link.txt"
     link.symlink_to(target)
-    with atomic_path(link) as tmp:
+    with atomic_path(link, follow_link=True) as tmp:
         os.chmod(tmp, 0o600)  # as safetensors and torch.save leave their files
         tmp.write_text("hello")
     assert link.is_symlink() and target.read_text() == "hello"
@@ -145,3 +145,24 @@ def test_ensure_replaceable_allows_missing_and_empty(tmp_path):
     ensure_replaceable(tmp_path / "missing", None, "x")
     (tmp_path / "empty").mkdir()
     ensure_replaceable(tmp_path / "empty", None, "x")
+
+
+def test_atomic_path_never_writes_through_a_link_planted_under_its_own_name(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "compare.md").symlink_to(victim)
+    (tmp_path / "out" / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    for name in ("compare.md", "dangling.png"):
+        with pytest.raises(UserError, match="is a link"):
+            write_text(tmp_path / "out" / name, "theirs")
+    assert victim.read_text() == "mine" and not (tmp_path / "nowhere.png").exists()
+
+
+def test_a_link_in_a_folder_mtcli_wrote_makes_it_not_mtcli_s(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "compare.json").write_text("{}")
+    (folder / "compare.md").symlink_to(tmp_path / "victim.txt")
+    with pytest.raises(UserError, match="compare.md: is a link, which mtcli never makes"):
+        ensure_replaceable(folder, {"compare.json", "compare.md"}, "a compare folder")

@@ -143,7 +143,7 @@ def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "compare.md").write_text("my notes")
     refused = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "mine")
-    assert refused.returncode == 2 and b"mtcli compare did not write it" in refused.stderr
+    assert refused.returncode == 2 and b"is not a folder `mtcli compare` wrote" in refused.stderr
     assert (tmp_path / "mine" / "compare.md").read_text() == "my notes"
 
 
@@ -186,3 +186,68 @@ def test_unfinished_set_aside_and_doubled_runs_are_not_counted(tmp_path):
         compare([trials, trials / "stopped" / "0000-s1"])
     with pytest.raises(UserError, match="trained to its end"):
         compare([running])
+
+
+# ---------------------------------------------------------------- run folders from an attacker (#47)
+
+def _two_recipes(folder):
+    for seed in range(2):
+        _run(folder, f"sum-{seed}", combine="sum", seed=seed, skill=0.6)
+        _run(folder, f"mgda-{seed}", combine="mgda", seed=seed, skill=0.3)
+    return folder
+
+
+def test_compare_never_writes_through_links_planted_in_out(tmp_path):
+    runs = _two_recipes(tmp_path / "runs")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "compare.json").write_text(json.dumps({"format": "mtcli-compare/1"}))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    (out / "compare.md").symlink_to(victim)
+    (out / "compare-tasks.png").symlink_to(tmp_path / "planted.png")
+    refused = run_cli("compare", runs, "--out", out, "--resamples", "100")
+    assert refused.returncode == 2 and b"compare-tasks.png: is a link" in refused.stderr, refused.stderr
+    assert victim.read_text() == "mine" and not (tmp_path / "planted.png").exists()
+    assert (out / "compare.md").is_symlink()
+
+
+def test_compare_refuses_an_input_run_as_out(tmp_path):
+    runs = _two_recipes(tmp_path / "runs")
+    before = sorted(p.name for p in (runs / "sum-0").iterdir())
+    for out in (runs / "sum-0", runs / "sum-0" / "cmp"):
+        refused = run_cli("compare", runs, "--out", out, "--resamples", "100")
+        assert refused.returncode == 2 and b"one of the runs compared" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in (runs / "sum-0").iterdir()) == before
+
+
+def test_compare_checks_eval_json_against_the_predictions(tmp_path):
+    runs = _two_recipes(tmp_path / "runs")
+    evaluation = json.loads((runs / "mgda-1" / "eval.json").read_text())
+    (runs / "mgda-1" / "eval.json").write_text(json.dumps({**evaluation, "overall": 1e308}))
+    with pytest.raises(UserError, match="outside its range"):
+        compare([runs], resamples=100)
+    (runs / "mgda-1" / "eval.json").write_text(json.dumps({**evaluation, "headline": {
+        **evaluation["headline"], "sst": 0.99}, "overall": 0.9}))
+    with pytest.raises(UserError, match="says sst accuracy 0.99, but the run's dev predictions give"):
+        compare([runs], resamples=100)
+    (runs / "mgda-1" / "eval.json").write_text(json.dumps(evaluation))
+    tasks, labels = builtin(), _labels()
+    forged = _predictions(0.3, 1)
+    forged["sts"] = forged["sts"].copy()
+    forged["sts"][0] = 1e30
+    splits = {t: SimpleNamespace(task=tasks[t], labels=list(labels[t])) for t in tasks}
+    write_dev_predictions(runs / "mgda-1", splits, forged, epoch=2)
+    with pytest.raises(UserError, match="says sts pearson"):
+        compare([runs], resamples=100)
+
+
+def test_names_from_run_folders_are_plain_text_in_plots(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        _run(runs, f"a-{seed}", combine="$\\foo{$", seed=seed, skill=0.6)
+        _run(runs, f"b-{seed}", combine="sum", seed=seed, skill=0.3)
+    done = run_cli("compare", runs, "--out", tmp_path / "cmp", "--resamples", "100")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "combine=$\\foo{$" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare-tasks.png").read_bytes()[:4] == b"\x89PNG"

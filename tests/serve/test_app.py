@@ -82,6 +82,14 @@ def test_endpoints_answer_what_the_cli_writes(app, tiny_export):
     ("/v1/tasks/sts/score", {"rows": [["a", "b" * 30_000]]}, 422, "rows[0][1]: 30000 characters, over the limit"),
     ("/v1/embed", {"sentences": ["ok", " "]}, 422, "sentences[1]: empty text"),
     ("/v1/tasks/sst/score", {"rows": ["x " * 600_000]}, 413, "body: over the size limit of 1048576 bytes"),
+    ("/v1/tasks/sst/score", b'{"rows": ["\\ud800"]}', 422, "rows[0]: not valid Unicode text (a lone surrogate"),
+    ("/v1/tasks/sts/score", b'{"rows": [["ok", "a\\udfffb"]]}', 422, "rows[0][1]: not valid Unicode text"),
+    ("/v1/embed", b'{"sentences": ["\\ud800"]}', 422, "sentences[0]: not valid Unicode text"),
+    ("/v1/tasks/sst/score", b'{"rows": ["\xff\xfe"]}', 400, "body: not valid JSON"),
+    ("/v1/tasks/sst/score", b"[" * 1000 + b"]" * 1000, 400, "body: not valid JSON"),
+    ("/v1/tasks/sst/score", b'{"rows": [], "n": ' + b"9" * 5000 + b"}", 400, "body: not valid JSON"),
+    ("/v1/nowhere", {"rows": []}, 404, "/v1/nowhere: no such endpoint"),
+    ("/healthz", {"rows": []}, 405, "POST /healthz: method not allowed"),
 ])
 def test_bad_requests_are_one_line_4xx_and_the_server_keeps_serving(app, path, payload, status, message):
     async def body(client):
@@ -180,6 +188,88 @@ def test_a_full_queue_is_503_with_retry_after(tiny_export):
     assert len(refused) <= 4
 
 
+def test_one_poisoned_request_fails_no_other_request(tiny_export):
+    """Rows a scorer cannot take, batched with good ones, fail their own request only: the batch
+    is scored again request by request."""
+    scorer = Scorer(tiny_export, providers=["cpu"])
+
+    class Poisoned(_SlowScorer):
+        def score_window(self, task, rows, batch_size=64):
+            if any("poison" in text for row in rows for text in row):
+                raise TypeError("the tokenizer cannot take this text")
+            return super().score_window(task, rows, batch_size)
+
+    poisoned = Poisoned(scorer)
+    poisoned.release.set()
+
+    async def body():
+        batcher = Batcher(poisoned, max_batch_tokens=10_000, max_wait_ms=200)
+        batcher.start()
+        jobs = [asyncio.create_task(batcher.submit("sst", [("poison",) if i == 7 else (f"row {i}",)]))
+                for i in range(30)]
+        answers = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(body())
+    assert isinstance(answers[7], TypeError)
+    assert all(isinstance(a, np.ndarray) for i, a in enumerate(answers) if i != 7)
+    assert np.allclose(answers[3], scorer.score("sst", ["row 3"]), atol=1e-6)
+
+
+def test_concurrent_requests_with_a_lone_surrogate_among_them_all_answer(app):
+    async def body(client):
+        good = [client.post("/v1/tasks/sst/score", json={"rows": [f"fine {i}"]}) for i in range(29)]
+        bad = client.post("/v1/tasks/sst/score", content=b'{"rows": ["\\ud800"]}',
+                          headers={"content-type": "application/json"})
+        return await asyncio.gather(bad, *good)
+
+    bad, *good = run(app, body)
+    assert bad.status_code == 422 and bad.json()["error"].startswith("rows[0]: not valid Unicode")
+    assert [r.status_code for r in good] == [200] * 29
+
+
+def test_a_request_cut_by_shutdown_is_503_not_500():
+    from mtcli.serve.app import Gate, Service
+    from mtcli.serve.metrics import ServeMetrics
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(60)
+
+    async def body():
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        service = Service(None, None, ServeMetrics(), Limits())
+        gate = Gate(slow, service_of=lambda: service)
+        request = asyncio.create_task(gate({"type": "http", "headers": [], "method": "POST", "path": "/"}, receive,
+                                           send))
+        await asyncio.sleep(0.05)
+        request.cancel()   # what uvicorn does past --shutdown-timeout
+        await request
+        return sent
+
+    sent = asyncio.run(body())
+    assert sent[0]["status"] == 503 and b"the server stopped before this request finished" in sent[1]["body"]
+
+
+@pytest.mark.parametrize("flag, value", [("--shutdown-timeout", "nan"), ("--shutdown-timeout", "-1"),
+                                         ("--max-wait-ms", "inf"), ("--max-batch-tokens", "0"),
+                                         ("--parallel-batches", "100000"), ("--max-body-bytes", "99999999999"),
+                                         ("--replicas", "0"), ("--port", "70000")])
+def test_every_serve_flag_is_bounded(tiny_export, flag, value):
+    from conftest import run_cli_here
+
+    result = run_cli_here("serve", "--model", tiny_export, flag, value)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.startswith(f"mtcli: error: {flag} ") and err.count("\n") == 1, err
+
+
 # ---------------------------------------------------------------- a real server
 
 BLOCK_TORCH = """
@@ -253,3 +343,17 @@ def test_a_missing_or_damaged_export_refuses_to_start(tiny_export, tmp_path, dam
     lines = err.decode().strip().splitlines()
     assert server.returncode == 2 and len(lines) == 1 and lines[0].startswith("mtcli: error: ")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("host, message", [("127.0.0.1", "cannot listen on 127.0.0.1:"),
+                                           ("no-such-host.invalid", "--host 'no-such-host.invalid': not an address")])
+def test_a_taken_port_or_a_bad_host_is_one_line_before_any_announcement(tiny_export, host, message):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = _server("--model", tiny_export, "--port", port, "--providers", "cpu", "--host", host)
+        out, err = server.communicate(timeout=120)
+    lines = err.decode().strip().splitlines()
+    assert server.returncode == 2 and len(lines) == 1 and lines[0].startswith("mtcli: error: "), err.decode()
+    assert message in lines[0] and "serving" not in (out + err).decode()

@@ -48,6 +48,14 @@ def _space(folder, model_dir, *, trials=3, search="random", pruner="median", ext
      r"start: point 1: combine = 'pcgrad' (the base recipe's value: give it in the point) is not one of the choices"),
     ('start = [{ lr = 1e-4 }, { lr = 1e-4 }]\n[space]\nlr = [1e-4, 1e-3]\n', r"start: point 2 is point 1 again"),
     ('search = "grid"\nstart = [{ lr = 1e-4 }]\n[space]\nlr = [1e-4]\n', r"start: a grid search tries every point"),
+    # #47: what every trial would fail on, found before the first one
+    ('[space]\nlr = { low = -1.0, high = 1e-3 }\n', r"lr: low -1 is not a value of lr (--lr -1: must be a positive"),
+    ('[space]\ndropout = { low = 0.1, high = 3.0 }\n', r"dropout: high 3 is not a value of dropout (--dropout 3"),
+    ('[space]\nbatch-size = { low = -4, high = 0 }\n', r"batch-size: low -4 is not a value of batch-size"),
+    ('[space]\nbatch-size = { low = 8, high = 64, step = 8, log = true }\n', r"batch-size: a log range has no step"),
+    ('[space]\ncombine = ["sum", "upgrad", "sum"]\n', r"combine: choice 'sum' is listed twice"),
+    ('search = "grid"\n[space]\nepochs = [1, 2]\npretrain-epochs = [0, 1]\n',
+     r"space: the grid point pretrain-epochs = 1, epochs = 1 is no valid recipe (--pretrain-epochs 1 must be"),
 ])
 def test_space_errors_name_the_file_line_and_key(tmp_path, text, message):
     (tmp_path / "space.toml").write_text(text)
@@ -497,3 +505,104 @@ def test_opening_a_sweeps_study_again_leaves_its_journal_as_it_was(tmp_path, tin
     for worker in range(3):
         assert sweeps.open_study(folder, space, worker).direction.name == "MAXIMIZE"
     assert (folder / "study.journal").read_bytes() == journal
+
+
+# ---------------------------------------------------------------- #47: sweeps under attack
+
+def _cli_one_line(result, *fragments):
+    err = result.stderr.decode()
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("mtcli: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/elsewhere", "a/b", ".."])
+def test_a_sweep_name_stays_inside_out(tmp_path, tiny_model_dir, name):
+    from conftest import run_cli_here
+
+    result = run_cli_here("sweep", _space(tmp_path, tiny_model_dir), "--out", tmp_path / "sweeps", "--name", name)
+    _cli_one_line(result, "--name", "one folder name inside --out")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "sweeps").exists()
+
+
+def test_resume_refuses_an_edited_space_naming_what_changed(tmp_path, tiny_model_dir):
+    folder = tmp_path / "sweeps" / "e"
+    sweeps.prepare(_space(tmp_path, tiny_model_dir), folder, resume=False)
+    copy = folder / "space.toml"
+    original = copy.read_text()
+    copy.write_text(original.replace("max-steps = 4", "max-steps = 40"))
+    with pytest.raises(UserError, match=r"changed since the sweep started \(budget max-steps: 4 -> 40\)"):
+        sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)
+    copy.write_text(original.replace('"sum",\n', '"sum",\n    "pcgrad",\n'))
+    with pytest.raises(UserError, match=r"space combine: \['sum', 'upgrad', 'famo'\] -> \['sum', 'pcgrad'"):
+        sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)
+    copy.write_text(original.replace("[budget]\n", "[budget]\nsave-every = 2\nactivation-checkpointing = true\n"))
+    sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True)   # how a trial computes and saves: allowed
+
+
+def test_a_damaged_journal_is_repaired_at_a_torn_tail_and_refused_otherwise(tmp_path, tiny_model_dir):
+    folder = tmp_path / "sweeps" / "d"
+    sweeps.prepare(_space(tmp_path, tiny_model_dir), folder, resume=False)
+    journal = folder / "study.journal"
+    whole = journal.read_bytes()
+    notes = []
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "x", "study_id": 0, "datetime_st')   # a torn write
+    sweeps.prepare(tmp_path / "ignored.toml", folder, resume=True, say=notes.append)
+    assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
+    assert notes and "cut a torn last line" in notes[0]
+    good = journal.read_bytes()
+    for damage, message in ((b"garbage\n", "not a JSON record"), (b'{"op_code": 99}\n', "op_code 99 is no operation"),
+                            (b"[" * 100_000 + b"\n", "not a JSON record")):
+        lines = good.split(b"\n")
+        journal.write_bytes(b"\n".join(lines[:1] + [damage.rstrip(b"\n")] + lines[1:]))
+        result = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "d", "--resume")
+        _cli_one_line(result, "study.journal:2: " + message)
+
+
+BAD_DATA = """
+[[task]]
+name = "mail"
+kind = "binary"
+text = ["message"]
+label = "verdict"
+labels = ["ham", "spam"]
+train = "train.tsv"
+dev = "dev.tsv"
+"""
+
+
+def test_trials_that_keep_failing_stop_the_sweep_in_one_line_each(tmp_path, tiny_model_dir):
+    (tmp_path / "tasks.toml").write_text(BAD_DATA)
+    (tmp_path / "dev.tsv").write_text("id\tmessage\tverdict\n" + "".join(f"d{i}\tword {i}\tham\n" for i in range(8)))
+    (tmp_path / "train.tsv").write_text("id\tmessage\tverdict\na\tword\tmaybe\n")   # no label of the task
+    path = tmp_path / "space.toml"
+    path.write_text(f'search = "random"\ntrials = 50\nseeds = [0]\npruner = "none"\n[budget]\n'
+                    f'model-dir = "{tiny_model_dir}"\ntasks = "tasks.toml"\nmax-steps = 2\n'
+                    f'[space]\nlr = {{ low = 1e-4, high = 1e-2, log = true }}\n')
+    result = run_cli("sweep", path, "--out", tmp_path / "sweeps", "--name", "f")
+    lines = _cli_one_line(result, "stopped after 3 trials in a row failed, the last with:", "train.tsv:2")
+    failed = [line for line in lines if line.startswith("trial ") and " failed: " in line]
+    assert len(failed) == 3, lines
+    record = json.loads((tmp_path / "sweeps" / "f" / "sweep.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["FAIL"] * 3
+
+
+def test_a_configuration_drawn_twice_is_not_trained_twice_and_compare_works(tmp_path, tiny_model_dir):
+    path = tmp_path / "space.toml"
+    path.write_text(f'search = "random"\ntrials = 3\nseeds = [0]\npruner = "none"\n[budget]\n'
+                    f'model-dir = "{tiny_model_dir}"\nlimit = 16\nbatch-size = 8\nmax-steps = 2\nepochs = 1\n'
+                    f'[space]\ncombine = ["sum", "mgda"]\n')
+    done = run_cli("sweep", path, "--out", tmp_path / "sweeps", "--name", "r")
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    folder = tmp_path / "sweeps" / "r"
+    trials = sweeps.open_study(folder, read_space(folder / "space.toml")).get_trials()
+    repeats = [t for t in trials if "same_as" in t.user_attrs]
+    assert repeats and all(t.value == trials[t.user_attrs["same_as"]].value for t in repeats)
+    assert not any((folder / "trials" / sweeps.run_name(t.number, 0)).exists() for t in repeats)
+    printed = " ".join(done.stderr.decode().split())
+    command = printed.split("compare them: ")[1].split()
+    compared = run_cli(*command[1:], "--out", tmp_path / "cmp", "--resamples", "100")
+    assert compared.returncode == 0, compared.stderr.decode()[-2000:]
