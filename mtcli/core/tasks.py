@@ -88,6 +88,11 @@ class Task:
         return self.kind == "regression"
 
     @property
+    def head_is_cosine(self) -> bool:
+        """Its head is the scaled cosine of the pair's embeddings: a head without parameters."""
+        return self.kind == "regression" and self.encoding == "cosine"
+
+    @property
     def label_range(self) -> tuple[float, float]:
         """The valid label values: the declared range, or the class indices."""
         return self.range if self.is_regression else (0, len(self.labels) - 1)

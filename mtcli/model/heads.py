@@ -109,7 +109,7 @@ class Regressor(Head):
     def __init__(self, task: Task, width: int, dropout: float):
         super().__init__(task, dropout)
         self.low, self.high = task.range
-        self.cosine = task.encoding == "cosine"
+        self.cosine = task.head_is_cosine
         if not self.cosine:
             self.linear = nn.Linear(width, 1)
 

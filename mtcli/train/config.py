@@ -91,6 +91,10 @@ class TrainConfig:
             raise UserError(f"--task-weights apply to --combine weighted; {spec_name(self.combine)} computes its own "
                             f"weights: drop --task-weights or pass --combine weighted")
         self._check_numbers(tasks)
+        if (self.pretrain_epochs or self.phase == "pretrain") and all(t.head_is_cosine for t in tasks.values()):
+            flag = "--pretrain-epochs" if self.pretrain_epochs else "--phase pretrain"
+            raise UserError(f"{flag} trains the heads alone (the encoder frozen), and every task's head here is the "
+                            f"cosine of its pair's embeddings, without parameters: nothing would train; drop {flag}")
         if not 0 <= self.pretrain_epochs < self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} must be between 0 and --epochs - 1 ({self.epochs - 1})")
         if self.slots == 1 and weighting.family == "gram" and weighting.reads_gram:

@@ -41,7 +41,7 @@ from mtcli.model.predict import predict_texts, resolve_device
 from mtcli.train.config import CHANGEABLE_ON_RESUME, PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.recipe import recipe_of, write_recipe
-from mtcli.train.tracking import TrackedLog, Trackers
+from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
@@ -225,6 +225,8 @@ class Trainer:
 
     def run(self) -> Path:
         config, console, pos, main = self.config, self.console, self.position, self.dist.is_main
+        if main and "mlflow" in config.log_to:
+            check_mlflow_store()   # before the run folder is made: a bad store is one line, not a traceback later
         if pos.step == 0:
             exists = self.run_dir.exists() and any(self.run_dir.iterdir()) and not self.restart
             if not self.dist.all_true(not exists, self.device):

@@ -8,9 +8,11 @@ flag without its dashes:
 
     mtcli train --config recipe.toml                # the recipe
     mtcli train --config recipe.toml --epochs 1     # a flag given on the command line wins
+    mtcli train --config recipe.toml --encoding para=siamese   # a table flag wins key by key
 
-Paths in a recipe (tasks, model-dir, data-dir, out) are relative to the recipe's folder. Every
-run writes its resolved recipe, every option but its name, to runs/<name>/recipe.toml, so
+A recipe holds what is trained, not where: `out` and `name` are no keys of it (--out, --name).
+Paths in a recipe (tasks, model-dir, data-dir) are relative to the recipe's folder. Every
+run writes its resolved recipe, every option but its name and folder, to runs/<name>/recipe.toml, so
 `mtcli train --config runs/<name>/recipe.toml` trains it again. A recipe may come from anyone:
 unknown keys and values of the wrong type are one-line errors naming the file, the line and
 the key; the values' ranges are checked as the flags' are. Torch-free.
@@ -35,8 +37,11 @@ RECIPE = "recipe.toml"
 
 # Keys whose TrainConfig field has another name; every other key is its field with '-' for '_'
 FIELD_OF = {"encoding": "encodings", "cosine-embedding-loss": "cosine_embedding"}
-# Fields a written recipe leaves out: where the run went is not part of what it is
-NOT_WRITTEN = ("name",)
+# Fields a recipe leaves out: where a run goes is not part of what is trained (a colleague's
+# recipe must not write into their folders); --out and --name say it
+NOT_WRITTEN = ("name", "out")
+# Fields that are tables of task=value: a flag's table goes over the recipe's key by key
+TABLES = ("encodings", "task_weights", "upsample")
 
 
 def field_keys() -> dict[str, str]:
@@ -55,6 +60,9 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
     for key, value in document.items():
         where = f"{path}:{key_line(text, key)}" if key_line(text, key) else str(path)
         field = keys.get(key)
+        if field in NOT_WRITTEN:
+            raise UserError(f"{where}: {key}: where a run goes is not part of its recipe (a recipe holds what is "
+                            f"trained); drop the key and pass --{key} on the command line")
         if field is None:
             near = difflib.get_close_matches(key.replace("_", "-"), keys, n=1)
             hint = f"did you mean {excerpt(near[0])}? " if near else ""
@@ -102,6 +110,9 @@ def with_recipe(path: str | Path, options: dict, given: set[str]) -> TrainConfig
     A value out of range names the recipe's line where the recipe set it."""
     values, lines = read_recipe(path)
     merged = {**options, **{field: value for field, value in values.items() if field not in given}}
+    for field in TABLES:   # --encoding para=siamese over { para = "cross", sts = "cross" }: sts stays cross
+        if field in given and isinstance(values.get(field), dict) and isinstance(options.get(field), dict):
+            merged[field] = {**values[field], **options[field]}
     try:
         return TrainConfig(**merged)
     except UserError as e:

@@ -20,11 +20,12 @@ import os
 import re
 from pathlib import Path
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_json_dict, write_json
 
 TRACKERS = ("tensorboard", "mlflow")
 IDS = "tracking.json"
+MLFLOW_WAIT_S = 20   # how long the tracking store may take to answer the check before a run starts
 
 
 def check_trackers(names: list[str]) -> None:
@@ -37,6 +38,43 @@ def check_trackers(names: list[str]) -> None:
             __import__(module)
         except ImportError:
             raise UserError(f"--log-to {name} needs the {module} package: pip install 'mtcli[tracking]'") from None
+
+
+def check_mlflow_store(wait_s: float = MLFLOW_WAIT_S) -> None:
+    """The store MLFLOW_TRACKING_URI names answers a query, within `wait_s` seconds: asked before
+    a run folder is made, so a bare path, an unknown scheme or an unreachable server is one
+    line, not a traceback after the run started or a silent hang. (No URI: the local SQLite
+    store, made when the run starts.) HTTP requests are bounded too, unless MLflow's own
+    MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES say otherwise."""
+    import threading
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(wait_s)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    answer: list = []
+
+    def ask() -> None:
+        try:
+            import mlflow
+
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            answer.append(None)
+        except Exception as e:   # MLflow raises what its stores and HTTP stack raise
+            answer.append(e)
+
+    asking = threading.Thread(target=ask, daemon=True, name="mtcli-mlflow-check")
+    asking.start()
+    asking.join(wait_s)
+    fix = "fix or unset MLFLOW_TRACKING_URI (unset: a local SQLite store in ./mlruns)"
+    if not answer:
+        raise UserError(f"MLFLOW_TRACKING_URI={excerpt(uri)}: the tracking store did not answer within {wait_s:g} s; "
+                        f"{fix}")
+    if answer[0] is not None:
+        problem = str(answer[0]).splitlines()[0] if str(answer[0]) else type(answer[0]).__name__
+        raise UserError(f"MLFLOW_TRACKING_URI={excerpt(uri)}: not a tracking store MLflow can use "
+                        f"({excerpt(problem, 160)}); {fix}")
 
 
 def flatten(kind: str, record: dict) -> tuple[int | None, dict[str, float]]:
@@ -119,8 +157,15 @@ class _MLflow:
         ids = read_json_dict(run_dir / IDS) or {}
         run_id = ids.get("mlflow_run_id")
         run_id = run_id if isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]{32}", run_id) else None
-        self.run = mlflow.start_run(run_id=run_id, run_name=run_dir.name) if run_id else \
-            mlflow.start_run(run_name=run_dir.name)
+        try:
+            self.run = mlflow.start_run(run_id=run_id, run_name=run_dir.name) if run_id else \
+                mlflow.start_run(run_name=run_dir.name)
+        except mlflow.exceptions.MlflowException as e:
+            if run_id is None:
+                raise UserError(f"MLflow: cannot start a run ({excerpt(str(e).splitlines()[0], 160)})") from None
+            raise UserError(f"{run_dir / IDS}: names MLflow run {run_id}, which the tracking store does not have "
+                            f"({mlflow.get_tracking_uri()}); the file was edited, or the store is another: "
+                            f"restore it or point MLFLOW_TRACKING_URI at the run's store") from None
         if run_id is None:
             write_json(run_dir / IDS, {"mlflow_run_id": self.run.info.run_id})
             mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})

@@ -203,3 +203,49 @@ def test_a_link_planted_in_a_run_folder_is_never_written_through(tmp_path, tiny_
     result = run_cli("report", run)
     _one_line_error(result, "report.json: is a link")
     assert victim.read_text() == "mine"
+
+
+# ---------------------------------------------------------------- 1: a lone surrogate in a file
+
+def test_a_lone_surrogate_in_a_jsonl_file_is_a_bad_row_naming_line_and_column(tmp_path, tiny_export):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "sentence1": "A dog.", "sentence2": "A cat."}\n'
+                    '{"id": "b", "sentence1": "\\ud800", "sentence2": "A cat."}\n')
+    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv"),
+                    "rows.jsonl:2: column 'sentence1': not valid Unicode text (a lone surrogate, U+D800")
+    done = run_cli_here("score", "sts", rows, "--model", tiny_export, "--on-error", "skip", "-o", tmp_path / "o.tsv")
+    assert done.returncode == 0 and (tmp_path / "o.tsv").read_text().splitlines()[1].startswith("a\t")
+
+
+def test_a_lone_surrogate_in_training_data_is_one_line(tmp_path, tiny_model_dir):
+    (tmp_path / "train.jsonl").write_text("".join(
+        json.dumps({"id": f"t{i}", "message": f"word {i}", "verdict": "spam"}) + "\n" for i in range(4))
+        + '{"id": "x", "message": "\\udfff", "verdict": "ham"}\n')
+    tasks = _task_file(tmp_path, train="train.jsonl")
+    _one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tasks, "--out", tmp_path / "runs",
+                                 "--max-steps", "1"), "train.jsonl:5: column 'message': not valid Unicode text")
+
+
+# ---------------------------------------------------------------- 26: a pretrain phase with nothing to train
+
+COSINE_ONLY = """
+[[task]]
+name = "sim"
+kind = "regression"
+text = ["a", "b"]
+label = "score"
+range = [0, 5]
+encoding = "cosine"
+train = "pairs.tsv"
+dev = "pairs.tsv"
+"""
+
+
+@pytest.mark.parametrize("flags", [("--pretrain-epochs", "1", "--epochs", "2"), ("--phase", "pretrain")])
+def test_pretraining_heads_without_parameters_is_refused_before_anything_is_made(tmp_path, tiny_model_dir, flags):
+    (tmp_path / "pairs.tsv").write_text("id\ta\tb\tscore\n" + "".join(f"p{i}\tone {i}\ttwo {i}\t{i % 5}\n"
+                                                                     for i in range(8)))
+    (tmp_path / "tasks.toml").write_text(COSINE_ONLY)
+    _one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tmp_path / "tasks.toml",
+                                 "--out", tmp_path / "runs", *flags), flags[0], "nothing would train")
+    assert not (tmp_path / "runs").exists()

@@ -33,11 +33,29 @@ def test_a_recipe_sets_options_and_the_command_line_wins(tmp_path):
     (tmp_path / "sub").mkdir()
     path = _recipe(tmp_path / "sub", 'combine = "cagrad:c=0.2"\nbatch-size = 8\nepochs = 2\n'
                                       'task-weights = {}\nencoding = { para = "cross" }\n'
-                                      'cosine-embedding-loss = 0.5\nout = "runs"\n')
+                                      'cosine-embedding-loss = 0.5\ndata-dir = "data"\n')
+    (tmp_path / "sub" / "data").mkdir()
     config = with_recipe(path, TrainConfig().__dict__ | {"epochs": 1}, given={"epochs"})
     assert (config.combine, config.batch_size, config.epochs) == ("cagrad:c=0.2", 8, 1)
     assert config.encodings == {"para": "cross"} and config.cosine_embedding == 0.5
-    assert config.out == str((tmp_path / "sub" / "runs").resolve())   # paths: from the recipe's folder
+    assert config.data_dir == str((tmp_path / "sub" / "data").resolve())   # paths: from the recipe's folder
+
+
+def test_a_table_flag_goes_over_the_recipe_s_table_key_by_key(tmp_path):
+    path = _recipe(tmp_path, 'encoding = { para = "cross", sts = "cross" }\nupsample = { sst = 2, sts = 3 }\n')
+    options = TrainConfig().__dict__ | {"encodings": {"para": "siamese"}, "upsample": {"sts": 1}}
+    config = with_recipe(path, options, given={"encodings", "upsample"})
+    assert config.encodings == {"para": "siamese", "sts": "cross"}
+    assert config.upsample == {"sst": 2, "sts": 1}
+
+
+@pytest.mark.parametrize("key", ["out", "name"])
+def test_a_recipe_says_what_is_trained_not_where(tmp_path, key):
+    path = _recipe(tmp_path, f'epochs = 2\n{key} = "/home/colleague/runs"\n')
+    with pytest.raises(UserError, match=f"recipe.toml:2: {key}: where a run goes is not part of its recipe"):
+        with_recipe(path, TrainConfig().__dict__, given=set())
+    config = TrainConfig(out=str(tmp_path / "elsewhere"), name="x")
+    assert not {"out", "name"} & set(recipe_of(config))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -74,7 +92,7 @@ def test_every_run_writes_a_recipe_that_trains_it_again(tmp_path, tiny_model_dir
     written = tmp_path / "runs" / "a" / "recipe.toml"
     kept = read_dev_predictions(tmp_path / "runs" / "a" / PREDICTIONS)   # the best epoch's, for mtcli compare
     assert kept.epoch == 1 and set(kept.labels) == {"sst", "para", "sts"} and kept.predictions["sst"].shape == (16, 5)
-    again = run_cli("train", "--config", written, "--name", "b")
+    again = run_cli("train", "--config", written, "--out", tmp_path / "runs", "--name", "b")
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     a, b = (json.loads((tmp_path / "runs" / n / "config.json").read_text()) for n in "ab")
     assert a.pop("name") == "a" and b.pop("name") == "b" and a == b and a["seed"] == 3 and a["combine"] == "upgrad"

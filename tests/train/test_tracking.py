@@ -57,3 +57,49 @@ def test_a_run_logs_to_tensorboard_and_mlflow(tmp_path, tiny_model_dir, monkeypa
     assert logged.data.metrics["dev/overall"] == pytest.approx(epoch["overall"])
     history = client.get_metric_history(run_id, "loss/sst")
     assert [m.step for m in history] == [r["step"] for r in steps if "sst" in r["loss"]]
+
+
+@pytest.mark.parametrize("uri, message", [("relative/store", "not a tracking store MLflow can use"),
+                                          ("bogus://x", "not a tracking store MLflow can use")])
+def test_a_bad_tracking_uri_is_one_line_before_the_run_folder_exists(tmp_path, tiny_model_dir, monkeypatch, uri,
+                                                                     message):
+    pytest.importorskip("mlflow")
+    from mtcli.train.loop import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    config = TrainConfig(model_dir=str(tiny_model_dir), out=str(tmp_path / "runs"), name="t", limit=16, batch_size=8,
+                         max_steps=1, log_to=["mlflow"])
+    with pytest.raises(UserError, match=f"MLFLOW_TRACKING_URI='{uri}': {message}"):
+        Trainer(config, Console(quiet=True)).run()
+    assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_a_tracking_store_that_does_not_answer_is_bounded(monkeypatch):
+    pytest.importorskip("mlflow")
+    import socket
+    import time
+
+    from mtcli.train.tracking import check_mlflow_store
+
+    with socket.socket() as silent:   # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.perf_counter()
+        with pytest.raises(UserError, match="did not answer within 2 s|not a tracking store"):
+            check_mlflow_store(wait_s=2)
+        assert time.perf_counter() - start < 10
+
+
+def test_a_forged_mlflow_run_id_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mtcli.train.tracking import _MLflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "tracking.json").write_text(json.dumps({"mlflow_run_id": "0" * 32}))
+    with pytest.raises(UserError, match="tracking.json: names MLflow run 0{32}, which the tracking store does not have"):
+        _MLflow(run, {})
