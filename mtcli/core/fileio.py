@@ -134,6 +134,27 @@ def atomic_path(final: str | Path, follow_link: bool = False) -> Iterator[Path]:
         raise
 
 
+def open_append(path: str | Path, binary: bool = False):
+    """A log of mtcli's own (metrics.jsonl, a worker's log) opened to append to, never through a
+    link planted under its name, never a device or FIFO: a UserError naming the file otherwise."""
+    path = Path(path)
+    try:
+        # O_NONBLOCK: a FIFO is refused at once (ENXIO, or the check below), not waited on for a reader
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(f"{path}: is a link, and mtcli writes its own files, never through links: remove the "
+                            f"link (nothing was changed)") from None
+        if e.errno == errno.ENXIO:
+            raise UserError(f"{path}: is not a regular file; mtcli appends only to its own logs: remove it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path}: is not a regular file; mtcli appends only to its own logs: remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab") if binary else os.fdopen(fd, "a", encoding="utf-8")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtcli.core.errors import DataError
-from mtcli.core.fileio import check_regular, parse_json
+from mtcli.core.fileio import check_regular, open_append, parse_json
 
 
 class MetricsLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open_append(self.path)
 
     def write(self, kind: str, **values) -> None:
         self._fh.write(json.dumps({"type": kind, **values}, default=_plain) + "\n")

@@ -75,6 +75,9 @@ def open_journal(folder: Path, *, repair: bool = False, on_repair=None):
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(folder) / FILE
+    if path.is_symlink():
+        raise UserError(f"{path}: is a link, and a sweep appends to its own journal, never through links: remove the "
+                        f"link, or start the sweep under another --name")
     if path.exists():
         check_journal(path, repair=repair, on_repair=on_repair)
     return JournalStorage(JournalFileBackend(str(path)))

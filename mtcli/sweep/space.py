@@ -159,8 +159,7 @@ def read_space(path: str | Path) -> Space:
     # in the order of the recipe's fields, not the file's: the sweep folder's copy (tomli_w puts
     # range tables after the lists) reads and suggests in the same order as the file it came from
     space.params = {option: space.params[option] for option in hints if option in space.params}
-    if search == "grid":
-        _check_grid(space, fail)
+    _check_points(space, fail)
     space.start = _start_points(document.get("start", []), space, keys, hints, fail)
     if objective != "overall":
         tasks = space.config({}, name="check", out=".", seed=seeds[0]).load_tasks()
@@ -169,25 +168,25 @@ def read_space(path: str | Path) -> Space:
     return space
 
 
-GRID_CHECKED = 2000   # grid points whose joint validity is checked before the first trial
+POINTS_CHECKED = 2000   # points of the space whose joint validity is checked before the first trial
 
 
-def _check_grid(space: Space, fail) -> None:
-    """Every point of the grid a valid recipe together (each choice was checked alone; `epochs = 1`
-    with `pretrain-epochs = 1` is not): the first invalid one is an error now, not a failed trial.
-    Grids larger than GRID_CHECKED points are checked on their first GRID_CHECKED."""
+def _check_points(space: Space, fail) -> None:
+    """Every combination of the choices (and of each range's two ends) a valid recipe together:
+    each value was checked alone, but `epochs = 1` with `pretrain-epochs = 1` is no recipe, and
+    a search that may draw it would fail that trial. The first invalid one is an error now.
+    Spaces of more than POINTS_CHECKED combinations are checked on their first ones."""
     import itertools
 
     options = list(space.params)
-    for number, point in enumerate(itertools.product(*space.params.values()), 1):
-        if number > GRID_CHECKED:
-            return
+    ends = [choices if isinstance(choices, list) else [choices.low, choices.high] for choices in space.params.values()]
+    for point in itertools.islice(itertools.product(*ends), POINTS_CHECKED):
         values = dict(zip(options, point))
         try:
             space.config(values, name="check", out=".", seed=space.seeds[0])
         except UserError as e:
             shown = ", ".join(f"{o.replace('_', '-')} = {excerpt(v)}" for o, v in values.items())
-            fail("space", f"the grid point {shown} is no valid recipe ({e}); take the value out of one list")
+            fail("space", f"the point {shown} is no valid recipe ({e}); take a value out of a list or a range")
 
 
 def _start_points(points, space: Space, keys: dict[str, str], hints: dict, fail) -> list[dict]:

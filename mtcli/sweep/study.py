@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import UserError, excerpt
-from mtcli.core.fileio import read_json_dict, write_json, write_text
+from mtcli.core.fileio import open_append, read_json_dict, write_json, write_text
 from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import read_metrics
 from mtcli.sweep.journal import STUDY, load_study, open_journal, optuna_module
@@ -419,7 +419,7 @@ def launch_workers(folder: Path, count: int) -> list[subprocess.Popen]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return [subprocess.Popen([sys.executable, "-m", "mtcli", "sweep", str(folder / "space.toml"), "--worker", str(i),
                               "--folder", str(folder)], env=env, stdout=subprocess.DEVNULL,
-                             stderr=open(folder / f"worker-{i}.log", "ab"))
+                             stderr=open_append(folder / f"worker-{i}.log", binary=True))
             for i in range(1, count)]
 
 

@@ -166,3 +166,20 @@ def test_a_link_in_a_folder_mtcli_wrote_makes_it_not_mtcli_s(tmp_path):
     (folder / "compare.md").symlink_to(tmp_path / "victim.txt")
     with pytest.raises(UserError, match="compare.md: is a link, which mtcli never makes"):
         ensure_replaceable(folder, {"compare.json", "compare.md"}, "a compare folder")
+
+
+def test_a_log_is_never_appended_to_through_a_planted_link_or_into_a_fifo(tmp_path):
+    from mtcli.core.fileio import open_append
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (tmp_path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(UserError, match="metrics.jsonl: is a link"):
+        open_append(tmp_path / "metrics.jsonl")
+    os.mkfifo(tmp_path / "worker-1.log")
+    with pytest.raises(UserError, match="worker-1.log: is not a regular file"):
+        open_append(tmp_path / "worker-1.log")
+    assert victim.read_text() == "mine\n"
+    with open_append(tmp_path / "log.jsonl") as fh:
+        fh.write("one\n")
+    assert (tmp_path / "log.jsonl").read_text() == "one\n"

@@ -55,7 +55,9 @@ def _space(folder, model_dir, *, trials=3, search="random", pruner="median", ext
     ('[space]\nbatch-size = { low = 8, high = 64, step = 8, log = true }\n', r"batch-size: a log range has no step"),
     ('[space]\ncombine = ["sum", "upgrad", "sum"]\n', r"combine: choice 'sum' is listed twice"),
     ('search = "grid"\n[space]\nepochs = [1, 2]\npretrain-epochs = [0, 1]\n',
-     r"space: the grid point pretrain-epochs = 1, epochs = 1 is no valid recipe (--pretrain-epochs 1 must be"),
+     r"space: the point pretrain-epochs = 1, epochs = 1 is no valid recipe (--pretrain-epochs 1 must be"),
+    ('search = "tpe"\n[space]\nepochs = { low = 1, high = 3 }\npretrain-epochs = [0, 2]\n',
+     r"space: the point pretrain-epochs = 2, epochs = 1 is no valid recipe"),
 ])
 def test_space_errors_name_the_file_line_and_key(tmp_path, text, message):
     (tmp_path / "space.toml").write_text(text)
