@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mtcli.export.onnx import _quantize, nodes_matching  # noqa: E402
-from mtcli.inference.score import evaluate_onnx  # noqa: E402
+from mtcli.eval.evaluate import evaluate_onnx  # noqa: E402
 
 # node-name patterns of the fused BERT graphs (see the Attention / MatMul names in any task graph)
 FAMILIES = {
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--export", type=Path, default=Path("export"))
     parser.add_argument("--only", nargs="+", choices=sorted(FAMILIES))
     args = parser.parse_args()
-    fp32 = evaluate_onnx(args.export, providers=["cpu"])
+    fp32 = evaluate_onnx(args.export, providers=["cpu"]).results
     tasks = list(fp32["headline"])
     print("| kept in fp32 | nodes | " + " | ".join(f"{t} change (points)" for t in tasks) + " | overall change | MiB |")
     print("|---|---|" + "---|" * (len(tasks) + 2))
@@ -64,7 +64,7 @@ def main() -> None:
             _quantize(embed, folder / "embed.int8.onnx", nodes_to_exclude=nodes_matching(embed, patterns) if patterns else [])
             manifest["embedding"]["int8_file"] = "embed.int8.onnx"
             (folder / "manifest.json").write_text(json.dumps(manifest))
-            int8 = evaluate_onnx(folder, providers=["cpu"], quantized=True)
+            int8 = evaluate_onnx(folder, providers=["cpu"], quantized=True).results
             changes = " | ".join(f"{100 * (int8['headline'][t] - fp32['headline'][t]):+.2f}" for t in tasks)
             print(f"| {name} | {excluded} per graph | {changes} | {100 * (int8['overall'] - fp32['overall']):+.2f} | "
                   f"{size / len(tasks) / 2**20:.0f} |", flush=True)

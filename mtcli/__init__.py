@@ -1,4 +1,5 @@
-"""mtcli: multitask fine-tuning of a BERT encoder with PCGrad, ONNX export and scoring.
+"""mtcli: multitask fine-tuning of a BERT or MPNet encoder on declared sentence tasks, with 35
+multitask methods (gradient combinations in a fused native kernel), ONNX export and scoring.
 
 Importing the package is cheap: torch is imported only by the modules that need it
 (`mtcli.model`, training, export), never by scoring.

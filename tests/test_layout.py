@@ -3,6 +3,7 @@ wrapper) never import torch (scoring, ONNX eval and the
 run report run with torch made unimportable), and no module outside the task and head
 modules looks at what a task is called."""
 
+import ast
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "mtcli"
-TORCH_FREE = ("core", "inference", "eval")
+TORCH_FREE = ("core", "run", "inference", "eval")
 # Only the task declarations and the heads may know a task by name.
 TASK_NAMES = re.compile(r"""["'](sst|para|sts|cfimdb)["']|task(_name)?\s*(==|!=|in)\s*[("'\[]""")
 OWNERS = {PACKAGE / "core" / "tasks.py", PACKAGE / "model" / "heads.py"}
@@ -77,3 +78,25 @@ def test_the_version_is_stated_once_in_code_and_agrees_with_pyproject():
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == __version__
     stated = [p for p in PACKAGE.rglob("*.py") if re.search(r"^__version__\s*=", p.read_text(), re.M)]
     assert stated == [PACKAGE / "core" / "version.py"]
+
+
+# a run file's name where code uses it: a path joined with it, a set or tuple of names, an assignment
+RUN_FILES = re.compile(r"""(/|[{(,=])\s*["'](config\.json|eval\.json|metrics\.jsonl|recipe\.toml|data\.json|"""
+                       r"""report\.json|tracking\.json|dev-predictions\.safetensors)["']""")
+# folders of other formats that hold a file of the same name (an HF model's config.json)
+OTHER_FORMATS = {PACKAGE / "model", PACKAGE / "export", PACKAGE / "core" / "backbones.py", PACKAGE / "info.py"}
+
+
+def test_only_the_run_folder_module_spells_a_run_file_s_name():
+    owner = PACKAGE / "run" / "folder.py"
+    spelled = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == owner or path in OTHER_FORMATS or path.parent in OTHER_FORMATS:
+            continue
+        text = path.read_text()
+        body = ast.parse(text).body
+        docstring = body[0].end_lineno if body and isinstance(body[0], ast.Expr) else 0   # the module's prose
+        code = "\n".join(line for number, line in enumerate(text.splitlines(), 1)
+                         if number > docstring and not line.lstrip().startswith("#"))
+        spelled += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in RUN_FILES.finditer(code)]
+    assert not spelled, spelled

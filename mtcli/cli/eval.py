@@ -39,78 +39,40 @@ def eval_command(
     batch_size: int = typer.Option(BATCH_SIZE, "--batch-size"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
-    """Evaluate a checkpoint: SST and paraphrase accuracy, STS Pearson/Spearman, overall."""
+    """Evaluate a checkpoint, or an export through onnxruntime: each task's dev metrics and the overall score
+    (eval.json, with plots), or test prediction files."""
     from rich.console import Console
 
+    from mtcli.core.data import notes
     from mtcli.core.errors import UserError
+    from mtcli.eval.analysis import analysis_tables, plot_names
+    from mtcli.eval.evaluate import evaluate_checkpoint, evaluate_onnx, scores_table
 
-    if split not in ("dev", "test"):
-        raise UserError(f"--split {split!r} is not one of dev, test")
     if onnx is not None and checkpoint is not None:
         raise UserError("pass --checkpoint or --onnx, not both")
     if tasks is not None and data_dir is not None:
         raise UserError("pass --tasks or --data-dir, not both")
-    console = Console(stderr=True)
+    where = {"split": split, "data_dir": data_dir, "task_file": tasks, "limit": limit, "batch_size": batch_size}
     if onnx is not None:
-        from mtcli.inference.score import evaluate_onnx
-
-        results, splits, predictions = evaluate_onnx(onnx, split=split, data_dir=data_dir, task_file=tasks, limit=limit,
-                                                     quantized=int8, batch_size=batch_size, return_predictions=True)
-        source, out_dir, provenance = onnx, out or onnx, {"backend": "onnxruntime" + (" int8" if int8 else "")}
+        found = evaluate_onnx(onnx, quantized=int8, **where)
     else:
-        results, splits, predictions, source, provenance = _torch_eval(checkpoint, split, data_dir, tasks, limit,
-                                                                       batch_size, device)
-        out_dir = out or source.parent
-    from mtcli.core.data import notes
-
-    for note in notes(splits):
+        found = evaluate_checkpoint(checkpoint, device=device, **where)
+    console = Console(stderr=True)
+    for note in notes(found.splits):
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    _report(console, results, splits, predictions, split, source, out_dir, provenance)
+    out_dir = out or (found.source if onnx is not None else found.source.parent)
+    written = found.save(out_dir)
+    if found.unlabeled and split == "test":
+        console.print(f"no labels in the test file of {', '.join(found.unlabeled)}: predictions only, no metrics")
+    if found.results is not None:
+        tasks_scored = found.tasks()
+        table = Console()
+        table.print(scores_table(found.results, tasks_scored, title=f"{split}: {found.source} "
+                                                                    f"({found.backend['backend']})"))
+        for analysis in analysis_tables(found.analysis, tasks_scored):
+            table.print(analysis)
+    plots = [name for task in found.tasks().values() for name in plot_names(task)] if split == "dev" else []
+    for path in written:
+        shown = f" (with {', '.join(plots)})" if plots and path.name.startswith("eval") else ""
+        console.print(f"wrote {path}{shown}")
 
-
-def _torch_eval(checkpoint, split, data_dir, task_file, limit, batch_size, device):
-    from mtcli.core.data import read_splits
-    from mtcli.eval.evaluate import score_predictions
-    from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, latest_checkpoint, load_checkpoint
-    from mtcli.model.predict import predict_texts, resolve_device
-
-    ckpt = checkpoint or latest_checkpoint()
-    target = resolve_device(device)
-    model, tokenizer, _ = load_checkpoint(ckpt, device=target)
-    located = checkpoint_data(ckpt, model.tasks, task_file=task_file, data_dir=data_dir, splits=(split,))
-    splits = read_splits(located, split, limit=limit)
-    predictions = {}
-    for task, data in splits.items():
-        predictions[task], _ = predict_texts(model, tokenizer, task, [ex.texts for ex in data.examples],
-                                             batch_size=batch_size, device=target)
-    results = score_predictions(splits, predictions) if split == "dev" else None
-    return results, splits, predictions, ckpt, {"backend": "torch", "checkpoint_sha256": checkpoint_hash(ckpt)}
-
-
-def _report(console, results, splits, predictions, split, source, out_dir, provenance):
-    """Print and save what an evaluation found: for dev the metrics (eval.json, plots); for test
-    the prediction files, and the metrics of the tasks whose test file has labels
-    (eval-test.json), saying which have none."""
-    from rich.console import Console
-
-    from mtcli.eval.analysis import analysis_tables, plot_names
-    from mtcli.eval.evaluate import labeled, score_predictions, scores_table, write_eval, write_test_predictions
-
-    if split == "test":
-        for path in write_test_predictions(splits, predictions, out_dir):
-            console.print(f"wrote {path}")
-        unlabeled = [name for name, data in splits.items() if all(ex.label is None for ex in data.examples)]
-        if unlabeled:
-            console.print(f"no labels in the test file of {', '.join(unlabeled)}: predictions only, no metrics")
-        splits, predictions = labeled(splits, predictions)
-        if not splits:
-            return
-        results = score_predictions(splits, predictions)
-    tasks = {name: data.task for name, data in splits.items()}
-    out = Console()
-    out.print(scores_table(results, tasks, title=f"{split}: {source} ({provenance['backend']})"))
-    path, analysis = write_eval(results, splits, predictions, out_dir, split=split, source=str(source), **provenance)
-    for table in analysis_tables(analysis, tasks):
-        out.print(table)
-    plots = [name for task in tasks.values() for name in plot_names(task)] if split == "dev" else []
-    console.print(f"wrote {path}" + (f" (with {', '.join(plots)})" if plots else ""))

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import typer
 
+from mtcli.train.config import TrainConfig
+from mtcli.train.recipe import field_of_flag
+
 EPILOG = """Examples:
 
   mtcli train                                   # the default recipe on the bundled data
@@ -32,82 +35,77 @@ EPILOG = """Examples:
 
 def train(
     ctx: typer.Context,
-    sampler: str = typer.Option("proportional", help="NAME[:key=value,...]: proportional | temperature (tau=2) | "
+    sampler: str = typer.Option(TrainConfig.sampler, help="NAME[:key=value,...]: proportional | temperature (tau=2) | "
                                  "annealed (start=1.0,end=0.2) | round-robin | triple-batch"),
-    combine: str = typer.Option("pcgrad", help="The multitask method, NAME[:key=value,...], e.g. cagrad:c=0.4, "
+    combine: str = typer.Option(TrainConfig.combine, help="The multitask method, NAME[:key=value,...], e.g. cagrad:c=0.4, "
                                 "famo:lr=0.025, graddrop; `mtcli info` lists every method by family, with its "
                                 "parameters"),
     task_weights: str = typer.Option(None, "--task-weights", help="Fixed per-task gradient weights for --combine "
                                      "weighted, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
-    phase: str = typer.Option("finetune", help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
+    phase: str = typer.Option(TrainConfig.phase, help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
     tasks: Path = typer.Option(None, "--tasks", help="A TOML task file declaring 1 to 8 tasks (default: the built-in "
                                                      "CS224N tasks sst, para, sts)"),
-    pooling: str = typer.Option("mean", help="cls | mean"),
+    pooling: str = typer.Option(TrainConfig.pooling, help="cls | mean"),
     encoding: str = typer.Option(None, "--encoding", help="Override declared pair encodings, e.g. para=cross,sts=cross "
                                  "(classification pairs: cross | siamese; regression pairs: cross | cosine)"),
-    para_mode: str = typer.Option(None, "--para-mode", help="Same as --encoding para=MODE", hidden=True),
-    sts_mode: str = typer.Option(None, "--sts-mode", help="Same as --encoding sts=MODE", hidden=True),
-    simcse: float = typer.Option(0.0, help="Weight of an unsupervised SimCSE loss on every batch's sentences (0: off)"),
-    mnrl: float = typer.Option(0.0, help="Weight of a multiple-negatives ranking loss on the positives of binary "
+    simcse: float = typer.Option(TrainConfig.simcse, help="Weight of an unsupervised SimCSE loss on every batch's sentences (0: off)"),
+    mnrl: float = typer.Option(TrainConfig.mnrl, help="Weight of a multiple-negatives ranking loss on the positives of binary "
                                          "pair tasks, e.g. paraphrases (0: off)"),
     cosine_embedding_loss: bool = typer.Option(False, "--cosine-embedding-loss",
                                                help="Add CosineEmbeddingLoss on the pair embeddings of pair tasks"),
-    cosine_margin: float = typer.Option(0.0, "--cosine-margin", help="Margin of the cosine embedding loss"),
-    pretrain_epochs: int = typer.Option(0, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
+    cosine_margin: float = typer.Option(TrainConfig.cosine_margin, "--cosine-margin", help="Margin of the cosine embedding loss"),
+    pretrain_epochs: int = typer.Option(TrainConfig.pretrain_epochs, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
                                         "for the first K epochs, then fine-tune"),
-    epochs: int = typer.Option(3, help="Epochs (see the sampler's steps per epoch, printed at start)"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Examples per task batch"),
+    epochs: int = typer.Option(TrainConfig.epochs, help="Epochs (see the sampler's steps per epoch, printed at start)"),
+    batch_size: int = typer.Option(TrainConfig.batch_size, "--batch-size", help="Examples per task batch"),
     slots: int = typer.Option(None, help="Task batches per optimizer step, each task drawn by the sampler "
                                          "(default: one per task; 1 = one batch per step, sum/weighted only)"),
-    group_by_length: bool = typer.Option(True, "--group-by-length/--no-group-by-length",
+    group_by_length: bool = typer.Option(TrainConfig.group_by_length, "--group-by-length/--no-group-by-length",
                                          help="Batch rows of similar token length together (about half the padding "
                                               "compute; the same rows per epoch)"),
     lr: float = typer.Option(None, help="Peak learning rate of the encoder (default: by phase)"),
     head_lr: float = typer.Option(None, "--head-lr", help="Peak learning rate of the task heads (default 1e-3)"),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    warmup: float = typer.Option(0.1, help="Fraction of steps with linear warmup"),
-    clip: float = typer.Option(1.0, help="Max gradient norm (0 disables clipping)"),
-    dropout: float = typer.Option(0.1, help="Dropout in the encoder and before the heads"),
+    weight_decay: float = typer.Option(TrainConfig.weight_decay, "--weight-decay"),
+    warmup: float = typer.Option(TrainConfig.warmup, help="Fraction of steps with linear warmup"),
+    clip: float = typer.Option(TrainConfig.clip, help="Max gradient norm (0 disables clipping)"),
+    dropout: float = typer.Option(TrainConfig.dropout, help="Dropout in the encoder and before the heads"),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimizer steps"),
     limit: int = typer.Option(None, help="Use the first N rows of each task (train and dev)"),
-    train_fraction: float = typer.Option(1.0, "--train-fraction",
+    train_fraction: float = typer.Option(TrainConfig.train_fraction, "--train-fraction",
                                          help="Train on a seeded random share of each task's rows (tasks keep their "
                                               "relative sizes; dev sets stay whole)"),
     model_dir: Path = typer.Option(None, "--model-dir", help="HF-layout BERT or MPNet folder, or a backbone's name (mtcli backbones; default: all-MiniLM-L6-v2)"),
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder with the CS224N files (default: bundled data/)"),
-    out: Path = typer.Option(Path("runs"), help="Folder that holds runs"),
+    out: Path = typer.Option(Path(TrainConfig.out), help="Folder that holds runs"),
     name: str = typer.Option(None, help="Run name (default: time-sampler-combine)"),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    eval_batch_size: int = typer.Option(64, "--eval-batch-size"),
-    save_every: int = typer.Option(0, "--save-every", help="Also save last/ every N steps (for --resume)"),
-    eval_every: int = typer.Option(0, "--eval-every", help="Also evaluate on dev every N steps (metrics.jsonl "
+    seed: int = typer.Option(TrainConfig.seed),
+    device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda"),
+    eval_batch_size: int = typer.Option(TrainConfig.eval_batch_size, "--eval-batch-size"),
+    save_every: int = typer.Option(TrainConfig.save_every, "--save-every", help="Also save last/ every N steps (for --resume)"),
+    eval_every: int = typer.Option(TrainConfig.eval_every, "--eval-every", help="Also evaluate on dev every N steps (metrics.jsonl "
                                    "'eval' records; what a sweep's pruner reads)"),
     log_to: str = typer.Option(None, "--log-to", help="Also log every metric to tensorboard, mlflow or both "
                                "(comma-separated; event files in the run folder, MLflow in ./mlruns)"),
-    skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
+    skip_nonfinite: bool = typer.Option(TrainConfig.skip_nonfinite, "--skip-nonfinite", help="Skip and count NaN/inf steps instead of stopping"),
     activation_checkpointing: bool = typer.Option(
-        False, "--activation-checkpointing/--no-activation-checkpointing",
+        TrainConfig.activation_checkpointing, "--activation-checkpointing/--no-activation-checkpointing",
         help="Recompute the encoder's activations in the backward pass: the same run in a third to a half of the "
              "memory, for one more forward pass (large batches, --simcse); may change on --resume"),
-    log_every: int = typer.Option(10, "--log-every", help="Write metrics.jsonl (and refresh the progress) every N steps"),
-    progress_every: float = typer.Option(30.0, "--progress-every", help="Seconds between progress lines when the "
+    log_every: int = typer.Option(TrainConfig.log_every, "--log-every", help="Write metrics.jsonl (and refresh the progress) every N steps"),
+    progress_every: float = typer.Option(TrainConfig.progress_every, "--progress-every", help="Seconds between progress lines when the "
                                                                          "output is not a terminal (nohup, CI, jobs)"),
     resume: Path = typer.Option(None, help="Continue the run in this folder exactly where its last/ checkpoint left off"),
     config: Path = typer.Option(None, "--config", help="A recipe file (TOML): every option above as a key, named as "
                                 "its flag without the dashes; flags given on the command line win"),
 ):
     """Fine-tune the shared encoder and one head per task (default: SST, Quora, STS-B); writes runs/<name>/."""
-    from mtcli.core.tasks import LEGACY_ENCODING_OPTIONS
-    from mtcli.train import TrainConfig
     from mtcli.train import resume as resume_training
     from mtcli.train import train as run_training
-    from mtcli.train.config import CHANGEABLE_ON_RESUME, parse_task_map
+    from mtcli.run.folder import CHANGEABLE_ON_RESUME
+    from mtcli.train.config import parse_task_map
 
     encodings = parse_task_map(encoding, "--encoding", cast=str)
-    legacy = {"para_mode": para_mode, "sts_mode": sts_mode}
-    encodings.update({LEGACY_ENCODING_OPTIONS[option]: mode for option, mode in legacy.items() if mode is not None})
 
     options = dict(
         sampler=sampler, combine=combine, task_weights=parse_task_map(task_weights, "--task-weights"),
@@ -144,23 +142,18 @@ def train(
 
 def _given_fields(ctx: typer.Context) -> set[str]:
     """The TrainConfig fields whose flags the command line gave (they win over a recipe's)."""
-    return {_FIELD.get(param, param) for param in ctx.params
+    return {field_of_flag(param) for param in ctx.params
             if (source := ctx.get_parameter_source(param)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
-
-
-# CLI options whose TrainConfig field has another name
-_FIELD = {"cosine_embedding_loss": "cosine_embedding", "encoding": "encodings", "para_mode": "encodings",
-          "sts_mode": "encodings"}
 
 
 def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     """A resumed run continues with the options it was started with: an option given
     with --resume must agree with the saved one, or it is an error naming it."""
     from mtcli.core.errors import UserError
-    from mtcli.core.fileio import read_json_dict
-    from mtcli.train.config import CHANGEABLE_ON_RESUME, PATH_FIELDS, resolved_path
+    from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, read_config
+    from mtcli.train.config import PATH_FIELDS, resolved_path
 
-    saved = read_json_dict(run_dir / "config.json")
+    saved = read_config(run_dir)
     if saved is None:
         return  # resume itself reports the missing or broken run folder
     options = {k: resolved_path(v) if k in PATH_FIELDS else v for k, v in options.items()}
@@ -169,12 +162,12 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
         source = ctx.get_parameter_source(param)
         if param == "resume" or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
             continue
-        field = _FIELD.get(param, param)
+        field = field_of_flag(param)
         if field in CHANGEABLE_ON_RESUME:   # how the run computes and saves: it may change on resume
             continue
         if field in saved and options.get(field) != saved[field]:
             flag = "--" + param.replace("_", "-")
             conflicts.append(f"{flag} {options[field]!r} (the run has {saved[field]!r})")
     if conflicts:
-        raise UserError(f"{run_dir / 'config.json'}: --resume continues the run with its saved options; "
+        raise UserError(f"{run_dir / CONFIG}: --resume continues the run with its saved options; "
                         f"{'; '.join(conflicts)}: drop {'it' if len(conflicts) == 1 else 'them'}, or start a new run")

@@ -104,9 +104,9 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
       --tasks FILE      the files a task file declares for tasks of the same name and shape
       built-in tasks    the bundled data/ folder (the artifact's tasks are CS224N's three, or some of them)
       a run's record    for a checkpoint inside a run folder: the files that run read, if unchanged
-                        (mtcli.core.provenance; `splits` are the ones the caller reads)
+                        (mtcli.run.provenance; `splits` are the ones the caller reads)
     and otherwise it is one error saying which to pass."""
-    from mtcli.core.provenance import recorded_files
+    from mtcli.run.provenance import recorded_files
     from mtcli.core.tasks import load_task_file
 
     if data_dir is not None:

@@ -13,7 +13,6 @@ DEFAULT_EXPORT_DIR = Path("export")
 
 EXPORT_MANIFEST = "manifest.json"   # what makes a folder an `mtcli export` (mtcli.inference.manifest reads it)
 EXPORT_FORMAT = "mtcli-onnx"
-SET_ASIDE_RUNS = "stopped"   # a sweep's trials/stopped/: run folders a resume could not continue (compare skips them)
 
 
 def default_model_dir() -> Path:
@@ -46,12 +45,6 @@ def resolve_model_dir(path: str | Path | None) -> Path:
                     f"or a backbone's name ({', '.join(BACKBONES)})")
 
 
-def is_run_dir(folder: str | Path) -> bool:
-    """A folder `mtcli train` wrote: its config.json next to metrics.jsonl or a checkpoint."""
-    folder = Path(folder)
-    return (folder / "config.json").is_file() and any((folder / n).exists() for n in ("metrics.jsonl", "best", "last"))
-
-
 def export_manifest(folder: str | Path) -> dict | None:
     """The manifest of a folder `mtcli export` wrote, read leniently (an export by another mtcli
     version is still mtcli's to replace): None unless it names mtcli's export format. Not
@@ -62,9 +55,3 @@ def export_manifest(folder: str | Path) -> dict | None:
 
 def is_export_dir(folder: str | Path) -> bool:
     return export_manifest(folder) is not None
-
-
-def enclosing_run_dir(path: str | Path) -> Path | None:
-    """The run folder that is `path` or holds it, if any."""
-    path = Path(path).resolve()
-    return next((p for p in (path, *path.parents) if is_run_dir(p)), None)

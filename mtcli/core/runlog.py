@@ -110,7 +110,7 @@ def _record_problem(record) -> str | None:
     if kind == "step":
         if "step" not in record or not _numbers(record.get("loss")) or not _number(record.get("epoch_progress")):
             return "a step record needs step, epoch_progress and loss"
-        for key in ("grad_cosine", "weights", "pcgrad_weights"):
+        for key in ("grad_cosine", "weights"):
             if key in record and not _numbers(record[key]):
                 return f"'{key}' is not a map of numbers"
         if "/" in "".join(k for k in record.get("weights", {})) or \

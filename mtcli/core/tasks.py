@@ -387,11 +387,6 @@ def plot_names_of(name: str, kind: str) -> list[str]:
     return {"multiclass": [f"confusion_{name}.png"], "regression": [f"scatter_{name}.png"]}.get(kind, [])
 
 
-def earlier_plot_names_of(name: str, kind: str) -> list[str]:
-    """What mtcli before 0.2 called them (`sts_scatter.png`): still mtcli's own to replace."""
-    return [f"{name}_scatter.png"] if kind == "regression" else []
-
-
 def _number(text: str) -> float | None:
     """`text` as a finite number, or None."""
     try:
@@ -399,7 +394,3 @@ def _number(text: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
-
-
-# Shorthands kept from before tasks were declared: `train --para-mode X` is `--encoding para=X`.
-LEGACY_ENCODING_OPTIONS = {"para_mode": "para", "sts_mode": "sts"}

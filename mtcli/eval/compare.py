@@ -23,17 +23,12 @@ import numpy as np
 from scipy import stats
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json_dict
 from mtcli.core.metrics import metric_value, unit_score
-from mtcli.core.paths import SET_ASIDE_RUNS
 from mtcli.core.runlog import last_stop, read_metrics
 from mtcli.core.typed import has_type
-from mtcli.eval.predictions import FILE as PREDICTIONS, DevPredictions, read_dev_predictions
+from mtcli.eval.predictions import DevPredictions, read_dev_predictions
+from mtcli.run.folder import CONFIG, EVAL, METRICS, PREDICTIONS, SET_ASIDE, read_config, read_eval, recipe_key
 
-# Options that say how or where a run went, not what it trained: runs that differ only in them
-# are seeds of one recipe
-NOT_RECIPE = ("name", "out", "seed", "device", "eval_batch_size", "log_every", "progress_every", "save_every",
-              "eval_every", "log_to", "skip_nonfinite", "activation_checkpointing", "learning_rate", "grad_stats")
 LEVEL = 0.95
 ALPHA = 1 - LEVEL
 
@@ -52,7 +47,7 @@ class Run:
 
     @property
     def recipe(self) -> str:
-        return json.dumps({k: v for k, v in sorted(self.config.items()) if k not in NOT_RECIPE}, sort_keys=True)
+        return recipe_key(self.config)
 
 
 @dataclass
@@ -89,7 +84,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if _is_run(path):
             found.append(path)
             continue
-        children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.is_symlink() and c.name != SET_ASIDE_RUNS]
+        children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.is_symlink() and c.name != SET_ASIDE]
         runs = [c for c in children if _is_run(c)]
         runs += [g for c in children if not _is_run(c)
                  for g in sorted(c.iterdir()) if g.is_dir() and not g.is_symlink() and _is_run(g)]
@@ -101,14 +96,13 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / "config.json").is_file() and (path / "eval.json").is_file()
+    return (path / CONFIG).is_file() and (path / EVAL).is_file()
 
 
 def read_run(path: Path, with_predictions: bool) -> Run:
-    config = read_json_dict(path / "config.json")
-    evaluation = read_json_dict(path / "eval.json")
+    config, evaluation = read_config(path), read_eval(path)
     if config is None or evaluation is None:
-        raise UserError(f"{path}: config.json or eval.json is not a JSON object; the run folder is damaged")
+        raise UserError(f"{path}: {CONFIG} or {EVAL} is not a JSON object; the run folder is damaged")
     seed = config.get("seed")
     headline, overall = evaluation.get("headline"), evaluation.get("overall")
     if not isinstance(seed, int) or not _number(overall) or not isinstance(headline, dict) \
@@ -116,9 +110,9 @@ def read_run(path: Path, with_predictions: bool) -> Run:
         raise UserError(f"{path}: eval.json or config.json lacks its seed, headline scores or overall score; the "
                         f"run folder is damaged or not mtcli's")
     if not 0 <= overall <= 1 or not all(v is None or -1 <= v <= 1 for v in headline.values()):
-        raise UserError(f"{path / 'eval.json'}: a score outside its range (headlines lie in [-1, 1], the overall in "
+        raise UserError(f"{path / EVAL}: a score outside its range (headlines lie in [-1, 1], the overall in "
                         f"[0, 1]); the run folder is damaged or not mtcli's")
-    records = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+    records = read_metrics(path / METRICS) if (path / METRICS).is_file() else []
     curve = [(r["step"], float(r["overall"])) for r in records    # (read_metrics checked step)
              if r.get("type") in ("epoch", "eval") and _number(r.get("overall"))]
     stop = last_stop(records)
@@ -273,7 +267,7 @@ def _agrees_with_predictions(run: Run, tolerance: float = 1e-4) -> None:
         value = metric_value(declared, declared.metric, predictions, kept.labels[task])
         said = run.scores.get(task)
         if (value is None) != (said is None) or (value is not None and abs(value - said) > tolerance):
-            raise UserError(f"{run.path / 'eval.json'}: says {task} {declared.metric} {said}, but the run's dev "
+            raise UserError(f"{run.path / EVAL}: says {task} {declared.metric} {said}, but the run's dev "
                             f"predictions give {value}: one of the two was edited or damaged; train the run again")
 
 

@@ -1,19 +1,29 @@
-"""Evaluation: metrics from predictions, eval.json (with the error analysis of
-mtcli.eval.analysis), CS224N test-output files, the Rich table.
+"""Evaluation: a checkpoint's or an export's predictions on a split, their metrics, eval.json
+(with the error analysis of mtcli.eval.analysis), CS224N test-output files, the Rich table.
 
-Backend-neutral: the torch and onnxruntime paths each produce predictions per task
-(probabilities or scores, in split order) and hand them here.
+    from mtcli.eval.evaluate import evaluate_checkpoint, evaluate_onnx
+
+    found = evaluate_checkpoint("runs/demo/best", split="dev")     # torch (imported when called)
+    found = evaluate_onnx("export", split="dev")                   # onnxruntime, no torch
+    found.results["overall"], found.save("runs/demo")              # eval.json and its plots
+
+Both backends produce predictions per task (probabilities or scores, in split order) and hand
+them here; `mtcli eval` is a thin wrapper over these functions. The module imports no torch.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mtcli.core.data import Split
+from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, special_file, write_json
 from mtcli.core.metrics import headline, metric_names, overall, predicted_labels, task_metrics
 from mtcli.core.tasks import Task, test_output_name
 from mtcli.core.tsv import TsvWriter
+from mtcli.run.folder import EVAL
 
 EVAL_FORMAT = "mtcli-eval"
 
@@ -22,7 +32,8 @@ def written_by_mtcli(path: Path) -> bool:
     """Whether an existing evaluation output at `path` is mtcli's to replace: it lies in a run
     or export folder, or it carries mtcli's mark (eval.json's format, the PNGs' Software
     tag, the CS224N prediction header)."""
-    from mtcli.core.paths import is_export_dir, is_run_dir
+    from mtcli.core.paths import is_export_dir
+    from mtcli.run.folder import is_run_dir
     from mtcli.eval.plots import PNG_SOFTWARE
 
     if is_run_dir(path.parent) or is_export_dir(path.parent):
@@ -43,7 +54,7 @@ def written_by_mtcli(path: Path) -> bool:
 
 def eval_file(split: str) -> str:
     """eval.json for dev (the run's and the export's evaluation), eval-<split>.json otherwise."""
-    return "eval.json" if split == "dev" else f"eval-{split}.json"
+    return EVAL if split == "dev" else f"eval-{split}.json"
 
 
 def eval_files(tasks: dict[str, Task], split: str = "dev") -> list[str]:
@@ -128,3 +139,94 @@ def scores_table(results: dict, tasks: dict[str, Task], title: str = "dev"):
     if results.get("overall") is not None:
         table.add_row("[bold]overall[/]", "mean of * (r as (r+1)/2)", f"[bold]{results['overall']:.4f}[/]", "")
     return table
+
+
+# ---------------------------------------------------------------- evaluating a model
+
+BATCH_SIZE = 64   # rows per forward pass (the scorer's, and the checkpoint's predictions')
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one model on one split found: the rows read, each task's predictions,
+    and the metrics over the labelled rows (None when no task's rows carry labels: a test file
+    without them). `backend` says what computed it (torch and the checkpoint's sha256, or
+    onnxruntime)."""
+    split: str
+    source: Path
+    backend: dict[str, str]
+    splits: dict[str, Split]
+    predictions: dict[str, np.ndarray]
+    results: dict | None = None
+    unlabeled: list[str] = field(default_factory=list)   # tasks whose rows carry no labels (test files)
+    analysis: dict = field(default_factory=dict)   # the error analysis, once saved (eval.json holds it)
+
+    def __post_init__(self):
+        parts, kept = labeled(self.splits, self.predictions)
+        self.unlabeled = [name for name in self.splits if name not in parts]
+        self.results = score_predictions(parts, kept) if parts else None
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Its files in `out_dir`: for test the CS224N prediction files, and for the tasks with
+        labels (every task on dev) the eval JSON with its error analysis (and, for dev, plots)."""
+        written = []
+        if self.split == "test":
+            written += write_test_predictions(self.splits, self.predictions, out_dir)
+        if self.results is not None:
+            parts, kept = labeled(self.splits, self.predictions)
+            path, self.analysis = write_eval(self.results, parts, kept, out_dir, split=self.split,
+                                             source=str(self.source), **self.backend)
+            written.append(path)
+        return written
+
+    def tasks(self) -> dict[str, Task]:
+        """The tasks the metrics cover."""
+        return {name: self.splits[name].task for name in (self.results or {}).get("tasks", {})}
+
+
+def evaluate_checkpoint(checkpoint: str | Path | None = None, *, split: str = "dev", data_dir=None,
+                        task_file=None, limit: int | None = None, batch_size: int = BATCH_SIZE,
+                        device: str = "auto") -> Evaluation:
+    """A checkpoint (default: the latest run's best/) on `split`, through torch. The data is
+    located from `data_dir` or `task_file`, else where the checkpoint's run read it
+    (mtcli.model.checkpoint.checkpoint_data)."""
+    from mtcli.core.data import read_splits
+    from mtcli.model.checkpoint import checkpoint_data, checkpoint_hash, latest_checkpoint, load_checkpoint
+    from mtcli.model.predict import predict_texts, resolve_device
+
+    _check_split(split)
+    checkpoint = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
+    target = resolve_device(device)
+    model, tokenizer, _ = load_checkpoint(checkpoint, device=target)
+    located = checkpoint_data(checkpoint, model.tasks, task_file=task_file, data_dir=data_dir, splits=(split,))
+    splits = read_splits(located, split, limit=limit)
+    predictions = {task: predict_texts(model, tokenizer, task, [ex.texts for ex in data.examples],
+                                       batch_size=batch_size, device=target)[0]
+                   for task, data in splits.items()}
+    return Evaluation(split, checkpoint, {"backend": "torch", "checkpoint_sha256": checkpoint_hash(checkpoint)},
+                      splits, predictions)
+
+
+def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, task_file=None,
+                  limit: int | None = None, quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"),
+                  batch_size: int = BATCH_SIZE, tasks: dict[str, Task] | None = None) -> Evaluation:
+    """An export on `split`, through onnxruntime (no torch): the same metrics as
+    evaluate_checkpoint's. The data is located from `data_dir` or `task_file`
+    (mtcli.core.data.locate_data), or given as located `tasks`."""
+    from mtcli.core.data import locate_data, read_splits
+    from mtcli.inference.scorer import Scorer
+
+    _check_split(split)
+    scorer = Scorer(model_dir, int8=quantized, providers=providers)
+    if tasks is None:
+        tasks = locate_data(scorer.tasks, model_dir, task_file=task_file, data_dir=data_dir, splits=(split,))
+    splits = read_splits(tasks, split, limit=limit)
+    predictions = {task: scorer.score(task, [ex.texts for ex in data.examples], batch_size=batch_size)
+                   for task, data in splits.items()}
+    return Evaluation(split, Path(model_dir), {"backend": "onnxruntime" + (" int8" if quantized else "")}, splits,
+                      predictions)
+
+
+def _check_split(split: str) -> None:
+    if split not in ("dev", "test"):
+        raise UserError(f"--split {excerpt(split)} is not one of dev, test")

@@ -20,8 +20,7 @@ from mtcli.core.data import Split
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import atomic_path, check_regular, parse_json
 from mtcli.core.tasks import Task, tasks_from_dicts
-
-FILE = "dev-predictions.safetensors"
+from mtcli.run.folder import PREDICTIONS as FILE
 FORMAT = "mtcli-dev-predictions/1"
 
 

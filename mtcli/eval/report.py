@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json_dict, write_json
+from mtcli.core.fileio import write_json
+from mtcli.run.folder import METRICS, REPORT, read_config
 from mtcli.core.runlog import last_stop, read_metrics
 
 
@@ -41,7 +42,7 @@ def conflict_report(records: list[dict]) -> dict:
             continue
         for pair, cosine in r.get("grad_cosine", {}).items():
             cosines[_canonical(pair, order)].append((r["step"], cosine))
-        for task, w in r.get("weights", r.get("pcgrad_weights", {})).items():  # pcgrad_weights: runs before 0.2
+        for task, w in r.get("weights", {}).items():
             weights[task].append((r["step"], w))
     pairs = {}
     for pair, values in sorted(cosines.items()):
@@ -110,7 +111,7 @@ def report_run(run_dir: str | Path, warn=None) -> dict:
     from mtcli.eval.plots import plot_curves
 
     run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS
     if not path.is_file():
         raise UserError(f"{run_dir}: no metrics.jsonl; pass a folder written by `mtcli train`")
     records = read_metrics(path, on_torn=warn)
@@ -118,10 +119,10 @@ def report_run(run_dir: str | Path, warn=None) -> dict:
     if report["pairs"]:
         plot_conflicts(report, run_dir / "conflicts.png")
     if report["weights"]:
-        config = read_json_dict(run_dir / "config.json") or {}
+        config = read_config(run_dir) or {}
         plot_weights(report, run_dir / "weights.png", str(config.get("combine", "")))
     if any(r.get("type") == "epoch" for r in records):
         plot_curves(records, report["tasks"], run_dir / "curves.png")
     report["stopped"] = last_stop(records)   # where and why a sweep's pruner ended the run
-    write_json(run_dir / "report.json", {k: v for k, v in report.items() if k not in ("series", "weight_series")})
+    write_json(run_dir / REPORT, {k: v for k, v in report.items() if k not in ("series", "weight_series")})
     return report

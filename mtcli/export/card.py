@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from mtcli.core.fileio import read_json_dict
+from mtcli.run.folder import EVAL, RECIPE
 from mtcli.core.version import __version__
 
 
@@ -27,16 +28,16 @@ def _results(path: Path, checkpoint: Path, split: str, model) -> list[dict]:
 def model_card(checkpoint: Path, model, meta: dict, usage: list[str]) -> str:
     """README.md for an export of `checkpoint`. Every front-matter value is written by json.dumps
     (JSON is YAML); `usage`: the lines that say how to use this kind of export."""
-    from mtcli.core.paths import enclosing_run_dir
-    from mtcli.core.provenance import read_record
+    from mtcli.run.folder import enclosing_run_dir
+    from mtcli.run.provenance import read_record
 
     checkpoint = Path(checkpoint)
     run = enclosing_run_dir(checkpoint)
     name = run.name if run is not None else checkpoint.name
-    dev = _results(run / "eval.json", checkpoint, "dev", model) if run is not None else []
+    dev = _results(run / EVAL, checkpoint, "dev", model) if run is not None else []
     test = _results(run / "eval-test.json", checkpoint, "test", model) if run is not None else []
     record = read_record(run) if run is not None else None
-    recipe = run / "recipe.toml" if run is not None else None
+    recipe = run / RECIPE if run is not None else None
     config = model.encoder.config
     front = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
              "tags": ["mtcli", "multitask", config.model_type, "sentence-transformers", "feature-extraction"],

@@ -45,7 +45,7 @@ def check_out_dir(out_dir: Path, checkpoint: Path) -> None:
     """Refuse an output folder that is, holds, or lies inside the checkpoint or a run folder:
     replacing it would destroy the training run. (Any other non-export folder is refused
     by `staged_dir` when it is not empty.)"""
-    from mtcli.core.paths import enclosing_run_dir
+    from mtcli.run.folder import enclosing_run_dir
 
     out, ckpt = out_dir.resolve(), checkpoint.resolve()
     if out == ckpt or out in ckpt.parents:
@@ -175,7 +175,7 @@ def _check_dynamic_axes(path: Path) -> None:
 
 
 # Kept fp32 in the int8 graphs: the feed-forward input projections (384 -> 1536). Measured on the
-# default recipe's checkpoint (BENCHMARKS.md, "int8 accuracy"): with every MatMul quantized SST dev
+# default recipe's checkpoint (BENCHMARKS.md, "int8: which nodes stay fp32"): with every MatMul quantized SST dev
 # accuracy fell 1.27 points; with these six in fp32 every task stays within 0.4 points.
 INT8_FP32_NODES = (r"/ffn_in/MatMul$",)
 
@@ -382,10 +382,10 @@ def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task] |
 
 def _int8_report(model_dir: Path, tasks: dict[str, Task], say) -> dict:
     """Dev metrics of the fp32 and int8 graphs, and their difference (in metric points)."""
-    from mtcli.inference.score import evaluate_onnx
+    from mtcli.eval.evaluate import evaluate_onnx
 
-    fp32 = evaluate_onnx(model_dir, tasks=tasks)
-    int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True)
+    fp32 = evaluate_onnx(model_dir, tasks=tasks).results
+    int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True).results
     report = {"fp32": fp32, "int8": int8, "change": {}}
     for task, spec in read_manifest_tasks(model_dir).items():
         before, after = fp32["tasks"][task][spec.metric], int8["tasks"][task][spec.metric]

@@ -15,7 +15,8 @@ from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError, cut
 from mtcli.core.fileio import parse_json, read_document
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
-from mtcli.core.tasks import Task, earlier_plot_names_of, plot_names_of, tasks_from_dicts, test_output_name
+from mtcli.core.tasks import Task, plot_names_of, tasks_from_dicts, test_output_name
+from mtcli.run.folder import EVAL
 
 FORMAT_VERSION = 3  # 2: each task entry holds the task's declaration; embed.onnx and pair heads; 3: encoder (family, token types)
 # core.tasks.EMBEDDING (embed.onnx): a sentence -> the encoder's pooled embedding; a name no task may take
@@ -48,7 +49,7 @@ def export_files(folder: Path) -> set[str] | None:
     manifest = export_manifest(folder)
     if manifest is None:
         return None
-    files = {MANIFEST, CARD, "eval.json", "eval-test.json"}
+    files = {MANIFEST, CARD, EVAL, "eval-test.json"}
     if isinstance(manifest.get("tokenizer"), str):
         files.add(manifest["tokenizer"])
     if isinstance(manifest.get("embedding"), dict):
@@ -60,7 +61,7 @@ def export_files(folder: Path) -> set[str] | None:
             files.update(v for k, v in entry.items() if k in ("file", "int8_file", "head_file") and isinstance(v, str))
             declared = entry.get("task") if isinstance(entry.get("task"), dict) else entry
             if isinstance(declared.get("kind"), str):
-                files.update(plot_names_of(name, declared["kind"]), earlier_plot_names_of(name, declared["kind"]))
+                files.update(plot_names_of(name, declared["kind"]))
     return files
 
 

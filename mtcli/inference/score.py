@@ -335,25 +335,3 @@ def _flush(scorer, task, window, write, stats, batch_size, progress, lines, tota
     stats.rows += len(window)
     if progress is not None:
         progress(stats.rows, lines.bytes if lines is not None else None, total)
-
-
-# ---------------------------------------------------------------- evaluation through ONNX
-
-def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_dir=None, task_file=None,
-                  limit: int | None = None, quantized: bool = False, providers: Sequence[str] = ("cuda", "cpu"),
-                  batch_size: int = BATCH_SIZE, return_predictions: bool = False, tasks: dict[str, Task] | None = None):
-    """The same metrics as the torch eval, computed through onnxruntime. The data is located
-    from `data_dir` or `task_file` (mtcli.core.data.locate_data), or given as located `tasks`."""
-    from mtcli.core.data import locate_data, read_splits
-    from mtcli.eval.evaluate import score_predictions
-
-    scorer = Scorer(model_dir, int8=quantized, providers=providers)
-    if tasks is None:
-        tasks = locate_data(scorer.tasks, model_dir, task_file=task_file, data_dir=data_dir, splits=(split,))
-    splits = read_splits(tasks, split, limit=limit)
-    predictions = {task: scorer.score(task, [ex.texts for ex in data.examples], batch_size=batch_size)
-                   for task, data in splits.items()}
-    if split == "test":
-        return (None, splits, predictions) if return_predictions else None
-    results = score_predictions(splits, predictions)
-    return (results, splits, predictions) if return_predictions else results

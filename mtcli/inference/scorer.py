@@ -55,7 +55,7 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
     options.log_severity_level = 3
     # onnxruntime's idle worker threads spin by default, waiting for the next operator; between the
     # runs of a short window (tokenizing the next batch, a server's HTTP loop) they burn cores that
-    # work needs. Off, measured on 2 cores (BENCHMARKS, serving): 64-row windows 302-333 rows/s
+    # work needs. Off, measured on 2 cores (2026-12-02, in BENCHMARKS.md's history): 64-row windows 302-333 rows/s
     # against 269-290, long windows unchanged, `mtcli serve` as fast or faster on 0.1-0.2 fewer cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not path.is_file():

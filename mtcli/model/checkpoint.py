@@ -123,8 +123,8 @@ def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=N
                     splits=SPLITS) -> dict[str, Task]:
     """A checkpoint's tasks with their data located (mtcli.core.data.locate_data): the run that
     holds the checkpoint, if any, vouches for the files it read."""
-    from mtcli.core.paths import enclosing_run_dir
-    from mtcli.core.provenance import read_record
+    from mtcli.run.folder import enclosing_run_dir
+    from mtcli.run.provenance import read_record
 
     run = enclosing_run_dir(ckpt_dir)
     record = read_record(run) if run is not None else None

@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import UserError, excerpt
-from mtcli.core.fileio import open_append, read_json_dict, write_json, write_text
-from mtcli.core.paths import SET_ASIDE_RUNS
+from mtcli.core.fileio import open_append, write_json, write_text
+from mtcli.run.folder import CHANGEABLE_ON_RESUME, METRICS, SET_ASIDE, differences, read_config, read_eval
 from mtcli.core.runlog import read_metrics
 from mtcli.sweep.journal import STUDY, load_study, open_journal, optuna_module
 from mtcli.sweep.space import Range, Space, read_space
-from mtcli.train.config import CHANGEABLE_ON_RESUME
 from mtcli.train.recipe import write_recipe
 
 DONE_STATES = ("COMPLETE", "PRUNED")
@@ -141,11 +140,11 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
             trainer = Trainer(config, console)
         trainer.on_eval = functools.partial(report, first=i == 0, batch=config.batch_size, last_step=trainer.total_steps)
         if carried is not None:
-            for record in read_metrics(carried / "metrics.jsonl") if (carried / "metrics.jsonl").is_file() else []:
+            for record in read_metrics(carried / METRICS) if (carried / METRICS).is_file() else []:
                 if record.get("type") in ("eval", "epoch") and record.get("step", 0) <= trainer.position.step:
                     trainer.on_eval(record["step"], record)   # what the pruner had read of it before the kill
         trainer.run()
-        value = objective_value(space, read_json_dict(trainer.run_dir / "eval.json") or {})
+        value = objective_value(space, read_eval(trainer.run_dir) or {})
         if value is None:
             raise UserError(f"{trainer.run_dir}: the run has no dev {space.objective} score")
         scores.append(value)
@@ -163,12 +162,10 @@ def carried_run(folder: Path, continues: int | None, seed: int, config, console)
     if not earlier.is_dir():
         return None
     here = folder / "trials" / config.name
-    saved = read_json_dict(earlier / "config.json")   # None if a kill came before it was written
+    saved = read_config(earlier)   # None if a kill came before it was written
     wanted = json.loads(json.dumps(config.to_dict()))
     # where the run went (the sweep folder may have moved) and how it computes and saves, not what it is
-    not_what = ("name", "out", *CHANGEABLE_ON_RESUME)
-    if isinstance(saved, dict) and {k: v for k, v in saved.items() if k not in not_what} == \
-            {k: v for k, v in wanted.items() if k not in not_what} and not here.exists():
+    if saved is not None and not differences(saved, wanted) and not here.exists():
         earlier.rename(here)   # config.json keeps the name it was started with; compare ignores names
         write_recipe(here, config)   # its header names the folder `mtcli train --config` reads it from
         console.print(f"[bold]continue[/] {here} (was {earlier.name})")
@@ -303,7 +300,7 @@ def enqueue_start(study, space: Space) -> None:
 
 def set_aside(folder: Path, run: Path) -> None:
     """A trial's run folder to trials/stopped/, out of compare's reach."""
-    aside = folder / "trials" / SET_ASIDE_RUNS
+    aside = folder / "trials" / SET_ASIDE
     aside.mkdir(exist_ok=True)
     run.rename(aside / run.name)
 

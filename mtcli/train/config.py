@@ -16,6 +16,7 @@ from mtcli.core.errors import UserError, excerpt
 from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
+from mtcli.run.folder import DERIVED
 from mtcli.train.samplers import parse_sampler
 from mtcli.train.tracking import check_trackers
 from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
@@ -176,7 +177,7 @@ class TrainConfig:
     def from_saved(cls, values, source: str | Path) -> "TrainConfig":
         """A configuration read back from a file (a run's config.json): every field of the right
         type, and valid, or one UserError naming the file and the field."""
-        values = typed_values(cls, values, source, ignore=DERIVED_FIELDS)
+        values = typed_values(cls, values, source, ignore=DERIVED)
         try:
             return cls(**values)
         except UserError as e:
@@ -186,8 +187,6 @@ class TrainConfig:
 PATH_FIELDS = ("tasks", "model_dir", "data_dir", "out")
 # How a run computes and keeps itself, not what it trains: a resumed run (a sweep's continued
 # trial) may set these anew
-CHANGEABLE_ON_RESUME = ("activation_checkpointing", "save_every")
-DERIVED_FIELDS = ("learning_rate", "grad_stats")  # written for readers, or by earlier versions: not options
 RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 
 

@@ -26,7 +26,8 @@ from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import Interrupted, UserError, cut
 from mtcli.core.fileio import parse_json, read_document, recover_dir, write_json, write_text
 from mtcli.core.paths import resolve_model_dir
-from mtcli.core.provenance import RECORD, check_sources, describe_sources, read_record, write_record
+from mtcli.run.folder import BEST, CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD
+from mtcli.run.provenance import check_sources, describe_sources, read_record, write_record
 from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
 from mtcli.core.stopping import StopRequest, deferred_stop
@@ -38,7 +39,7 @@ from mtcli.model import MinBert
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.train.config import CHANGEABLE_ON_RESUME, PATH_FIELDS, TrainConfig
+from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
@@ -139,7 +140,7 @@ class Trainer:
         run recorded, unchanged), the state (plain data only, state.py). A run that stopped
         before saving any checkpoint starts again from step 0 in its folder."""
         run_dir = Path(run_dir)
-        config_path = run_dir / "config.json"
+        config_path = run_dir / CONFIG
         if not config_path.is_file():
             raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
         config = TrainConfig.from_saved(_read_json(config_path), config_path)
@@ -150,13 +151,10 @@ class Trainer:
             config = dataclasses.replace(config, **changed)
         record = read_record(run_dir)
         console = console or Console(stderr=True, soft_wrap=True)
-        if record is None:
-            console.print(f"[yellow]note[/] {run_dir} records no data digests (an earlier mtcli): its data files are "
-                          f"not checked for changes")
-        else:
+        if record is not None:
             _check_record_matches(record, config, run_dir)
             check_sources(record)
-        last = recover_dir(run_dir / "last")
+        last = recover_dir(run_dir / LAST)
         if not (last / TRAINER_STATE).is_file():
             if last.exists():
                 raise UserError(f"{last}: no {TRAINER_STATE}; this last/ is not a resumable checkpoint (damaged?): "
@@ -166,6 +164,9 @@ class Trainer:
             trainer = cls(config, console, run_dir=run_dir, on_eval=on_eval)
             trainer.restart = True
             return trainer
+        if record is None:   # (a run killed before it wrote data.json starts again above, and writes it)
+            raise UserError(f"{run_dir / RECORD}: not found; a run writes it before its first checkpoint, so the "
+                            f"folder is damaged or not mtcli's: restore it from a copy, or start a new run")
         meta = read_meta(last)
         _check_saved_with(meta.get("train_config"), config, last, config_path)
         trainer = cls(config, console, run_dir=run_dir, init_dir=last, on_eval=on_eval)
@@ -196,7 +197,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop metrics written after the checkpoint the run continues from (and a torn last line)."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / METRICS
         if path.is_file():
             warn = lambda line: self.console.print(f"[yellow]note[/] {line}; cut off")  # noqa: E731
             kept = [r for r in read_metrics(path, on_torn=warn) if r.get("step", 0) <= step]
@@ -235,13 +236,13 @@ class Trainer:
             if main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if self.restart:  # its own log of the steps that no checkpoint kept
-                    (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-                write_json(self.run_dir / "config.json", config.to_dict())
+                    (self.run_dir / METRICS).unlink(missing_ok=True)
+                write_json(self.run_dir / CONFIG, config.to_dict())
                 write_recipe(self.run_dir, config)   # what `mtcli train --config` reads: the run again
                 write_record(self.run_dir, self.sources)
         self._announce()
         self._started = (time.perf_counter(), pos.step)
-        log = MetricsLog(self.run_dir / "metrics.jsonl") if main else NullLog()
+        log = MetricsLog(self.run_dir / METRICS) if main else NullLog()
         if main and config.log_to:   # TensorBoard, MLflow: views of metrics.jsonl
             log = TrackedLog(log, Trackers(config.log_to, self.run_dir, recipe_of(config)))
         start = time.perf_counter()
@@ -263,9 +264,9 @@ class Trainer:
             log.close()
             self.dist.close()
         if main:
-            plot_curves(read_metrics(self.run_dir / "metrics.jsonl"), list(self.tasks), self.run_dir / "curves.png")
+            plot_curves(read_metrics(self.run_dir / METRICS), list(self.tasks), self.run_dir / "curves.png")
             skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
-            saved = [str(self.run_dir / n) for n in ("best", "last") if (self.run_dir / n / META).is_file()]
+            saved = [str(self.run_dir / n) for n in (BEST, LAST) if (self.run_dir / n / META).is_file()]
             console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
                           f"{self.best_overall:.4f}; checkpoints: {', '.join(saved) or 'none'}{skipped}")
         if stop.requested:   # it came after the last step's check (in the final evaluation or save): still a stop
@@ -411,7 +412,7 @@ class Trainer:
         improved = results["overall"] is not None and results["overall"] > self.best_overall
         if improved:
             self.best_overall = results["overall"]
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / "best", info=self._info(results))
+            save_checkpoint(self.model, self.tokenizer, self.run_dir / BEST, info=self._info(results))
             write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=pos.epoch)
             write_dev_predictions(self.run_dir, self.dev_splits, predictions, pos.epoch)   # for mtcli compare
         pos.next_epoch()
@@ -441,7 +442,7 @@ class Trainer:
 
     def _save_last(self, results: dict | None = None) -> None:
         state = trainer_state(self.position, self.best_overall, self.phase, self.weighting)
-        save_checkpoint(self.model, self.tokenizer, self.run_dir / "last", info=self._info(results), trainer_state=state)
+        save_checkpoint(self.model, self.tokenizer, self.run_dir / LAST, info=self._info(results), trainer_state=state)
 
     def _last_saved(self) -> str:
         try:
@@ -469,7 +470,7 @@ def _check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> N
     """The data record and config.json describe one run: the same task file, and the tasks it
     declares read exactly the recorded train and dev files (checked before any is read)."""
     def edited(what: str):
-        raise UserError(f"{run_dir / 'config.json'}: {what} differs from what {run_dir / RECORD} recorded; one of "
+        raise UserError(f"{run_dir / CONFIG}: {what} differs from what {run_dir / RECORD} recorded; one of "
                         f"them was edited: restore it")
 
     recorded = record["task_file"]["path"] if record.get("task_file") else None
@@ -487,8 +488,6 @@ def _check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> N
 
 def _check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) -> None:
     """config.json is the configuration last/ was saved with (an edited one would continue another run)."""
-    if saved is None:
-        return  # checkpoints of earlier versions did not keep it
     current = config.to_dict()
     if not isinstance(saved, dict):
         raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")

@@ -31,15 +31,23 @@ import tomli_w
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
+from mtcli.run.folder import RECIPE, WHERE
 from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
 
-RECIPE = "recipe.toml"
 
-# Keys whose TrainConfig field has another name; every other key is its field with '-' for '_'
+# Flags (and recipe keys) whose TrainConfig field has another name; every other flag is its
+# field with '-' for '_'. The one table of these names: the CLI and recipes both read it.
 FIELD_OF = {"encoding": "encodings", "cosine-embedding-loss": "cosine_embedding"}
+
+
+def field_of_flag(flag: str) -> str:
+    """The TrainConfig field a flag sets: `--cosine-embedding-loss` (or Typer's parameter name,
+    cosine_embedding_loss) -> cosine_embedding."""
+    key = flag.lstrip("-").replace("_", "-")
+    return FIELD_OF.get(key, key.replace("-", "_"))
 # Fields a recipe leaves out: where a run goes is not part of what is trained (a colleague's
 # recipe must not write into their folders); --out and --name say it
-NOT_WRITTEN = ("name", "out")
+NOT_WRITTEN = WHERE
 # Fields that are tables of task=value: a flag's table goes over the recipe's key by key
 TABLES = ("encodings", "task_weights", "upsample")
 

@@ -70,14 +70,6 @@ def trainer_state(position: Position, best_overall: float, phase, weighting) -> 
                          "epoch_losses": dict(position.epoch_losses), "skipped": position.skipped}}
 
 
-def _numpy_array_globals() -> list:
-    """What an older state file needs to rebuild its numpy arrays (numeric dtypes only)."""
-    from numpy.core.multiarray import _reconstruct
-
-    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
-            type(np.dtype(np.int64))]
-
-
 def read_trainer_state(last: Path) -> dict:
     """The training state of a `last/` checkpoint, loaded as plain data only, and checked."""
     path = last / TRAINER_STATE
@@ -86,30 +78,13 @@ def read_trainer_state(last: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        state = _read_older_state(path)
-    except Exception as e:  # torch.load raises several types on corrupt files
-        raise UserError(f"{path}: corrupt ({type(e).__name__}); resume from an earlier copy") from None
-    check_state(state, path)
-    if isinstance(state["rng"]["numpy"], tuple):  # older files: numpy's legacy tuple with an array
-        kind, key, pos, has_gauss, gauss = state["rng"]["numpy"]
-        state["rng"]["numpy"] = {"bit_generator": kind, "state": {"key": np.asarray(key).tolist(), "pos": int(pos)},
-                                 "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    return state
-
-
-def _read_older_state(path: Path) -> dict:
-    """A state file of the earlier format: plain data plus numpy arrays. Anything else it would
-    need (a class, a function: code) is refused, and nothing of it runs."""
-    try:
-        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
         raise UserError(f"{path}: holds more than training state (a pickle that would construct objects or call "
                         f"functions); mtcli does not load it: resume only runs you trust, or start the run again") \
             from None
-    except Exception as e:
+    except Exception as e:  # torch.load raises several types on corrupt files
         raise UserError(f"{path}: corrupt ({type(e).__name__}); resume from an earlier copy") from None
+    check_state(state, path)
+    return state
 
 
 def check_state(state, path: Path) -> None:

@@ -137,34 +137,21 @@ class TrainStep:
         tasks: list[str] = []       # the step's tasks, in the order of their rows in the gradient buffer
         totals: list[torch.Tensor] = []   # each task's loss (its graph kept for the losses family)
 
-        def begin(task: str, parts, last: bool) -> None:
-            """Task `task`'s loss is ready, in `method.draws` parts of its rows (loss, share of the
-            rows), or None where this rank's share labels none of them: each part backward into a
-            buffer row of its own (scaled back from its share), or the loss kept (losses family)."""
-            total = None if parts is None else parts[0][0] if len(parts) == 1 else sum(t * f for t, f in parts)
-            totals.append(total if losses_family or total is None else total.detach())
-            tasks.append(task)
-            if losses_family:
-                return
-            factor = 1.0 if scales is None else float(scales[self.task_index[task]])
-            for draw, (part, share) in enumerate(parts or [(None, 1.0)] * method.draws):
-                row = (len(tasks) - 1) * method.draws + draw
-                if phase.grads is not None:
-                    phase.grads.begin(row)
-                if part is not None and part.requires_grad:
-                    # later tasks (and draws) of the unit go back through its encoding
-                    scaled = part if factor * share == 1.0 else part * (factor * share)
-                    scaled.backward(retain_graph=not (last and draw == len(parts) - 1))
-                    if share != 1.0 and phase.grads is not None:   # the row: the part's own gradient
-                        phase.grads.scale_row(row, 1.0 / share)
-
         self.model.train()
         try:
             losses, examples = {}, 0
-            for unit, indices in batches.items():
-                unit_losses, rows = self._forward(self.units[unit], indices, step, phase.name, begin)
+            for unit, indices in batches.items():   # a unit: forward once, then each task's backward into its rows
+                unit_losses, rows, task_parts = self._forward(self.units[unit], indices, step, phase.name)
                 losses.update(unit_losses)
                 examples += rows * self.dist.world
+                for k, (task, parts) in enumerate(task_parts):
+                    tasks.append(task)
+                    total = None if parts is None else parts[0][0] if len(parts) == 1 else sum(t * f for t, f in parts)
+                    totals.append(total if losses_family or total is None else total.detach())
+                    if not losses_family:
+                        factor = 1.0 if scales is None else float(scales[self.task_index[task]])
+                        self._backward_rows(phase, parts, (len(tasks) - 1) * method.draws, factor,
+                                            last=k == len(task_parts) - 1)
             result = StepResult(losses, examples, tasks)
             heads = self._grads([p for t in dict.fromkeys(tasks) for p in self.model.head(t).parameters()])
             if losses_family:
@@ -198,12 +185,25 @@ class TrainStep:
         phase.scheduler.step()
         if losses_family and method.needs_losses_after:  # FAMO: the same batches' losses after the update
             with torch.no_grad():
-                after: list[torch.Tensor] = []
-                for unit, indices in batches.items():
-                    self._forward(self.units[unit], indices, step, phase.name,
-                                  lambda task, parts, last: after.append(parts[0][0]))
+                after = [parts[0][0] for unit, indices in batches.items()
+                         for _, parts in self._forward(self.units[unit], indices, step, phase.name)[2]]
             method.after_step(self._everywhere(torch.stack(after)), [self.task_index[t] for t in tasks])
         return result
+
+    def _backward_rows(self, phase: Phase, parts, first_row: int, factor: float, last: bool) -> None:
+        """One task's loss, in `method.draws` parts of its rows (loss, share of the rows), or None
+        where this rank's share labels none of them: each part backward into a buffer row of its
+        own (times the method's factor, scaled back from its share). Every part but the unit's
+        last keeps the graph: later tasks (and draws) of the unit go back through its encoding."""
+        for draw, (part, share) in enumerate(parts or [(None, 1.0)] * self.method.draws):
+            row = first_row + draw
+            if phase.grads is not None:
+                phase.grads.begin(row)
+            if part is not None and part.requires_grad:
+                scaled = part if factor * share == 1.0 else part * (factor * share)
+                scaled.backward(retain_graph=not (last and draw == len(parts) - 1))
+                if share != 1.0 and phase.grads is not None:   # the row: the part's own gradient
+                    phase.grads.scale_row(row, 1.0 / share)
 
     def _grads(self, params) -> list[torch.Tensor]:
         """The gradients of `params` that the ranks average. Under torchrun a rank whose share of the
@@ -253,11 +253,11 @@ class TrainStep:
             weighted.backward()
         return weights.double().cpu().numpy()
 
-    def _forward(self, unit: Unit, indices: np.ndarray, step: int, phase: str, done) -> tuple[dict, int]:
+    def _forward(self, unit: Unit, indices: np.ndarray, step: int, phase: str) -> tuple[dict, int, list]:
         """One unit's batch (this rank's share): the encoder once, then each of its tasks' loss on
-        the rows that label it, in the method's `draws` parts (split_draws), handed to
-        `done(task, parts, last)` in turn: parts [(loss, share of the rows)], None where this
-        rank's share labels none of the task's rows. Its losses and row count."""
+        the rows that label it, in the method's `draws` parts (split_draws). Its losses (detached,
+        for the log), its row count, and (task, parts) for each task in turn: parts
+        [(loss, share of the rows)], None where this rank's share labels none of the task's rows."""
         rows = self.dist.shard(indices, self.method.draws)
         texts = [unit.texts[i] for i in rows]
         inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True)
@@ -266,8 +266,8 @@ class TrainStep:
         present = [t for t in unit.tasks if any(unit.labels[t][i] is not None for i in indices)]
         with self.autocast:
             embedded = self.model.encode(unit.encoding, inputs)
-        losses = {}
-        for k, task in enumerate(present):
+        losses, task_parts = {}, []
+        for task in present:
             parts, named = None, []   # named: every loss of the task's parts, to say which is not finite
             labeled = unit.labeled(task, rows)
             if labeled:
@@ -290,8 +290,8 @@ class TrainStep:
                     raise NonFiniteError(f"step {step + 1}: {task} loss is not finite on another rank")
                 name, value = next((n, v) for n, v in named if not torch.isfinite(v))
                 raise NonFiniteError(f"step {step + 1}: {name.replace(':', ' ')} loss is {value.item()}")
-            done(task, parts, k == len(present) - 1)
-        return losses, len(rows)
+            task_parts.append((task, parts))
+        return losses, len(rows), task_parts
 
 
 def split_draws(labeled: list[int], draws: int) -> list[tuple[list[int], float]]:

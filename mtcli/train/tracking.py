@@ -22,9 +22,9 @@ from pathlib import Path
 
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_json_dict, write_json
+from mtcli.run.folder import TRACKING as IDS
 
 TRACKERS = ("tensorboard", "mlflow")
-IDS = "tracking.json"
 MLFLOW_WAIT_S = 20   # how long the tracking store may take to answer the check before a run starts
 
 

@@ -101,17 +101,24 @@ def test_a_pickle_in_the_run_folder_is_not_run(run_copy, tmp_path):
     assert not marker.exists(), "resume ran code from the run folder"
 
 
-def test_a_state_of_the_earlier_format_still_resumes(run_copy):
-    """Runs saved before this change hold numpy's legacy RNG tuple (with an array): converted on load."""
+def test_a_state_holding_numpy_arrays_is_refused(run_copy):
+    """A state is plain data (tensors, numbers, strings, lists, dicts): numpy's RNG tuple with its
+    array would need numpy's classes rebuilt, and is refused like any other object."""
     import numpy as np
     import torch
 
     path = run_copy / "last" / TRAINER_STATE
     state = torch.load(path, weights_only=True)
-    state["rng"]["numpy"] = np.random.get_state()  # what the earlier format saved
+    state["rng"]["numpy"] = np.random.get_state()
     torch.save(state, path)
-    result = run_cli("train", "--resume", run_copy)
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    _one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
+
+
+def test_a_run_folder_without_its_data_record_is_refused(run_copy):
+    from mtcli.run.provenance import RECORD
+
+    (run_copy / RECORD).unlink()
+    _one_line_error(run_cli_here("train", "--resume", run_copy), f"{RECORD}: not found")
 
 
 # ---------------------------------------------------------------- 2. artifacts name no data outside

@@ -8,9 +8,9 @@ from conftest import run_cli
 from mtcli.eval.report import conflict_report, task_order
 
 RECORDS = [
-    {"type": "step", "step": 1, "loss": {"b": 1.0, "a": 2.0}, "grad_cosine": {"b/a": -0.5}, "pcgrad_weights": {"a": 1.2, "b": 1.0}},
+    {"type": "step", "step": 1, "loss": {"b": 1.0, "a": 2.0}, "grad_cosine": {"b/a": -0.5}, "weights": {"a": 1.2, "b": 1.0}},
     {"type": "step", "step": 2, "loss": {"a": 1.0, "c": 1.0, "a:simcse": 0.1}, "grad_cosine": {"a/c": 0.5},
-     "pcgrad_weights": {"a": 1.0, "c": 1.0}},
+     "weights": {"a": 1.0, "c": 1.0}},
     {"type": "step", "step": 3, "loss": {"a": 1.0, "b": 1.0}, "grad_cosine": {"a/b": 0.1}, "weights": {"a": 0.8}},
     {"type": "epoch", "epoch": 1, "step": 3, "dev": {"a": {}, "b": {}, "c": {}}, "headline": {"a": 0.5, "b": 0.7, "c": 0.1},
      "overall": 0.4},
@@ -23,7 +23,7 @@ def test_pairs_are_named_in_task_order_and_counted():
     assert set(report["pairs"]) == {"b/a", "a/c"}
     assert report["pairs"]["b/a"]["steps"] == 2 and report["pairs"]["b/a"]["mean_cosine"] == pytest.approx(-0.2)
     assert report["pairs"]["b/a"]["conflict_fraction"] == 0.5 and report["pairs"]["a/c"]["conflict_fraction"] == 0.0
-    assert report["weights"]["a"] == pytest.approx({"steps": 3, "mean": 1.0, "min": 0.8, "max": 1.2})  # old and new key
+    assert report["weights"]["a"] == pytest.approx({"steps": 3, "mean": 1.0, "min": 0.8, "max": 1.2})
     assert report["weights"]["b"]["steps"] == 1 and list(report["weights"]) == ["b", "a", "c"]
     assert report["epochs"] == [{"epoch": 1, "step": 3, "overall": 0.4, "a": 0.5, "b": 0.7, "c": 0.1}]
 

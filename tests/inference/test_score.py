@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO, run_cli
 from mtcli.core.errors import DataError, UserError
 from mtcli.inference.manifest import FORMAT_VERSION, read_manifest
-from mtcli.inference.score import evaluate_onnx, score_file
+from mtcli.eval.evaluate import evaluate_onnx
+from mtcli.inference.score import score_file
 from mtcli.inference.scorer import Scorer
 from conftest import builtin
 
@@ -212,7 +213,7 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
 
 
 def test_int8_graphs_score(tiny_export):
-    results = evaluate_onnx(tiny_export, limit=50, quantized=True, providers=["cpu"])
+    results = evaluate_onnx(tiny_export, limit=50, quantized=True, providers=["cpu"]).results
     assert set(results["tasks"]) == set(builtin()) and results["overall"] is not None
 
 

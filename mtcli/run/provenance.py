@@ -14,8 +14,8 @@ from pathlib import Path
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json_dict, write_json
 from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task
+from mtcli.run.folder import RECORD
 
-RECORD = "data.json"
 FORMAT = "mtcli-data"
 
 
@@ -49,7 +49,8 @@ def write_record(run_dir: Path, record: dict) -> None:
 
 
 def read_record(run_dir: str | Path) -> dict | None:
-    """A run's record, checked field by field; None if the run has none (mtcli before 0.2)."""
+    """A run's record, checked field by field; None if there is none (a checkpoint copied without
+    its run folder)."""
     path = Path(run_dir) / RECORD
     if not path.exists():
         return None
