@@ -94,16 +94,12 @@ def test_each_task_of_a_shared_forward_pass_gets_its_own_gradient(tmp_path, tiny
     unit = trainer.units["related+entails"]
     indices = np.arange(16)
     phase = trainer.phase
-    order = []
-
-    def begin(task, parts, last):
-        phase.grads.begin(len(order))
-        order.append(task)
-        (total, share), = parts   # one draw: the task's whole batch
+    _, _, task_parts = trainer.train_step._forward(unit, indices, 0, "finetune")
+    order = [task for task, _ in task_parts]
+    for k, (task, parts) in enumerate(task_parts):   # one draw each: the task's whole batch, into its own row
+        (_, share), = parts
         assert share == 1.0
-        total.backward(retain_graph=not last)
-
-    trainer.train_step._forward(unit, indices, 0, "finetune", begin)
+        trainer.train_step._backward_rows(phase, parts, k, 1.0, last=k == len(task_parts) - 1)
     rows = phase.grads.used_rows().clone()
     phase.grads.reset()
     assert order == ["related", "entails"]
