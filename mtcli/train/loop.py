@@ -1,14 +1,12 @@
 """The run: epochs of the sampler's plan, one `TrainStep` per step (step.py), logging,
 per-epoch dev evaluation, checkpoints, plots, and the non-finite policy.
 
-A run can be killed at any point and continued with `--resume RUN_DIR`: `last/`
-holds the weights together with the optimizer, scheduler, RNG states, the
-weighting's state and the position in the sampler's plan (state.py), and the continued run is bit-identical (on CPU)
-to one that was never interrupted.
+A run can be killed at any point and continued with `--resume RUN_DIR` (resumption.py): `last/`
+holds the weights together with the optimizer, scheduler, RNG states, the weighting's state
+and the position in the sampler's plan (state.py), and the continued run is bit-identical
+(on CPU) to one that was never interrupted.
 """
 
-import dataclasses
-import json
 import math
 import random
 import signal
@@ -23,12 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtcli.core.data import notes, read_splits
 from mtcli.core.encoding import row_lengths
-from mtcli.core.errors import Interrupted, UserError, cut
-from mtcli.core.fileio import parse_json, read_document, recover_dir, write_json, write_text
+from mtcli.core.errors import Interrupted, UserError
+from mtcli.core.fileio import write_json
 from mtcli.core.paths import resolve_model_dir
-from mtcli.run.folder import BEST, CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD
-from mtcli.run.provenance import check_sources, describe_sources, read_record, write_record
-from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
 from mtcli.core.stopping import StopRequest, deferred_stop
 from mtcli.core.tokenizer import Tokenizer
@@ -36,15 +31,17 @@ from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
 from mtcli.eval.plots import plot_curves
 from mtcli.eval.predictions import write_dev_predictions
 from mtcli.model import MinBert
-from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta, save_checkpoint
+from mtcli.model.checkpoint import META, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.train.config import PATH_FIELDS, TrainConfig
+from mtcli.run.folder import BEST, CONFIG, LAST, METRICS
+from mtcli.run.provenance import describe_sources, write_record
+from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 from mtcli.train.samplers import TaskSampler
-from mtcli.train.state import Position, position_from, read_trainer_state, set_rng_state, trainer_state
+from mtcli.train.state import Position, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
 from mtcli.train.units import make_units, subsample, unit_factors
 from mtcli.weightings import kernel, make
@@ -130,78 +127,12 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: str | Path, console: Console | None = None, on_eval=None,
                settings: dict | None = None) -> "Trainer":
-        """Rebuild a run from runs/<name>/config.json and continue from its last/ checkpoint
-        (`on_eval` as for a new run: called for the evaluations still to come). `settings`: new
-        values of CHANGEABLE_ON_RESUME (how the run computes and saves: activation checkpointing,
-        --save-every), which config.json then records.
+        """The run in `run_dir`, rebuilt from its folder and checked, at the position its last/
+        checkpoint saved (train/resumption.py). `on_eval` as for a new run; `settings`: new values of
+        what may change on resume (activation checkpointing, --save-every)."""
+        from mtcli.train.resumption import resumed
 
-        Everything read from the run folder is checked before it is used: the configuration
-        (types, values, and that it is the one last/ was saved with), the data (the files the
-        run recorded, unchanged), the state (plain data only, state.py). A run that stopped
-        before saving any checkpoint starts again from step 0 in its folder."""
-        run_dir = Path(run_dir)
-        config_path = run_dir / CONFIG
-        if not config_path.is_file():
-            raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
-        config = TrainConfig.from_saved(_read_json(config_path), config_path)
-        changed = {k: v for k, v in (settings or {}).items() if getattr(config, k) != v}
-        if set(changed) - set(CHANGEABLE_ON_RESUME):
-            raise ValueError(f"only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume, not {', '.join(changed)}")
-        if changed:
-            config = dataclasses.replace(config, **changed)
-        record = read_record(run_dir)
-        console = console or Console(stderr=True, soft_wrap=True)
-        if record is not None:
-            _check_record_matches(record, config, run_dir)
-            check_sources(record)
-        last = recover_dir(run_dir / LAST)
-        if not (last / TRAINER_STATE).is_file():
-            if last.exists():
-                raise UserError(f"{last}: no {TRAINER_STATE}; this last/ is not a resumable checkpoint (damaged?): "
-                                f"move it away to start the run again from step 0")
-            console.print(f"[yellow]note[/] {run_dir} stopped before it saved a checkpoint: starting it again from "
-                          f"step 0")
-            trainer = cls(config, console, run_dir=run_dir, on_eval=on_eval)
-            trainer.restart = True
-            return trainer
-        if record is None:   # (a run killed before it wrote data.json starts again above, and writes it)
-            raise UserError(f"{run_dir / RECORD}: not found; a run writes it before its first checkpoint, so the "
-                            f"folder is damaged or not mtcli's: restore it from a copy, or start a new run")
-        meta = read_meta(last)
-        _check_saved_with(meta.get("train_config"), config, last, config_path)
-        trainer = cls(config, console, run_dir=run_dir, init_dir=last, on_eval=on_eval)
-        if changed and trainer.dist.is_main:
-            write_json(config_path, config.to_dict())   # the run's own file: what it runs with from now on
-            write_recipe(run_dir, config)
-            console.print(f"[yellow]note[/] {run_dir} continues with "
-                          f"{', '.join(f'{k} = {v}' for k, v in changed.items())}", highlight=False)
-        try:
-            trainer.model.load_state_dict(model_state_from(last))
-            state = read_trainer_state(last)
-            p = position_from(state)
-            if p.epoch > config.epochs + 1 or p.step > trainer.total_steps or p.index > trainer.steps_per_epoch:
-                raise ValueError(f"position step {p.step}, epoch {p.epoch} lies outside the run")
-            trainer._enter_phase(min(p.epoch, config.epochs))  # the optimizer's parameter groups depend on the phase
-            trainer.phase.optimizer.load_state_dict(state["optimizer"])
-            trainer.phase.scheduler.load_state_dict(state["scheduler"])
-            trainer.weighting.load_state_dict(state["weighting"])
-            set_rng_state(state["rng"])
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise UserError(f"{last}: does not fit the run that {config_path} describes ({first}); resume from an "
-                            f"earlier copy, or start the run again") from None
-        trainer.best_overall = state["best_overall"]
-        trainer.position = p
-        trainer._truncate_log(trainer.position.step)
-        return trainer
-
-    def _truncate_log(self, step: int) -> None:
-        """Drop metrics written after the checkpoint the run continues from (and a torn last line)."""
-        path = self.run_dir / METRICS
-        if path.is_file():
-            warn = lambda line: self.console.print(f"[yellow]note[/] {line}; cut off")  # noqa: E731
-            kept = [r for r in read_metrics(path, on_torn=warn) if r.get("step", 0) <= step]
-            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        return resumed(cls, run_dir, console, on_eval, settings)
 
     # ------------------------------------------------------------------ one step
 
@@ -456,45 +387,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _read_json(path: Path):
-    try:
-        return parse_json(read_document(path, "run record"))
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({cut(str(e).splitlines()[0], 160)}); it was edited or damaged: "
-                        f"restore it, or start a new run") from None
-
-
-def _check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> None:
-    """The data record and config.json describe one run: the same task file, and the tasks it
-    declares read exactly the recorded train and dev files (checked before any is read)."""
-    def edited(what: str):
-        raise UserError(f"{run_dir / CONFIG}: {what} differs from what {run_dir / RECORD} recorded; one of "
-                        f"them was edited: restore it")
-
-    recorded = record["task_file"]["path"] if record.get("task_file") else None
-    if recorded != config.tasks:
-        edited(f"tasks ({config.tasks!r})")
-    tasks = config.load_tasks()
-    if set(tasks) != set(record["files"]):
-        edited(f"the task names ({', '.join(tasks)})")
-    for name, task in tasks.items():
-        for split in REQUIRED_SPLITS:
-            entry = record["files"][name].get(split)
-            if entry is None or str(task.file(split)) != entry["path"]:
-                edited(f"the {split} file of task {name!r} ({task.file(split)})")
-
-
-def _check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) -> None:
-    """config.json is the configuration last/ was saved with (an edited one would continue another run)."""
-    current = config.to_dict()
-    if not isinstance(saved, dict):
-        raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")
-    for key, value in current.items():
-        if key in saved and saved[key] != value and key not in PATH_FIELDS + CHANGEABLE_ON_RESUME:  # paths: data.json checks
-            raise UserError(f"{config_path}: {key} is {value!r} but {last} was saved by the run with {saved[key]!r}; "
-                            f"config.json was edited: restore it (to change an option, start a new run)")
 
 
 def train(config: TrainConfig, console: Console | None = None) -> Path:
