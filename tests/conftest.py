@@ -187,3 +187,28 @@ def random_orders(num_tasks: int, seed: int) -> list[list[int]]:
 
     rng = np.random.default_rng(seed)
     return [[int(j) for j in rng.permutation([k for k in range(num_tasks) if k != i])] for i in range(num_tasks)]
+
+
+def one_line_error(result, *fragments) -> str:
+    """`result` (run_cli's or run_cli_here's) ended as a user error should: exit 2, no traceback,
+    one line `mtcli: error: ...` holding every fragment. The line."""
+    err = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert result.returncode == 2, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("mtcli: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+MAIL_TASK = """
+[[task]]
+name = "{name}"
+kind = "binary"
+text = ["message"]
+label = "verdict"
+labels = ["ham", "spam"]
+train = "{train}"
+dev = "{dev}"
+"""

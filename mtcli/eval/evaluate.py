@@ -19,7 +19,7 @@ import numpy as np
 
 from mtcli.core.data import Split
 from mtcli.core.errors import UserError, excerpt
-from mtcli.core.fileio import atomic_path, read_json_dict, refuse_overwrite_unless, special_file, write_json
+from mtcli.core.fileio import atomic_path, read_head, read_json_dict, refuse_overwrite_unless, write_json
 from mtcli.core.metrics import headline, metric_names, overall, predicted_labels, task_metrics
 from mtcli.core.tasks import Task, test_output_name
 from mtcli.core.tsv import TsvWriter
@@ -38,12 +38,8 @@ def written_by_mtcli(path: Path) -> bool:
 
     if is_run_dir(path.parent) or is_export_dir(path.parent):
         return True
-    if special_file(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
+    head = read_head(path)
+    if head is None:
         return False
     if path.suffix == ".json":
         return (read_json_dict(path) or {}).get("format") == EVAL_FORMAT

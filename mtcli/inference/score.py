@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mtcli.core.errors import DataError, UserError, cut, excerpt
-from mtcli.core.fileio import atomic_path, is_stream, output_stream, refuse_overwrite_unless, same_file, special_file
+from mtcli.core.fileio import atomic_path, is_stream, output_stream, read_head, refuse_overwrite_unless, same_file
 from mtcli.core.readers import NAMED, ParquetRowWriter, file_format, open_table
 from mtcli.core.tasks import Task
 from mtcli.core.tsv import TsvWriter, line_counter, open_binary
@@ -263,12 +263,8 @@ SCORE_MARK = "mtcli-scores"   # the key of a Parquet score output's schema metad
 def is_score_output(path: Path) -> bool:
     """Whether `path` is a file `mtcli score` wrote: TSV that starts with a score header (id,
     then score or label), or Parquet whose schema carries SCORE_MARK."""
-    if special_file(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
+    head = read_head(path)
+    if head is None:
         return False
     if head.startswith(b"PAR1"):
         try:

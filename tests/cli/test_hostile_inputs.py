@@ -13,31 +13,10 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli, run_cli_here
+from conftest import MAIL_TASK, REPO, one_line_error, run_cli, run_cli_here
 from mtcli.model.checkpoint import TRAINER_STATE
 
 
-def _one_line_error(result, *fragments):
-    err = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert result.returncode == 2, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("mtcli: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-TASKS = """
-[[task]]
-name = "{name}"
-kind = "binary"
-text = ["message"]
-label = "verdict"
-labels = ["ham", "spam"]
-train = "{train}"
-dev = "dev.tsv"
-"""
 
 
 def _data(folder, rows=24):
@@ -52,7 +31,7 @@ def _data(folder, rows=24):
 
 def _task_file(folder, name="mail", train="train.tsv"):
     path = folder / "tasks.toml"
-    path.write_text(TASKS.format(name=name, train=train))
+    path.write_text(MAIL_TASK.format(name=name, train=train, dev="dev.tsv"))
     return path
 
 
@@ -96,7 +75,7 @@ def test_a_pickle_in_the_run_folder_is_not_run(run_copy, tmp_path):
     marker = tmp_path / "pwned"
     with open(run_copy / "last" / TRAINER_STATE, "wb") as fh:
         pickle.dump({"optimizer": _Payload(marker)}, fh)
-    _one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
+    one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
     time.sleep(0.2)
     assert not marker.exists(), "resume ran code from the run folder"
 
@@ -111,14 +90,14 @@ def test_a_state_holding_numpy_arrays_is_refused(run_copy):
     state = torch.load(path, weights_only=True)
     state["rng"]["numpy"] = np.random.get_state()
     torch.save(state, path)
-    _one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
+    one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
 
 
 def test_a_run_folder_without_its_data_record_is_refused(run_copy):
     from mtcli.run.provenance import RECORD
 
     (run_copy / RECORD).unlink()
-    _one_line_error(run_cli_here("train", "--resume", run_copy), f"{RECORD}: not found")
+    one_line_error(run_cli_here("train", "--resume", run_copy), f"{RECORD}: not found")
 
 
 # ---------------------------------------------------------------- 2. artifacts name no data outside
@@ -137,7 +116,7 @@ def test_an_export_naming_a_secret_file_reads_nothing(tiny_export, tmp_path):
         assert result.returncode == 2 and b"SECRET" not in result.stderr + result.stdout, result.stderr
     (tmp_path / "elsewhere").mkdir()
     result = run_cli("eval", "--onnx", hostile, "--data-dir", tmp_path / "elsewhere")
-    _one_line_error(result, "elsewhere/shadow: not found")  # by name only, in the folder the user named
+    one_line_error(result, "elsewhere/shadow: not found")  # by name only, in the folder the user named
 
 
 def test_a_checkpoint_naming_a_secret_file_reads_nothing(tiny_checkpoint, tmp_path):
@@ -166,7 +145,7 @@ def test_a_torn_last_line_is_reported_and_cut_on_resume(run_copy):
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert log.read_text() == whole  # the torn line is gone, nothing else
     log.write_text('{"type": "step"}\nnot json\n' + whole)
-    _one_line_error(run_cli("report", run_copy), "metrics.jsonl:1:")
+    one_line_error(run_cli("report", run_copy), "metrics.jsonl:1:")
 
 
 # ---------------------------------------------------------------- 7. resume from anywhere, data checked
@@ -189,7 +168,7 @@ def test_resume_from_another_directory_reads_the_same_data(tmp_path, tiny_model_
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     with open(folder / "train.tsv", "a") as fh:
         fh.write("extra\tnew row\tspam\n")
-    _one_line_error(run_cli("train", "--resume", run, cwd=elsewhere), "train.tsv: changed since the run read it")
+    one_line_error(run_cli("train", "--resume", run, cwd=elsewhere), "train.tsv: changed since the run read it")
 
 
 # ---------------------------------------------------------------- 10. SIGTERM saves a resumable run
@@ -242,18 +221,18 @@ def test_damaged_run_folders(run_copy):
     config = run_copy / "config.json"
     saved = config.read_text()
     config.write_text("{not json")
-    _one_line_error(run_cli("train", "--resume", run_copy), "config.json: not valid JSON")
+    one_line_error(run_cli("train", "--resume", run_copy), "config.json: not valid JSON")
     config.write_text(json.dumps({**json.loads(saved), "epochs": "3"}))
-    _one_line_error(run_cli("train", "--resume", run_copy), "config.json: epochs: '3' is not a whole number")
+    one_line_error(run_cli("train", "--resume", run_copy), "config.json: epochs: '3' is not a whole number")
     config.write_text(json.dumps({**json.loads(saved), "combine": "upgrad"}))
-    _one_line_error(run_cli("train", "--resume", run_copy), "combine is 'upgrad' but", "config.json was edited")
+    one_line_error(run_cli("train", "--resume", run_copy), "combine is 'upgrad' but", "config.json was edited")
     config.write_text(json.dumps({**json.loads(saved), "tasks": None}))
-    _one_line_error(run_cli("train", "--resume", run_copy), "differs from what", "data.json")
+    one_line_error(run_cli("train", "--resume", run_copy), "differs from what", "data.json")
     config.write_text(saved)
     meta = json.loads((run_copy / "best" / "mtcli.json").read_text())
     meta["heads"]["surprise"] = 1
     (run_copy / "best" / "mtcli.json").write_text(json.dumps(meta))
-    _one_line_error(run_cli("eval", "--checkpoint", run_copy / "best", "--out", run_copy.parent / "e"),
+    one_line_error(run_cli("eval", "--checkpoint", run_copy / "best", "--out", run_copy.parent / "e"),
                     "mtcli.json: heads: surprise: unknown field")
 
 
@@ -261,23 +240,23 @@ def test_damaged_task_files(tmp_path, tiny_model_dir):
     folder = _data(tmp_path / "d")
     os.symlink(folder / "loop-b", folder / "loop-a")
     os.symlink(folder / "loop-a", folder / "loop-b")
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="loop-a")),
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="loop-a")),
                     "loop-a: is a symlink loop")
     (folder / "sub").mkdir()
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="sub")),
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="sub")),
                     "sub: is a folder, not a file")
     os.mkfifo(folder / "pipe")
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="pipe")),
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, train="pipe")),
                     "pipe: is a FIFO")
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="embed")),
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="embed")),
                     "name: 'embed' is reserved")
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="abc\\n")),
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder, name="abc\\n")),
                     "must be lower-case letters")
     wide = folder / "wide.toml"
-    wide.write_text(TASKS.format(name="w", train="train.tsv").replace('kind = "binary"', 'kind = "regression"')
+    wide.write_text(MAIL_TASK.format(name="w", train="train.tsv", dev="dev.tsv").replace('kind = "binary"', 'kind = "regression"')
                     .replace('labels = ["ham", "spam"]', "range = [-1e308, 1e308]"))
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", wide), "range", "rescale the labels")
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder), "--upsample",
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", wide), "range", "rescale the labels")
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--tasks", _task_file(folder), "--upsample",
                            "mail=1000000000"), "--upsample mail=1000000000")
     assert not (tmp_path / "runs").exists()  # nothing was started
 
@@ -285,12 +264,12 @@ def test_damaged_task_files(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("spec", ["cagrad:c=nan", "fairgrad:alpha=-1", "mgda:max_iters=-5", "cagrad:c=1,c=2",
                                   "nash-mtl:max_norm=nan", "weighted:task_weights=1"])
 def test_combine_parameters_are_refused_before_the_run_folder_exists(tmp_path, tiny_model_dir, spec):
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--combine", spec), f"--combine '{spec}'")
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", "--combine", spec), f"--combine '{spec}'")
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_run_name_is_a_name(tmp_path, tiny_model_dir):
-    _one_line_error(_refused(tiny_model_dir, tmp_path / "runs", name="../x"), "--name '../x': a run name is one folder")
+    one_line_error(_refused(tiny_model_dir, tmp_path / "runs", name="../x"), "--name '../x': a run name is one folder")
     assert not (tmp_path / "x").exists() and not (tmp_path / "runs").exists()
 
 
@@ -301,7 +280,7 @@ def test_a_manifest_longer_than_its_graph(tiny_export, tmp_path):
     manifest["max_length"] = 300  # the tiny model has 256 positions
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "in.tsv").write_text("sentence\n" + "word " * 400 + "\n")
-    _one_line_error(run_cli("score", "sst", tmp_path / "in.tsv", "--model", copy),
+    one_line_error(run_cli("score", "sst", tmp_path / "in.tsv", "--model", copy),
                     "does not take rows of 300 tokens, the manifest's max_length")
 
 

@@ -9,30 +9,9 @@ import os
 
 import pytest
 
-from conftest import run_cli, run_cli_here
+from conftest import MAIL_TASK, one_line_error, run_cli, run_cli_here
 
 
-def _one_line_error(result, *fragments):
-    err = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert result.returncode == 2, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("mtcli: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-TASKS = """
-[[task]]
-name = "mail"
-kind = "binary"
-text = ["message"]
-label = "verdict"
-labels = ["ham", "spam"]
-train = "{train}"
-dev = "{dev}"
-"""
 
 
 def _task_file(folder, train="train.tsv", dev="dev.tsv", name="tasks.toml"):
@@ -41,7 +20,7 @@ def _task_file(folder, train="train.tsv", dev="dev.tsv", name="tasks.toml"):
         (folder / f"{split}.tsv").write_text("id\tmessage\tverdict\n" + "".join(
             f"{split}{i}\tcheap offer {i}\t{'spam' if i % 3 else 'ham'}\n" for i in range(8)))
     path = folder / name
-    path.write_text(TASKS.format(train=train, dev=dev))
+    path.write_text(MAIL_TASK.format(name="mail", train=train, dev=dev))
     return path
 
 
@@ -50,7 +29,7 @@ def _task_file(folder, train="train.tsv", dev="dev.tsv", name="tasks.toml"):
 def test_a_task_file_naming_proc_never_prints_the_environment(tmp_path):
     tasks = _task_file(tmp_path, train="/proc/self/environ")
     for command in (("info", "--tasks", tasks), ("train", "--tasks", tasks, "--out", tmp_path / "runs")):
-        line = _one_line_error(run_cli_here(*command), "/proc", "not a file of yours")
+        line = one_line_error(run_cli_here(*command), "/proc", "not a file of yours")
         assert "PATH=" not in line and "HOME=" not in line and len(line) < 300
     assert not (tmp_path / "runs").exists()
 
@@ -62,10 +41,10 @@ def test_devices_and_fifos_are_refused_wherever_a_document_is_read(tmp_path, spe
         special = str(tmp_path / "fifo")
     (tmp_path / "recipe.toml").write_text(f'tasks = "{special}"\n')
     kind = "a device" if special == "/dev/zero" else "a FIFO"
-    _one_line_error(run_cli_here("info", "--tasks", special), f"is {kind}")
-    _one_line_error(run_cli_here("train", "--config", tmp_path / "recipe.toml", "--out", tmp_path / "runs"),
+    one_line_error(run_cli_here("info", "--tasks", special), f"is {kind}")
+    one_line_error(run_cli_here("train", "--config", tmp_path / "recipe.toml", "--out", tmp_path / "runs"),
                     f"is {kind}")
-    _one_line_error(run_cli_here("train", "--config", special, "--out", tmp_path / "runs"), f"is {kind}")
+    one_line_error(run_cli_here("train", "--config", special, "--out", tmp_path / "runs"), f"is {kind}")
 
 
 def test_a_fifo_as_a_run_s_predictions_is_refused(tmp_path):
@@ -88,17 +67,17 @@ def test_deep_nesting_is_one_line_in_every_reader(tmp_path, tiny_export, tiny_ch
     deep_toml = "x = " + "[" * 50_000 + "]" * 50_000 + "\n"
     for name, what in (("tasks.toml", "--tasks"), ("recipe.toml", "--config")):
         (tmp_path / name).write_text(deep_toml)
-    _one_line_error(run_cli_here("info", "--tasks", tmp_path / "tasks.toml"), "nested too deeply")
-    _one_line_error(run_cli_here("train", "--config", tmp_path / "recipe.toml", "--out", tmp_path / "r"),
+    one_line_error(run_cli_here("info", "--tasks", tmp_path / "tasks.toml"), "nested too deeply")
+    one_line_error(run_cli_here("train", "--config", tmp_path / "recipe.toml", "--out", tmp_path / "r"),
                     "nested too deeply")
     export = tmp_path / "export"
     shutil.copytree(tiny_export, export)
     (export / "manifest.json").write_text(DEEP_JSON)
-    _one_line_error(run_cli_here("score", "sts", "-", "--model", export), "nested too deeply")
+    one_line_error(run_cli_here("score", "sts", "-", "--model", export), "nested too deeply")
     checkpoint = tmp_path / "best"
     shutil.copytree(tiny_checkpoint, checkpoint)
     (checkpoint / "mtcli.json").write_text(DEEP_JSON)
-    _one_line_error(run_cli_here("export", "--checkpoint", checkpoint, "--out", tmp_path / "e"), "nested too deeply")
+    one_line_error(run_cli_here("export", "--checkpoint", checkpoint, "--out", tmp_path / "e"), "nested too deeply")
 
 
 def test_a_deep_jsonl_row_is_a_bad_row_and_a_deep_metrics_line_a_damaged_log(tmp_path, tiny_export):
@@ -107,7 +86,7 @@ def test_a_deep_jsonl_row_is_a_bad_row_and_a_deep_metrics_line_a_damaged_log(tmp
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": "a", "sentence1": "A dog.", "sentence2": "A cat."}) + "\n" + DEEP_JSON + "\n")
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv"),
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv"),
                     "rows.jsonl:2: not a JSON object (nested too deeply")
     done = run_cli_here("score", "sts", rows, "--model", tiny_export, "--on-error", "skip", "-o", tmp_path / "o.tsv")
     assert done.returncode == 0 and (tmp_path / "o.tsv").read_text().count("\n") == 2
@@ -127,7 +106,7 @@ def test_columns_no_task_reads_are_not_converted(tmp_path, tiny_export):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o.tsv").read_text().splitlines()[1].startswith("r0\t")
     rows.write_text(json.dumps({"id": "r0", "sentence1": ["A dog."], "sentence2": "A cat."}) + "\n")
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "p.tsv"),
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "p.tsv"),
                     "rows.jsonl:1: column 'sentence1': a list where text or a number belongs")
 
 
@@ -150,7 +129,7 @@ def test_a_jsonl_file_whose_only_line_is_bad_says_what_is_wrong_with_it(tmp_path
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"id": "a", "sentence1": \n')
     for extra in ((), ("--on-error", "skip")):
-        line = _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, *extra), "rows.jsonl:1:")
+        line = one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, *extra), "rows.jsonl:1:")
         assert "empty" not in line
 
 
@@ -161,11 +140,11 @@ def test_score_never_overwrites_a_file_it_did_not_write(tmp_path, tiny_export):
     rows.write_text("id\tsentence1\tsentence2\nr1\tA dog.\tA cat.\n")
     mine = tmp_path / "notes.tsv"
     mine.write_text("my notes\n")
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", mine),
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", mine),
                     "notes.tsv: exists and was not written by mtcli")
     assert mine.read_text() == "my notes\n"
     (tmp_path / "link.tsv").symlink_to(mine)
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "link.tsv"),
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "link.tsv"),
                     "was not written by mtcli")
     assert mine.read_text() == "my notes\n"
     out = tmp_path / "scores.tsv"
@@ -183,7 +162,7 @@ def test_score_never_overwrites_a_parquet_file_it_did_not_write(tmp_path, tiny_e
     theirs = tmp_path / "data.parquet"
     pq.write_table(pa.table({"id": ["x"], "score": [1.0]}), theirs)
     before = theirs.read_bytes()
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", theirs), "was not written by mtcli")
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", theirs), "was not written by mtcli")
     assert theirs.read_bytes() == before
     ours = tmp_path / "scores.parquet"
     for _ in range(2):
@@ -201,7 +180,7 @@ def test_a_link_planted_in_a_run_folder_is_never_written_through(tmp_path, tiny_
     (run / "report.json").unlink(missing_ok=True)
     (run / "report.json").symlink_to(victim)
     result = run_cli("report", run)
-    _one_line_error(result, "report.json: is a link")
+    one_line_error(result, "report.json: is a link")
     assert victim.read_text() == "mine"
 
 
@@ -211,7 +190,7 @@ def test_a_lone_surrogate_in_a_jsonl_file_is_a_bad_row_naming_line_and_column(tm
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"id": "a", "sentence1": "A dog.", "sentence2": "A cat."}\n'
                     '{"id": "b", "sentence1": "\\ud800", "sentence2": "A cat."}\n')
-    _one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv"),
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv"),
                     "rows.jsonl:2: column 'sentence1': not valid Unicode text (a lone surrogate, U+D800")
     done = run_cli_here("score", "sts", rows, "--model", tiny_export, "--on-error", "skip", "-o", tmp_path / "o.tsv")
     assert done.returncode == 0 and (tmp_path / "o.tsv").read_text().splitlines()[1].startswith("a\t")
@@ -222,7 +201,7 @@ def test_a_lone_surrogate_in_training_data_is_one_line(tmp_path, tiny_model_dir)
         json.dumps({"id": f"t{i}", "message": f"word {i}", "verdict": "spam"}) + "\n" for i in range(4))
         + '{"id": "x", "message": "\\udfff", "verdict": "ham"}\n')
     tasks = _task_file(tmp_path, train="train.jsonl")
-    _one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tasks, "--out", tmp_path / "runs",
+    one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tasks, "--out", tmp_path / "runs",
                                  "--max-steps", "1"), "train.jsonl:5: column 'message': not valid Unicode text")
 
 
@@ -246,6 +225,6 @@ def test_pretraining_heads_without_parameters_is_refused_before_anything_is_made
     (tmp_path / "pairs.tsv").write_text("id\ta\tb\tscore\n" + "".join(f"p{i}\tone {i}\ttwo {i}\t{i % 5}\n"
                                                                      for i in range(8)))
     (tmp_path / "tasks.toml").write_text(COSINE_ONLY)
-    _one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tmp_path / "tasks.toml",
+    one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tmp_path / "tasks.toml",
                                  "--out", tmp_path / "runs", *flags), flags[0], "nothing would train")
     assert not (tmp_path / "runs").exists()

@@ -13,19 +13,10 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, one_line_error
 from mtcli.cli import main
 
 
-def _one_line_error(result, *fragments):
-    err = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert result.returncode == 2, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith("mtcli: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 class _Result:
@@ -75,7 +66,7 @@ def test_export_refuses_an_out_that_would_destroy(cli, run_copy, tmp_path, monke
     (tmp_path / "user" / "subdir").mkdir(parents=True)
     (tmp_path / "user" / "notes.txt").write_text("my notes")
     before = _tree(tmp_path)
-    _one_line_error(cli("export", "--checkpoint", "runs/tiny/best", "--out", out), fragment)
+    one_line_error(cli("export", "--checkpoint", "runs/tiny/best", "--out", out), fragment)
     assert _tree(tmp_path) == before
 
 
@@ -87,7 +78,7 @@ def test_export_replaces_only_its_own_export(cli, run_copy, tmp_path, monkeypatc
     assert cli("export", "--checkpoint", run_copy / "best", "--out", out).returncode == 0
     assert {"manifest.json", "sst.onnx", ".gitkeep"} <= {p.name for p in out.iterdir()}
     (out / "notes.txt").write_text("mine")
-    _one_line_error(cli("export", "--checkpoint", run_copy / "best", "--out", out), "export/notes.txt: was not written")
+    one_line_error(cli("export", "--checkpoint", run_copy / "best", "--out", out), "export/notes.txt: was not written")
     assert (out / "notes.txt").read_text() == "mine" and (out / "sst.onnx").is_file()
     (out / "notes.txt").unlink()
     assert cli("export", "--checkpoint", run_copy / "best", "--out", out).returncode == 0  # its own: replaced
@@ -96,9 +87,9 @@ def test_export_replaces_only_its_own_export(cli, run_copy, tmp_path, monkeypatc
 
 def test_export_opset_is_checked_first(cli, run_copy):
     result = cli("export", "--checkpoint", run_copy / "best", "--opset", "99")
-    _one_line_error(result, "--opset 99: mtcli exports opsets 17 to")
+    one_line_error(result, "--opset 99: mtcli exports opsets 17 to")
     assert result.stdout == ""
-    _one_line_error(cli("export", "--checkpoint", run_copy / "best", "--opset", "16"), "--opset 16")
+    one_line_error(cli("export", "--checkpoint", run_copy / "best", "--opset", "16"), "--opset 16")
 
 
 def test_stale_staging_of_a_killed_export_is_swept(cli, run_copy, tmp_path):
@@ -127,7 +118,7 @@ def test_score_refuses_to_write_over_its_input(cli, tiny_export, tmp_path):
     (tmp_path / "soft.tsv").symlink_to(source)
     os.link(source, tmp_path / "hard.tsv")
     for out in (source, tmp_path / "soft.tsv", tmp_path / "hard.tsv"):
-        _one_line_error(cli("score", "sts", source, "--model", tiny_export, "-o", out), "is the input file")
+        one_line_error(cli("score", "sts", source, "--model", tiny_export, "-o", out), "is the input file")
     assert source.read_bytes() == original and (tmp_path / "soft.tsv").is_symlink()
 
 
@@ -143,7 +134,7 @@ def test_score_writes_through_symlinks_and_into_devices(cli, tiny_export, tmp_pa
     except PermissionError:
         pytest.skip("creating device nodes needs root")
     assert cli("score", "sts", source, "--model", tiny_export, "-o", tmp_path / "null").returncode == 0
-    _one_line_error(cli("score", "sts", source, "--model", tiny_export, "-o", tmp_path / "full"),
+    one_line_error(cli("score", "sts", source, "--model", tiny_export, "-o", tmp_path / "full"),
                     f"{tmp_path / 'full'}: disk full")
     for node in ("null", "full"):
         assert stat.S_ISCHR(os.lstat(tmp_path / node).st_mode)  # still the device, not a regular file
@@ -183,8 +174,8 @@ def test_damaged_export_is_one_line(cli, tiny_export, tmp_path, damage, fragment
     shutil.copytree(tiny_export, copy)
     damage(copy)
     (tmp_path / "in.tsv").write_text("id\tsentence\nr1\tgood\n")
-    _one_line_error(cli("score", "sst", tmp_path / "in.tsv", "--model", copy), fragment)
-    _one_line_error(cli("eval", "--onnx", copy, "--limit", "4"), "export")
+    one_line_error(cli("score", "sst", tmp_path / "in.tsv", "--model", copy), fragment)
+    one_line_error(cli("eval", "--onnx", copy, "--limit", "4"), "export")
 
 
 def _edit(folder, change):
@@ -218,13 +209,13 @@ def _edit(folder, change):
     (["--epochs", "0"], "--epochs 0: must be at least 1"),
 ])
 def test_bad_train_options_write_nothing(cli, tmp_path, tiny_model_dir, args, fragment):
-    _one_line_error(cli("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", *args), fragment)
+    one_line_error(cli("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", *args), fragment)
     assert not (tmp_path / "runs").exists()
 
 
 def test_resume_with_conflicting_options_names_them(cli, run_copy):
     saved = json.loads((run_copy / "config.json").read_text())
-    line = _one_line_error(cli("train", "--resume", run_copy, "--lr", "0.5", "--name", "other", "--batch-size",
+    line = one_line_error(cli("train", "--resume", run_copy, "--lr", "0.5", "--name", "other", "--batch-size",
                                saved["batch_size"]), "--lr 0.5", "--name 'other'")
     assert "--batch-size" not in line  # the same value as the run's is no conflict
     assert json.loads((run_copy / "config.json").read_text()) == saved
@@ -234,7 +225,7 @@ def test_resume_may_change_how_the_run_computes(cli, run_copy):
     """--activation-checkpointing (memory, not results) and --save-every are no conflict on
     --resume: the run continues with them and its config.json says so; every other field stays."""
     saved = json.loads((run_copy / "config.json").read_text())
-    line = _one_line_error(cli("train", "--resume", run_copy, "--activation-checkpointing", "--lr", "0.5"), "--lr 0.5")
+    line = one_line_error(cli("train", "--resume", run_copy, "--activation-checkpointing", "--lr", "0.5"), "--lr 0.5")
     assert "activation" not in line
     result = cli("train", "--resume", run_copy, "--activation-checkpointing", "--save-every", 7)
     assert result.returncode == 0, result.stderr
@@ -246,7 +237,7 @@ def test_a_run_without_checkpoint_is_not_exported(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "crashed").mkdir(parents=True)
     (tmp_path / "runs" / "crashed" / "config.json").write_text("{}")
-    _one_line_error(cli("export"), "no checkpoint found under runs/*/best")
+    one_line_error(cli("export"), "no checkpoint found under runs/*/best")
 
 
 def test_checkpoint_files_have_the_mode_of_every_other_file(run_copy, tiny_checkpoint):
@@ -260,11 +251,11 @@ def test_eval_does_not_overwrite_a_users_files(cli, tiny_export, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "eval.json").write_text('{"my": "results"}')
-    _one_line_error(cli("eval", "--onnx", tiny_export, "--limit", "8", "--out", out), "eval.json: exists and was not written")
+    one_line_error(cli("eval", "--onnx", tiny_export, "--limit", "8", "--out", out), "eval.json: exists and was not written")
     assert (out / "eval.json").read_text() == '{"my": "results"}'
     (out / "eval.json").unlink()
     assert cli("eval", "--onnx", tiny_export, "--limit", "8", "--out", out).returncode == 0
     assert cli("eval", "--onnx", tiny_export, "--limit", "8", "--out", out).returncode == 0  # its own: replaced
     (out / "sts-test-output.csv").write_text("my,csv\n")
-    _one_line_error(cli("eval", "--onnx", tiny_export, "--split", "test", "--limit", "8", "--out", out),
+    one_line_error(cli("eval", "--onnx", tiny_export, "--split", "test", "--limit", "8", "--out", out),
                     "sts-test-output.csv: exists and was not written")

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("optuna")
 
-from conftest import run_cli  # noqa: E402
+from conftest import MAIL_TASK, run_cli  # noqa: E402
 from mtcli.core.errors import UserError  # noqa: E402
 from mtcli.sweep import study as sweeps  # noqa: E402
 from mtcli.sweep.space import Range, read_space  # noqa: E402
@@ -564,20 +564,8 @@ def test_a_damaged_journal_is_repaired_at_a_torn_tail_and_refused_otherwise(tmp_
         _cli_one_line(result, "study.journal:2: " + message)
 
 
-BAD_DATA = """
-[[task]]
-name = "mail"
-kind = "binary"
-text = ["message"]
-label = "verdict"
-labels = ["ham", "spam"]
-train = "train.tsv"
-dev = "dev.tsv"
-"""
-
-
 def test_trials_that_keep_failing_stop_the_sweep_in_one_line_each(tmp_path, tiny_model_dir):
-    (tmp_path / "tasks.toml").write_text(BAD_DATA)
+    (tmp_path / "tasks.toml").write_text(MAIL_TASK.format(name="mail", train="train.tsv", dev="dev.tsv"))
     (tmp_path / "dev.tsv").write_text("id\tmessage\tverdict\n" + "".join(f"d{i}\tword {i}\tham\n" for i in range(8)))
     (tmp_path / "train.tsv").write_text("id\tmessage\tverdict\na\tword\tmaybe\n")   # no label of the task
     path = tmp_path / "space.toml"
