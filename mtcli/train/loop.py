@@ -38,6 +38,7 @@ from mtcli.run.folder import BEST, CONFIG, LAST, METRICS
 from mtcli.run.provenance import describe_sources, write_record
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
+from mtcli.train.progress import ProgressLines
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 from mtcli.train.samplers import TaskSampler
@@ -104,7 +105,7 @@ class Trainer:
         self.best_overall = -math.inf
         self.position = Position()
         self.restart = False  # resuming a run that saved no checkpoint: it starts again in its folder
-        self._last_line, self._clock = 0.0, (0.0, 0)  # progress lines where no bar shows
+        self.lines = ProgressLines(self.console, self.total_steps, config.epochs, config.progress_every)
         self.sources = describe_sources(config.tasks, self.tasks) if self.dist.is_main else None
 
     # ------------------------------------------------------------------ phases
@@ -244,7 +245,7 @@ class Trainer:
                 shown = self._flush(log, pending, speed)
                 progress.update(bar, completed=pos.step, epoch=f"{pos.epoch}/{config.epochs}", losses=shown,
                                 speed=f"{speed:.0f} ex/s")
-                self._progress_line(shown, speed)
+                self.lines.step(pos.step, pos.epoch, shown, speed)   # where no bar shows
                 pending, window_start, window_examples = [], time.perf_counter(), 0
             if config.eval_every and pos.step % config.eval_every == 0 and not at_end:
                 self._flush(log, pending, 0.0)
@@ -261,22 +262,6 @@ class Trainer:
         self._end_epoch(log)
         if pos.step < self.total_steps and pos.epoch <= config.epochs and self._stop_requested(stop):
             self._stop(stop)  # last/ was saved at the epoch's end
-
-    def _progress_line(self, losses: str, speed: float) -> None:
-        """Where no progress bar shows (nohup, CI, a cluster job: stdout is not a terminal), a line
-        every --progress-every seconds: step, epoch, losses, examples/s and the time left."""
-        now = time.perf_counter()
-        if self.console.is_terminal or now - self._last_line < self.config.progress_every:
-            return
-        if self._last_line == 0.0:  # the first call: start the clock
-            self._last_line, self._clock = now, (now, self.position.step)
-            return
-        started, first_step = self._clock
-        done = self.position.step - first_step
-        left = (self.total_steps - self.position.step) * (now - started) / max(done, 1)
-        self.console.print(f"step {self.position.step}/{self.total_steps}  epoch {self.position.epoch}/"
-                           f"{self.config.epochs}  {losses}  {speed:.0f} ex/s  eta {_duration(left)}", highlight=False)
-        self._last_line = now
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         """Whether a SIGINT/SIGTERM arrived (on any rank: all ranks stop after the same step)."""
@@ -380,13 +365,6 @@ class Trainer:
             return f"step {read_meta(self.run_dir / 'last').get('step')}"
         except UserError:
             return "none saved yet"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def train(config: TrainConfig, console: Console | None = None) -> Path:
