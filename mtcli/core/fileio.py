@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from mtcli.core.errors import UserError
 
@@ -329,20 +329,26 @@ def check_regular(path: str | Path, what: str = "file") -> None:
         raise UserError(f"{path}: {problem}; pass a regular {what}")
 
 
-def read_document(path: str | Path, what: str, limit: int = DOCUMENT_LIMIT) -> str:
-    """The text of a document read whole (UTF-8), refused in one line when it is not a regular
-    file, is missing, is a folder, is larger than `limit` bytes or is not UTF-8."""
-    path = Path(path)
+def open_to_read(path: str | Path, what: str = "file") -> BinaryIO:
+    """`path` opened for reading bytes, once checked to be a regular file; missing, a folder or
+    unreadable is one UserError naming it (`what`: the kind of file, "task file", ...)."""
     check_regular(path, what)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        return open(path, "rb")
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder; pass a {what}") from None
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
+
+
+def read_document(path: str | Path, what: str, limit: int = DOCUMENT_LIMIT) -> str:
+    """The text of a document read whole (UTF-8), refused in one line when it is not a regular
+    file, is missing, is a folder, is larger than `limit` bytes or is not UTF-8."""
+    path = Path(path)
+    with open_to_read(path, what) as fh:
+        data = fh.read(limit + 1)
     if len(data) > limit:
         raise UserError(f"{path}: larger than {limit // 2**20} MiB; a {what} is far smaller: is this the right file?")
     try:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mtcli.core.errors import DataError, UserError
-from mtcli.core.fileio import check_regular
+from mtcli.core.errors import DataError
+from mtcli.core.fileio import open_to_read
 
 csv.field_size_limit(2**31 - 1)  # over-long texts are truncated by the tokenizer, not refused here
 
@@ -48,15 +48,7 @@ def open_binary(path: str | Path) -> BinaryIO:
     """Open a file (or '-' for stdin) for reading bytes; a clear error if it is missing."""
     if str(path) == "-":
         return sys.stdin.buffer
-    check_regular(path, "data file")
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a TSV file") from None
-    except PermissionError:
-        raise UserError(f"{path}: permission denied") from None
+    return open_to_read(path)
 
 
 QUOTINGS = ("csv", "literal")
