@@ -5,7 +5,7 @@ files names them from here. Torch-free.
     runs/<name>/
       config.json                  every option of the run (TrainConfig.to_dict)
       recipe.toml                  the options as a recipe: what `mtcli train --config` trains again
-      data.json                    each data file read, with its sha256 (core/provenance.py)
+      data.json                    each data file read, with its sha256 (run/provenance.py)
       metrics.jsonl                one record per logged step, evaluation and epoch (core/runlog.py)
       eval.json                    the best epoch's dev evaluation (eval/evaluate.py)
       dev-predictions.safetensors  that epoch's dev predictions, what compare resamples (eval/predictions.py)
