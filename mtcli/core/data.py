@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from mtcli.core.errors import DataError, UserError, cut, excerpt
+from mtcli.core.fileio import non_regular
 from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task, rebase
 from mtcli.core.readers import Table, file_format, open_table
 from mtcli.core.tsv import open_binary
@@ -85,13 +86,7 @@ def path_problem(path: Path) -> str:
         return "not found" if e.errno == errno.ENOENT else (e.strerror or "cannot be read").lower()
     if stat.S_ISDIR(mode):
         return "is a folder, not a file"
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO (named pipe), not a file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a file"
-    if stat.S_ISSOCK(mode):
-        return "is a socket, not a file"
-    return "is not a regular file"
+    return non_regular(mode) or "is not a regular file"
 
 
 def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | Path | None = None,

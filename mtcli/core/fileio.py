@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from mtcli.core.errors import UserError
+from mtcli.core.errors import UserError, cut
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.mtcli-(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>tmp|staging|old)$")
 
@@ -305,21 +305,31 @@ DOCUMENT_LIMIT = 32 * 2**20   # bytes: the largest task file, recipe, manifest o
 KERNEL_ROOTS = ("/proc", "/sys")
 
 
+def non_regular(mode: int) -> str | None:
+    """What a file of `mode` is when it is neither a regular file nor a folder, in a few words
+    (None for those two)."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (named pipe), not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    return "is not a regular file"
+
+
 def special_file(path: str | Path) -> str | None:
-    """What makes `path` no file to read data from (None: a regular file, or nothing there yet):
-    a device, FIFO or socket, or a file of the kernel's /proc, /sys or /dev."""
+    """What makes `path` no file to read data from (None: a regular file or a folder, or nothing
+    there yet): a device, FIFO or socket (`non_regular`), or a file of the kernel's /proc or /sys."""
     real = os.path.realpath(path)
     for root in KERNEL_ROOTS:
         if real == root or real.startswith(root + "/"):
             return f"is under {root}, the kernel's view of the system, not a file of yours"
     try:
-        mode = os.stat(path).st_mode
+        return non_regular(os.stat(path).st_mode)
     except OSError:
         return None   # missing or unreadable: the open that follows says which
-    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
-        return None
-    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-    return f"is {kind}, not a regular file"
 
 
 def check_regular(path: str | Path, what: str = "file") -> None:
@@ -378,11 +388,20 @@ def parse_json(text: str | bytes):
         raise ValueError("nested too deeply to be read") from None
 
 
+def read_json(path: str | Path, what: str):
+    """A JSON document read whole (read_document's checks, one UserError each): its value, or a
+    ValueError saying in a line of at most 160 characters why it is no JSON."""
+    try:
+        return parse_json(read_document(path, what))
+    except ValueError as e:
+        raise ValueError(cut(str(e).splitlines()[0], 160)) from None
+
+
 def read_json_dict(path: Path) -> dict | None:
     """A JSON object mtcli may have written (a run record, a marker), or None when there is none
     that reads as one: missing, special, too large, not JSON, not an object."""
     with contextlib.suppress(OSError, ValueError, UserError):
-        value = parse_json(read_document(path, "JSON file"))
+        value = read_json(path, "JSON file")
         return value if isinstance(value, dict) else None
     return None
 

@@ -17,7 +17,6 @@ its row number (from 1) for Parquet, so every error names file and line or row.
 """
 
 import itertools
-import json
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtcli.core.errors import DataError, UserError, excerpt
-from mtcli.core.fileio import check_regular
+from mtcli.core.fileio import check_regular, parse_json
 from mtcli.core.tsv import QUOTINGS, _LineCounter, iter_rows, open_binary
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".tsv": "tsv", ".tab": "tsv"}
@@ -143,20 +142,19 @@ def _misfits(path: str, delimiter: str, quoting: str, limit: int = 1000) -> list
 # ---------------------------------------------------------------- JSON lines
 
 def _jsonl(name: str, lines: _LineCounter, on_bad_row, columns, reads) -> tuple[list[str], Iterator]:
-    bad: list[DataError] = []
+    first_bad: list[DataError] = []   # what a file whose every line is bad says (not "file is empty")
 
-    def heard(error: DataError):
-        bad[:] = bad or [error]
+    def bad_line(error: DataError) -> None:
+        if not first_bad:
+            first_bad.append(error)
         if on_bad_row is None:
             raise error
         on_bad_row(error)
 
-    objects = _json_objects(name, lines, heard)
+    objects = _json_objects(name, lines, bad_line)
     first = next(objects, None)
     if first is None:
-        if bad:   # every line was bad: that is what to say, not that the file is empty
-            raise bad[0]
-        raise DataError(name, None, "file is empty; expected one JSON object per line")
+        raise first_bad[0] if first_bad else DataError(name, None, "file is empty; expected one JSON object per line")
     header = list(dict.fromkeys([*first[1], *columns]))
     read = [reads is None or reads(key) for key in header]
 
@@ -185,25 +183,17 @@ def _cells(record: dict, header: list[str], read: list[bool]) -> list[str | None
     return values
 
 
-def _json_objects(name: str, lines: _LineCounter, on_bad_row) -> Iterator[tuple[int, dict]]:
+def _json_objects(name: str, lines: _LineCounter, bad_line) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each JSON object line; any other non-blank line to `bad_line`."""
     for text in lines:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = parse_json(text)
             if not isinstance(obj, dict):
                 raise ValueError(f"a JSON {type(obj).__name__}, not an object")
-        except RecursionError:
-            error = DataError(name, lines.count, "not a JSON object (nested too deeply to be read)")
-            if on_bad_row is None:
-                raise error from None
-            on_bad_row(error)
-            continue
         except ValueError as e:
-            error = DataError(name, lines.count, f"not a JSON object ({str(e).splitlines()[0][:120]})")
-            if on_bad_row is None:
-                raise error from None
-            on_bad_row(error)
+            bad_line(DataError(name, lines.count, f"not a JSON object ({str(e).splitlines()[0][:120]})"))
             continue
         yield lines.count, obj
 

@@ -153,12 +153,13 @@ class Evaluation:
     backend: dict[str, str]
     splits: dict[str, Split]
     predictions: dict[str, np.ndarray]
-    results: dict | None = None
-    unlabeled: list[str] = field(default_factory=list)   # tasks whose rows carry no labels (test files)
-    analysis: dict = field(default_factory=dict)   # the error analysis, once saved (eval.json holds it)
+    results: dict | None = field(init=False)   # the metrics over the labelled rows
+    unlabeled: list[str] = field(init=False)   # tasks whose rows carry no labels (test files)
+    analysis: dict = field(init=False, default_factory=dict)   # the error analysis, once saved (eval.json holds it)
 
     def __post_init__(self):
-        parts, kept = labeled(self.splits, self.predictions)
+        self._labeled = labeled(self.splits, self.predictions)   # (splits, predictions) of the labelled rows
+        parts, kept = self._labeled
         self.unlabeled = [name for name in self.splits if name not in parts]
         self.results = score_predictions(parts, kept) if parts else None
 
@@ -169,7 +170,7 @@ class Evaluation:
         if self.split == "test":
             written += write_test_predictions(self.splits, self.predictions, out_dir)
         if self.results is not None:
-            parts, kept = labeled(self.splits, self.predictions)
+            parts, kept = self._labeled
             path, self.analysis = write_eval(self.results, parts, kept, out_dir, split=self.split,
                                              source=str(self.source), **self.backend)
             written.append(path)

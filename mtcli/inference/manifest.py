@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
-from mtcli.core.errors import UserError, cut
-from mtcli.core.fileio import parse_json, read_document
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
 from mtcli.core.tasks import Task, plot_names_of, tasks_from_dicts, test_output_name
 from mtcli.run.folder import EVAL
@@ -74,10 +74,9 @@ def read_manifest(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: not found; {model_dir} is not an `mtcli export` folder (run `mtcli export`)")
     try:
-        manifest = parse_json(read_document(path, "manifest"))
+        manifest = read_json(path, "manifest")
     except ValueError as e:
-        raise UserError(f"{path}: corrupt manifest ({cut(str(e).splitlines()[0], 160)}); re-run `mtcli export`") \
-            from None
+        raise UserError(f"{path}: corrupt manifest ({e}); re-run `mtcli export`") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtcli ONNX manifest; re-run `mtcli export`")
     if manifest.get("format_version") != FORMAT_VERSION:

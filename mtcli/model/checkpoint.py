@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from mtcli.core.version import __version__
-from mtcli.core.errors import UserError, cut
-from mtcli.core.fileio import atomic_path, parse_json, read_document, read_json_dict, staged_dir, write_json
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import atomic_path, read_json, read_json_dict, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
@@ -101,10 +101,9 @@ def read_meta(ckpt_dir: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{ckpt_dir}: not an mtcli checkpoint (no mtcli.json); pass the best/ or last/ folder of a run")
     try:
-        meta = parse_json(read_document(path, "checkpoint record"))
+        meta = read_json(path, "checkpoint record")
     except ValueError as e:
-        raise UserError(f"{path}: corrupt ({cut(str(e).splitlines()[0], 160)}); retrain or pick another checkpoint") \
-            from None
+        raise UserError(f"{path}: corrupt ({e}); retrain or pick another checkpoint") from None
     if not isinstance(meta, dict):
         raise UserError(f"{path}: corrupt (not a JSON object); retrain or pick another checkpoint")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:

@@ -12,8 +12,8 @@ transformer layer; what differs is stated once, in FAMILIES, and read by the mod
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtcli.core.errors import UserError, cut
-from mtcli.core.fileio import parse_json, read_document
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json
 from mtcli.core.typed import typed_values
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -133,9 +133,9 @@ class BertConfig:
         if not path.exists():
             raise UserError(f"{path}: not found; expected an HF-layout encoder folder with config.json")
         try:
-            values = parse_json(read_document(path, "config.json"))
+            values = read_json(path, "config.json")
         except ValueError as e:
-            raise UserError(f"{path}: not valid JSON ({cut(str(e).splitlines()[0], 160)})") from None
+            raise UserError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(values, dict):
             raise UserError(f"{path}: expected a JSON object (an HF encoder config)")
         return cls.from_dict(values, path)

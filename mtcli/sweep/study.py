@@ -21,6 +21,7 @@ from its last checkpoint), and the sweep stops when `trials` trials have finishe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -243,8 +244,7 @@ def prepare(space_path: Path, folder: Path, resume: bool, say=print) -> Space:
 def what_is_searched(space: Space) -> dict:
     """What a sweep's trials must share to be one study: everything of the space file but `start`
     and the budget's options that say how a trial computes and saves (CHANGEABLE_ON_RESUME)."""
-    params = {option.replace("_", "-"): choices if isinstance(choices, list) else
-              {"low": choices.low, "high": choices.high, "log": choices.log, "step": choices.step}
+    params = {option.replace("_", "-"): choices if isinstance(choices, list) else dataclasses.asdict(choices)
               for option, choices in space.params.items()}
     base = {option.replace("_", "-"): value for option, value in space.base.items() if option not in CHANGEABLE_ON_RESUME}
     record = {"objective": space.objective, "search": space.search, "trials": space.trials, "seeds": space.seeds,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mtcli.core.errors import UserError, cut
-from mtcli.core.fileio import parse_json, read_document, recover_dir, write_json, write_text
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import read_json, recover_dir, write_json, write_text
 from mtcli.core.runlog import read_metrics
 from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta
@@ -103,10 +103,10 @@ def truncate_log(path: Path, step: int, console: Console) -> None:
 
 def _read_json(path: Path):
     try:
-        return parse_json(read_document(path, "run record"))
+        return read_json(path, "run record")
     except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({cut(str(e).splitlines()[0], 160)}); it was edited or damaged: "
-                        f"restore it, or start a new run") from None
+        raise UserError(f"{path}: not valid JSON ({e}); it was edited or damaged: restore it, or start a new run") \
+            from None
 
 
 def check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> None:
