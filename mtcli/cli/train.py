@@ -23,6 +23,8 @@ EPILOG = """Examples:
 
   mtcli train --simcse 0.1 --mnrl 0.5 --cosine-embedding-loss --pretrain-epochs 1 --epochs 4
 
+  mtcli train --teacher export-mpnet --name student        # distil a teacher into the student (BAM!)
+
   mtcli train --max-steps 50 --limit 500 --name quick      # a quick look
 
   mtcli train --save-every 200 --name long && mtcli train --resume runs/long   # continue after a kill
@@ -55,6 +57,14 @@ def train(
     cosine_embedding_loss: bool = typer.Option(False, "--cosine-embedding-loss",
                                                help="Add CosineEmbeddingLoss on the pair embeddings of pair tasks"),
     cosine_margin: float = typer.Option(TrainConfig.cosine_margin, "--cosine-margin", help="Margin of the cosine embedding loss"),
+    teacher: str = typer.Option(None, "--teacher", help="Distil from teachers: PATH[,PATH...], each an `mtcli export` "
+                                "folder (fastest), a checkpoint or a run folder; one teacher of every task, or one per "
+                                "task (docs/distillation.md)"),
+    teacher_annealing: str = typer.Option(TrainConfig.teacher_annealing, "--teacher-annealing",
+                                          help="The gold label's weight in the targets: linear (0 -> 1 over the run, "
+                                               "BAM's teacher annealing) | constant:LAMBDA"),
+    teacher_temperature: float = typer.Option(TrainConfig.teacher_temperature, "--teacher-temperature",
+                                              help="Divide a classification teacher's logits by T (> 1: softer targets)"),
     pretrain_epochs: int = typer.Option(TrainConfig.pretrain_epochs, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
                                         "for the first K epochs, then fine-tune"),
     epochs: int = typer.Option(TrainConfig.epochs, help="Epochs (see the sampler's steps per epoch, printed at start)"),
@@ -112,6 +122,8 @@ def train(
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
         tasks=str(tasks) if tasks else None, encodings=encodings, simcse=simcse, mnrl=mnrl,
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
+        teacher=[p.strip() for p in teacher.split(",") if p.strip()] if teacher else [],
+        teacher_annealing=teacher_annealing, teacher_temperature=teacher_temperature,
         pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,
         group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,
@@ -151,12 +163,13 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     with --resume must agree with the saved one, or it is an error naming it."""
     from mtcli.core.errors import UserError
     from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, read_config
-    from mtcli.train.config import PATH_FIELDS, resolved_path
+    from mtcli.train.config import PATH_FIELDS, PATH_LIST_FIELDS, resolved_path
 
     saved = read_config(run_dir)
     if saved is None:
         return  # resume itself reports the missing or broken run folder
-    options = {k: resolved_path(v) if k in PATH_FIELDS else v for k, v in options.items()}
+    options = {k: resolved_path(v) if k in PATH_FIELDS else [resolved_path(p) for p in v] if k in PATH_LIST_FIELDS
+               else v for k, v in options.items()}
     conflicts = []
     for param, value in ctx.params.items():
         source = ctx.get_parameter_source(param)

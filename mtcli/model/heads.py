@@ -8,11 +8,13 @@
 
 A head knows its input encoding, computes the output its loss takes (`forward`), the
 loss, the prediction users see (probabilities, P(positive) or a score clamped to the
-range: what the ONNX graphs return), the label dtype, and which pairs count as similar
-for the pair objectives. Nothing outside this module and mtcli.core.tasks looks at what
+range: what the ONNX graphs return), the label dtype, which pairs count as similar
+for the pair objectives, and under distillation the target its loss takes instead of the
+gold label (`target`: gold and a teacher's prediction mixed, mtcli.train.distillation). Nothing outside this module and mtcli.core.tasks looks at what
 a task is called.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,7 @@ from mtcli.core.encoding import Encoding, encoding_for
 from mtcli.core.tasks import Task
 
 SIMILAR_FROM = 0.6  # a regression pair counts as similar from 60% of its range (STS: gold >= 3 of 5)
+TINY = 1e-12        # a teacher's probability of exactly 0 or 1 kept off the logarithm's pole
 
 
 class Head(nn.Module):
@@ -58,6 +61,27 @@ class Head(nn.Module):
         """Which labelled pairs are similar (for the cosine-embedding loss); None: not a pair task."""
         return None
 
+    def target(self, gold: list, teacher: np.ndarray, gold_weight: float, temperature: float, device) -> torch.Tensor:
+        """The distillation target of a batch (BAM's teacher annealing): per row gold_weight x the gold
+        label + (1 - gold_weight) x the teacher's prediction (softened by `temperature`), or the
+        teacher's alone where the row has no gold label (None). The task's own loss takes it:
+        cross-entropy against a distribution, BCE against a probability, MSE against a score."""
+        soft = self.tempered(np.asarray(teacher, dtype=np.float64), temperature)
+        has_gold = np.array([g is not None for g in gold])
+        if has_gold.any() and gold_weight > 0:
+            hard = self.as_distribution([g if g is not None else 0 for g in gold])
+            mask = has_gold.reshape((-1,) + (1,) * (soft.ndim - 1))
+            soft = np.where(mask, gold_weight * hard + (1 - gold_weight) * soft, soft)
+        return torch.as_tensor(soft, dtype=torch.float32, device=device)
+
+    def tempered(self, predictions: np.ndarray, temperature: float) -> np.ndarray:
+        """A teacher's predictions at `temperature` (a regression score has none: as it is)."""
+        return predictions
+
+    def as_distribution(self, labels: list) -> np.ndarray:
+        """Gold labels in the form of the teacher's predictions."""
+        return np.asarray(labels, dtype=np.float64)
+
     @property
     def has_positive_pairs(self) -> bool:
         """Whether label 1 marks two sentences that mean the same (the ranking loss's positives)."""
@@ -91,6 +115,24 @@ class Classifier(Head):
 
     def predict(self, output):
         return torch.sigmoid(output.float()) if self.binary else torch.softmax(output.float(), dim=-1)
+
+    def tempered(self, predictions, temperature):
+        """softmax(log p / T), sigmoid(logit p / T): the teacher's logits divided by T (its
+        probabilities determine them up to a shift), T > 1 softer, T < 1 sharper."""
+        if temperature == 1.0:
+            return predictions
+        if self.binary:
+            p = np.clip(predictions, TINY, 1 - TINY)
+            return 1 / (1 + np.exp(-np.log(p / (1 - p)) / temperature))
+        logits = np.log(np.clip(predictions, TINY, 1)) / temperature
+        logits -= logits.max(axis=-1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=-1, keepdims=True)
+
+    def as_distribution(self, labels):
+        if self.binary:
+            return np.asarray(labels, dtype=np.float64)
+        return np.eye(self.linear.out_features)[np.asarray(labels, dtype=np.int64)]
 
     def similar(self, labels):
         return [label == 1 for label in labels] if self.task.is_pair and self.binary else None

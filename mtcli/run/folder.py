@@ -11,6 +11,7 @@ files names them from here. Torch-free.
       dev-predictions.safetensors  that epoch's dev predictions, what compare resamples (eval/predictions.py)
       report.json, *.png           what `mtcli report` and the evaluation draw
       tracking.json                the MLflow run's id (train/tracking.py)
+      teacher-labels.safetensors   a distilled run's teacher predictions (train/teacher.py)
       best/, last/                 checkpoints (model/checkpoint.py)
 
 What a run is: its options fall in three groups. WHERE it went (name, out) and HOW it computed,
@@ -35,6 +36,7 @@ EVAL = "eval.json"
 PREDICTIONS = "dev-predictions.safetensors"
 REPORT = "report.json"
 TRACKING = "tracking.json"
+TEACHER_LABELS = "teacher-labels.safetensors"
 BEST, LAST = "best", "last"
 SET_ASIDE = "stopped"   # a sweep's trials/stopped/: run folders a resume could not continue (compare skips them)
 

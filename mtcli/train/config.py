@@ -17,6 +17,7 @@ from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
 from mtcli.run.folder import DERIVED
+from mtcli.train.distillation import Annealing
 from mtcli.train.samplers import parse_sampler
 from mtcli.train.tracking import check_trackers
 from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
@@ -39,6 +40,9 @@ class TrainConfig:
     mnrl: float = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
     cosine_embedding: float = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)
     cosine_margin: float = 0.0
+    teacher: list[str] = field(default_factory=list)   # distil from these models (exports, checkpoints, run folders)
+    teacher_annealing: str = "linear"   # the gold label's weight in the targets: linear 0 -> 1, or constant:LAMBDA
+    teacher_temperature: float = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
     pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: int = 3
     batch_size: int = 32
@@ -72,6 +76,7 @@ class TrainConfig:
         for name in PATH_FIELDS:
             if not names_backbone(name, getattr(self, name)):
                 setattr(self, name, resolved_path(getattr(self, name)))
+        self.teacher = [resolved_path(path) for path in self.teacher]
         if self.name is not None:
             check_folder_name(self.name, "a run name", "sick-upgrad")
         parse_sampler(self.sampler)
@@ -92,6 +97,7 @@ class TrainConfig:
             raise UserError(f"--task-weights apply to --combine weighted; {spec_name(self.combine)} computes its own "
                             f"weights: drop --task-weights or pass --combine weighted")
         self._check_numbers(tasks)
+        self._check_distillation()
         if (self.pretrain_epochs or self.phase == "pretrain") and all(t.head_is_cosine for t in tasks.values()):
             flag = "--pretrain-epochs" if self.pretrain_epochs else "--phase pretrain"
             raise UserError(f"{flag} trains the heads alone (the encoder frozen), and every task's head here is the "
@@ -146,6 +152,19 @@ class TrainConfig:
             if factor < 1:
                 fail("upsample", f"{task}={factor}", "repeat factors must be whole numbers >= 1")
 
+    def _check_distillation(self) -> None:
+        Annealing.parse(self.teacher_annealing)
+        if not (math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0):
+            raise UserError(f"--teacher-temperature {self.teacher_temperature:g}: must be a positive number (1: the "
+                            f"teacher's own probabilities)")
+        changed = [flag for flag, field in (("--teacher-annealing", "teacher_annealing"),
+                                            ("--teacher-temperature", "teacher_temperature"))
+                   if getattr(self, field) != getattr(TrainConfig, field)]
+        if changed and not self.teacher:
+            raise UserError(f"{changed[0]} shapes the targets a teacher gives: pass --teacher PATH, or drop {changed[0]}")
+        if len(set(self.teacher)) != len(self.teacher):
+            raise UserError("--teacher: a teacher is named twice; name each once")
+
     def load_tasks(self) -> dict[str, Task]:
         """The tasks this run trains: the task file's, read from --data-dir if given, with --encoding applied."""
         tasks = load_task_file(self.tasks, resolve_data_dir(self.data_dir))
@@ -185,6 +204,7 @@ class TrainConfig:
 
 
 PATH_FIELDS = ("tasks", "model_dir", "data_dir", "out")
+PATH_LIST_FIELDS = ("teacher",)
 # How a run computes and keeps itself, not what it trains: a resumed run (a sweep's continued
 # trial) may set these anew
 RUN_NAME = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")

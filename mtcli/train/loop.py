@@ -34,9 +34,10 @@ from mtcli.model import MinBert
 from mtcli.model.checkpoint import META, read_meta, save_checkpoint
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.run.folder import BEST, CONFIG, LAST, METRICS
+from mtcli.run.folder import BEST, CONFIG, LAST, METRICS, TEACHER_LABELS
 from mtcli.run.provenance import describe_sources, write_record
 from mtcli.train.config import TrainConfig
+from mtcli.train.distillation import Annealing
 from mtcli.train.distributed import Distributed
 from mtcli.train.progress import ProgressLines
 from mtcli.train.recipe import recipe_of, write_recipe
@@ -44,6 +45,7 @@ from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 from mtcli.train.samplers import TaskSampler
 from mtcli.train.state import Position, trainer_state
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
+from mtcli.train.teacher import label_units, sibling_labels, teachers_for, with_teacher, write_labels
 from mtcli.train.units import make_units, subsample, unit_factors
 from mtcli.weightings import kernel, make
 
@@ -96,17 +98,39 @@ class Trainer:
         self.weighting = make(config.combine, num_tasks=len(self.tasks), seed=config.seed,
                               task_weights=[config.weight(t) for t in self.tasks])
         self.dist.check_batch(config.batch_size, self.weighting.draws)
-        self.train_step = TrainStep(self.model, self.tokenizer, config, self.units, self.weighting,
-                                    self.dist, self.device)
-        self.phase: Phase | None = None
-        self._enter_phase(1)
         name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{self.sampler.kind}-{self.weighting.name}"
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
+        self.teacher_labels = {}
+        if config.teacher:   # distillation: each taught task's rows labelled by its teacher, once (teacher.py)
+            self.units = self._with_teachers(own=run_dir is not None, resuming=init_dir is not None)
+        self.train_step = TrainStep(self.model, self.tokenizer, config, self.units, self.weighting,
+                                    self.dist, self.device, self.total_steps)
+        self.phase: Phase | None = None
+        self._enter_phase(1)
         self.best_overall = -math.inf
         self.position = Position()
         self.restart = False  # resuming a run that saved no checkpoint: it starts again in its folder
         self.lines = ProgressLines(self.console, self.total_steps, config.epochs, config.progress_every)
         self.sources = describe_sources(config.tasks, self.tasks) if self.dist.is_main else None
+
+    # ------------------------------------------------------------------ distillation
+
+    def _with_teachers(self, own: bool, resuming: bool) -> dict:
+        """The units with their teacher predictions: the run's own labels (`own`: its folder is
+        given), a sibling run's in --out, or labelled now."""
+        config = self.config
+        teachers = teachers_for(config.teacher, self.tasks)
+        path = self.run_dir / TEACHER_LABELS
+        self.teacher_labels = label_units(self.units, self.tasks, teachers, device=str(self.device),
+                                          console=self.console, own=path if own else None,
+                                          siblings=sibling_labels(Path(config.out), self.run_dir), resuming=resuming)
+        for task in self.tasks:
+            teacher = teachers.get(task)
+            self.console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else
+                               "none (its gold labels alone)"), highlight=False)
+        self.console.print(f"[bold]distillation[/] {Annealing.parse(config.teacher_annealing).describe()}, "
+                           f"temperature {config.teacher_temperature:g}")
+        return with_teacher(self.units, self.teacher_labels)
 
     # ------------------------------------------------------------------ phases
 
@@ -172,6 +196,8 @@ class Trainer:
                 write_json(self.run_dir / CONFIG, config.to_dict())
                 write_recipe(self.run_dir, config)   # what `mtcli train --config` reads: the run again
                 write_record(self.run_dir, self.sources)
+        if main and self.teacher_labels:
+            write_labels(self.run_dir / TEACHER_LABELS, self.teacher_labels)   # what a resume (or a sibling run) reuses
         self._announce()
         self._started = (time.perf_counter(), pos.step)
         log = MetricsLog(self.run_dir / METRICS) if main else NullLog()

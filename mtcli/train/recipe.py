@@ -32,7 +32,7 @@ from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
 from mtcli.run.folder import RECIPE, WHERE
-from mtcli.train.config import PATH_FIELDS, TrainConfig, path_in
+from mtcli.train.config import PATH_FIELDS, PATH_LIST_FIELDS, TrainConfig, path_in
 
 
 # Flags (and recipe keys) whose TrainConfig field has another name; every other flag is its
@@ -82,6 +82,8 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
             raise UserError(f"{where}: {key}: {excerpt(value)} is not {type_name(hints[field])}")
         if field in PATH_FIELDS:
             value = path_in(path.parent, field, value)
+        if field in PATH_LIST_FIELDS:
+            value = [path_in(path.parent, field, item) for item in value]
         values[field], lines[field] = value, key_line(text, key)
     return values, lines
 

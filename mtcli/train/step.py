@@ -1,7 +1,8 @@
 """One optimizer step, top to bottom. What the step computes follows the method's family
 (mtcli.weightings.base), never its name:
 
-    for each unit of the step:   forward (the encoder once per batch), each task's loss
+    for each unit of the step:   forward (the encoder once per batch), each task's loss (against its
+                                 gold labels, or mixed with a teacher's predictions: distillation.py)
       gram, rows families:       each task's loss (times the method's factor, if it scales the
                                  losses: GradNorm, IMTL) backward into its row of the (T, n) buffer
                                  (a method that takes `draws` samples of each task, MoDo: the
@@ -35,6 +36,7 @@ from mtcli.core.encoding import encode
 from mtcli.core.errors import UserError
 from mtcli.model.multitask import MultitaskModel
 from mtcli.train.config import TrainConfig
+from mtcli.train.distillation import Annealing
 from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
 from mtcli.train.objectives import auxiliary_losses
@@ -119,9 +121,10 @@ class Phase:
 
 class TrainStep:
     def __init__(self, model: MultitaskModel, tokenizer, config: TrainConfig, units: dict[str, Unit],
-                 method: Method, dist: Distributed, device: torch.device):
+                 method: Method, dist: Distributed, device: torch.device, total_steps: int):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.units, self.method, self.dist, self.device = units, method, dist, device
+        self.annealing, self.total_steps = Annealing.parse(config.teacher_annealing), total_steps
         self.task_index = {name: i for i, name in enumerate(model.tasks)}
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -189,6 +192,16 @@ class TrainStep:
                          for _, parts in self._forward(self.units[unit], indices, step, phase.name)[2]]
             method.after_step(self._everywhere(torch.stack(after)), [self.task_index[t] for t in tasks])
         return result
+
+    def _target(self, unit: Unit, task: str, rows: list[int], step: int) -> torch.Tensor:
+        """What the task's loss takes for `rows` of the unit: the gold labels, or under distillation
+        the gold labels and the teacher's predictions mixed at this step's gold weight."""
+        gold = [unit.labels[task][i] for i in rows]
+        if task not in unit.teacher:
+            return self.model.label_tensor(task, gold, self.device)
+        weight = self.annealing.gold_weight(step, self.total_steps)
+        return self.model.head(task).target(gold, unit.teacher[task][rows], weight, self.config.teacher_temperature,
+                                            self.device)
 
     def _backward_rows(self, phase: Phase, parts, first_row: int, factor: float, last: bool) -> None:
         """One task's loss, in `method.draws` parts of its rows (loss, share of the rows), or None
@@ -263,7 +276,7 @@ class TrainStep:
         inputs = {k: torch.from_numpy(v).to(self.device, non_blocking=True)
                   for k, v in encode(self.tokenizer, unit.encoding, texts).items()}
         # the tasks the whole batch labels (every rank the same, whatever its share holds)
-        present = [t for t in unit.tasks if any(unit.labels[t][i] is not None for i in indices)]
+        present = [t for t in unit.tasks if unit.trains(t, indices)]
         with self.autocast:
             embedded = self.model.encode(unit.encoding, inputs)
         losses, task_parts = {}, []
@@ -273,13 +286,13 @@ class TrainStep:
             if labeled:
                 parts = []
                 for subset, share in split_draws(labeled, self.method.draws):
-                    labels = [unit.labels[task][rows[j]] for j in subset]
+                    gold = [j for j in subset if unit.labels[task][rows[j]] is not None]   # the auxiliary losses read gold labels
                     with self.autocast:
                         output = self.model.head(task).from_embedding(embedded, None if len(subset) == len(rows) else subset)
-                        loss = self.model.loss(task, output, self.model.label_tensor(task, labels, self.device))
-                        extra = auxiliary_losses(self.config, self.model, self.tokenizer, task,
-                                                 [texts[j] for j in subset], labels, self.device) \
-                            if phase == "finetune" else {}
+                        loss = self.model.loss(task, output, self._target(unit, task, [rows[j] for j in subset], step))
+                        extra = auxiliary_losses(self.config, self.model, self.tokenizer, task, [texts[j] for j in gold],
+                                                 [unit.labels[task][rows[j]] for j in gold], self.device) \
+                            if phase == "finetune" and gold else {}
                     parts.append((loss + sum(extra.values()), share))
                     for name, value in ((task, loss), *((f"{task}:{n}", v) for n, v in extra.items())):
                         named.append((name, value))

@@ -10,7 +10,7 @@ Torch-free: rows, labels and the grouping; the step (step.py) does the encoding.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,14 +27,22 @@ class Unit:
     encoding: Encoding
     texts: list[tuple[str, ...]]         # one per row
     labels: dict[str, list]              # per task: every row's label, None where the row has none
+    teacher: dict[str, np.ndarray] = field(default_factory=dict)   # per taught task: every row's teacher prediction
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def labeled(self, task: str, rows) -> list[int]:
-        """Positions (in `rows`) of the rows that label `task`."""
+        """Positions (in `rows`) of the rows that train `task`: those with its label, or every row
+        where a teacher labelled them all (distillation)."""
+        if task in self.teacher:
+            return list(range(len(rows)))
         labels = self.labels[task]
         return [j for j, i in enumerate(rows) if labels[i] is not None]
+
+    def trains(self, task: str, rows) -> bool:
+        """Whether any of `rows` trains `task`."""
+        return task in self.teacher or any(self.labels[task][i] is not None for i in rows)
 
 
 def _key(task: Task, split: Split) -> tuple:

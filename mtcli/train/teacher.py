@@ -1,0 +1,307 @@
+"""Teachers for multitask distillation (`mtcli train --teacher`; docs/distillation.md).
+
+A teacher is a model mtcli made that knows some of the run's tasks under the same names, with
+the same classes or range: an export (`mtcli export`: the fast path, onnxruntime without
+torch), a checkpoint (best/ or last/), or a run folder (its best/). One teacher of every task,
+or one per task (BAM's single-task teachers); a task no teacher knows trains on its gold
+labels alone.
+
+Before the first step each task's teacher predicts every training row of the task's unit once
+(class probabilities, P(positive) or a score: what the model's users see), shown with
+progress. The predictions are kept in the run folder (teacher-labels.safetensors), each
+task's under the digest of its teacher (every file of the teacher's folder) and of the rows it
+labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
+the same --out with the same teacher and rows takes them from its sibling instead of
+labelling again. The file is plain arrays, checked on reading like anything in a run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mtcli.core.errors import UserError, excerpt
+from mtcli.core.fileio import atomic_path, check_regular, parse_json, special_file
+from mtcli.core.paths import is_export_dir
+from mtcli.core.tasks import Task
+from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
+from mtcli.train.units import Unit
+
+FORMAT = "mtcli-teacher-labels/1"
+WINDOW = 2048     # rows predicted between progress updates
+
+
+@dataclass
+class Teacher:
+    path: Path                      # the model's folder (a run folder given: its best/)
+    kind: str                       # export | checkpoint
+    tasks: dict[str, Task]
+    _digest: str | None = field(default=None, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """sha256 over every file of the teacher's folder, by name and content: any change to the
+        model (weights, heads, tokenizer, graphs) is another teacher."""
+        if self._digest is None:
+            self._digest = folder_digest(self.path)
+        return self._digest
+
+    def predictor(self, device: str):
+        """predict(task, rows) -> the teacher's predictions for those rows, in their order."""
+        if self.kind == "export":
+            from mtcli.inference.scorer import Scorer
+
+            scorer = Scorer(self.path, providers=("cuda", "cpu") if device.startswith("cuda") else ("cpu",))
+            return lambda task, rows: scorer.score(task, rows)
+        from mtcli.model.checkpoint import load_checkpoint
+        from mtcli.model.predict import predict_texts
+
+        model, tokenizer, _ = load_checkpoint(self.path, device=device)
+        return lambda task, rows: predict_texts(model, tokenizer, task, rows, device=device)[0]
+
+
+def open_teacher(path: str | Path) -> Teacher:
+    """The teacher in `path` (an export, a checkpoint, or a run folder's best/), its tasks read
+    and checked; one UserError naming the path otherwise."""
+    from mtcli.model.checkpoint import META, checkpoint_tasks
+
+    path = Path(path)
+    if not path.is_dir():
+        problem = special_file(path) or ("is a file" if path.exists() else "not found")
+        raise UserError(f"{path}: {problem}; --teacher takes a model folder: an `mtcli export` folder, a checkpoint "
+                        f"(a run's best/ or last/) or a run folder")
+    if is_export_dir(path):
+        from mtcli.inference.manifest import read_manifest_tasks
+
+        return Teacher(path, "export", read_manifest_tasks(path))
+    if not (path / META).is_file() and is_run_dir(path) and (path / BEST / META).is_file():
+        path = path / BEST
+    if (path / META).is_file():
+        return Teacher(path, "checkpoint", checkpoint_tasks(path))
+    raise UserError(f"{path}: not an mtcli model; --teacher takes an `mtcli export` folder, a checkpoint (a run's "
+                    f"best/ or last/) or a run folder with a best/ checkpoint")
+
+
+def folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        check_regular(path, "teacher file")
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def teachers_for(paths: list[str], tasks: dict[str, Task]) -> dict[str, Teacher]:
+    """Each run task's teacher (tasks no teacher knows are absent): a teacher that knows none of
+    the run's tasks, a task two teachers know, or a teacher whose task differs from the run's
+    (its kind, classes or range) is one UserError."""
+    teachers = [open_teacher(p) for p in paths]
+    chosen: dict[str, Teacher] = {}
+    for name, task in tasks.items():
+        having = [t for t in teachers if name in t.tasks]
+        if len(having) > 1:
+            raise UserError(f"--teacher: task {name!r} has two teachers, {having[0].path} and {having[1].path}: give "
+                            f"each task one")
+        if having:
+            check_teaches(having[0], task)
+            chosen[name] = having[0]
+    for teacher in teachers:
+        if teacher not in chosen.values():
+            raise UserError(f"{teacher.path}: teaches none of the run's tasks ({', '.join(tasks)}); its tasks are "
+                            f"{', '.join(teacher.tasks)}: a teacher's task must have the run's task's name")
+    return chosen
+
+
+def check_teaches(teacher: Teacher, task: Task) -> None:
+    """The teacher predicts what the run's `task` is trained on: the same kind and arity, the same
+    classes in the same order, or the same range."""
+    own = teacher.tasks[task.name]
+    problems = []
+    if own.kind != task.kind:
+        problems.append(f"is {own.kind}, the run's is {task.kind}")
+    elif own.is_pair != task.is_pair:
+        problems.append(f"reads {len(own.text)} text(s) a row, the run's {len(task.text)}")
+    elif own.kind != "regression" and own.labels != task.labels:
+        problems.append(f"has the classes {', '.join(own.labels)}, the run's {', '.join(task.labels)}")
+    elif own.is_regression and tuple(own.range) != tuple(task.range):
+        problems.append(f"scores in [{own.range[0]:g}, {own.range[1]:g}], the run's in [{task.range[0]:g}, "
+                        f"{task.range[1]:g}]")
+    if problems:
+        raise UserError(f"{teacher.path}: its task {task.name!r} {problems[0]}: a teacher must predict what the run "
+                        f"trains")
+
+
+def rows_digest(rows: list[tuple[str, ...]]) -> str:
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_predictions(task: Task, values: np.ndarray, rows: int, where: str) -> np.ndarray:
+    """A teacher's predictions for `rows` rows of `task`, as the task's users see them: class
+    probabilities (rows, C), P(positive) or a score in the range (rows,); finite."""
+    shape = (rows, len(task.labels)) if task.kind == "multiclass" else (rows,)
+    values = np.asarray(values)
+    if values.shape != shape or not np.issubdtype(values.dtype, np.floating) or not np.isfinite(values).all():
+        raise UserError(f"{where}: task {task.name!r}: the teacher's predictions are not {shape[0]} finite "
+                        f"{'distributions' if len(shape) == 2 else 'numbers'} (shape {values.shape}); the file is "
+                        f"damaged or not mtcli's")
+    low, high = task.range if task.is_regression else (0.0, 1.0)
+    slack = 1e-4 * max(1.0, high - low)
+    if values.min(initial=low) < low - slack or values.max(initial=high) > high + slack:
+        raise UserError(f"{where}: task {task.name!r}: the teacher's predictions leave [{low:g}, {high:g}]; the file "
+                        f"is damaged or not mtcli's")
+    if task.kind == "multiclass" and not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+        raise UserError(f"{where}: task {task.name!r}: the teacher's class probabilities do not sum to 1; the file "
+                        f"is damaged or not mtcli's")
+    return values.astype(np.float32)
+
+
+# ---------------------------------------------------------------------- the labels file
+
+
+@dataclass
+class Labels:
+    """One task's teacher predictions, and what they were computed from."""
+    teacher: str        # the teacher's digest
+    rows: str           # the rows' digest
+    source: str         # the teacher's folder, as given
+    values: np.ndarray
+
+
+def read_labels(path: Path, tasks: dict[str, Task]) -> dict[str, Labels]:
+    """A teacher-labels file's entries for `tasks` (by name), each checked against its task;
+    UserError if the file is damaged."""
+    from safetensors import SafetensorError, safe_open
+
+    def damaged(what: str):
+        raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: move it away to label again")
+
+    check_regular(path, "teacher labels")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            metadata = fh.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
+            entries = parse_json(metadata.get("entries", ""))
+            if not isinstance(entries, dict):
+                damaged("its entries are not an object")
+            found = {}
+            for name, entry in entries.items():
+                if name not in tasks:
+                    continue
+                if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
+                        and isinstance(entry.get("count"), int) and name in fh.keys()):
+                    damaged(f"entry {excerpt(name)}")
+                values = check_predictions(tasks[name], fh.get_tensor(name), entry["count"], str(path))
+                found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values)
+    except (SafetensorError, OSError) as e:
+        damaged(f"not a safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})")
+    except ValueError as e:
+        damaged(f"its entries cannot be read ({str(e)[:120]})")
+    return found
+
+
+def write_labels(path: Path, labels: dict[str, Labels]) -> Path:
+    from safetensors.numpy import save_file
+
+    entries = {name: {"teacher": l.teacher, "rows": l.rows, "source": l.source, "count": len(l.values)}
+               for name, l in labels.items()}
+    with atomic_path(path) as tmp:
+        save_file({name: np.ascontiguousarray(l.values) for name, l in labels.items()}, str(tmp),
+                  metadata={"format": FORMAT, "entries": json.dumps(entries)})
+    return path
+
+
+# ---------------------------------------------------------------------- labelling a run's units
+
+
+def teacher_rows(unit: Unit) -> list[tuple[str, ...]]:
+    return [tuple(row) for row in unit.texts]
+
+
+def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], *, device: str,
+                console: Console, own: Path | None = None, siblings: list[Path] = (),
+                resuming: bool = False) -> dict[str, Labels]:
+    """Each taught task's predictions over its unit's rows: from the run's own labels file (`own`),
+    a sibling run's with the same teacher and rows, or the teacher itself. On resume a teacher
+    that changed since it labelled the run's rows is refused."""
+    wanted = {task: (unit, rows_digest(teacher_rows(unit))) for unit in units.values() for task in unit.tasks
+              if task in teachers}
+    taught = {task: tasks[task] for task in wanted}
+    found: dict[str, Labels] = {}
+    if own is not None and own.is_file():
+        for name, labels in read_labels(own, taught).items():
+            unit, rows = wanted[name]
+            if labels.rows != rows or len(labels.values) != len(unit):
+                continue
+            if labels.teacher != teachers[name].digest:
+                if resuming:
+                    raise UserError(f"{teachers[name].path}: changed since it labelled this run's {name} rows "
+                                    f"(sha256 {labels.teacher[:12]}..., now {teachers[name].digest[:12]}...): "
+                                    f"restore it to resume exactly, or start a new run")
+                continue
+            found[name] = labels
+    for sibling in siblings:
+        missing = [t for t in wanted if t not in found]
+        if not missing:
+            break
+        try:
+            candidates = read_labels(sibling, {t: taught[t] for t in missing})
+        except UserError:
+            continue   # another run's damaged file: label afresh
+        for name, labels in candidates.items():
+            if labels.rows == wanted[name][1] and labels.teacher == teachers[name].digest \
+                    and len(labels.values) == len(wanted[name][0]):
+                found[name] = labels
+                console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
+                              f"and rows)", highlight=False)
+    missing = [t for t in wanted if t not in found]
+    if missing:
+        found.update(_label(missing, wanted, taught, teachers, device, console))
+    return found
+
+
+def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,
+           console: Console) -> dict[str, Labels]:
+    """The teachers' predictions for `names`, each teacher loaded once, with progress."""
+    labels = {}
+    by_teacher: dict[int, list[str]] = {}
+    for name in names:
+        by_teacher.setdefault(id(teachers[name]), []).append(name)
+    with Progress(TextColumn("[bold]teacher[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+        for group in by_teacher.values():
+            teacher = teachers[group[0]]
+            predict = teacher.predictor(device)
+            for name in group:
+                unit = wanted[name][0]
+                rows = teacher_rows(unit)
+                bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(rows))
+                parts = []
+                for start in range(0, len(rows), WINDOW):
+                    parts.append(predict(name, rows[start:start + WINDOW]))
+                    progress.update(bar, advance=len(parts[-1]))
+                values = check_predictions(tasks[name], np.concatenate(parts), len(rows), str(teacher.path))
+                labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values)
+    return labels
+
+
+def with_teacher(units: dict[str, Unit], labels: dict[str, Labels]) -> dict[str, Unit]:
+    """The units with their tasks' teacher predictions attached (the step's targets, mtcli.model.heads)."""
+    return {name: replace(unit, teacher={t: labels[t].values for t in unit.tasks if t in labels})
+            for name, unit in units.items()}
+
+
+def sibling_labels(out: Path, run_dir: Path) -> list[Path]:
+    """Other runs' labels files under --out, newest first (a later run of one teacher reuses them)."""
+    if not out.is_dir():
+        return []
+    found = [p for p in out.glob(f"*/{TEACHER_LABELS}") if p.parent != run_dir and p.is_file() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:50]
