@@ -65,6 +65,9 @@ def train(
                                                "BAM's teacher annealing) | constant:LAMBDA"),
     teacher_temperature: float = typer.Option(TrainConfig.teacher_temperature, "--teacher-temperature",
                                               help="Divide a classification teacher's logits by T (> 1: softer targets)"),
+    distill_embeddings: float = typer.Option(TrainConfig.distill_embeddings, "--distill-embeddings",
+                                             help="Weight of an MSE of the student's sentence embeddings to the "
+                                                  "teacher's (a learned projection where widths differ; 0: off)"),
     pretrain_epochs: int = typer.Option(TrainConfig.pretrain_epochs, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
                                         "for the first K epochs, then fine-tune"),
     epochs: int = typer.Option(TrainConfig.epochs, help="Epochs (see the sampler's steps per epoch, printed at start)"),
@@ -124,6 +127,7 @@ def train(
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
         teacher=[p.strip() for p in teacher.split(",") if p.strip()] if teacher else [],
         teacher_annealing=teacher_annealing, teacher_temperature=teacher_temperature,
+        distill_embeddings=distill_embeddings,
         pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,
         group_by_length=group_by_length, lr=lr, head_lr=head_lr,
         weight_decay=weight_decay, warmup=warmup, clip=clip, dropout=dropout, max_steps=max_steps, limit=limit,

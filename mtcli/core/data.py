@@ -223,6 +223,37 @@ def read_split(task: Task, split: str, *, limit: int | None = None, on_error: On
     return Split(task, split, path, examples, skipped, unlabeled=unlabeled, note=table.note)
 
 
+def read_unlabeled(task: Task, *, limit: int | None = None) -> list[Example]:
+    """The rows of the task's unlabeled files (its text columns; a teacher labels them), each
+    `limit` rows at most. A file with a sentence of the task's dev or test split is refused,
+    naming how many of its rows share one: text that is evaluated is never trained on."""
+    held_out: dict[str, str] = {}
+    for split in ("dev", "test"):
+        if task.file(split) is not None:
+            for ex in read_split(task, split).examples:
+                for text in ex.texts:
+                    held_out.setdefault(text, split)
+    rows: list[Example] = []
+    for file in task.unlabeled:
+        path = Path(file)
+        if not path.is_file():
+            raise UserError(f"{path}: {path_problem(path)}; it is an unlabeled file of task {excerpt(task.name)}: fix "
+                            f"the path in the task file")
+        columns = [task.id, *task.text]
+        with open_binary(path) if file_format(path) != "parquet" else contextlib.nullcontext() as stream:
+            table = open_table(path, stream, quoting=task.quoting, columns=columns, reads=set(columns).__contains__)
+            examples, _, _ = parse_rows(task, table, labeled=False, limit=limit)
+        shared = [ex for ex in examples if any(text in held_out for text in ex.texts)]
+        if shared:
+            first = shared[0]
+            split = next(held_out[t] for t in first.texts if t in held_out)
+            raise UserError(f"{path}:{first.line}: {len(shared)} of its {len(examples)} rows share a sentence with task "
+                            f"{excerpt(task.name)}'s dev or test split (this one: its {split} split); text that is "
+                            f"evaluated must not be trained on: remove those rows")
+        rows.extend(examples)
+    return rows
+
+
 def read_splits(tasks: dict[str, Task], split: str, *, limit: int | None = None) -> dict[str, Split]:
     """One split of every task that has that split's file (every task for train and dev)."""
     return {name: read_split(task, split, limit=limit) for name, task in tasks.items()

@@ -15,6 +15,7 @@ A task file (TOML) declares tasks, one `[[task]]` table each:
     train = "tickets-train.tsv"      # TSV/CSV with a header, .jsonl or .parquet; paths relative to this file
     dev = "tickets-dev.tsv"
     # test = "tickets-test.tsv"      # optional; with labels, `eval --split test` reports metrics too
+    # unlabeled = ["more.tsv"]       # optional: text only, labelled by a teacher (`train --teacher`)
     # quoting = "literal"            # TSV/CSV quotes: auto (whichever every row fits) | csv | literal
     # predictions = "index"          # test prediction files: class names (default) or indices
 
@@ -57,7 +58,8 @@ RESERVED_NAMES = {EMBEDDING: "the export's sentence-embedding graph is embed.onn
 MAX_CLASSES = 10_000   # a head, its confusion matrix and its metrics grow with the classes: bounded
 MAX_RANGE = 1e9       # regression labels beyond this overflow the float32 squared error: rescale them
 KEYS = {"name", "kind", "text", "label", "labels", "range", "metric", "encoding", *SPLITS, "id", "title",
-        "prediction_header", "quoting", "predictions"}
+        "prediction_header", "quoting", "predictions", "unlabeled"}
+MAX_UNLABELED_FILES = 64
 QUOTINGS = ("auto", "csv", "literal")   # how delimited text reads quotes (mtcli.core.readers)
 PREDICTIONS = ("name", "index")         # what a classification task's test prediction files hold
 
@@ -78,6 +80,7 @@ class Task:
     prediction_header: str = ""
     quoting: str = "auto"              # delimited files: quotes as CSV quoting, as text, or whichever fits
     predictions: str = "name"          # test prediction files: class names, or indices (CS224N's files)
+    unlabeled: tuple[str, ...] = ()    # files of text without labels, for a teacher to label (training only)
 
     @property
     def is_pair(self) -> bool:
@@ -290,11 +293,17 @@ def task_from_table(table, source: str | Path, base: Path | None, index: int = 0
         path = text_field(split, required=split in REQUIRED_SPLITS)
         if path is not None:
             files[split] = str(Path(path) if base is None else Path(os.path.realpath(base / path)))
+    unlabeled = table.get("unlabeled", [])
+    if not (isinstance(unlabeled, list) and all(isinstance(f, str) and f.strip() and "\0" not in f for f in unlabeled)):
+        bad("unlabeled", "a list of file names (text without labels, for a teacher to label)")
+    if len(unlabeled) > MAX_UNLABELED_FILES:
+        bad("unlabeled", f"{len(unlabeled)} files; at most {MAX_UNLABELED_FILES}")
+    unlabeled = tuple(str(Path(f) if base is None else Path(os.path.realpath(base / f))) for f in unlabeled)
     return Task(name=name, kind=kind, text=tuple(text), label=label, labels=labels, range=value_range, metric=metric,
                 encoding=encoding, files=files, id=text_field("id", required=False) or "id",
                 title=text_field("title", required=False) or "",
                 prediction_header=text_field("prediction_header", required=False) or "", quoting=quoting,
-                predictions=predictions)
+                predictions=predictions, unlabeled=unlabeled)
 
 
 def tasks_from_tables(tables, source: str | Path, base: Path | None = None) -> dict[str, Task]:

@@ -32,16 +32,21 @@ def _entry(path: str | Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
-def describe_sources(task_file: str | Path | None, tasks: dict[str, Task]) -> dict:
+def describe_sources(task_file: str | Path | None, tasks: dict[str, Task], unlabeled=()) -> dict:
     """The record of a run that read `tasks` (declared in `task_file`; None: the built-in ones):
-    the train and dev files it read, and the test files declared beside them (for `eval
-    --split test` of its checkpoints)."""
+    the train and dev files it read, the test files declared beside them (for `eval --split
+    test` of its checkpoints), and the unlabeled files of the tasks in `unlabeled` (a teacher
+    labelled them)."""
     def splits(task: Task) -> dict:
         return {split: _entry(path) for split in SPLITS if (path := task.file(split)) is not None
                 and (split in REQUIRED_SPLITS or path.is_file())}
 
-    return {"format": FORMAT, "task_file": None if task_file is None else _entry(task_file),
-            "files": {name: splits(task) for name, task in tasks.items()}}
+    record = {"format": FORMAT, "task_file": None if task_file is None else _entry(task_file),
+              "files": {name: splits(task) for name, task in tasks.items()}}
+    read = {name: [_entry(path) for path in tasks[name].unlabeled] for name in unlabeled if tasks[name].unlabeled}
+    if read:
+        record["unlabeled"] = read
+    return record
 
 
 def write_record(run_dir: Path, record: dict) -> None:
@@ -70,6 +75,10 @@ def read_record(run_dir: str | Path) -> dict | None:
         if not isinstance(splits, dict):
             bad(f"files.{task}")
         entries += [(f"files.{task}.{split}", entry) for split, entry in splits.items()]
+    unlabeled = record.get("unlabeled", {})
+    if not isinstance(unlabeled, dict) or not all(isinstance(v, list) for v in unlabeled.values()):
+        bad("unlabeled")
+    entries += [(f"unlabeled.{task}[{i}]", entry) for task, files in unlabeled.items() for i, entry in enumerate(files)]
     for where, entry in entries:
         if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).is_absolute()
                 and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
@@ -97,6 +106,9 @@ def check_sources(record: dict) -> None:
         for split, entry in splits.items():
             if split in REQUIRED_SPLITS:
                 check_unchanged(entry, f"the {split} file of task {task!r}")
+    for task, entries in record.get("unlabeled", {}).items():
+        for entry in entries:
+            check_unchanged(entry, f"an unlabeled file of task {task!r}")
 
 
 def recorded_files(record: dict, task: str, splits) -> dict[str, str] | None:

@@ -43,6 +43,7 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)   # distil from these models (exports, checkpoints, run folders)
     teacher_annealing: str = "linear"   # the gold label's weight in the targets: linear 0 -> 1, or constant:LAMBDA
     teacher_temperature: float = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
+    distill_embeddings: float = 0.0     # weight of the MSE of the student's sentence embeddings to the teacher's (0: off)
     pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: int = 3
     batch_size: int = 32
@@ -157,8 +158,12 @@ class TrainConfig:
         if not (math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0):
             raise UserError(f"--teacher-temperature {self.teacher_temperature:g}: must be a positive number (1: the "
                             f"teacher's own probabilities)")
+        if not (math.isfinite(self.distill_embeddings) and self.distill_embeddings >= 0):
+            raise UserError(f"--distill-embeddings {self.distill_embeddings:g}: must be a finite number >= 0 (the "
+                            f"loss's weight; 0: off)")
         changed = [flag for flag, field in (("--teacher-annealing", "teacher_annealing"),
-                                            ("--teacher-temperature", "teacher_temperature"))
+                                            ("--teacher-temperature", "teacher_temperature"),
+                                            ("--distill-embeddings", "distill_embeddings"))
                    if getattr(self, field) != getattr(TrainConfig, field)]
         if changed and not self.teacher:
             raise UserError(f"{changed[0]} shapes the targets a teacher gives: pass --teacher PATH, or drop {changed[0]}")

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.core.data import notes, read_splits
+from mtcli.core.data import notes, read_splits, read_unlabeled
 from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import write_json
@@ -39,6 +39,7 @@ from mtcli.run.provenance import describe_sources, write_record
 from mtcli.train.config import TrainConfig
 from mtcli.train.distillation import Annealing
 from mtcli.train.distributed import Distributed
+from mtcli.train.objectives import EmbeddingDistillation
 from mtcli.train.progress import ProgressLines
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
@@ -81,9 +82,16 @@ class Trainer:
         self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
         for note in notes(train_splits, self.dev_splits):
             self.console.print(f"[yellow]note[/] {note}", highlight=False)
+        # distillation: each task's teacher, if any, and the unlabeled text only a teacher labels (teacher.py)
+        self.teachers = teachers_for(config.teacher, self.tasks) if config.teacher else {}
+        unlabeled = {name: read_unlabeled(task, limit=config.limit) for name, task in self.tasks.items()
+                     if task.unlabeled and name in self.teachers}
+        for name in (n for n, t in self.tasks.items() if t.unlabeled and n not in self.teachers):
+            self.console.print(f"[yellow]note[/] task {name}: its unlabeled files are read only when a teacher "
+                               f"labels them (--teacher)", highlight=False)
         # what the sampler draws: each task, or the tasks that share a file and a forward pass (units.py)
         self.units = {name: subsample(unit, config.train_fraction, config.seed)
-                      for name, unit in make_units(self.tasks, train_splits).items()}
+                      for name, unit in make_units(self.tasks, train_splits, unlabeled).items()}
         lengths = {name: row_lengths(self.tokenizer, unit.encoding, unit.texts)
                    for name, unit in self.units.items()} if config.group_by_length else None
         self.sampler = TaskSampler(config.sampler, {name: len(unit) for name, unit in self.units.items()},
@@ -100,30 +108,34 @@ class Trainer:
         self.dist.check_batch(config.batch_size, self.weighting.draws)
         name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{self.sampler.kind}-{self.weighting.name}"
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
-        self.teacher_labels = {}
-        if config.teacher:   # distillation: each taught task's rows labelled by its teacher, once (teacher.py)
+        self.teacher_labels, self.distiller = {}, None
+        if self.teachers:   # each taught task's rows labelled by its teacher, once
             self.units = self._with_teachers(own=run_dir is not None, resuming=init_dir is not None)
+        if config.distill_embeddings > 0:
+            widths = {l.embeddings.shape[-1] for l in self.teacher_labels.values() if l.embeddings is not None}
+            self.distiller = EmbeddingDistillation(self.model.encoder.hidden_size, widths).to(self.device)
+            self.dist.broadcast_(list(self.distiller.state_dict().values()))
         self.train_step = TrainStep(self.model, self.tokenizer, config, self.units, self.weighting,
-                                    self.dist, self.device, self.total_steps)
+                                    self.dist, self.device, self.total_steps, self.distiller)
         self.phase: Phase | None = None
         self._enter_phase(1)
         self.best_overall = -math.inf
         self.position = Position()
         self.restart = False  # resuming a run that saved no checkpoint: it starts again in its folder
         self.lines = ProgressLines(self.console, self.total_steps, config.epochs, config.progress_every)
-        self.sources = describe_sources(config.tasks, self.tasks) if self.dist.is_main else None
+        self.sources = describe_sources(config.tasks, self.tasks, unlabeled) if self.dist.is_main else None
 
     # ------------------------------------------------------------------ distillation
 
     def _with_teachers(self, own: bool, resuming: bool) -> dict:
         """The units with their teacher predictions: the run's own labels (`own`: its folder is
         given), a sibling run's in --out, or labelled now."""
-        config = self.config
-        teachers = teachers_for(config.teacher, self.tasks)
+        config, teachers = self.config, self.teachers
         path = self.run_dir / TEACHER_LABELS
         self.teacher_labels = label_units(self.units, self.tasks, teachers, device=str(self.device),
                                           console=self.console, own=path if own else None,
-                                          siblings=sibling_labels(Path(config.out), self.run_dir), resuming=resuming)
+                                          siblings=sibling_labels(Path(config.out), self.run_dir), resuming=resuming,
+                                          embeddings=config.distill_embeddings > 0)
         for task in self.tasks:
             teacher = teachers.get(task)
             self.console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else
@@ -145,7 +157,8 @@ class Trainer:
         end = config.pretrain_epochs * self.steps_per_epoch if name == "pretrain" and config.phase != "pretrain" \
             else self.total_steps
         span = max(1, min(end, self.total_steps) - start)
-        self.phase = Phase.start(name, self.model, config, span, self.weighting)
+        self.phase = Phase.start(name, self.model, config, span, self.weighting,
+                                 self.distiller.parameters() if self.distiller is not None else ())
 
     # ------------------------------------------------------------------ resume
 
@@ -383,7 +396,7 @@ class Trainer:
                 "from_step": started[1] if started else self.position.step}
 
     def _save_last(self, results: dict | None = None) -> None:
-        state = trainer_state(self.position, self.best_overall, self.phase, self.weighting)
+        state = trainer_state(self.position, self.best_overall, self.phase, self.weighting, self.distiller)
         save_checkpoint(self.model, self.tokenizer, self.run_dir / LAST, info=self._info(results), trainer_state=state)
 
     def _last_saved(self) -> str:

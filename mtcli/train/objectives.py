@@ -10,10 +10,14 @@ sees it inside that task's gradient):
   cosine     CosineEmbeddingLoss on the pooled embeddings of a pair task's pairs: 1 - cos for
              similar pairs (the head says which: label 1, or a score in the top 40% of the
              range, e.g. STS >= 3), max(0, cos - margin) otherwise.
+  embed      (distillation, --distill-embeddings) MSE of the student's pooled embedding of each
+             text of a row to its teacher's, through a learned projection where the widths
+             differ (EmbeddingDistillation): sentence-transformers' distillation, per task.
 """
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mtcli.core.encoding import encode
 from mtcli.model.multitask import MultitaskModel
@@ -72,3 +76,35 @@ def auxiliary_losses(config, model: MultitaskModel, tokenizer, task: str, texts,
         losses["cosine"] = config.cosine_embedding * cosine_embedding_loss(
             model, tokenizer, texts, similar, device, margin=config.cosine_margin)
     return losses
+
+
+class EmbeddingDistillation(nn.Module):
+    """The student's sentence embeddings against its teachers': one linear projection to each
+    teacher width that differs from the student's (none where they agree). It trains with the
+    run at the heads' rate, is kept in last/ for --resume, and is no part of the model: a
+    checkpoint's weights and its exports never hold it."""
+
+    def __init__(self, student_width: int, teacher_widths):
+        super().__init__()
+        self.student_width = student_width
+        self.projections = nn.ModuleDict({str(w): nn.Linear(student_width, w) for w in sorted(set(teacher_widths))
+                                          if w != student_width})
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """MSE of (n, texts, student width) embeddings, projected, to the teacher's (n, texts, width)."""
+        width = str(teacher.shape[-1])
+        projected = self.projections[width](student) if width in self.projections else student
+        return F.mse_loss(projected.float(), teacher.float())
+
+    def embeddings_of(self, model: MultitaskModel, tokenizer, encoding: str, embedded, subset: list[int],
+                      texts, device) -> torch.Tensor:
+        """The student's embedding of each text of the rows `subset` of a batch, (n, texts, width):
+        what the unit's forward pass already pooled (one sentence, or a pair encoded separately),
+        or for a pair encoded jointly each sentence encoded on its own."""
+        if encoding == "single":
+            return embedded[subset].unsqueeze(1)
+        if encoding == "separate":
+            u, v = embedded
+            return torch.stack([u[subset], v[subset]], dim=1)
+        sentences = [sentence for j in subset for sentence in texts[j]]
+        return _embed(model, tokenizer, sentences, device).reshape(len(subset), -1, self.student_width)

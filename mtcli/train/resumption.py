@@ -78,6 +78,8 @@ def resumed(cls, run_dir: str | Path, console: Console | None = None, on_eval=No
         p = position_from(state)
         if p.epoch > config.epochs + 1 or p.step > trainer.total_steps or p.index > trainer.steps_per_epoch:
             raise ValueError(f"position step {p.step}, epoch {p.epoch} lies outside the run")
+        if trainer.distiller is not None:   # before the optimizer, whose state refers to its parameters
+            trainer.distiller.load_state_dict(state.get("distiller", {}))
         trainer._enter_phase(min(p.epoch, config.epochs))  # the optimizer's parameter groups depend on the phase
         trainer.phase.optimizer.load_state_dict(state["optimizer"])
         trainer.phase.scheduler.load_state_dict(state["scheduler"])
@@ -127,6 +129,9 @@ def check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> No
             entry = record["files"][name].get(split)
             if entry is None or str(task.file(split)) != entry["path"]:
                 edited(f"the {split} file of task {name!r} ({task.file(split)})")
+    for name, entries in record.get("unlabeled", {}).items():
+        if name not in tasks or [e["path"] for e in entries] != list(tasks[name].unlabeled):
+            edited(f"the unlabeled files of task {name!r}")
 
 
 def check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) -> None:

@@ -62,12 +62,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainer_state(position: Position, best_overall: float, phase, weighting) -> dict:
-    """Everything but the weights that `--resume` needs, as plain data (see the module's note)."""
-    return {"optimizer": phase.optimizer.state_dict(), "scheduler": phase.scheduler.state_dict(),
-            "best_overall": best_overall, "rng": rng_state(), "weighting": weighting.state_dict(),
-            "position": {"step": position.step, "epoch": position.epoch, "index": position.index,
-                         "epoch_losses": dict(position.epoch_losses), "skipped": position.skipped}}
+def trainer_state(position: Position, best_overall: float, phase, weighting, distiller=None) -> dict:
+    """Everything but the weights that `--resume` needs, as plain data (see the module's note);
+    with --distill-embeddings the projections that train beside the model."""
+    state = {"optimizer": phase.optimizer.state_dict(), "scheduler": phase.scheduler.state_dict(),
+             "best_overall": best_overall, "rng": rng_state(), "weighting": weighting.state_dict(),
+             "position": {"step": position.step, "epoch": position.epoch, "index": position.index,
+                          "epoch_losses": dict(position.epoch_losses), "skipped": position.skipped}}
+    if distiller is not None:
+        state["distiller"] = dict(distiller.state_dict())
+    return state
 
 
 def read_trainer_state(last: Path) -> dict:
@@ -112,6 +116,10 @@ def check_state(state, path: Path) -> None:
                                                and all(isinstance(x, (int, float)) for x in v)
                                                for k, v in losses.items()):
         bad("position.epoch_losses", "expected task -> list of numbers")
+    distiller = state.get("distiller", {})
+    if not isinstance(distiller, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in distiller.items()):
+        bad("distiller", "expected name -> tensor")
     rng = state["rng"]
     if not isinstance(rng.get("torch"), torch.Tensor) or rng["torch"].dtype != torch.uint8:
         bad("rng.torch", "expected torch's RNG state (a byte tensor)")

@@ -39,7 +39,7 @@ from mtcli.train.config import TrainConfig
 from mtcli.train.distillation import Annealing
 from mtcli.train.distributed import Distributed
 from mtcli.train.gradients import TaskGradients
-from mtcli.train.objectives import auxiliary_losses
+from mtcli.train.objectives import EmbeddingDistillation, auxiliary_losses
 from mtcli.train.units import Unit
 from mtcli.weightings import kernel
 from mtcli.weightings.base import Method
@@ -108,11 +108,13 @@ class Phase:
     grads: TaskGradients | None
 
     @classmethod
-    def start(cls, name: str, model: MultitaskModel, config: TrainConfig, steps: int, method: Method) -> "Phase":
+    def start(cls, name: str, model: MultitaskModel, config: TrainConfig, steps: int, method: Method,
+              more=()) -> "Phase":
         """The phase's optimizer and schedule; the (T, n) buffer only for methods that read the task
-        gradients (the losses family never allocates it)."""
+        gradients (the losses family never allocates it). `more`: what else trains at the heads'
+        rate (the embedding distillation's projections)."""
         model.encoder.requires_grad_(name == "finetune")
-        optimizer, scheduler = build_optimizer(model, config, steps, name, extra=method.tensors())
+        optimizer, scheduler = build_optimizer(model, config, steps, name, extra=[*method.tensors(), *more])
         shared = model.shared_parameters()
         per_task = shared and method.family != "losses"
         rows = method.num_tasks * method.draws
@@ -121,10 +123,12 @@ class Phase:
 
 class TrainStep:
     def __init__(self, model: MultitaskModel, tokenizer, config: TrainConfig, units: dict[str, Unit],
-                 method: Method, dist: Distributed, device: torch.device, total_steps: int):
+                 method: Method, dist: Distributed, device: torch.device, total_steps: int,
+                 distiller: EmbeddingDistillation | None = None):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.units, self.method, self.dist, self.device = units, method, dist, device
         self.annealing, self.total_steps = Annealing.parse(config.teacher_annealing), total_steps
+        self.distiller = distiller   # --distill-embeddings: the projections to the teachers' widths
         self.task_index = {name: i for i, name in enumerate(model.tasks)}
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -156,7 +160,8 @@ class TrainStep:
                         self._backward_rows(phase, parts, (len(tasks) - 1) * method.draws, factor,
                                             last=k == len(task_parts) - 1)
             result = StepResult(losses, examples, tasks)
-            heads = self._grads([p for t in dict.fromkeys(tasks) for p in self.model.head(t).parameters()])
+            heads = self._grads([p for t in dict.fromkeys(tasks) for p in self.model.head(t).parameters()]
+                                + list(self._own_parameters()))
             if losses_family:
                 result.weights = self._scalarized_backward(totals, tasks)
                 self.dist.average_(self._grads(self.model.shared_parameters()) + heads)
@@ -177,7 +182,7 @@ class TrainStep:
                     # what each task's raw gradient got (the scaled methods' factors included)
                     result.weights = weights if scales is None else weights * scales[index]
             limit = self.config.clip if self.config.clip > 0 else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+            norm = torch.nn.utils.clip_grad_norm_([*self.model.parameters(), *self._own_parameters()], limit)
             if not torch.isfinite(norm):
                 raise NonFiniteError(f"step {step + 1}: the gradient norm is {norm.item()} (tasks {', '.join(tasks)})")
             phase.optimizer.step()
@@ -192,6 +197,19 @@ class TrainStep:
                          for _, parts in self._forward(self.units[unit], indices, step, phase.name)[2]]
             method.after_step(self._everywhere(torch.stack(after)), [self.task_index[t] for t in tasks])
         return result
+
+    def _own_parameters(self):
+        """What trains beside the model: the embedding distillation's projections."""
+        return self.distiller.parameters() if self.distiller is not None else ()
+
+    def _embedding_loss(self, unit: Unit, task: str, embedded, rows, subset: list[int], texts) -> dict:
+        """--distill-embeddings: the student's embedding of each text of the rows against the teacher's."""
+        if self.distiller is None or task not in unit.teacher_embeddings:
+            return {}
+        teacher = torch.from_numpy(unit.teacher_embeddings[task][[rows[j] for j in subset]]).to(self.device)
+        student = self.distiller.embeddings_of(self.model, self.tokenizer, unit.encoding, embedded, subset, texts,
+                                               self.device)
+        return {"embed": self.config.distill_embeddings * self.distiller(student, teacher)}
 
     def _target(self, unit: Unit, task: str, rows: list[int], step: int) -> torch.Tensor:
         """What the task's loss takes for `rows` of the unit: the gold labels, or under distillation
@@ -293,6 +311,8 @@ class TrainStep:
                         extra = auxiliary_losses(self.config, self.model, self.tokenizer, task, [texts[j] for j in gold],
                                                  [unit.labels[task][rows[j]] for j in gold], self.device) \
                             if phase == "finetune" and gold else {}
+                        if phase == "finetune":
+                            extra.update(self._embedding_loss(unit, task, embedded, rows, subset, texts))
                     parts.append((loss + sum(extra.values()), share))
                     for name, value in ((task, loss), *((f"{task}:{n}", v) for n, v in extra.items())):
                         named.append((name, value))

@@ -52,18 +52,53 @@ class Teacher:
             self._digest = folder_digest(self.path)
         return self._digest
 
-    def predictor(self, device: str):
-        """predict(task, rows) -> the teacher's predictions for those rows, in their order."""
-        if self.kind == "export":
-            from mtcli.inference.scorer import Scorer
+    def load(self, device: str) -> "LoadedTeacher":
+        """The teacher's model, ready to predict and embed: onnxruntime for an export, torch for a checkpoint."""
+        return (ExportTeacher if self.kind == "export" else CheckpointTeacher)(self.path, device)
 
-            scorer = Scorer(self.path, providers=("cuda", "cpu") if device.startswith("cuda") else ("cpu",))
-            return lambda task, rows: scorer.score(task, rows)
+
+class ExportTeacher:
+    def __init__(self, path: Path, device: str):
+        from mtcli.inference.scorer import Scorer
+
+        self.scorer = Scorer(path, providers=("cuda", "cpu") if device.startswith("cuda") else ("cpu",))
+
+    def score(self, task: str, rows: list[tuple[str, ...]]) -> np.ndarray:
+        return self.scorer.score(task, rows)
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        return self.scorer.embed(sentences)
+
+
+class CheckpointTeacher:
+    def __init__(self, path: Path, device: str):
         from mtcli.model.checkpoint import load_checkpoint
+
+        self.device = device
+        self.model, self.tokenizer, _ = load_checkpoint(path, device=device)
+
+    def score(self, task: str, rows: list[tuple[str, ...]]) -> np.ndarray:
         from mtcli.model.predict import predict_texts
 
-        model, tokenizer, _ = load_checkpoint(self.path, device=device)
-        return lambda task, rows: predict_texts(model, tokenizer, task, rows, device=device)[0]
+        return predict_texts(self.model, self.tokenizer, task, rows, device=self.device)[0]
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        import torch
+
+        from mtcli.core.encoding import encode, length_order
+
+        rows = [(s,) for s in sentences]
+        order = length_order(self.tokenizer, "single", rows)
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(order), 64):
+                batch = encode(self.tokenizer, "single", [rows[i] for i in order[start:start + 64]])
+                inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+                parts.append(self.model.encode("single", inputs).float().cpu().numpy())
+        return np.concatenate(parts)[np.argsort(order)]
+
+
+LoadedTeacher = ExportTeacher | CheckpointTeacher
 
 
 def open_teacher(path: str | Path) -> Teacher:
@@ -173,6 +208,13 @@ class Labels:
     rows: str           # the rows' digest
     source: str         # the teacher's folder, as given
     values: np.ndarray
+    embeddings: np.ndarray | None = None   # (rows, texts, width): the teacher's embedding of each text (--distill-embeddings)
+
+
+def as_stored(embeddings: np.ndarray) -> np.ndarray:
+    """Embeddings as the labels file keeps them (float16, half the bytes), back in float32: a run
+    trains on what a resume reads back."""
+    return np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
 def read_labels(path: Path, tasks: dict[str, Task]) -> dict[str, Labels]:
@@ -200,7 +242,14 @@ def read_labels(path: Path, tasks: dict[str, Task]) -> dict[str, Labels]:
                         and isinstance(entry.get("count"), int) and name in fh.keys()):
                     damaged(f"entry {excerpt(name)}")
                 values = check_predictions(tasks[name], fh.get_tensor(name), entry["count"], str(path))
-                found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values)
+                embeddings = None
+                if f"embed:{name}" in fh.keys():
+                    embeddings = fh.get_tensor(f"embed:{name}")
+                    if embeddings.ndim != 3 or embeddings.shape[:2] != (entry["count"], len(tasks[name].text)) \
+                            or not np.isfinite(embeddings).all():
+                        damaged(f"task {name!r}: its teacher embeddings are not one finite vector per text")
+                    embeddings = embeddings.astype(np.float32)
+                found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values, embeddings)
     except (SafetensorError, OSError) as e:
         damaged(f"not a safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})")
     except ValueError as e:
@@ -213,9 +262,11 @@ def write_labels(path: Path, labels: dict[str, Labels]) -> Path:
 
     entries = {name: {"teacher": l.teacher, "rows": l.rows, "source": l.source, "count": len(l.values)}
                for name, l in labels.items()}
+    arrays = {name: np.ascontiguousarray(l.values) for name, l in labels.items()}
+    arrays.update({f"embed:{name}": l.embeddings.astype(np.float16) for name, l in labels.items()
+                   if l.embeddings is not None})
     with atomic_path(path) as tmp:
-        save_file({name: np.ascontiguousarray(l.values) for name, l in labels.items()}, str(tmp),
-                  metadata={"format": FORMAT, "entries": json.dumps(entries)})
+        save_file(arrays, str(tmp), metadata={"format": FORMAT, "entries": json.dumps(entries)})
     return path
 
 
@@ -228,10 +279,11 @@ def teacher_rows(unit: Unit) -> list[tuple[str, ...]]:
 
 def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], *, device: str,
                 console: Console, own: Path | None = None, siblings: list[Path] = (),
-                resuming: bool = False) -> dict[str, Labels]:
-    """Each taught task's predictions over its unit's rows: from the run's own labels file (`own`),
-    a sibling run's with the same teacher and rows, or the teacher itself. On resume a teacher
-    that changed since it labelled the run's rows is refused."""
+                resuming: bool = False, embeddings: bool = False) -> dict[str, Labels]:
+    """Each taught task's predictions over its unit's rows (and with `embeddings` the teacher's
+    embedding of each text): from the run's own labels file (`own`), a sibling run's with the
+    same teacher and rows, or the teacher itself. On resume a teacher that changed since it
+    labelled the run's rows is refused."""
     wanted = {task: (unit, rows_digest(teacher_rows(unit))) for unit in units.values() for task in unit.tasks
               if task in teachers}
     taught = {task: tasks[task] for task in wanted}
@@ -239,7 +291,7 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
     if own is not None and own.is_file():
         for name, labels in read_labels(own, taught).items():
             unit, rows = wanted[name]
-            if labels.rows != rows or len(labels.values) != len(unit):
+            if labels.rows != rows or len(labels.values) != len(unit) or (embeddings and labels.embeddings is None):
                 continue
             if labels.teacher != teachers[name].digest:
                 if resuming:
@@ -258,19 +310,20 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
             continue   # another run's damaged file: label afresh
         for name, labels in candidates.items():
             if labels.rows == wanted[name][1] and labels.teacher == teachers[name].digest \
-                    and len(labels.values) == len(wanted[name][0]):
+                    and len(labels.values) == len(wanted[name][0]) and (labels.embeddings is not None or not embeddings):
                 found[name] = labels
                 console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
                               f"and rows)", highlight=False)
     missing = [t for t in wanted if t not in found]
     if missing:
-        found.update(_label(missing, wanted, taught, teachers, device, console))
+        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings))
     return found
 
 
 def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,
-           console: Console) -> dict[str, Labels]:
-    """The teachers' predictions for `names`, each teacher loaded once, with progress."""
+           console: Console, embeddings: bool) -> dict[str, Labels]:
+    """The teachers' predictions for `names` (and their embeddings of every distinct text), each
+    teacher loaded once, with progress."""
     labels = {}
     by_teacher: dict[int, list[str]] = {}
     for name in names:
@@ -279,23 +332,41 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         for group in by_teacher.values():
             teacher = teachers[group[0]]
-            predict = teacher.predictor(device)
+            model = teacher.load(device)
             for name in group:
-                unit = wanted[name][0]
-                rows = teacher_rows(unit)
+                rows = teacher_rows(wanted[name][0])
                 bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(rows))
                 parts = []
                 for start in range(0, len(rows), WINDOW):
-                    parts.append(predict(name, rows[start:start + WINDOW]))
+                    parts.append(model.score(name, rows[start:start + WINDOW]))
                     progress.update(bar, advance=len(parts[-1]))
                 values = check_predictions(tasks[name], np.concatenate(parts), len(rows), str(teacher.path))
-                labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values)
+                vectors = _embed_rows(model, rows, progress, f"{name} embeddings") if embeddings else None
+                labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values, vectors)
     return labels
+
+
+def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Progress, what: str) -> np.ndarray:
+    """The teacher's embedding of every text of `rows`, (rows, texts, width), each distinct text embedded once."""
+    index: dict[str, int] = {}
+    positions = np.array([[index.setdefault(text, len(index)) for text in row] for row in rows], dtype=np.int64)
+    sentences = list(index)
+    bar = progress.add_task(what, total=len(sentences))
+    parts = []
+    for start in range(0, len(sentences), WINDOW):
+        parts.append(model.embed(sentences[start:start + WINDOW]))
+        progress.update(bar, advance=len(parts[-1]))
+    vectors = np.concatenate(parts)
+    if vectors.ndim != 2 or len(vectors) != len(sentences) or not np.isfinite(vectors).all():
+        raise UserError(f"the teacher's embeddings are not one finite vector per sentence (shape {vectors.shape})")
+    return as_stored(vectors[positions])
 
 
 def with_teacher(units: dict[str, Unit], labels: dict[str, Labels]) -> dict[str, Unit]:
     """The units with their tasks' teacher predictions attached (the step's targets, mtcli.model.heads)."""
-    return {name: replace(unit, teacher={t: labels[t].values for t in unit.tasks if t in labels})
+    return {name: replace(unit, teacher={t: labels[t].values for t in unit.tasks if t in labels},
+                          teacher_embeddings={t: labels[t].embeddings for t in unit.tasks
+                                              if t in labels and labels[t].embeddings is not None})
             for name, unit in units.items()}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtcli.core.data import Split
+from mtcli.core.data import Example, Split
 from mtcli.core.encoding import Encoding, encoding_for
 from mtcli.core.errors import UserError
 from mtcli.core.tasks import Task
@@ -28,6 +28,7 @@ class Unit:
     texts: list[tuple[str, ...]]         # one per row
     labels: dict[str, list]              # per task: every row's label, None where the row has none
     teacher: dict[str, np.ndarray] = field(default_factory=dict)   # per taught task: every row's teacher prediction
+    teacher_embeddings: dict[str, np.ndarray] = field(default_factory=dict)   # and its embedding of every text
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,9 +51,12 @@ def _key(task: Task, split: Split) -> tuple:
     return str(split.path), task.text, encoding_for(task)
 
 
-def make_units(tasks: dict[str, Task], splits: dict[str, Split]) -> dict[str, Unit]:
+def make_units(tasks: dict[str, Task], splits: dict[str, Split],
+               unlabeled: dict[str, list[Example]] | None = None) -> dict[str, Unit]:
     """The run's units, in the tasks' declaration order: a task alone, or with the tasks it shares
-    its training file, text columns and encoding with (rows merged by their line in the file)."""
+    its training file, text columns and encoding with (rows merged by their line in the file).
+    `unlabeled`: per task, rows of text without labels (distillation: a teacher labels them),
+    appended to the task's unit, each distinct row once."""
     groups: dict[tuple, list[str]] = {}
     for name, task in tasks.items():
         groups.setdefault(_key(task, splits[name]), []).append(name)
@@ -72,6 +76,11 @@ def make_units(tasks: dict[str, Task], splits: dict[str, Split]) -> dict[str, Un
             lines = sorted(rows)
             unit = Unit("+".join(members), tuple(members), encoding_for(tasks[members[0]]), [rows[l] for l in lines],
                         {name: [labels[name].get(l) for l in lines] for name in members})
+        extra = [ex.texts for name in unit.tasks for ex in (unlabeled or {}).get(name, [])]
+        if extra:
+            extra = list(dict.fromkeys(extra))
+            unit.texts = unit.texts + extra
+            unit.labels = {name: labels + [None] * len(extra) for name, labels in unit.labels.items()}
         units[unit.name] = unit
     return units
 

@@ -107,7 +107,7 @@ def test_an_export_teaches_every_task_and_its_labels_are_kept(tmp_path, tiny_mod
 
 def test_a_second_run_reuses_its_siblings_labels(tmp_path, tiny_model_dir, tiny_export, monkeypatch):
     first = Trainer(_config(tmp_path, tiny_model_dir, "first", [tiny_export], max_steps=1), QUIET).run()
-    monkeypatch.setattr(Teacher, "predictor", lambda self, device: pytest.fail("labelled again"))
+    monkeypatch.setattr(Teacher, "load", lambda self, device: pytest.fail("labelled again"))
     second = Trainer(_config(tmp_path, tiny_model_dir, "second", [tiny_export], max_steps=1, seed=3), QUIET)
     second.run()
     a = load_file(first / TEACHER_LABELS)
@@ -160,7 +160,7 @@ def test_resume_with_a_teacher_is_bit_identical(tmp_path, tiny_model_dir, tiny_e
     straight = Trainer(_config(tmp_path, tiny_model_dir, "straight", [tiny_export], save_every=2), QUIET)
     straight.run()
     interrupted = crashed_at(_config(tmp_path, tiny_model_dir, "interrupted", [tiny_export], save_every=2), QUIET, 5)
-    monkeypatch.setattr(Teacher, "predictor", lambda self, device: pytest.fail("labelled again on resume"))
+    monkeypatch.setattr(Teacher, "load", lambda self, device: pytest.fail("labelled again on resume"))
     Trainer.resume(interrupted.run_dir, QUIET).run()
     a, b = load_file(straight.run_dir / "last" / "model.safetensors"), load_file(interrupted.run_dir / "last" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -240,3 +240,145 @@ dev = "{sst.file("dev")}"
     result = run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--tasks", tasks,
                           "--teacher", tiny_export, "--limit", "8", "--max-steps", "1")
     one_line_error(result, str(tiny_export), "teaches none of the run's tasks (mood)")
+
+
+# ---------------------------------------------------------------------- unlabeled text
+
+
+def _sst_with_unlabeled(tmp_path, rows: list[str]) -> Path:
+    """SST declared with an unlabeled file of `rows` (a TSV with a sentence column)."""
+    import csv
+
+    sst = builtin("sst")
+    with open(tmp_path / "extra.tsv", "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t")
+        writer.writerow(["sentence"])
+        writer.writerows([r] for r in rows)
+    path = tmp_path / "sst.toml"
+    path.write_text(f'''[[task]]
+name = "sst"
+kind = "multiclass"
+text = ["sentence"]
+label = "sentiment"
+labels = {list(sst.labels)!r}
+train = "{sst.file("train")}"
+dev = "{sst.file("dev")}"
+test = "{sst.file("test")}"
+unlabeled = ["extra.tsv"]
+'''.replace("'", '"'))
+    return path
+
+
+def test_unlabeled_text_is_labelled_by_the_teacher_and_trained_on(tmp_path, tiny_model_dir, tiny_export):
+    fresh = ["A film nobody should miss.", "Two hours I will not get back.", "It is fine, I suppose."]
+    tasks = _sst_with_unlabeled(tmp_path, fresh)
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, "student", [tiny_export], tasks=str(tasks), max_steps=2), QUIET)
+    unit = trainer.units["sst"]
+    assert unit.texts[-3:] == [(s,) for s in fresh] and unit.labels["sst"][-3:] == [None] * 3
+    assert len(unit) == 24 + 3 and len(unit.teacher["sst"]) == len(unit)
+    expected = Scorer(tiny_export, providers=("cpu",)).score("sst", fresh)
+    np.testing.assert_allclose(unit.teacher["sst"][-3:], expected, atol=1e-6)
+    target = trainer.train_step._target(unit, "sst", [len(unit) - 1], step=trainer.total_steps - 1)
+    np.testing.assert_allclose(target.numpy()[0], expected[-1], atol=1e-6)   # no gold: the teacher's, at any step
+    run = trainer.run()
+    record = json.loads((run / "data.json").read_text())
+    assert record["unlabeled"]["sst"][0]["path"] == str((tmp_path / "extra.tsv").resolve())
+
+
+def test_unlabeled_text_that_overlaps_dev_or_test_is_refused(tmp_path, tiny_model_dir, tiny_export):
+    from mtcli.core.data import read_split
+
+    dev = [ex.texts[0] for ex in read_split(builtin("sst"), "dev").examples[:2]]
+    test = [ex.texts[0] for ex in read_split(builtin("sst"), "test").examples[:1]]
+    tasks = _sst_with_unlabeled(tmp_path, ["Nothing to see here.", *dev, *test])
+    result = run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--tasks", tasks,
+                          "--teacher", tiny_export, "--limit", "8", "--max-steps", "1")
+    one_line_error(result, f"{tmp_path / 'extra.tsv'}:3:", "3 of its 4 rows share a sentence", "dev or test split")
+
+
+def test_unlabeled_files_are_read_only_with_a_teacher(tmp_path, tiny_model_dir):
+    tasks = _sst_with_unlabeled(tmp_path, ["A film nobody should miss."])
+    console = Console(record=True, width=200)
+    trainer = Trainer(_config(tmp_path, tiny_model_dir, "alone", [], tasks=str(tasks), max_steps=1), console)
+    assert len(trainer.units["sst"]) == 24
+    assert "its unlabeled files are read only when a teacher labels them" in console.export_text()
+
+
+def test_resume_refuses_an_edited_unlabeled_file(tmp_path, tiny_model_dir, tiny_export):
+    tasks = _sst_with_unlabeled(tmp_path, ["A film nobody should miss.", "Dull."])
+    run = crashed_at(_config(tmp_path, tiny_model_dir, "run", [tiny_export], tasks=str(tasks), save_every=2),
+                     QUIET, 3).run_dir
+    with open(tmp_path / "extra.tsv", "a") as fh:
+        fh.write("One more.\n")
+    result = run_cli_here("train", "--resume", run)
+    one_line_error(result, str(tmp_path / "extra.tsv"), "changed since the run read it as an unlabeled file")
+
+
+# ---------------------------------------------------------------------- embeddings
+
+
+def test_embedding_distillation_projects_only_where_widths_differ():
+    from mtcli.train.objectives import EmbeddingDistillation
+
+    distiller = EmbeddingDistillation(4, {4, 6})
+    assert list(distiller.projections) == ["6"]
+    student, teacher = torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    assert distiller(student, teacher).item() == pytest.approx(((student - teacher) ** 2).mean().item(), rel=1e-6)
+    wide = torch.randn(3, 2, 6)
+    projected = distiller.projections["6"](student)
+    assert distiller(student, wide).item() == pytest.approx(((projected - wide) ** 2).mean().item(), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def narrow_model_dir(tmp_path_factory, packaged_model_dir):
+    """A random 16-wide BERT: a student narrower than the tiny teachers (32)."""
+    from mtcli.core.tokenizer import Tokenizer
+    from mtcli.model import BertConfig, MinBert
+
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("narrow-bert")
+    MinBert(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       max_position_embeddings=256)).save_pretrained(out)
+    Tokenizer.from_dir(packaged_model_dir).save(out)
+    return out
+
+
+def test_distilled_embeddings_train_a_projection_that_no_export_holds(tmp_path, narrow_model_dir, tiny_export):
+    """Every encoding: para cross (its sentences encoded on their own), sts cosine (the pair's two
+    embeddings reused), sst one sentence."""
+    config = _config(tmp_path, narrow_model_dir, "embed", [tiny_export], max_steps=3, distill_embeddings=0.5,
+                     encodings={"para": "cross"})
+    trainer = Trainer(config, QUIET)
+    assert list(trainer.distiller.projections) == ["32"]
+    before = trainer.distiller.projections["32"].weight.detach().clone()
+    run = trainer.run()
+    assert not torch.equal(before, trainer.distiller.projections["32"].weight)   # it trained
+    steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for r in steps if r["type"] == "step" for k in r["loss"]}
+    assert {"sst:embed", "para:embed", "sts:embed"} <= logged
+    labels = read_labels(run / TEACHER_LABELS, trainer.tasks)
+    scorer = Scorer(tiny_export, providers=("cpu",))
+    para = trainer.units["para"]
+    expected = scorer.embed([para.texts[0][0], para.texts[0][1]])
+    np.testing.assert_allclose(labels["para"].embeddings[0], expected, atol=2e-3, rtol=2e-3)   # kept as float16
+    assert not any("projection" in k for k in load_file(run / "best" / "model.safetensors"))
+
+
+def test_resume_with_distilled_embeddings_is_bit_identical(tmp_path, narrow_model_dir, tiny_export):
+    def config(name):
+        return _config(tmp_path, narrow_model_dir, name, [tiny_export], save_every=2, distill_embeddings=1.0)
+
+    straight = Trainer(config("straight"), QUIET)
+    straight.run()
+    interrupted = crashed_at(config("interrupted"), QUIET, 5)
+    resumed = Trainer.resume(interrupted.run_dir, QUIET)
+    resumed.run()
+    a, b = load_file(straight.run_dir / "last" / "model.safetensors"), load_file(interrupted.run_dir / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(x, y) for x, y in zip(straight.distiller.state_dict().values(),
+                                                 resumed.distiller.state_dict().values()))
+
+
+def test_distill_embeddings_needs_a_teacher(tmp_path, tiny_model_dir):
+    result = run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path, "--distill-embeddings", "0.5")
+    one_line_error(result, "--distill-embeddings", "pass --teacher")

@@ -14,13 +14,13 @@ from conftest import REPO
 from mtcli.weightings import WEIGHTINGS
 
 
-def _train(tmp_path, tiny_model_dir, name, combine, processes):
+def _train(tmp_path, tiny_model_dir, name, combine, processes, extra=()):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"] \
         if processes > 1 else [sys.executable]
     args = ["-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path), "--name", name,
             "--limit", "32", "--batch-size", "8", "--dropout", "0", "--epochs", "2", "--max-steps", "6",
             "--lr", "1e-3", "--sampler", "proportional", "--combine", combine, "--seed", "7",
-            *(["--task-weights", "sst=0.5,para=1,sts=2"] if combine == "weighted" else [])]
+            *(["--task-weights", "sst=0.5,para=1,sts=2"] if combine == "weighted" else []), *map(str, extra)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, *args], capture_output=True, env=env, cwd=REPO, timeout=240)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
@@ -64,3 +64,14 @@ def test_batch_must_divide_over_processes(tmp_path, tiny_model_dir):
                            "-m", "mtcli", "train", "--model-dir", str(tiny_model_dir), "--out", str(tmp_path),
                            "--limit", "16", "--batch-size", "7"], capture_output=True, env=env, cwd=REPO, timeout=240)
     assert done.returncode != 0 and b"must divide evenly over 2 processes" in done.stderr
+
+
+def test_two_processes_distil_as_one_process(tmp_path, tiny_model_dir, tiny_export):
+    """Distillation's targets under torchrun: every rank labels the same rows alike, and the
+    ranks' shards of the mixed targets make the single process's step."""
+    teacher = ["--teacher", tiny_export]
+    ddp = _train(tmp_path, tiny_model_dir, "ddp-distil", "pcgrad", 2, teacher)
+    single = _train(tmp_path, tiny_model_dir, "single-distil", "pcgrad", 1, teacher)
+    a, b = load_file(ddp / "last" / "model.safetensors"), load_file(single / "last" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    assert (ddp / "teacher-labels.safetensors").is_file()
