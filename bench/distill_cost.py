@@ -5,7 +5,7 @@
   step        the student's default-recipe steps with a teacher's targets against plain steps
               (the same plan and rows; the targets are arrays in memory, their values do not
               change the work, so this arm gives the step uniform teacher predictions instead
-              of labelling the rows first)
+              of labelling the rows first); each arm --repeats fresh processes, in turn
   scoring     the teacher's and the student's exports on the same STS dev pairs (rows/s,
               fp32 and int8 where the export has int8 graphs)
 
@@ -54,6 +54,7 @@ def step_child(teacher: str, steps: int) -> None:
     from rich.console import Console
 
     import mtcli.train.loop as loop
+    import mtcli.train.teacher as teacher_module
     from mtcli.train import TrainConfig
     from mtcli.train.teacher import Labels
 
@@ -68,7 +69,7 @@ def step_child(teacher: str, steps: int) -> None:
                 labels[name] = Labels("bench", "bench", teacher, np.full(shape, fill, dtype=np.float32))
         return labels
 
-    loop.label_units = uniform_labels
+    teacher_module.label_units = uniform_labels
     config = TrainConfig(out="/nonexistent", name="bench", seed=0, teacher=[teacher] if teacher else [])
     trainer = loop.Trainer(config, Console(quiet=True))
     trainer._enter_phase(1)
@@ -124,9 +125,13 @@ def main() -> None:
     figures = {"date": str(date.today()), "machine": platform.node(), "threads": os.cpu_count(),
                "sgemm_roof_gflops": round(roof, 1)}
     figures["labelling"] = labelling(args.teacher, args.label_rows)
-    plain, taught = step_arm(None, args.steps), step_arm(str(args.teacher.resolve()), args.steps)
-    figures["step"] = {"plain_s": round(plain["seconds"], 3), "distilled_s": round(taught["seconds"], 3),
-                       "ratio": round(taught["seconds"] / plain["seconds"], 3), "examples": plain["examples"]}
+    arms = {"plain": [], "distilled": []}
+    for _ in range(args.repeats):   # in turn, each a fresh process: a noisy moment hits both alike
+        arms["plain"].append(step_arm(None, args.steps))
+        arms["distilled"].append(step_arm(str(args.teacher.resolve()), args.steps))
+    plain, taught = (statistics.median(r["seconds"] for r in arms[k]) for k in ("plain", "distilled"))
+    figures["step"] = {"plain_s": round(plain, 3), "distilled_s": round(taught, 3), "ratio": round(taught / plain, 3),
+                       "examples": arms["plain"][0]["examples"]}
     pairs = [ex.texts for ex in read_split(load_task_file()["sts"], "dev").examples][:args.score_rows]
     figures["scoring"] = {name: {"fp32": scoring(path, pairs, False, args.repeats),
                                  "int8": scoring(path, pairs, True, args.repeats)}

@@ -139,11 +139,12 @@ def train_seeds(space: Space, values: dict, folder: Path, number: int, console, 
             trainer = Trainer.resume(carried, console, settings={k: getattr(config, k) for k in CHANGEABLE_ON_RESUME})
         else:
             trainer = Trainer(config, console)
-        trainer.on_eval = functools.partial(report, first=i == 0, batch=config.batch_size, last_step=trainer.total_steps)
+        on_eval = functools.partial(report, first=i == 0, batch=config.batch_size, last_step=trainer.total_steps)
+        trainer.dev.on_eval = on_eval   # the pruner reads every dev evaluation
         if carried is not None:
             for record in read_metrics(carried / METRICS) if (carried / METRICS).is_file() else []:
                 if record.get("type") in ("eval", "epoch") and record.get("step", 0) <= trainer.position.step:
-                    trainer.on_eval(record["step"], record)   # what the pruner had read of it before the kill
+                    on_eval(record["step"], record)   # what the pruner had read of it before the kill
         trainer.run()
         value = objective_value(space, read_eval(trainer.run_dir) or {})
         if value is None:

@@ -1,5 +1,6 @@
-"""The run: epochs of the sampler's plan, one `TrainStep` per step (step.py), logging,
-per-epoch dev evaluation, checkpoints, plots, and the non-finite policy.
+"""The run: its parts built (build.py), then epochs of the sampler's plan, one `TrainStep` per
+step (step.py), logging and progress, the non-finite policy, signals at a step boundary; at
+each epoch's end the dev evaluation (dev.py) and the checkpoints (checkpoints.py).
 
 A run can be killed at any point and continued with `--resume RUN_DIR` (resumption.py): `last/`
 holds the weights together with the optimizer, scheduler, RNG states, the weighting's state
@@ -19,36 +20,27 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.core.data import notes, read_splits, read_unlabeled
-from mtcli.core.encoding import row_lengths
 from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import write_json
-from mtcli.core.paths import resolve_model_dir
 from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
 from mtcli.core.stopping import StopRequest, deferred_stop
-from mtcli.core.tokenizer import Tokenizer
-from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
 from mtcli.eval.plots import plot_curves
-from mtcli.eval.predictions import write_dev_predictions
-from mtcli.model import MinBert
-from mtcli.model.checkpoint import META, read_meta, save_checkpoint
-from mtcli.model.multitask import HeadConfig, MultitaskModel
-from mtcli.model.predict import predict_texts, resolve_device
-from mtcli.run.folder import BEST, CONFIG, LAST, METRICS, TEACHER_LABELS
+from mtcli.model.predict import resolve_device
+from mtcli.run.folder import CONFIG, LAST, METRICS, TEACHER_LABELS
 from mtcli.run.provenance import describe_sources, write_record
+from mtcli.train.build import build
+from mtcli.train.checkpoints import Checkpoints
 from mtcli.train.config import TrainConfig
-from mtcli.train.distillation import Annealing
+from mtcli.train.dev import DevEvaluation
 from mtcli.train.distributed import Distributed
 from mtcli.train.objectives import EmbeddingDistillation
 from mtcli.train.progress import ProgressLines
 from mtcli.train.recipe import recipe_of, write_recipe
 from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
-from mtcli.train.samplers import TaskSampler
-from mtcli.train.state import Position, trainer_state
+from mtcli.train.state import Position
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
-from mtcli.train.teacher import label_units, sibling_labels, teachers_for, with_teacher, write_labels
-from mtcli.train.units import make_units, subsample, unit_factors
-from mtcli.weightings import kernel, make
+from mtcli.train.teacher import teach, write_labels
+from mtcli.weightings import kernel
 
 __all__ = ["NonFiniteError", "Trainer", "train", "resume"]
 
@@ -61,7 +53,6 @@ class Trainer:
         `on_eval(step, results)`: called after every dev evaluation (every --eval-every steps and
         at epoch ends), on the main process; what it raises stops the run (a sweep's pruner)."""
         self.config = config
-        self.on_eval = on_eval
         device = resolve_device(config.device)
         self.dist = Distributed.from_env(use_cuda=device.type == "cuda")
         self.dist.check_batch(config.batch_size)
@@ -71,46 +62,17 @@ class Trainer:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
-        model_dir = init_dir or resolve_model_dir(config.model_dir)
-        self.tasks = config.load_tasks()
-        self.heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
-        self.tokenizer = Tokenizer.from_dir(model_dir, max_length=self.heads.max_length)
-        encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
-        encoder.recompute_activations = config.activation_checkpointing
-        self.model = MultitaskModel(encoder, self.heads, self.tasks).to(self.device)
-        train_splits = read_splits(self.tasks, "train", limit=config.limit)
-        self.dev_splits = read_splits(self.tasks, "dev", limit=config.limit)
-        for note in notes(train_splits, self.dev_splits):
-            self.console.print(f"[yellow]note[/] {note}", highlight=False)
-        # distillation: each task's teacher, if any, and the unlabeled text only a teacher labels (teacher.py)
-        self.teachers = teachers_for(config.teacher, self.tasks) if config.teacher else {}
-        unlabeled = {name: read_unlabeled(task, limit=config.limit) for name, task in self.tasks.items()
-                     if task.unlabeled and name in self.teachers}
-        for name in (n for n, t in self.tasks.items() if t.unlabeled and n not in self.teachers):
-            self.console.print(f"[yellow]note[/] task {name}: its unlabeled files are read only when a teacher "
-                               f"labels them (--teacher)", highlight=False)
-        # what the sampler draws: each task, or the tasks that share a file and a forward pass (units.py)
-        self.units = {name: subsample(unit, config.train_fraction, config.seed)
-                      for name, unit in make_units(self.tasks, train_splits, unlabeled).items()}
-        lengths = {name: row_lengths(self.tokenizer, unit.encoding, unit.texts)
-                   for name, unit in self.units.items()} if config.group_by_length else None
-        self.sampler = TaskSampler(config.sampler, {name: len(unit) for name, unit in self.units.items()},
-                                   batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-                                   upsample=unit_factors(self.units, config.upsample),
-                                   slots_per_step=config.slots or len(self.units), lengths=lengths)
-        self.steps_per_epoch = self.sampler.steps_per_epoch()
-        self.total_steps = self.steps_per_epoch * config.epochs
-        if config.max_steps is not None:
-            self.total_steps = min(self.total_steps, config.max_steps)
-        self.dist.broadcast_(list(self.model.state_dict().values()))  # every rank starts from rank 0's weights
-        self.weighting = make(config.combine, num_tasks=len(self.tasks), seed=config.seed,
-                              task_weights=[config.weight(t) for t in self.tasks])
-        self.dist.check_batch(config.batch_size, self.weighting.draws)
+        parts = build(config, self.device, self.dist, self.console, init_dir)   # model, data, units, sampler, method
+        self.tasks, self.tokenizer, self.model, self.units = parts.tasks, parts.tokenizer, parts.model, parts.units
+        self.sampler, self.weighting, self.teachers = parts.sampler, parts.weighting, parts.teachers
+        self.steps_per_epoch, self.total_steps = parts.steps_per_epoch, parts.total_steps
         name = config.name or f"{datetime.now():%Y%m%d-%H%M%S}-{self.sampler.kind}-{self.weighting.name}"
         self.run_dir = Path(run_dir) if run_dir is not None else Path(config.out) / name
         self.teacher_labels, self.distiller = {}, None
-        if self.teachers:   # each taught task's rows labelled by its teacher, once
-            self.units = self._with_teachers(own=run_dir is not None, resuming=init_dir is not None)
+        if self.teachers:   # distillation: each taught task's rows labelled by its teacher, once (teacher.py)
+            self.units, self.teacher_labels = teach(self.units, self.tasks, self.teachers, config, self.run_dir,
+                                                    str(self.device), self.console, own=run_dir is not None,
+                                                    resuming=init_dir is not None)
         if config.distill_embeddings > 0:
             widths = {l.embeddings.shape[-1] for l in self.teacher_labels.values() if l.embeddings is not None}
             self.distiller = EmbeddingDistillation(self.model.encoder.hidden_size, widths).to(self.device)
@@ -123,26 +85,10 @@ class Trainer:
         self.position = Position()
         self.restart = False  # resuming a run that saved no checkpoint: it starts again in its folder
         self.lines = ProgressLines(self.console, self.total_steps, config.epochs, config.progress_every)
-        self.sources = describe_sources(config.tasks, self.tasks, unlabeled) if self.dist.is_main else None
-
-    # ------------------------------------------------------------------ distillation
-
-    def _with_teachers(self, own: bool, resuming: bool) -> dict:
-        """The units with their teacher predictions: the run's own labels (`own`: its folder is
-        given), a sibling run's in --out, or labelled now."""
-        config, teachers = self.config, self.teachers
-        path = self.run_dir / TEACHER_LABELS
-        self.teacher_labels = label_units(self.units, self.tasks, teachers, device=str(self.device),
-                                          console=self.console, own=path if own else None,
-                                          siblings=sibling_labels(Path(config.out), self.run_dir), resuming=resuming,
-                                          embeddings=config.distill_embeddings > 0)
-        for task in self.tasks:
-            teacher = teachers.get(task)
-            self.console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else
-                               "none (its gold labels alone)"), highlight=False)
-        self.console.print(f"[bold]distillation[/] {Annealing.parse(config.teacher_annealing).describe()}, "
-                           f"temperature {config.teacher_temperature:g}")
-        return with_teacher(self.units, self.teacher_labels)
+        self.sources = describe_sources(config.tasks, self.tasks, parts.unlabeled) if self.dist.is_main else None
+        self.dev = DevEvaluation(self.model, self.tokenizer, parts.dev_splits, config.eval_batch_size, self.device,
+                                 self.run_dir, self.console, on_eval)
+        self.checkpoints = Checkpoints(self.run_dir, config, self.model, self.tokenizer, self.device, self.dist.world)
 
     # ------------------------------------------------------------------ phases
 
@@ -178,19 +124,6 @@ class Trainer:
         """One optimizer step of the current phase (mtcli/train/step.py)."""
         return self.train_step(self.phase, slots, step)
 
-    # ------------------------------------------------------------------ evaluation
-
-    def evaluate_dev(self) -> tuple[dict, dict[str, np.ndarray]]:
-        predictions, losses = {}, {}
-        for task, split in self.dev_splits.items():
-            predictions[task], losses[task] = predict_texts(
-                self.model, self.tokenizer, task, [ex.texts for ex in split.examples],
-                batch_size=self.config.eval_batch_size, device=self.device, labels=split.labels)
-        results = score_predictions(self.dev_splits, predictions)
-        for task, loss in losses.items():
-            results["tasks"][task]["loss"] = loss
-        return results, predictions
-
     # ------------------------------------------------------------------ the run
 
     def run(self) -> Path:
@@ -212,7 +145,7 @@ class Trainer:
         if main and self.teacher_labels:
             write_labels(self.run_dir / TEACHER_LABELS, self.teacher_labels)   # what a resume (or a sibling run) reuses
         self._announce()
-        self._started = (time.perf_counter(), pos.step)
+        self.checkpoints.start(pos.step)
         log = MetricsLog(self.run_dir / METRICS) if main else NullLog()
         if main and config.log_to:   # TensorBoard, MLflow: views of metrics.jsonl
             log = TrackedLog(log, Trackers(config.log_to, self.run_dir, recipe_of(config)))
@@ -237,9 +170,8 @@ class Trainer:
         if main:
             plot_curves(read_metrics(self.run_dir / METRICS), list(self.tasks), self.run_dir / "curves.png")
             skipped = f"; {pos.skipped} non-finite steps skipped" if pos.skipped else ""
-            saved = [str(self.run_dir / n) for n in (BEST, LAST) if (self.run_dir / n / META).is_file()]
             console.print(f"[bold]done[/] {pos.step} steps in {time.perf_counter() - start:.0f}s; best overall "
-                          f"{self.best_overall:.4f}; checkpoints: {', '.join(saved) or 'none'}{skipped}")
+                          f"{self.best_overall:.4f}; checkpoints: {', '.join(self.checkpoints.saved()) or 'none'}{skipped}")
         if stop.requested:   # it came after the last step's check (in the final evaluation or save): still a stop
             raise Interrupted(stop.signum, f"the run had finished: {self.run_dir}")
         return self.run_dir
@@ -269,8 +201,8 @@ class Trainer:
                 pending = []
                 log.write("nonfinite", step=pos.step + 1, message=str(e))
                 if not config.skip_nonfinite:
-                    raise NonFiniteError(f"{e}; training stopped. The last good checkpoint is {self.run_dir / 'last'} "
-                                         f"({self._last_saved()}); lower --lr, or pass --skip-nonfinite") from None
+                    raise NonFiniteError(f"{e}; training stopped. The last good checkpoint is {self.run_dir / LAST} "
+                                         f"({self.checkpoints.last_saved()}); lower --lr, or pass --skip-nonfinite") from None
                 pos.skipped += 1
                 result = StepResult({}, 0, [])
                 self.phase.scheduler.step()
@@ -329,81 +261,32 @@ class Trainer:
         return "  ".join(f"{t} {v:.3f}" for t, v in sorted(last.items()) if ":" not in t)
 
     def _evaluate_between(self, log: MetricsLog) -> None:
-        """A dev evaluation between epoch ends (--eval-every): logged, handed to on_eval."""
+        """A dev evaluation between epoch ends (--eval-every), on the main process."""
         if self.dist.is_main:
-            results, _ = self.evaluate_dev()
-            log.write("eval", step=self.position.step, epoch=self.position.epoch, headline=results["headline"],
-                      overall=results["overall"])
-            self._hand_to_on_eval(log, results)
+            self.dev.between(log, self.position)
         self.dist.barrier()
 
-    def _hand_to_on_eval(self, log: MetricsLog, results: dict) -> None:
-        """on_eval may stop the run by raising (a pruner): the log says so, with its reason, so that
-        `mtcli compare` can tell a pruned run from a killed one."""
-        if self.on_eval is None:
-            return
-        try:
-            self.on_eval(self.position.step, results)
-        except Exception as e:
-            log.write("stopped", step=self.position.step, reason=(str(e) or type(e).__name__)[:500])
-            raise
-
     def _end_epoch(self, log: MetricsLog) -> None:
+        """The epoch's dev evaluation, best/ if it improved, the next epoch's phase, last/ (rank 0
+        evaluates and saves; the others wait for it)."""
         pos = self.position
         self.weighting.end_epoch()  # every rank: e.g. DWA's epoch means move on
-        if not self.dist.is_main:  # rank 0 evaluates and saves; the others wait for it
-            pos.next_epoch()
-            if pos.epoch <= self.config.epochs:
-                self._enter_phase(pos.epoch)
-            self.dist.barrier()
-            return
-        results, predictions = self.evaluate_dev()
-        train_loss = {t: float(np.mean(v)) for t, v in pos.epoch_losses.items() if v}
-        log.write("epoch", epoch=pos.epoch, step=pos.step, train_loss=train_loss, dev=results["tasks"],
-                  headline=results["headline"],
-                  overall=results["overall"])
-        self.console.print(scores_table(results, self.tasks, title=f"dev after epoch {pos.epoch} (step {pos.step})"))
-        self._hand_to_on_eval(log, results)
-        improved = results["overall"] is not None and results["overall"] > self.best_overall
-        if improved:
-            self.best_overall = results["overall"]
-            save_checkpoint(self.model, self.tokenizer, self.run_dir / BEST, info=self._info(results))
-            write_eval(results, self.dev_splits, predictions, self.run_dir, split="dev", checkpoint="best", epoch=pos.epoch)
-            write_dev_predictions(self.run_dir, self.dev_splits, predictions, pos.epoch)   # for mtcli compare
+        results = None
+        if self.dist.is_main:
+            results, predictions = self.dev.epoch_end(log, pos)
+            if results["overall"] is not None and results["overall"] > self.best_overall:
+                self.best_overall = results["overall"]
+                self.checkpoints.save_best(pos, results)
+                self.dev.write_best(results, predictions, pos.epoch)
         pos.next_epoch()
         if pos.epoch <= self.config.epochs:
             self._enter_phase(pos.epoch)  # the saved optimizer state is the next phase's
-        self._save_last(results)
+        if self.dist.is_main:
+            self._save_last(results)
         self.dist.barrier()
 
-    def _info(self, results: dict | None) -> dict:
-        pos = self.position
-        return {"run": str(self.run_dir), "epoch": pos.epoch, "step": pos.step, "dev": results,
-                "train_config": self.config.to_dict(), "trained": self._trained()}
-
-    def _trained(self) -> dict:
-        """Where and how long this process trained (a model card's "training time and machine");
-        a resumed run's figure covers the steps since its resume."""
-        import platform
-
-        device = str(self.device)
-        if self.device.type == "cuda":
-            device += f" ({torch.cuda.get_device_name(self.device)})"
-        started = getattr(self, "_started", None)
-        return {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
-                "device": device, "threads": torch.get_num_threads(), "processes": self.dist.world,
-                "seconds": round(time.perf_counter() - started[0], 1) if started else 0.0,
-                "from_step": started[1] if started else self.position.step}
-
     def _save_last(self, results: dict | None = None) -> None:
-        state = trainer_state(self.position, self.best_overall, self.phase, self.weighting, self.distiller)
-        save_checkpoint(self.model, self.tokenizer, self.run_dir / LAST, info=self._info(results), trainer_state=state)
-
-    def _last_saved(self) -> str:
-        try:
-            return f"step {read_meta(self.run_dir / 'last').get('step')}"
-        except UserError:
-            return "none saved yet"
+        self.checkpoints.save_last(self.position, self.best_overall, self.phase, self.weighting, self.distiller, results)
 
 
 def train(config: TrainConfig, console: Console | None = None) -> Path:

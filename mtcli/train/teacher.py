@@ -362,6 +362,27 @@ def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Pro
     return as_stored(vectors[positions])
 
 
+def teach(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], config, run_dir: Path,
+          device: str, console: Console, *, own: bool, resuming: bool) -> tuple[dict[str, Unit], dict[str, Labels]]:
+    """The units with their teachers' predictions (and embeddings, with --distill-embeddings):
+    the run's own labels (`own`: the run folder is given, a resume), a sibling run's in --out, or
+    labelled now; and the labels, which the run keeps in its folder."""
+    from mtcli.train.distillation import Annealing
+
+    labels = label_units(units, tasks, teachers, device=device, console=console,
+                         own=run_dir / TEACHER_LABELS if own else None,
+                         siblings=sibling_labels(Path(config.out), run_dir), resuming=resuming,
+                         embeddings=config.distill_embeddings > 0)
+    for task in tasks:
+        teacher = teachers.get(task)
+        console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else
+                      "none (its gold labels alone)"), highlight=False)
+    console.print(f"[bold]distillation[/] {Annealing.parse(config.teacher_annealing).describe()}, "
+                  f"temperature {config.teacher_temperature:g}"
+                  + (f", embeddings {config.distill_embeddings:g}" if config.distill_embeddings else ""))
+    return with_teacher(units, labels), labels
+
+
 def with_teacher(units: dict[str, Unit], labels: dict[str, Labels]) -> dict[str, Unit]:
     """The units with their tasks' teacher predictions attached (the step's targets, mtcli.model.heads)."""
     return {name: replace(unit, teacher={t: labels[t].values for t in unit.tasks if t in labels},

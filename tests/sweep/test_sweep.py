@@ -186,15 +186,15 @@ def test_a_signal_in_a_trials_last_evaluation_stops_the_sweep_there(tmp_path, ti
 
     folder = tmp_path / "sweeps" / "t"
     space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=2, pruner="none"), folder, resume=False)
-    evaluate, signalled = Trainer.evaluate_dev, []
+    end_epoch, signalled = Trainer._end_epoch, []
 
-    def signal_in_the_last_evaluation(self):
+    def signal_in_the_last_evaluation(self, log):
         if self.position.step == self.total_steps and not signalled:
             signalled.append(self.run_dir.name)
             signal.raise_signal(signal.SIGTERM)
-        return evaluate(self)
+        return end_epoch(self, log)
 
-    monkeypatch.setattr(Trainer, "evaluate_dev", signal_in_the_last_evaluation)
+    monkeypatch.setattr(Trainer, "_end_epoch", signal_in_the_last_evaluation)
     with pytest.raises(Interrupted, match="the run had finished") as stopped:
         sweeps.optimize(folder, space, Console(quiet=True))
     assert stopped.value.signum == signal.SIGTERM and signalled == ["0000-s0"]

@@ -194,6 +194,13 @@ def test_every_family_trains_on_distillation_targets(tmp_path, tiny_model_dir, t
     assert len(steps) == 3 and all(math.isfinite(v) for r in steps for v in r["loss"].values())
 
 
+@pytest.mark.parametrize("sampler", ["proportional", "temperature", "annealed", "round-robin", "triple-batch"])
+def test_every_sampler_draws_distillation_targets(tmp_path, tiny_model_dir, tiny_export, sampler):
+    run = Trainer(_config(tmp_path, tiny_model_dir, sampler, [tiny_export], max_steps=2, sampler=sampler), QUIET).run()
+    steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in steps if r["type"] == "step"]) == 2
+
+
 # ---------------------------------------------------------------------- refusals
 
 
