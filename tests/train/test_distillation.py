@@ -204,18 +204,24 @@ def test_every_sampler_draws_distillation_targets(tmp_path, tiny_model_dir, tiny
 # ---------------------------------------------------------------------- refusals
 
 
-def test_teachers_that_do_not_fit_are_refused(tmp_path, tiny_model_dir, tiny_export, tiny_checkpoint):
-    tasks = tmp_path / "tasks.toml"
+def _sst_as(tmp_path, name: str, labels: list[str]) -> Path:
+    """A task file declaring SST's files as task `name` with classes `labels`."""
     sst = builtin("sst")
-    tasks.write_text(f'''[[task]]
-name = "sst"
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'''[[task]]
+name = "{name}"
 kind = "multiclass"
 text = ["sentence"]
 label = "sentiment"
-labels = ["a", "b", "c", "d", "e"]
+labels = {json.dumps(labels)}
 train = "{sst.file("train")}"
 dev = "{sst.file("dev")}"
 ''')
+    return path
+
+
+def test_teachers_that_do_not_fit_are_refused(tmp_path, tiny_model_dir, tiny_export, tiny_checkpoint):
+    tasks = _sst_as(tmp_path, "sst", ["a", "b", "c", "d", "e"])
     cases = [
         (["--teacher", tmp_path / "nowhere"], ["nowhere", "not found", "--teacher takes a model folder"]),
         (["--teacher", f"{tiny_export},{tiny_checkpoint}"], ["task 'sst' has two teachers"]),
@@ -233,17 +239,7 @@ dev = "{sst.file("dev")}"
 
 
 def test_a_teacher_of_none_of_the_tasks_is_refused(tmp_path, tiny_model_dir, tiny_export):
-    tasks = tmp_path / "tasks.toml"
-    sst = builtin("sst")
-    tasks.write_text(f'''[[task]]
-name = "mood"
-kind = "multiclass"
-text = ["sentence"]
-label = "sentiment"
-labels = ["0", "1", "2", "3", "4"]
-train = "{sst.file("train")}"
-dev = "{sst.file("dev")}"
-''')
+    tasks = _sst_as(tmp_path, "mood", ["0", "1", "2", "3", "4"])
     result = run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--tasks", tasks,
                           "--teacher", tiny_export, "--limit", "8", "--max-steps", "1")
     one_line_error(result, str(tiny_export), "teaches none of the run's tasks (mood)")
