@@ -339,6 +339,25 @@ def check_regular(path: str | Path, what: str = "file") -> None:
         raise UserError(f"{path}: {problem}; pass a regular {what}")
 
 
+def read_arrays(path: str | Path, what: str, damaged: Callable[[str], None]) -> tuple[dict, dict]:
+    """A safetensors file anyone may have written (plain arrays: nothing in it is executed or
+    unpickled): its metadata and every array, as numpy. `damaged(problem)` is called (and
+    raises) where safetensors cannot read it; a missing file raises FileNotFoundError."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load_file
+
+    check_regular(path, what)
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            metadata = fh.metadata() or {}
+        return metadata, load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, OSError, ValueError) as e:
+        damaged(f"not a safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})")
+        raise
+
+
 def open_to_read(path: str | Path, what: str = "file") -> BinaryIO:
     """`path` opened for reading bytes, once checked to be a regular file; missing, a folder or
     unreadable is one UserError naming it (`what`: the kind of file, "task file", ...)."""

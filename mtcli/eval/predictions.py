@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from mtcli.core.data import Split
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import atomic_path, check_regular, parse_json
+from mtcli.core.fileio import atomic_path, parse_json, read_arrays
 from mtcli.core.tasks import Task, tasks_from_dicts
 from mtcli.run.folder import PREDICTIONS as FILE
 FORMAT = "mtcli-dev-predictions/1"
@@ -55,18 +54,11 @@ def read_dev_predictions(path: str | Path) -> DevPredictions:
     def damaged(what: str):
         raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: train the run again")
 
-    check_regular(path, "predictions file")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as fh:
-            metadata = fh.metadata() or {}
-        arrays = load_file(str(path))
+        metadata, arrays = read_arrays(path, "predictions file", damaged)
     except FileNotFoundError:
         raise UserError(f"{path}: not found; runs keep their dev predictions since mtcli 0.1 (train the run "
                         f"again to compare it example by example)") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        damaged(f"not a safetensors file ({str(e).splitlines()[0][:120]})")
     if metadata.get("format") != FORMAT:
         damaged(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
     try:

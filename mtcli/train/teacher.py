@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtcli.core.errors import UserError, excerpt
-from mtcli.core.fileio import atomic_path, check_regular, parse_json, special_file
+from mtcli.core.fileio import atomic_path, check_regular, parse_json, read_arrays, special_file
 from mtcli.core.paths import is_export_dir
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
@@ -220,40 +220,33 @@ def as_stored(embeddings: np.ndarray) -> np.ndarray:
 def read_labels(path: Path, tasks: dict[str, Task]) -> dict[str, Labels]:
     """A teacher-labels file's entries for `tasks` (by name), each checked against its task;
     UserError if the file is damaged."""
-    from safetensors import SafetensorError, safe_open
-
     def damaged(what: str):
         raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: move it away to label again")
 
-    check_regular(path, "teacher labels")
+    metadata, arrays = read_arrays(path, "teacher labels", damaged)
+    if metadata.get("format") != FORMAT:
+        damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
     try:
-        with safe_open(str(path), framework="numpy") as fh:
-            metadata = fh.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
-            entries = parse_json(metadata.get("entries", ""))
-            if not isinstance(entries, dict):
-                damaged("its entries are not an object")
-            found = {}
-            for name, entry in entries.items():
-                if name not in tasks:
-                    continue
-                if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
-                        and isinstance(entry.get("count"), int) and name in fh.keys()):
-                    damaged(f"entry {excerpt(name)}")
-                values = check_predictions(tasks[name], fh.get_tensor(name), entry["count"], str(path))
-                embeddings = None
-                if f"embed:{name}" in fh.keys():
-                    embeddings = fh.get_tensor(f"embed:{name}")
-                    if embeddings.ndim != 3 or embeddings.shape[:2] != (entry["count"], len(tasks[name].text)) \
-                            or not np.isfinite(embeddings).all():
-                        damaged(f"task {name!r}: its teacher embeddings are not one finite vector per text")
-                    embeddings = embeddings.astype(np.float32)
-                found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values, embeddings)
-    except (SafetensorError, OSError) as e:
-        damaged(f"not a safetensors file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})")
+        entries = parse_json(metadata.get("entries", ""))
     except ValueError as e:
         damaged(f"its entries cannot be read ({str(e)[:120]})")
+    if not isinstance(entries, dict):
+        damaged("its entries are not an object")
+    found = {}
+    for name, entry in entries.items():
+        if name not in tasks:
+            continue
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
+                and isinstance(entry.get("count"), int) and name in arrays):
+            damaged(f"entry {excerpt(name)}")
+        values = check_predictions(tasks[name], arrays[name], entry["count"], str(path))
+        embeddings = arrays.get(f"embed:{name}")
+        if embeddings is not None:
+            if embeddings.ndim != 3 or embeddings.shape[:2] != (entry["count"], len(tasks[name].text)) \
+                    or not np.isfinite(embeddings).all():
+                damaged(f"task {name!r}: its teacher embeddings are not one finite vector per text")
+            embeddings = embeddings.astype(np.float32)
+        found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values, embeddings)
     return found
 
 
