@@ -72,5 +72,9 @@ def model_card(checkpoint: Path, model, meta: dict, usage: list[str]) -> str:
         for task, splits in (record.get("files") or {}).items():
             for split, entry in splits.items():
                 lines.append(f"| {task} | {split} | {Path(entry['path']).name} | `{entry['sha256']}` |")
+        for task, entries in (record.get("unlabeled") or {}).items():   # distillation: text a teacher labelled
+            for entry in entries:
+                lines.append(f"| {task} | unlabeled (a teacher's labels) | {Path(entry['path']).name} | "
+                             f"`{entry['sha256']}` |")
         lines.append("")
     return "\n".join(lines)

@@ -286,6 +286,12 @@ def test_unlabeled_text_is_labelled_by_the_teacher_and_trained_on(tmp_path, tiny
     run = trainer.run()
     record = json.loads((run / "data.json").read_text())
     assert record["unlabeled"]["sst"][0]["path"] == str((tmp_path / "extra.tsv").resolve())
+    from mtcli.export.onnx import export
+
+    export(run / "best", tmp_path / "export", task_file=str(tasks))   # its model card names the unlabeled file
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert f"| sst | unlabeled (a teacher's labels) | extra.tsv | `{record['unlabeled']['sst'][0]['sha256']}` |" in card
+    assert str(tiny_export) in card   # the recipe: its teacher
 
 
 def test_unlabeled_text_that_overlaps_dev_or_test_is_refused(tmp_path, tiny_model_dir, tiny_export):
