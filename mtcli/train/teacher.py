@@ -9,7 +9,7 @@ labels alone.
 Before the first step each task's teacher predicts every training row of the task's unit once
 (class probabilities, P(positive) or a score: what the model's users see), shown with
 progress. The predictions are kept in the run folder (teacher-labels.safetensors), each
-task's under the digest of its teacher (every file of the teacher's folder) and of the rows it
+task's under the digest of its teacher (the files it predicts with) and of the rows it
 labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
 the same --out with the same teacher and rows takes them from its sibling instead of
 labelling again. The file is plain arrays, checked on reading like anything in a run folder.
@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import atomic_path, check_regular, parse_json, read_arrays, special_file
-from mtcli.core.paths import is_export_dir
+from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
 from mtcli.train.units import Unit
@@ -46,11 +46,26 @@ class Teacher:
 
     @property
     def digest(self) -> str:
-        """sha256 over every file of the teacher's folder, by name and content: any change to the
-        model (weights, heads, tokenizer, graphs) is another teacher."""
+        """sha256 over the files the teacher predicts with, by name and content: any change to the
+        model (weights, heads, tokenizer, graphs, manifest) is another teacher; what an evaluation
+        writes beside it (eval.json, plots, the model card) is not."""
         if self._digest is None:
-            self._digest = folder_digest(self.path)
+            self._digest = files_digest(self.path, self.model_files())
         return self._digest
+
+    def model_files(self) -> list[str]:
+        """An export's manifest and the fp32 graphs and tokenizer it names; a checkpoint's files but
+        the training state."""
+        if self.kind == "export":
+            from mtcli.inference.manifest import read_manifest
+
+            manifest = read_manifest(self.path)
+            entries = [manifest["embedding"], *manifest["tasks"].values()]
+            named = {entry[key] for entry in entries for key in ("file", "head_file") if key in entry}
+            return sorted({MANIFEST, manifest["tokenizer"], *named})
+        from mtcli.model.checkpoint import TRAINER_STATE
+
+        return sorted(p.name for p in self.path.iterdir() if p.is_file() and p.name != TRAINER_STATE)
 
     def load(self, device: str) -> "LoadedTeacher":
         """The teacher's model, ready to predict and embed: onnxruntime for an export, torch for a checkpoint."""
@@ -123,9 +138,9 @@ def open_teacher(path: str | Path) -> Teacher:
                     f"best/ or last/) or a run folder with a best/ checkpoint")
 
 
-def folder_digest(folder: Path) -> str:
+def files_digest(folder: Path, names: list[str]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in (folder / name for name in names):
         check_regular(path, "teacher file")
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as fh:

@@ -172,7 +172,11 @@ def test_resume_refuses_a_teacher_that_changed(tmp_path, tiny_model_dir, tiny_ex
     teacher = tmp_path / "teacher"
     shutil.copytree(tiny_export, teacher)
     run = crashed_at(_config(tmp_path, tiny_model_dir, "run", [teacher], save_every=2), QUIET, 3).run_dir
-    (teacher / "README.md").write_text("edited\n")
+    (teacher / "README.md").write_text("an evaluation's notes beside the graphs\n")   # not what it predicts with
+    (teacher / "eval.json").write_text("{}\n")
+    assert Trainer.resume(run, QUIET).position.step > 0   # resumes: the teacher it predicts with is unchanged
+    manifest = json.loads((teacher / "manifest.json").read_text())
+    (teacher / "manifest.json").write_text(json.dumps(manifest, indent=4))   # the same manifest, other bytes
     result = run_cli_here("train", "--resume", run)
     one_line_error(result, str(teacher), "changed since it labelled", "restore it")
 
