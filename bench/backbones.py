@@ -45,7 +45,7 @@ def child(backbone: str, checkpointing: bool, steps: int) -> None:
     config = TrainConfig(model_dir=backbone, out="/nonexistent", name="bench", seed=0,
                          activation_checkpointing=checkpointing)
     trainer = Trainer(config, Console(quiet=True))
-    trainer._enter_phase(1)
+    trainer.phases.enter(1)
     encoder = trainer.model.encoder
     plan = trainer.sampler.epoch_plan(1)[:steps]
     lengths = trainer.sampler.lengths

@@ -72,7 +72,7 @@ def step_child(teacher: str, steps: int) -> None:
     teacher_module.label_units = uniform_labels
     config = TrainConfig(out="/nonexistent", name="bench", seed=0, teacher=[teacher] if teacher else [])
     trainer = loop.Trainer(config, Console(quiet=True))
-    trainer._enter_phase(1)
+    trainer.phases.enter(1)
     seconds, examples = [], []
     for step, slots in enumerate(trainer.sampler.epoch_plan(1)[:steps]):
         start = time.perf_counter()

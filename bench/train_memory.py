@@ -42,7 +42,7 @@ def child(config_path: str, checkpointing: bool, steps: int, unit: str | None, s
     config = with_recipe(config_path, {"activation_checkpointing": checkpointing, "out": "/nonexistent",
                                        "name": "bench"}, {"activation_checkpointing", "out", "name"})
     trainer = Trainer(config, Console(quiet=True))
-    trainer._enter_phase(config.pretrain_epochs + 1)   # the fine-tuning phase: the encoder trains
+    trainer.phases.enter(config.pretrain_epochs + 1)   # the fine-tuning phase: the encoder trains
     lengths, slots = trainer.sampler.lengths, slots or trainer.sampler.slots_per_step
     rows = slots * config.batch_size
 

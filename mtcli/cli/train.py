@@ -166,7 +166,7 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
     """A resumed run continues with the options it was started with: an option given
     with --resume must agree with the saved one, or it is an error naming it."""
     from mtcli.core.errors import UserError
-    from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, read_config
+    from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, differences, read_config
     from mtcli.train.config import PATH_FIELDS, PATH_LIST_FIELDS, resolved_path
 
     saved = read_config(run_dir)
@@ -174,17 +174,11 @@ def _refuse_conflicts(ctx: typer.Context, run_dir: Path, options: dict) -> None:
         return  # resume itself reports the missing or broken run folder
     options = {k: resolved_path(v) if k in PATH_FIELDS else [resolved_path(p) for p in v] if k in PATH_LIST_FIELDS
                else v for k, v in options.items()}
-    conflicts = []
-    for param, value in ctx.params.items():
-        source = ctx.get_parameter_source(param)
-        if param == "resume" or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            continue
-        field = field_of_flag(param)
-        if field in CHANGEABLE_ON_RESUME:   # how the run computes and saves: it may change on resume
-            continue
-        if field in saved and options.get(field) != saved[field]:
-            flag = "--" + param.replace("_", "-")
-            conflicts.append(f"{flag} {options[field]!r} (the run has {saved[field]!r})")
+    given = {field_of_flag(param): param for param in ctx.params if param != "resume"
+             and (source := ctx.get_parameter_source(param)) is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")}
+    # how the run computes and saves may change on resume
+    conflicts = [f"--{given[field].replace('_', '-')} {options[field]!r} (the run has {saved[field]!r})"
+                 for field in differences(saved, options, let_go=CHANGEABLE_ON_RESUME, among=set(given) & set(saved))]
     if conflicts:
         raise UserError(f"{run_dir / CONFIG}: --resume continues the run with its saved options; "
                         f"{'; '.join(conflicts)}: drop {'it' if len(conflicts) == 1 else 'them'}, or start a new run")

@@ -77,9 +77,11 @@ def recipe_key(config: dict) -> str:
     return json.dumps({k: v for k, v in sorted(config.items()) if k not in NOT_THE_RECIPE}, sort_keys=True)
 
 
-def differences(saved: dict, wanted: dict) -> list[str]:
-    """The options in which a saved configuration is another run than the wanted one (where the
-    run went and what may change on resume aside), sorted; empty: the same run."""
-    let_go = (*WHERE, *CHANGEABLE_ON_RESUME, *DERIVED)
-    keys = (set(saved) | set(wanted)) - set(let_go)
+def differences(saved: dict, wanted: dict, *, let_go=(*WHERE, *CHANGEABLE_ON_RESUME, *DERIVED),
+                among=None) -> list[str]:
+    """The options in which a saved configuration is another run than the wanted one, sorted;
+    empty: the same run. By default where the run went and what may change on resume aside;
+    `let_go`: the options that do not count; `among`: only these options count (default: all
+    either configuration has)."""
+    keys = (set(saved) | set(wanted) if among is None else set(among)) - set(let_go)
     return sorted(k for k in keys if saved.get(k) != wanted.get(k))

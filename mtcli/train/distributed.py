@@ -95,6 +95,10 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item() > 0.5)
 
+    def any_true(self, flag: bool, device) -> bool:
+        """True on every rank iff `flag` is true on some rank."""
+        return not self.all_true(not flag, device) if self.enabled else flag
+
     def max_parameter_divergence(self, parameters: list[torch.Tensor]) -> float:
         """Largest |p_rank - p_rank0| over all parameters and ranks (0.0: identical everywhere)."""
         if not self.enabled:

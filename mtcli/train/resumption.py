@@ -19,7 +19,7 @@ from mtcli.core.fileio import read_json, recover_dir, write_json, write_text
 from mtcli.core.runlog import read_metrics
 from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta
-from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD
+from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD, differences
 from mtcli.run.provenance import check_sources, read_record
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.recipe import write_recipe
@@ -80,7 +80,7 @@ def resumed(cls, run_dir: str | Path, console: Console | None = None, on_eval=No
             raise ValueError(f"position step {p.step}, epoch {p.epoch} lies outside the run")
         if trainer.distiller is not None:   # before the optimizer, whose state refers to its parameters
             trainer.distiller.load_state_dict(state.get("distiller", {}))
-        trainer._enter_phase(min(p.epoch, config.epochs))  # the optimizer's parameter groups depend on the phase
+        trainer.phases.enter(min(p.epoch, config.epochs))  # the optimizer's parameter groups depend on the phase
         trainer.phase.optimizer.load_state_dict(state["optimizer"])
         trainer.phase.scheduler.load_state_dict(state["scheduler"])
         trainer.weighting.load_state_dict(state["weighting"])
@@ -89,7 +89,7 @@ def resumed(cls, run_dir: str | Path, console: Console | None = None, on_eval=No
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"{last}: does not fit the run that {config_path} describes ({first}); resume from an "
                         f"earlier copy, or start the run again") from None
-    trainer.best_overall = state["best_overall"]
+    trainer.checkpoints.best_overall = state["best_overall"]
     trainer.position = p
     truncate_log(trainer.run_dir / METRICS, trainer.position.step, trainer.console)
     return trainer
@@ -139,7 +139,7 @@ def check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) 
     current = config.to_dict()
     if not isinstance(saved, dict):
         raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")
-    for key, value in current.items():
-        if key in saved and saved[key] != value and key not in PATH_FIELDS + CHANGEABLE_ON_RESUME:  # paths: data.json checks
-            raise UserError(f"{config_path}: {key} is {value!r} but {last} was saved by the run with {saved[key]!r}; "
-                            f"config.json was edited: restore it (to change an option, start a new run)")
+    # paths aside: data.json checks what they hold
+    for key in differences(saved, current, let_go=PATH_FIELDS + CHANGEABLE_ON_RESUME, among=set(saved) & set(current)):
+        raise UserError(f"{config_path}: {key} is {current[key]!r} but {last} was saved by the run with {saved[key]!r}; "
+                        f"config.json was edited: restore it (to change an option, start a new run)")

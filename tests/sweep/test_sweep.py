@@ -182,19 +182,19 @@ def test_a_signal_in_a_trials_last_evaluation_stops_the_sweep_there(tmp_path, ti
     from rich.console import Console
 
     from mtcli.core.errors import Interrupted
-    from mtcli.train.loop import Trainer
+    from mtcli.train.dev import DevEvaluation
 
     folder = tmp_path / "sweeps" / "t"
     space = sweeps.prepare(_space(tmp_path, tiny_model_dir, trials=2, pruner="none"), folder, resume=False)
-    end_epoch, signalled = Trainer._end_epoch, []
+    epoch_end, signalled = DevEvaluation.epoch_end, []
 
-    def signal_in_the_last_evaluation(self, log):
-        if self.position.step == self.total_steps and not signalled:
+    def signal_in_the_last_evaluation(self, log, position):   # a trial has one epoch: its evaluation is its last
+        if not signalled:
             signalled.append(self.run_dir.name)
             signal.raise_signal(signal.SIGTERM)
-        return end_epoch(self, log)
+        return epoch_end(self, log, position)
 
-    monkeypatch.setattr(Trainer, "_end_epoch", signal_in_the_last_evaluation)
+    monkeypatch.setattr(DevEvaluation, "epoch_end", signal_in_the_last_evaluation)
     with pytest.raises(Interrupted, match="the run had finished") as stopped:
         sweeps.optimize(folder, space, Console(quiet=True))
     assert stopped.value.signum == signal.SIGTERM and signalled == ["0000-s0"]
