@@ -90,7 +90,7 @@ def path_problem(path: Path) -> str:
 
 
 def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | Path | None = None,
-                data_dir: str | Path | None = None, record: dict | None = None, splits=SPLITS) -> dict[str, Task]:
+                data_dir: str | Path | None = None, recorded=None) -> dict[str, Task]:
     """Where the data of a checkpoint's or an export's tasks lies. Artifacts name their data
     files by name only (a copied or hostile artifact never points mtcli at a path), so the
     reader says where, in this order:
@@ -98,10 +98,10 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
       --data-dir DIR    each file by its name in DIR
       --tasks FILE      the files a task file declares for tasks of the same name and shape
       built-in tasks    the bundled data/ folder (the artifact's tasks are CS224N's three, or some of them)
-      a run's record    for a checkpoint inside a run folder: the files that run read, if unchanged
-                        (mtcli.run.provenance; `splits` are the ones the caller reads)
+      a run's record    for a checkpoint inside a run folder: the files that run read, if unchanged;
+                        `recorded(task name)` gives them (split -> path), None where the run read no
+                        such task (model.checkpoint.checkpoint_data asks mtcli.run.provenance)
     and otherwise it is one error saying which to pass."""
-    from mtcli.run.provenance import recorded_files
     from mtcli.core.tasks import load_task_file
 
     if data_dir is not None:
@@ -122,10 +122,10 @@ def locate_data(tasks: dict[str, Task], source: str | Path, *, task_file: str | 
     if all(name in builtin and shape(builtin[name]) == shape(task) and _names(builtin[name]) == _names(task)
            for name, task in tasks.items()):  # the built-in tasks (as declared now), with the artifact's encodings
         return {name: replace(builtin[name], encoding=task.encoding) for name, task in tasks.items()}
-    if record is not None:
+    if recorded is not None:
         located = {}
         for name, task in tasks.items():
-            files = recorded_files(record, name, splits)
+            files = recorded(name)
             if files is None:
                 break
             located[name] = replace(task, files=files)

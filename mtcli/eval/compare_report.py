@@ -17,7 +17,7 @@ import numpy as np
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_json_dict
 from mtcli.eval.compare import ALPHA, LEVEL, Comparison, Recipe
-from mtcli.sweep.journal import FILE as JOURNAL, load_study
+from mtcli.run.journal import FILE as JOURNAL, load_study
 
 FORMAT = "mtcli-compare/1"
 OUTPUTS = ("compare.json", "compare.md", "compare.csv", "compare-overall.png", "compare-tasks.png",

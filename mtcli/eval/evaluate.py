@@ -216,7 +216,7 @@ def evaluate_onnx(model_dir: str | Path = "export", *, split: str = "dev", data_
     _check_split(split)
     scorer = Scorer(model_dir, int8=quantized, providers=providers)
     if tasks is None:
-        tasks = locate_data(scorer.tasks, model_dir, task_file=task_file, data_dir=data_dir, splits=(split,))
+        tasks = locate_data(scorer.tasks, model_dir, task_file=task_file, data_dir=data_dir)
     splits = read_splits(tasks, split, limit=limit)
     predictions = {task: scorer.score(task, [ex.texts for ex in data.examples], batch_size=batch_size)
                    for task, data in splits.items()}

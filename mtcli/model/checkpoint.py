@@ -123,11 +123,12 @@ def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=N
     """A checkpoint's tasks with their data located (mtcli.core.data.locate_data): the run that
     holds the checkpoint, if any, vouches for the files it read."""
     from mtcli.run.folder import enclosing_run_dir
-    from mtcli.run.provenance import read_record
+    from mtcli.run.provenance import read_record, recorded_files
 
     run = enclosing_run_dir(ckpt_dir)
     record = read_record(run) if run is not None else None
-    return locate_data(tasks, ckpt_dir, task_file=task_file, data_dir=data_dir, record=record, splits=splits)
+    recorded = (lambda name: recorded_files(record, name, splits)) if record is not None else None
+    return locate_data(tasks, ckpt_dir, task_file=task_file, data_dir=data_dir, recorded=recorded)
 
 
 def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:

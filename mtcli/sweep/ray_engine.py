@@ -125,7 +125,7 @@ def batch_sizes(space: Space, budget: int) -> list[int]:
 
 def searcher(folder: Path, space: Space, sampler):
     """Tune's searcher over the sweep folder's study (its journal), asking `sampler`."""
-    from mtcli.sweep.journal import STUDY, open_journal
+    from mtcli.run.journal import STUDY, open_journal
 
     return _search_class()(space=functools.partial(define, space=space), sampler=sampler,
                            storage=open_journal(folder), study_name=STUDY, metric=METRIC, mode="max")
