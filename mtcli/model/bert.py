@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from mtcli.model.config import RELATIVE_MAX_DISTANCE, BertConfig
+from mtcli.model.vml import settle_vml_dispatch
 
 
 def activation(name: str):
@@ -146,6 +147,7 @@ class EncoderLayer(nn.Module):
 class MinBert(nn.Module):
     def __init__(self, config: BertConfig, *, with_pooler: bool = False):
         super().__init__()
+        settle_vml_dispatch()   # before any op runs on several threads: see mtcli/model/vml.py
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))

@@ -74,7 +74,8 @@ def test_corrupt_onnx_and_manifest_version(tiny_export, tsv, tmp_path):
 
 def test_missing_and_corrupt_checkpoint(tiny_checkpoint, tmp_path):
     _one_line_error(run_cli_here("eval", "--checkpoint", tmp_path / "nope"), "nope: checkpoint folder not found")
-    _one_line_error(run_cli_here("export", "--checkpoint", tmp_path), "not an mtcli checkpoint")
+    _one_line_error(run_cli_here("export", "--checkpoint", tmp_path, "--out", tmp_path / "export"),
+                    "not an mtcli checkpoint")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_checkpoint, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{broken")
