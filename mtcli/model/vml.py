@@ -7,8 +7,9 @@ the first call runs on several threads at once, one thread can run a low-accurac
 its whole chunk of that call (pytorch/pytorch#188792; fixed upstream by the same warm-up as
 here). In mtcli that first call was AdamW's sqrt over the word embeddings in step 1: about
 one training process in thirty on a loaded 2-core machine computed a first update off by up
-to 3e-4 relative on half the embedding rows, so two runs of one seed, or a run and its
-resume, were no longer bit-identical. One call of each function on one element runs on the
+to 3.7e-4 relative on the main thread's half of the rows (bit for bit what oneMKL's AVX2
+low-accuracy sqrt, VML_EP, gives there), so two runs of one seed, or a run and its resume,
+were no longer bit-identical. One call of each function on one element runs on the
 calling thread alone and settles its dispatch for the process.
 """
 
