@@ -4,7 +4,7 @@
 #
 #   TEACHER=runs/distill/teacher-mpnet-s0 bash bench/distill.sh [train options]
 #
-# The teacher run is exported once (export/teacher-mpnet, int8 too); each seed's student goes
+# The teacher run is exported once (export-teacher-mpnet, int8 too); each seed's student goes
 # to $OUT/student-s$SEED and is continued with --resume when it was cut off (save every 50
 # steps); the first student labels the training rows, the others reuse its labels. MiniLM
 # alone: bench/results/default-full (the default recipe, 3 seeds, cpu-vm), or $ALONE.
@@ -15,7 +15,7 @@ teacher=${TEACHER:-runs/distill/teacher-mpnet-s0}
 out=${OUT:-runs/distill}
 seeds=${SEEDS:-0 1 2}
 alone=${ALONE:-bench/results/default-full}
-export_dir=${EXPORT:-export/teacher-mpnet}
+export_dir=${EXPORT:-export-teacher-mpnet}
 [ -f "$export_dir/manifest.json" ] || "$mtcli" export --checkpoint "$teacher/best" --out "$export_dir" --quantize int8
 for seed in $seeds; do
   run="$out/student-s$seed"

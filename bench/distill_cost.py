@@ -9,8 +9,8 @@
   scoring     the teacher's and the student's exports on the same STS dev pairs (rows/s,
               fp32 and int8 where the export has int8 graphs)
 
-    python bench/distill_cost.py --teacher export/teacher-mpnet --student export/student-s0
-    python bench/distill_cost.py --teacher export/teacher-mpnet --student export/student-s0 --label-rows 2000
+    python bench/distill_cost.py --teacher export-teacher-mpnet --student export-student-s0
+    python bench/distill_cost.py --teacher export-teacher-mpnet --student export-student-s0 --label-rows 2000
 
 The sgemm roof of the same run is printed with the figures (bench/roof.py).
 """
