@@ -140,6 +140,8 @@ def check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) 
     if not isinstance(saved, dict):
         raise UserError(f"{last / META}: train_config is damaged; resume from an earlier copy")
     # paths aside: data.json checks what they hold
-    for key in differences(saved, current, let_go=PATH_FIELDS + CHANGEABLE_ON_RESUME, among=set(saved) & set(current)):
+    edited = differences(saved, current, let_go=PATH_FIELDS + CHANGEABLE_ON_RESUME, among=set(saved) & set(current))
+    if edited:   # the first, by name
+        key = edited[0]
         raise UserError(f"{config_path}: {key} is {current[key]!r} but {last} was saved by the run with {saved[key]!r}; "
                         f"config.json was edited: restore it (to change an option, start a new run)")
