@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from mtcli.core.runlog import read_metrics
+from mtcli.run.metrics_log import read_metrics
 
 CHECKPOINTS = ("best", "last")
 SWEEP_FILES = ("space.toml", "study.journal", "sweep.json")

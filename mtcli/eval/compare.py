@@ -2,7 +2,7 @@
 the seed and where the run went); per recipe each task's headline and the overall score as the
 mean over seeds with a 95% confidence interval (Student's t); the best recipe (highest mean
 overall) against each other one by a paired bootstrap over the dev examples (every run keeps
-its best epoch's dev predictions: mtcli.eval.predictions), p-values corrected for the number of
+its best epoch's dev predictions: mtcli.run.predictions), p-values corrected for the number of
 comparisons by Holm's step-down method.
 
 The bootstrap resamples each task's dev examples (independently per task, the same resample for
@@ -24,10 +24,10 @@ from scipy import stats
 
 from mtcli.core.errors import UserError
 from mtcli.core.metrics import metric_value, unit_score
-from mtcli.core.runlog import last_stop, read_metrics
 from mtcli.core.typed import has_type
-from mtcli.eval.predictions import DevPredictions, read_dev_predictions
 from mtcli.run.folder import CONFIG, EVAL, METRICS, PREDICTIONS, SET_ASIDE, read_config, read_eval, recipe_key
+from mtcli.run.metrics_log import last_stop, read_metrics
+from mtcli.run.predictions import DevPredictions, read_dev_predictions
 
 LEVEL = 0.95
 ALPHA = 1 - LEVEL

@@ -36,7 +36,7 @@ def plot_curves(records: list[dict], tasks: list[str], out: str | Path) -> Path:
             smooth = np.convolve(ys, np.ones(window) / window, mode="valid")
             ax.plot(xs[window - 1:], smooth, color="tab:blue", alpha=0.6, label="train (per step, smoothed)")
         ex = [r["epoch"] for r in epochs]
-        train = [r.get("train_loss", {}).get(task, np.nan) for r in epochs]   # optional in the log's shape (runlog)
+        train = [r.get("train_loss", {}).get(task, np.nan) for r in epochs]   # optional in the log's shape (run/metrics_log.py)
         ax.plot(ex, train, "o-", color="tab:blue", label="train (epoch mean)")
         ax.plot(ex, [r["dev"].get(task, {}).get("loss", np.nan) for r in epochs], "s-", color="tab:orange",
                 label="dev")

@@ -15,7 +15,7 @@ import numpy as np
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import write_json
 from mtcli.run.folder import METRICS, REPORT, read_config
-from mtcli.core.runlog import last_stop, read_metrics
+from mtcli.run.metrics_log import last_stop, read_metrics
 
 
 def task_order(records: list[dict]) -> list[str]:

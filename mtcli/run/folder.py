@@ -6,9 +6,9 @@ files names them from here. Torch-free.
       config.json                  every option of the run (TrainConfig.to_dict)
       recipe.toml                  the options as a recipe: what `mtcli train --config` trains again
       data.json                    each data file read, with its sha256 (run/provenance.py)
-      metrics.jsonl                one record per logged step, evaluation and epoch (core/runlog.py)
+      metrics.jsonl                one record per logged step, evaluation and epoch (run/metrics_log.py)
       eval.json                    the best epoch's dev evaluation (eval/evaluate.py)
-      dev-predictions.safetensors  that epoch's dev predictions, what compare resamples (eval/predictions.py)
+      dev-predictions.safetensors  that epoch's dev predictions, what compare resamples (run/predictions.py)
       report.json, *.png           what `mtcli report` and the evaluation draw
       tracking.json                the MLflow run's id (train/tracking.py)
       teacher-labels.safetensors   a distilled run's teacher predictions (train/teacher.py)

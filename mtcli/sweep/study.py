@@ -35,8 +35,8 @@ import numpy as np
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import open_append, write_json, write_text
 from mtcli.run.folder import CHANGEABLE_ON_RESUME, METRICS, SET_ASIDE, differences, read_config, read_eval
-from mtcli.core.runlog import read_metrics
 from mtcli.run.journal import STUDY, load_study, open_journal, optuna_module
+from mtcli.run.metrics_log import read_metrics
 from mtcli.sweep.space import Range, Space, read_space
 from mtcli.train.recipe import write_recipe
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from mtcli.core.runlog import MetricsLog
 from mtcli.eval.evaluate import score_predictions, scores_table, write_eval
-from mtcli.eval.predictions import write_dev_predictions
 from mtcli.model.predict import predict_texts
+from mtcli.run.metrics_log import MetricsLog
+from mtcli.run.predictions import write_dev_predictions
 from mtcli.train.state import Position
 
 

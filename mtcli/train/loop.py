@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtcli.core.errors import Interrupted
-from mtcli.core.runlog import MetricsLog, NullLog, read_metrics
 from mtcli.core.stopping import StopRequest, deferred_stop
 from mtcli.eval.plots import plot_curves
 from mtcli.model.predict import resolve_device
 from mtcli.run.folder import LAST, METRICS
+from mtcli.run.metrics_log import MetricsLog, NullLog, read_metrics
 from mtcli.run.provenance import describe_sources
 from mtcli.train.build import build
 from mtcli.train.checkpoints import Checkpoints, open_run_folder
@@ -35,10 +35,10 @@ from mtcli.train.objectives import EmbeddingDistillation
 from mtcli.train.phases import Phases
 from mtcli.train.progress import ProgressLines, StepRecords, announce
 from mtcli.train.recipe import recipe_of
-from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 from mtcli.train.state import Position
 from mtcli.train.step import NonFiniteError, Phase, StepResult, TrainStep
 from mtcli.train.teacher import teach
+from mtcli.train.tracking import TrackedLog, Trackers, check_mlflow_store
 
 __all__ = ["NonFiniteError", "Trainer", "train", "resume"]
 

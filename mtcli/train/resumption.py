@@ -16,10 +16,10 @@ from rich.console import Console
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json, recover_dir, write_json, write_text
-from mtcli.core.runlog import read_metrics
 from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta
 from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD, differences
+from mtcli.run.metrics_log import read_metrics
 from mtcli.run.provenance import check_sources, read_record
 from mtcli.train.config import PATH_FIELDS, TrainConfig
 from mtcli.train.recipe import write_recipe

@@ -49,7 +49,7 @@ def test_devices_and_fifos_are_refused_wherever_a_document_is_read(tmp_path, spe
 
 def test_a_fifo_as_a_run_s_predictions_is_refused(tmp_path):
     from mtcli.core.errors import UserError
-    from mtcli.eval.predictions import FILE, read_dev_predictions
+    from mtcli.run.predictions import FILE, read_dev_predictions
 
     os.mkfifo(tmp_path / FILE)
     with pytest.raises(UserError, match="is a FIFO"):
@@ -82,7 +82,7 @@ def test_deep_nesting_is_one_line_in_every_reader(tmp_path, tiny_export, tiny_ch
 
 def test_a_deep_jsonl_row_is_a_bad_row_and_a_deep_metrics_line_a_damaged_log(tmp_path, tiny_export):
     from mtcli.core.errors import DataError
-    from mtcli.core.runlog import read_records
+    from mtcli.run.metrics_log import read_records
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"id": "a", "sentence1": "A dog.", "sentence2": "A cat."}) + "\n" + DEEP_JSON + "\n")

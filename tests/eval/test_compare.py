@@ -14,7 +14,7 @@ from conftest import builtin, run_cli
 from mtcli.core.errors import UserError
 from mtcli.core.metrics import overall, task_metrics
 from mtcli.eval.compare import compare, holm, mean_interval
-from mtcli.eval.predictions import FILE, read_dev_predictions, write_dev_predictions
+from mtcli.run.predictions import FILE, read_dev_predictions, write_dev_predictions
 
 SIZES = {"sst": 120, "para": 150, "sts": 90}
 

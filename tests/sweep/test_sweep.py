@@ -283,7 +283,7 @@ def test_a_pruned_run_says_so_in_its_log_and_compare_tells_it_from_a_killed_one(
     import optuna
     from rich.console import Console
 
-    from mtcli.core.runlog import read_metrics
+    from mtcli.run.metrics_log import read_metrics
     from mtcli.train.loop import Trainer
 
     space = read_space(_space(tmp_path, tiny_model_dir, pruner="median"))
@@ -318,7 +318,7 @@ def test_the_pruner_measures_training_in_examples_not_steps(tmp_path, tiny_model
     first seed's last one does (pruning there saves the other seeds)."""
     from rich.console import Console
 
-    from mtcli.core.runlog import read_metrics
+    from mtcli.run.metrics_log import read_metrics
     from mtcli.sweep import ray_engine
 
     space = read_space(_space(tmp_path, tiny_model_dir, pruner="asha"))   # batch-size 8, eval every 2 steps

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, run_cli
 from mtcli.core.errors import UserError
-from mtcli.eval.predictions import FILE as PREDICTIONS, read_dev_predictions
+from mtcli.run.predictions import FILE as PREDICTIONS, read_dev_predictions
 from mtcli.train import TrainConfig
 from mtcli.train.recipe import field_keys, read_recipe, recipe_of, with_recipe
 

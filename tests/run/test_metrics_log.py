@@ -1,11 +1,11 @@
-"""mtcli.core.runlog: the stopped record a pruner leaves, checked on reading and found by last_stop."""
+"""mtcli.run.metrics_log: the stopped record a pruner leaves, checked on reading and found by last_stop."""
 
 import json
 
 import pytest
 
 from mtcli.core.errors import DataError
-from mtcli.core.runlog import last_stop, read_metrics
+from mtcli.run.metrics_log import last_stop, read_metrics
 
 STEP = {"type": "step", "step": 1, "epoch_progress": 0.5, "loss": {"a": 1.0}}
 
