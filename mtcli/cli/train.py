@@ -4,8 +4,7 @@ from pathlib import Path
 
 import typer
 
-from mtcli.train.config import TrainConfig
-from mtcli.train.recipe import field_of_flag
+from mtcli.train.config import TrainConfig, field_of_flag
 
 EPILOG = """Examples:
 

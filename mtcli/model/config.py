@@ -9,17 +9,19 @@ transformer layer; what differs is stated once, in FAMILIES, and read by the mod
            types, and one relative position bias table (buckets x heads) shared by all layers
 """
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json
-from mtcli.core.typed import typed_values
+from mtcli.core.typed import bounds_problem, typed_values
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
-# Bounds far beyond any BERT, so that a hostile config.json cannot ask for terabytes
-LIMITS = {"vocab_size": 10_000_000, "hidden_size": 65_536, "num_hidden_layers": 1_000, "num_attention_heads": 1_024,
-          "intermediate_size": 1_048_576, "max_position_embeddings": 1_048_576}
+Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,19 @@ RELATIVE_MAX_DISTANCE = 128
 
 @dataclass
 class BertConfig:
-    """One encoder's configuration, BERT's field names (MPNet's config.json uses the same)."""
-    vocab_size: int = 30522
-    hidden_size: int = 384
-    num_hidden_layers: int = 6
-    num_attention_heads: int = 12
-    intermediate_size: int = 1536
+    """One encoder's configuration, BERT's field names (MPNet's config.json uses the same). The
+    sizes' bounds lie far beyond any BERT's, so that a hostile config.json cannot ask for terabytes."""
+    vocab_size: Annotated[int, Field(ge=1, le=10_000_000)] = 30522
+    hidden_size: Annotated[int, Field(ge=1, le=65_536)] = 384
+    num_hidden_layers: Annotated[int, Field(ge=1, le=1_000)] = 6
+    num_attention_heads: Annotated[int, Field(ge=1, le=1_024)] = 12
+    intermediate_size: Annotated[int, Field(ge=1, le=1_048_576)] = 1536
     hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
+    hidden_dropout_prob: Probability = 0.1
+    attention_probs_dropout_prob: Probability = 0.1
+    max_position_embeddings: Annotated[int, Field(ge=1, le=1_048_576)] = 512
     type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: Annotated[float, Field(gt=0, lt=1)] = 1e-12
     pad_token_id: int = 0
     model_type: str = "bert"
     relative_attention_num_buckets: int = 0
@@ -73,10 +76,11 @@ class BertConfig:
     def __post_init__(self):
         if self.model_type not in FAMILIES:
             raise UserError(f"model_type {self.model_type!r} is not supported (mtcli loads {', '.join(FAMILIES)})")
-        for name, high in LIMITS.items():
-            value = getattr(self, name)
-            if not 1 <= value <= high:
-                raise UserError(f"{name} {value} is not between 1 and {high:,}; not a {self.model_type} configuration")
+        hints = typing.get_type_hints(BertConfig, include_extras=True)
+        for f in fields(self):   # each number within its bounds (core/typed.py)
+            problem = bounds_problem(getattr(self, f.name), hints[f.name])
+            if problem:
+                raise UserError(f"{f.name} {getattr(self, f.name)}: {problem}; not a {self.model_type} configuration")
         family = self.family
         if family.token_types != (1 <= self.type_vocab_size <= 1_024):
             raise UserError(f"type_vocab_size {self.type_vocab_size}: a {self.model_type} encoder has "
@@ -84,9 +88,9 @@ class BertConfig:
         if family.relative_attention_bias != (2 <= self.relative_attention_num_buckets <= 4_096):
             raise UserError(f"relative_attention_num_buckets {self.relative_attention_num_buckets}: a {self.model_type} "
                             "encoder has " + ("2 to 4,096 buckets" if family.relative_attention_bias else "none (0)"))
-        if not (0 <= self.hidden_dropout_prob < 1 and 0 <= self.attention_probs_dropout_prob < 1
-                and 0 < self.layer_norm_eps < 1 and 0 <= self.pad_token_id < self.vocab_size):
-            raise UserError(f"dropout, layer_norm_eps or pad_token_id out of range; not a {self.model_type} configuration")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise UserError(f"pad_token_id {self.pad_token_id} is not a token of the {self.vocab_size:,}; not a "
+                            f"{self.model_type} configuration")
         if family.positions_after_padding and self.pad_token_id + 2 > self.max_position_embeddings:
             raise UserError(f"max_position_embeddings {self.max_position_embeddings} leaves no position after "
                             f"pad_token_id {self.pad_token_id}")

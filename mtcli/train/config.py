@@ -5,17 +5,20 @@ from any working directory; a saved configuration is read back field by field wi
 types checked (`TrainConfig.from_saved`), since a run folder may come from anyone.
 """
 
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
 
 from mtcli.core.backbones import BACKBONES
 from mtcli.core.errors import UserError, excerpt
-from mtcli.core.typed import typed_values
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
+from mtcli.core.typed import bounds_problem, typed_values
 from mtcli.run.folder import DERIVED
 from mtcli.train.distillation import Annealing
 from mtcli.train.samplers import parse_sampler
@@ -24,42 +27,58 @@ from mtcli.weightings import WEIGHTINGS, check_spec, parameters, spec_name
 
 PHASES = ("pretrain", "finetune")
 PHASE_LR = {"pretrain": 1e-3, "finetune": 5e-5}  # heads only / whole model (encoder; heads: head_lr)
+# Flags (and recipe keys) whose TrainConfig field has another name; every other flag is its
+# field with '-' for '_'. The one table of these names: the CLI, recipes and errors read it.
+FIELD_OF = {"encoding": "encodings", "cosine-embedding-loss": "cosine_embedding"}
+
+
+def field_of_flag(flag: str) -> str:
+    """The TrainConfig field a flag sets: `--cosine-embedding-loss` (or Typer's parameter name,
+    cosine_embedding_loss) -> cosine_embedding."""
+    key = flag.lstrip("-").replace("_", "-")
+    return FIELD_OF.get(key, key.replace("-", "_"))
+
+
+def flag_of(field_name: str) -> str:
+    """The flag that sets a TrainConfig field: cosine_embedding -> --cosine-embedding-loss."""
+    renamed = {f: key for key, f in FIELD_OF.items()}
+    return "--" + renamed.get(field_name, field_name.replace("_", "-"))
 
 
 @dataclass
 class TrainConfig:
     sampler: str = "proportional"
     combine: str = "pcgrad"          # a weighting, NAME[:key=value,...] (mtcli.weightings)
-    task_weights: dict[str, float] = field(default_factory=dict)
-    upsample: dict[str, int] = field(default_factory=dict)
+    task_weights: dict[str, Annotated[float, Field(ge=0)]] = field(default_factory=dict)
+    upsample: dict[str, Annotated[int, Field(ge=1)]] = field(default_factory=dict)
     phase: str = "finetune"
     pooling: str = "mean"
     tasks: str | None = None         # a TOML task file (None: the built-in CS224N tasks)
     encodings: dict[str, str] = field(default_factory=dict)   # pair encodings overriding the declared ones
-    simcse: float = 0.0              # weight of the unsupervised SimCSE loss (0: off)
-    mnrl: float = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
-    cosine_embedding: float = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)
-    cosine_margin: float = 0.0
+    simcse: Annotated[float, Field(ge=0)] = 0.0              # weight of the unsupervised SimCSE loss (0: off)
+    mnrl: Annotated[float, Field(ge=0)] = 0.0                # weight of the multiple-negatives ranking loss on paraphrase positives
+    cosine_embedding: Annotated[float, Field(ge=0)] = 0.0    # weight of CosineEmbeddingLoss on pair tasks (0: off)
+    cosine_margin: Annotated[float, Field(ge=-1, le=1, description="a cosine")] = 0.0
     teacher: list[str] = field(default_factory=list)   # distil from these models (exports, checkpoints, run folders)
     teacher_annealing: str = "linear"   # the gold label's weight in the targets: linear 0 -> 1, or constant:LAMBDA
-    teacher_temperature: float = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
-    distill_embeddings: float = 0.0     # weight of the MSE of the student's sentence embeddings to the teacher's (0: off)
-    pretrain_epochs: int = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
-    epochs: int = 3
-    batch_size: int = 32
-    slots: int | None = None         # task batches per optimizer step (None: one per task)
+    teacher_temperature: Annotated[float, Field(gt=0, description="1: the teacher's own probabilities")] = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
+    distill_embeddings: Annotated[float, Field(ge=0, description="the loss's weight; 0: off")] = 0.0     # weight of the MSE of the student's sentence embeddings to the teacher's (0: off)
+    pretrain_epochs: Annotated[int, Field(ge=0)] = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
+    epochs: Annotated[int, Field(ge=1)] = 3
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    slots: Annotated[int, Field(ge=1)] | None = None         # task batches per optimizer step (None: one per task)
     group_by_length: bool = True     # batches of rows of similar length (less padding; same rows per epoch)
-    lr: float | None = None          # None: the phase's default
-    head_lr: float | None = None     # None: 1e-3 (new linear heads learn far too slowly at the encoder's rate)
-    weight_decay: float = 0.01
-    warmup: float = 0.1              # fraction of steps with linear warmup
-    clip: float = 1.0                # max gradient norm (0: off)
-    dropout: float = 0.1
-    max_steps: int | None = None
-    limit: int | None = None         # rows per task, train and dev
-    train_fraction: float = 1.0      # a seeded random share of each task's training rows (dev untouched)
-    save_every: int = 0              # also save last/ every N steps (0: at epoch ends only)
-    eval_every: int = 0              # also evaluate dev every N steps (0: at epoch ends only); a sweep prunes on it
+    lr: Annotated[float, Field(gt=0)] | None = None          # None: the phase's default
+    head_lr: Annotated[float, Field(gt=0)] | None = None     # None: 1e-3 (new linear heads learn far too slowly at the encoder's rate)
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, lt=1, description="a fraction of the steps")] = 0.1              # fraction of steps with linear warmup
+    clip: Annotated[float, Field(ge=0)] = 1.0                # max gradient norm (0: off)
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    limit: Annotated[int, Field(ge=1, description="it trains and evaluates on the first N rows of each task")] | None = None         # rows per task, train and dev
+    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0      # a seeded random share of each task's training rows (dev untouched)
+    save_every: Annotated[int, Field(ge=0)] = 0              # also save last/ every N steps (0: at epoch ends only)
+    eval_every: Annotated[int, Field(ge=0)] = 0              # also evaluate dev every N steps (0: at epoch ends only); a sweep prunes on it
     log_to: list[str] = field(default_factory=list)   # trackers beside metrics.jsonl: tensorboard, mlflow
     skip_nonfinite: bool = False     # skip (and count) steps with a NaN/inf loss or gradient
     activation_checkpointing: bool = False   # recompute the encoder's activations in backward: less memory, same gradients
@@ -67,11 +86,11 @@ class TrainConfig:
     data_dir: str | None = None
     out: str = "runs"
     name: str | None = None
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     device: str = "auto"
-    eval_batch_size: int = 64
-    log_every: int = 10
-    progress_every: float = 30.0     # seconds between progress lines when stdout is not a terminal
+    eval_batch_size: Annotated[int, Field(ge=1)] = 64
+    log_every: Annotated[int, Field(ge=1)] = 10
+    progress_every: Annotated[float, Field(gt=0, description="seconds")] = 30.0     # seconds between progress lines when stdout is not a terminal
 
     def __post_init__(self):
         for name in PATH_FIELDS:
@@ -110,57 +129,21 @@ class TrainConfig:
                             f"drop --slots 1")
 
     def _check_numbers(self, tasks: dict[str, Task]) -> None:
-        """Every numeric option in its range, before anything is read or written."""
-        def fail(option: str, value, rule: str):
-            shown = f"{value:g}" if isinstance(value, float) else value
-            raise UserError(f"--{option} {shown}: {rule}")
-
-        at_least = {"epochs": 1, "batch_size": 1, "slots": 1, "max_steps": 1, "eval_batch_size": 1, "save_every": 0, "eval_every": 0,
-                    "log_every": 1, "pretrain_epochs": 0}
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if value is not None and value < low:
-                fail(name.replace("_", "-"), value, f"must be at least {low}")
-        if self.limit is not None and self.limit < 1:
-            fail("limit", self.limit, "must be at least 1 (it trains and evaluates on the first N rows of each task)")
-        if not 0 <= self.seed < 2**32:
-            fail("seed", self.seed, f"must be between 0 and {2**32 - 1}")
-        for name in ("lr", "head_lr"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                fail(name.replace("_", "-"), value, "must be a positive number")
-        ranges = {"dropout": (0, 1, "in [0, 1)"), "warmup": (0, 1, "a fraction of the steps in [0, 1)")}
-        for name, (low, high, rule) in ranges.items():
-            value = getattr(self, name)
-            if not (math.isfinite(value) and low <= value < high):
-                fail(name, value, f"must be {rule}")
-        if not (math.isfinite(self.progress_every) and self.progress_every > 0):
-            fail("progress-every", self.progress_every, "must be a number of seconds > 0")
-        if not (math.isfinite(self.train_fraction) and 0 < self.train_fraction <= 1):
-            fail("train-fraction", self.train_fraction, "must be in (0, 1]")
-        if not (math.isfinite(self.cosine_margin) and -1 <= self.cosine_margin <= 1):
-            fail("cosine-margin", self.cosine_margin, "must be in [-1, 1] (a cosine)")
-        for option, value in (("weight-decay", self.weight_decay), ("clip", self.clip), ("simcse", self.simcse),
-                              ("mnrl", self.mnrl), ("cosine-embedding-loss weight", self.cosine_embedding)):
-            if not (math.isfinite(value) and value >= 0):
-                fail(option, value, "must be a finite number >= 0")
-        for task, weight in self.task_weights.items():
-            if not (math.isfinite(weight) and weight >= 0):
-                fail("task-weights", f"{task}={weight}", "task weights must be finite numbers >= 0")
+        """Every number within the bounds its field declares (pydantic checks, core/typed.py words
+        it), before anything is read or written."""
+        hints = typing.get_type_hints(TrainConfig, include_extras=True)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for key, number in value.items() if isinstance(value, dict) else [(None, value)]:
+                problem = bounds_problem(number, hints[f.name])
+                if problem:
+                    shown = f"{number:g}" if isinstance(number, float) else number
+                    raise UserError(f"{flag_of(f.name)} {shown if key is None else f'{key}={shown}'}: {problem}")
         if self.task_weights and not any(self.weight(t) > 0 for t in tasks):
             raise UserError("--task-weights: every task weight is 0, so nothing would train: give one a positive weight")
-        for task, factor in self.upsample.items():
-            if factor < 1:
-                fail("upsample", f"{task}={factor}", "repeat factors must be whole numbers >= 1")
 
     def _check_distillation(self) -> None:
         Annealing.parse(self.teacher_annealing)
-        if not (math.isfinite(self.teacher_temperature) and self.teacher_temperature > 0):
-            raise UserError(f"--teacher-temperature {self.teacher_temperature:g}: must be a positive number (1: the "
-                            f"teacher's own probabilities)")
-        if not (math.isfinite(self.distill_embeddings) and self.distill_embeddings >= 0):
-            raise UserError(f"--distill-embeddings {self.distill_embeddings:g}: must be a finite number >= 0 (the "
-                            f"loss's weight; 0: off)")
         changed = [flag for flag, field in (("--teacher-annealing", "teacher_annealing"),
                                             ("--teacher-temperature", "teacher_temperature"),
                                             ("--distill-embeddings", "distill_embeddings"))

@@ -32,19 +32,9 @@ from mtcli.core.errors import UserError, excerpt
 from mtcli.core.fileio import read_toml, write_text
 from mtcli.core.typed import has_type, type_name
 from mtcli.run.folder import RECIPE, WHERE
-from mtcli.train.config import PATH_FIELDS, PATH_LIST_FIELDS, TrainConfig, path_in
+from mtcli.train.config import PATH_FIELDS, PATH_LIST_FIELDS, TrainConfig, flag_of, path_in
 
 
-# Flags (and recipe keys) whose TrainConfig field has another name; every other flag is its
-# field with '-' for '_'. The one table of these names: the CLI and recipes both read it.
-FIELD_OF = {"encoding": "encodings", "cosine-embedding-loss": "cosine_embedding"}
-
-
-def field_of_flag(flag: str) -> str:
-    """The TrainConfig field a flag sets: `--cosine-embedding-loss` (or Typer's parameter name,
-    cosine_embedding_loss) -> cosine_embedding."""
-    key = flag.lstrip("-").replace("_", "-")
-    return FIELD_OF.get(key, key.replace("-", "_"))
 # Fields a recipe leaves out: where a run goes is not part of what is trained (a colleague's
 # recipe must not write into their folders); --out and --name say it
 NOT_WRITTEN = WHERE
@@ -54,8 +44,7 @@ TABLES = ("encodings", "task_weights", "upsample")
 
 def field_keys() -> dict[str, str]:
     """Every recipe key and the TrainConfig field it sets."""
-    renamed = {field: key for key, field in FIELD_OF.items()}
-    return {renamed.get(f.name, f.name.replace("_", "-")): f.name for f in fields(TrainConfig) if f.init}
+    return {flag_of(f.name).removeprefix("--"): f.name for f in fields(TrainConfig) if f.init}
 
 
 def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
@@ -126,8 +115,7 @@ def with_recipe(path: str | Path, options: dict, given: set[str]) -> TrainConfig
     try:
         return TrainConfig(**merged)
     except UserError as e:
-        flag_of = {field: key for key, field in field_keys().items()}
-        named = [field for field in values if field not in given and f"--{flag_of[field]}" in str(e)]
+        named = [field for field in values if field not in given and flag_of(field) in str(e)]
         if len(named) == 1:
             line = lines[named[0]]
             raise UserError(f"{path}{f':{line}' if line else ''}: {e}") from None

@@ -12,10 +12,11 @@ transformation is
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 
 SCALES = ("min", "median", "rmse")
 
@@ -23,7 +24,7 @@ SCALES = ("min", "median", "rmse")
 @dataclasses.dataclass
 class AlignedMTL(Weighting):
     name = "aligned-mtl"
-    scale: str = param("min", choices=SCALES)
+    scale: Literal[SCALES] = "min"
 
     def weights(self, gram, tasks):
         num = len(gram)

@@ -24,13 +24,13 @@ defaults and declared bounds (`param`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from typing import ClassVar, Sequence
 
 import numpy as np
 
 from mtcli.core.errors import UserError
+from mtcli.core.typed import bounds_problem, has_type, type_name
 from mtcli.core.specs import parse_spec  # noqa: F401  (re-exported: weightings parse specs here)
 
 
@@ -192,40 +192,6 @@ class RandomOrder:
         self.rng.bit_generator.state = state["rng"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    """The values a parameter takes: a finite number in [low, high] (`above`: low excluded), a
-    whole number in [low, high], or one of `choices`."""
-    low: float | None = None
-    high: float | None = None
-    above: float | None = None
-    choices: tuple[str, ...] | None = None
-
-    def problem(self, value) -> str | None:
-        """Why `value` is out of bounds, or None."""
-        if self.choices is not None:
-            return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
-        if not math.isfinite(value):
-            return "must be a finite number"
-        if self.above is not None and not value > self.above:
-            return f"must be greater than {_shown(self.above)}"
-        if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            if self.high is None:
-                return f"must be at least {_shown(self.low)}"
-            return f"must be between {_shown(self.low)} and {_shown(self.high)}"
-        return None
-
-
-def _shown(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else f"{number:g}"
-
-
-def param(default, *, low=None, high=None, above=None, choices=None):
-    """A weighting's parameter: its published default and the values it takes."""
-    bounds = Bounds(low, high, above, tuple(choices) if choices is not None else None)
-    return dataclasses.field(default=default, metadata={"bounds": bounds})
-
-
 MAX_ITERATIONS = 1_000_000   # the upper bound of every iteration-count parameter
 
 # Fields a spec may not set: they come from the run (--task-weights, --seed)
@@ -256,19 +222,18 @@ def cast_params(cls: type[Weighting], params: dict, spec: str, *, from_spec: boo
         if key not in known:
             options = ", ".join(spec_parameters(cls)) or "none"
             raise UserError(f"--combine {spec!r}: {cls.name} has no parameter {key!r} (parameters: {options})")
-        kind = typing.get_type_hints(cls).get(key)
-        if isinstance(value, str) and kind in (int, float):
+        kind = typing.get_type_hints(cls)[key]
+        if isinstance(value, str) and kind in (int, float):   # from the command line
             try:
                 number = float(value)
                 value = kind(number) if kind is float or number == int(number) else None
                 if value is None:
                     raise ValueError
             except (ValueError, OverflowError):
-                raise UserError(f"--combine {spec!r}: {key} must be {'a whole number' if kind is int else 'a number'}") from None
-        bounds = known[key].metadata.get("bounds")
-        if bounds is not None and bounds.choices is None and not isinstance(value, (int, float)):
-            raise UserError(f"--combine {spec!r}: {key} must be {'a whole number' if kind is int else 'a number'}")
-        problem = bounds.problem(value) if bounds is not None else None
+                raise UserError(f"--combine {spec!r}: {key} must be {type_name(kind)}") from None
+        if not has_type(value, kind):
+            raise UserError(f"--combine {spec!r}: {key}={value} must be {type_name(kind)}")
+        problem = bounds_problem(value, typing.get_type_hints(cls, include_extras=True)[key])   # core/typed.py
         if problem:
             raise UserError(f"--combine {spec!r}: {key}={value} {problem}")
         out[key] = value

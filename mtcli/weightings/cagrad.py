@@ -13,17 +13,19 @@ problem over the simplex is solved by SLSQP (scipy) to 1e-15.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 
 
 @dataclasses.dataclass
 class CAGrad(Weighting):
     name = "cagrad"
-    c: float = param(0.4, low=0)
-    norm_eps: float = param(1e-4, low=0)
+    c: Annotated[float, Field(ge=0)] = 0.4
+    norm_eps: Annotated[float, Field(ge=0)] = 1e-4
 
     def weights(self, gram, tasks):
         from scipy.optimize import minimize

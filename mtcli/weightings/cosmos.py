@@ -8,14 +8,17 @@ between the preference and the losses, which pulls the losses towards the prefer
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from mtcli.weightings.base import LossWeighting, param
+from pydantic import Field
+
+from mtcli.weightings.base import LossWeighting
 
 
 @dataclasses.dataclass
 class COSMOS(LossWeighting):
     name = "cosmos"
-    lambda_: float = param(2.0, low=0)
+    lambda_: Annotated[float, Field(ge=0)] = 2.0
 
     def scalarize(self, losses, tasks):
         import torch

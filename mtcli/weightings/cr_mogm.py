@@ -11,17 +11,19 @@ state; a step with only some tasks moves only theirs.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 from mtcli.weightings.mgda import MGDA
 
 
 @dataclasses.dataclass
 class CRMOGM(Weighting):
     name = "cr-mogm"
-    alpha: float = param(0.9, low=0, high=1)
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.9
 
     def __post_init__(self):
         self.inner = MGDA(num_tasks=self.num_tasks)

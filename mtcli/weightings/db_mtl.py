@@ -13,18 +13,20 @@ State: h (tasks x n float32: 4 bytes per task per shared parameter) and the step
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import RowsWeighting, gather_rows, param, tensor_state
+from mtcli.weightings.base import RowsWeighting, gather_rows, tensor_state
 
 
 @dataclasses.dataclass
 class DBMTL(RowsWeighting):
     name = "db-mtl"
     reads_losses = True
-    beta: float = param(0.9, low=0, high=1)
-    beta_sigma: float = param(0.5, low=0, high=10)
+    beta: Annotated[float, Field(ge=0, le=1)] = 0.9
+    beta_sigma: Annotated[float, Field(ge=0, le=10)] = 0.5
 
     def __post_init__(self):
         self.average = None

@@ -14,10 +14,12 @@ which ends after finitely many small linear solves.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 
 NORM_EPS = 1e-4
 REG_EPS = 1e-4
@@ -33,8 +35,8 @@ def conditioned(gram: np.ndarray, norm_eps: float = NORM_EPS, reg_eps: float = R
 @dataclasses.dataclass
 class DualConeWeighting(Weighting):
     """Base of the weightings built on the projection (UPGrad, DualProj): its two constants."""
-    norm_eps: float = param(NORM_EPS, low=0)
-    reg_eps: float = param(REG_EPS, low=0)
+    norm_eps: Annotated[float, Field(ge=0)] = NORM_EPS
+    reg_eps: Annotated[float, Field(ge=0)] = REG_EPS
 
     def conditioned(self, gram: np.ndarray) -> np.ndarray:
         return conditioned(gram, self.norm_eps, self.reg_eps)

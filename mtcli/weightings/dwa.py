@@ -10,16 +10,18 @@ epochs. The running sums and the last two epoch means (per task of the run) are 
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import LossWeighting, param
+from mtcli.weightings.base import LossWeighting
 
 
 @dataclasses.dataclass
 class DWA(LossWeighting):
     name = "dwa"
-    temperature: float = param(2.0, above=0)
+    temperature: Annotated[float, Field(gt=0)] = 2.0
 
     def __post_init__(self):
         self.sums = np.zeros(self.num_tasks)

@@ -12,17 +12,19 @@ sums and the step count. A step with some tasks moves their share of lambda only
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting, param, tensor_state
+from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting, tensor_state
 
 
 @dataclasses.dataclass
 class ExcessMTL(RowsWeighting):
     name = "excess-mtl"
-    robust_step_size: float = param(1.0, above=0, high=1e6)
-    n_warmup_steps: int = param(0, low=0, high=MAX_ITERATIONS)
+    robust_step_size: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    n_warmup_steps: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0
 
     def __post_init__(self):
         self.squares = None

@@ -14,17 +14,19 @@ proportional fairness; alpha -> inf max-min fairness.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting
 
 
 @dataclasses.dataclass
 class FairGrad(Weighting):
     name = "fairgrad"
-    alpha: float = param(1.0, low=0)
-    max_iters: int = param(0, low=0, high=MAX_ITERATIONS)   # solver evaluations; 0: scipy's default (100 T)
+    alpha: Annotated[float, Field(ge=0)] = 1.0
+    max_iters: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0   # solver evaluations; 0: scipy's default (100 T)
 
     def weights(self, gram, tasks):
         num = len(gram)

@@ -13,8 +13,11 @@ state; they never enter the model's optimizer.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from mtcli.weightings.base import LossWeighting, param
+from pydantic import Field
+
+from mtcli.weightings.base import LossWeighting
 
 EPSILON = 1e-8
 
@@ -23,8 +26,8 @@ EPSILON = 1e-8
 class FAMO(LossWeighting):
     name = "famo"
     needs_losses_after = True
-    lr: float = param(0.025, low=0)
-    weight_decay: float = param(1e-3, low=0)
+    lr: Annotated[float, Field(ge=0)] = 0.025
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-3
 
     def __post_init__(self):
         import torch

@@ -13,16 +13,18 @@ counter is the state. The logged weights are 1 (a mask per coordinate, no weight
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import RowsWeighting, param
+from mtcli.weightings.base import RowsWeighting
 
 
 @dataclasses.dataclass
 class GradDrop(RowsWeighting):
     name = "graddrop"
-    leak: float = param(0.0, low=0, high=1)
+    leak: Annotated[float, Field(ge=0, le=1)] = 0.0
     seed: int = 0
 
     def __post_init__(self):

@@ -16,17 +16,19 @@ weights are 1: the rows are already weighted. State: w (in the checkpoint) and L
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 
 
 @dataclasses.dataclass
 class GradNorm(Weighting):
     name = "gradnorm"
     reads_losses = True
-    alpha: float = param(1.5, low=0, high=10)
+    alpha: Annotated[float, Field(ge=0, le=10)] = 1.5
 
     def __post_init__(self):
         import torch

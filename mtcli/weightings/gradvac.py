@@ -13,17 +13,19 @@ targets phi_hat (per pair of the run's tasks) and the shuffle are the state.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import RandomOrder, Weighting, param
+from mtcli.weightings.base import RandomOrder, Weighting
 
 
 @dataclasses.dataclass
 class GradVac(Weighting):
     name = "gradvac"
-    beta: float = param(0.01, low=0, high=1)
-    eps: float = param(1e-8, low=0)
+    beta: Annotated[float, Field(ge=0, le=1)] = 0.01
+    eps: Annotated[float, Field(ge=0)] = 1e-8
     seed: int = 0
 
     def __post_init__(self):

@@ -8,17 +8,19 @@ A step with fewer than f + 3 tasks, where Krum is not defined, takes their mean.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting
 
 
 @dataclasses.dataclass
 class Krum(Weighting):
     name = "krum"
-    n_byzantine: int = param(0, low=0, high=MAX_ITERATIONS)
-    n_selected: int = param(1, low=1, high=MAX_ITERATIONS)
+    n_byzantine: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0
+    n_selected: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 1
 
     def weights(self, gram, tasks):
         num = len(gram)

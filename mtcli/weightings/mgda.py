@@ -10,17 +10,19 @@ stopping when the step falls below `epsilon` or after `max_iters` steps.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting
 
 
 @dataclasses.dataclass
 class MGDA(Weighting):
     name = "mgda"
-    epsilon: float = param(0.001, low=0)
-    max_iters: int = param(100, low=1, high=MAX_ITERATIONS)
+    epsilon: Annotated[float, Field(ge=0)] = 0.001
+    max_iters: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 100
 
     def weights(self, gram, tasks):
         num = len(gram)

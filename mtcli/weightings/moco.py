@@ -17,10 +17,12 @@ and their share of lambda.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import RowsWeighting, gather_rows, param, tensor_state
+from mtcli.weightings.base import RowsWeighting, gather_rows, tensor_state
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -32,11 +34,11 @@ def softmax(x: np.ndarray) -> np.ndarray:
 class MoCo(RowsWeighting):
     name = "moco"
     reads_losses = True
-    beta: float = param(0.5, low=0, high=1)
-    beta_sigma: float = param(0.5, low=0, high=10)
-    gamma: float = param(0.1, low=0, high=1e6)
-    gamma_sigma: float = param(0.5, low=0, high=10)
-    rho: float = param(0.0, low=0, high=1e6)
+    beta: Annotated[float, Field(ge=0, le=1)] = 0.5
+    beta_sigma: Annotated[float, Field(ge=0, le=10)] = 0.5
+    gamma: Annotated[float, Field(ge=0, le=1e6)] = 0.1
+    gamma_sigma: Annotated[float, Field(ge=0, le=10)] = 0.5
+    rho: Annotated[float, Field(ge=0, le=1e6)] = 0.0
 
     def __post_init__(self):
         self.tracked = None

@@ -20,10 +20,12 @@ of the tasks moves their share of it. The (T, n) task-gradient buffer holds 2T r
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import Weighting, param
+from mtcli.weightings.base import Weighting
 from mtcli.weightings.sdmgrad import project_onto_simplex
 
 
@@ -31,8 +33,8 @@ from mtcli.weightings.sdmgrad import project_onto_simplex
 class MoDo(Weighting):
     name = "modo"
     draws = 2
-    gamma: float = param(0.1, low=0, high=1e6)
-    rho: float = param(0.0, low=0, high=1e6)
+    gamma: Annotated[float, Field(ge=0, le=1e6)] = 0.1
+    rho: Annotated[float, Field(ge=0, le=1e6)] = 0.0
 
     def __post_init__(self):
         self.lambdas = np.full(self.num_tasks, 1.0 / self.num_tasks)

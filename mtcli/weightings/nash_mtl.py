@@ -16,18 +16,20 @@ problem is solved by SLSQP (scipy).
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting
 
 
 @dataclasses.dataclass
 class NashMTL(Weighting):
     name = "nash-mtl"
-    max_norm: float = param(1.0, low=0)
-    update_weights_every: int = param(1, low=1, high=MAX_ITERATIONS)
-    optim_niter: int = param(20, low=1, high=MAX_ITERATIONS)
+    max_norm: Annotated[float, Field(ge=0)] = 1.0
+    update_weights_every: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 1
+    optim_niter: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 20
 
     def __post_init__(self):
         self.alpha = np.ones(self.num_tasks)

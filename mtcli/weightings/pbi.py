@@ -10,14 +10,17 @@ distance d2 from that line,
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from mtcli.weightings.base import LossWeighting, param
+from pydantic import Field
+
+from mtcli.weightings.base import LossWeighting
 
 
 @dataclasses.dataclass
 class PBI(LossWeighting):
     name = "pbi"
-    theta: float = param(5.0, low=0)
+    theta: Annotated[float, Field(ge=0)] = 5.0
 
     def scalarize(self, losses, tasks):
         direction = losses.new_ones(len(tasks)) / len(tasks) ** 0.5

@@ -13,10 +13,12 @@ the step's one batch. State: w (per task of the run).
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, Weighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, Weighting
 
 
 def project_onto_simplex(y: np.ndarray) -> np.ndarray:
@@ -31,10 +33,10 @@ def project_onto_simplex(y: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass
 class SDMGrad(Weighting):
     name = "sdmgrad"
-    lr: float = param(10.0, above=0, high=1e6)
-    momentum: float = param(0.5, low=0, high=0.999)
-    n_iter: int = param(20, low=1, high=MAX_ITERATIONS)
-    lambda_: float = param(0.3, low=0, high=1e6)
+    lr: Annotated[float, Field(gt=0, le=1e6)] = 10.0
+    momentum: Annotated[float, Field(ge=0, le=0.999)] = 0.5
+    n_iter: Annotated[int, Field(ge=1, le=MAX_ITERATIONS)] = 20
+    lambda_: Annotated[float, Field(ge=0, le=1e6)] = 0.3
 
     def __post_init__(self):
         self.w = np.full(self.num_tasks, 1.0 / self.num_tasks)

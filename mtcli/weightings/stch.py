@@ -10,14 +10,17 @@ Tchebycheff max; large mu approaches the mean.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
-from mtcli.weightings.base import LossWeighting, param
+from pydantic import Field
+
+from mtcli.weightings.base import LossWeighting
 
 
 @dataclasses.dataclass
 class STCH(LossWeighting):
     name = "stch"
-    mu: float = param(1.0, above=0)
+    mu: Annotated[float, Field(gt=0)] = 1.0
 
     def scalarize(self, losses, tasks):
         import torch

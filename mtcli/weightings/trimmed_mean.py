@@ -7,16 +7,18 @@ pass; the logged weights are 1 / (T - 2 trim), the share of each kept value.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
-from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting, param
+from mtcli.weightings.base import MAX_ITERATIONS, RowsWeighting
 
 
 @dataclasses.dataclass
 class TrimmedMean(RowsWeighting):
     name = "trimmed-mean"
-    trim: int = param(1, low=0, high=MAX_ITERATIONS)
+    trim: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 1
 
     def combine_rows(self, rows, out, tasks, gram, losses):
         from mtcli.weightings import kernel
