@@ -4,7 +4,7 @@ from pathlib import Path
 
 import typer
 
-from mtcli.train.config import TrainConfig, field_of_flag
+from mtcli.train.config import PHASE_LR, TrainConfig, field_of_flag
 
 EPILOG = """Examples:
 
@@ -44,7 +44,7 @@ def train(
     task_weights: str = typer.Option(None, "--task-weights", help="Fixed per-task gradient weights for --combine "
                                      "weighted, e.g. sst=0.5,para=1,sts=1"),
     upsample: str = typer.Option(None, help="Integer repeat factors per dataset, e.g. sst=3,para=1,sts=4"),
-    phase: str = typer.Option(TrainConfig.phase, help="pretrain (frozen encoder, heads only, lr 1e-3) | finetune (all, lr 5e-5)"),
+    phase: str = typer.Option(TrainConfig.phase, help=f"pretrain (frozen encoder, heads only, lr {PHASE_LR['pretrain']:g}) | finetune (all, lr {PHASE_LR['finetune']:g})"),
     tasks: Path = typer.Option(None, "--tasks", help="A TOML task file declaring 1 to 8 tasks (default: the built-in "
                                                      "CS224N tasks sst, para, sts)"),
     pooling: str = typer.Option(TrainConfig.pooling, help="cls | mean"),
@@ -67,7 +67,7 @@ def train(
     distill_embeddings: float = typer.Option(TrainConfig.distill_embeddings, "--distill-embeddings",
                                              help="Weight of an MSE of the student's sentence embeddings to the "
                                                   "teacher's (a learned projection where widths differ; 0: off)"),
-    pretrain_epochs: int = typer.Option(TrainConfig.pretrain_epochs, "--pretrain-epochs", help="Train the heads alone (encoder frozen, lr 1e-3) "
+    pretrain_epochs: int = typer.Option(TrainConfig.pretrain_epochs, "--pretrain-epochs", help=f"Train the heads alone (encoder frozen, lr {PHASE_LR['pretrain']:g}) "
                                         "for the first K epochs, then fine-tune"),
     epochs: int = typer.Option(TrainConfig.epochs, help="Epochs (see the sampler's steps per epoch, printed at start)"),
     batch_size: int = typer.Option(TrainConfig.batch_size, "--batch-size", help="Examples per task batch"),
@@ -77,7 +77,7 @@ def train(
                                          help="Batch rows of similar token length together (about half the padding "
                                               "compute; the same rows per epoch)"),
     lr: float = typer.Option(None, help="Peak learning rate of the encoder (default: by phase)"),
-    head_lr: float = typer.Option(None, "--head-lr", help="Peak learning rate of the task heads (default 1e-3)"),
+    head_lr: float = typer.Option(None, "--head-lr", help=f"Peak learning rate of the task heads (default {PHASE_LR['pretrain']:g})"),
     weight_decay: float = typer.Option(TrainConfig.weight_decay, "--weight-decay"),
     warmup: float = typer.Option(TrainConfig.warmup, help="Fraction of steps with linear warmup"),
     clip: float = typer.Option(TrainConfig.clip, help="Max gradient norm (0 disables clipping)"),
