@@ -41,3 +41,18 @@ def predict_texts(model: MultitaskModel, tokenizer, task: str, texts: Sequence[S
         outputs.append(model.predict(task, out).cpu().numpy())
     predictions = np.concatenate(outputs)[np.argsort(order)]
     return predictions, (loss_sum / len(texts) if labels is not None else None)
+
+
+@torch.no_grad()
+def embed_texts(model: MultitaskModel, tokenizer, sentences: Sequence[str], *, batch_size: int = 64,
+                device: torch.device | str = "cpu") -> np.ndarray:
+    """The encoder's pooled embedding of each sentence (float32), in input order."""
+    model.eval()
+    rows = [(s,) for s in sentences]
+    order = length_order(tokenizer, "single", rows)
+    parts = []
+    for start in range(0, len(order), batch_size):
+        batch = encode(tokenizer, "single", [rows[i] for i in order[start:start + batch_size]])
+        inputs = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
+        parts.append(model.encode("single", inputs).float().cpu().numpy())
+    return np.concatenate(parts)[np.argsort(order)]

@@ -98,19 +98,9 @@ class CheckpointTeacher:
         return predict_texts(self.model, self.tokenizer, task, rows, device=self.device)[0]
 
     def embed(self, sentences: list[str]) -> np.ndarray:
-        import torch
+        from mtcli.model.predict import embed_texts
 
-        from mtcli.core.encoding import encode, length_order
-
-        rows = [(s,) for s in sentences]
-        order = length_order(self.tokenizer, "single", rows)
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(order), 64):
-                batch = encode(self.tokenizer, "single", [rows[i] for i in order[start:start + 64]])
-                inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-                parts.append(self.model.encode("single", inputs).float().cpu().numpy())
-        return np.concatenate(parts)[np.argsort(order)]
+        return embed_texts(self.model, self.tokenizer, sentences, device=self.device)
 
 
 LoadedTeacher = ExportTeacher | CheckpointTeacher
@@ -292,13 +282,15 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
     embedding of each text): from the run's own labels file (`own`), a sibling run's with the
     same teacher and rows, or the teacher itself. On resume a teacher that changed since it
     labelled the run's rows is refused."""
-    wanted = {task: (unit, rows_digest(teacher_rows(unit))) for unit in units.values() for task in unit.tasks
-              if task in teachers}
+    rows_of = {name: teacher_rows(unit) for name, unit in units.items()
+               if any(task in teachers for task in unit.tasks)}
+    wanted = {task: (unit, rows_digest(rows_of[name]), rows_of[name]) for name, unit in units.items()
+              for task in unit.tasks if task in teachers}
     taught = {task: tasks[task] for task in wanted}
     found: dict[str, Labels] = {}
     if own is not None and own.is_file():
         for name, labels in read_labels(own, taught).items():
-            unit, rows = wanted[name]
+            unit, rows, _ = wanted[name]
             if labels.rows != rows or len(labels.values) != len(unit) or (embeddings and labels.embeddings is None):
                 continue
             if labels.teacher != teachers[name].digest:
@@ -342,7 +334,7 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
             teacher = teachers[group[0]]
             model = teacher.load(device)
             for name in group:
-                rows = teacher_rows(wanted[name][0])
+                rows = wanted[name][2]
                 bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(rows))
                 parts = []
                 for start in range(0, len(rows), WINDOW):
