@@ -83,6 +83,29 @@ class ProgressLines:
         self.last = now
 
 
+class CountLines:
+    """Where no bar shows: a line every `every` seconds about a counted job that runs before the
+    steps (a teacher labelling rows): what, how many of how many, per second, the time left."""
+
+    def __init__(self, console, every: float):
+        self.console, self.every = console, every
+        self.what, self.total, self.done, self.started, self.last = "", 0, 0, 0.0, 0.0
+
+    def start(self, what: str, total: int) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.started = self.last = time.perf_counter()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if self.console.is_terminal or now - self.last < self.every or self.done >= self.total:
+            return
+        rate = self.done / max(now - self.started, 1e-9)
+        self.console.print(f"{self.what}: {self.done:,}/{self.total:,}  {rate:.0f}/s  eta "
+                           f"{duration((self.total - self.done) / max(rate, 1e-9))}", highlight=False)
+        self.last = now
+
+
 def duration(seconds: float) -> str:
     """1h02m, 3m05s, 42s."""
     seconds = int(seconds)

@@ -31,6 +31,7 @@ from mtcli.core.fileio import atomic_path, check_regular, parse_json, read_array
 from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
+from mtcli.train.progress import CountLines
 from mtcli.train.units import Unit
 
 FORMAT = "mtcli-teacher-labels/1"
@@ -277,11 +278,11 @@ def teacher_rows(unit: Unit) -> list[tuple[str, ...]]:
 
 def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], *, device: str,
                 console: Console, own: Path | None = None, siblings: list[Path] = (),
-                resuming: bool = False, embeddings: bool = False) -> dict[str, Labels]:
+                resuming: bool = False, embeddings: bool = False, every: float = 30.0) -> dict[str, Labels]:
     """Each taught task's predictions over its unit's rows (and with `embeddings` the teacher's
     embedding of each text): from the run's own labels file (`own`), a sibling run's with the
     same teacher and rows, or the teacher itself. On resume a teacher that changed since it
-    labelled the run's rows is refused."""
+    labelled the run's rows is refused. `every`: seconds between progress lines where no bar shows."""
     rows_of = {name: teacher_rows(unit) for name, unit in units.items()
                if any(task in teachers for task in unit.tasks)}
     wanted = {task: (unit, rows_digest(rows_of[name]), rows_of[name]) for name, unit in units.items()
@@ -316,15 +317,16 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
                               f"and rows)", highlight=False)
     missing = [t for t in wanted if t not in found]
     if missing:
-        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings))
+        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every))
     return found
 
 
 def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,
-           console: Console, embeddings: bool) -> dict[str, Labels]:
+           console: Console, embeddings: bool, every: float) -> dict[str, Labels]:
     """The teachers' predictions for `names` (and their embeddings of every distinct text), each
-    teacher loaded once, with progress."""
+    teacher loaded once, with progress (a bar, or lines where no bar shows)."""
     labels = {}
+    lines = CountLines(console, every)
     by_teacher: dict[int, list[str]] = {}
     for name in names:
         by_teacher.setdefault(id(teachers[name]), []).append(name)
@@ -336,26 +338,31 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
             for name in group:
                 rows = wanted[name][2]
                 bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(rows))
+                lines.start(f"teacher {name}: rows labelled", len(rows))
                 parts = []
                 for start in range(0, len(rows), WINDOW):
                     parts.append(model.score(name, rows[start:start + WINDOW]))
                     progress.update(bar, advance=len(parts[-1]))
+                    lines.advance(len(parts[-1]))
                 values = check_predictions(tasks[name], np.concatenate(parts), len(rows), str(teacher.path))
-                vectors = _embed_rows(model, rows, progress, f"{name} embeddings") if embeddings else None
+                vectors = _embed_rows(model, rows, progress, lines, name) if embeddings else None
                 labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values, vectors)
     return labels
 
 
-def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Progress, what: str) -> np.ndarray:
+def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Progress, lines: CountLines,
+                task: str) -> np.ndarray:
     """The teacher's embedding of every text of `rows`, (rows, texts, width), each distinct text embedded once."""
     index: dict[str, int] = {}
     positions = np.array([[index.setdefault(text, len(index)) for text in row] for row in rows], dtype=np.int64)
     sentences = list(index)
-    bar = progress.add_task(what, total=len(sentences))
+    bar = progress.add_task(f"{task} embeddings", total=len(sentences))
+    lines.start(f"teacher {task}: sentences embedded", len(sentences))
     parts = []
     for start in range(0, len(sentences), WINDOW):
         parts.append(model.embed(sentences[start:start + WINDOW]))
         progress.update(bar, advance=len(parts[-1]))
+        lines.advance(len(parts[-1]))
     vectors = np.concatenate(parts)
     if vectors.ndim != 2 or len(vectors) != len(sentences) or not np.isfinite(vectors).all():
         raise UserError(f"the teacher's embeddings are not one finite vector per sentence (shape {vectors.shape})")
@@ -372,7 +379,7 @@ def teach(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Te
     labels = label_units(units, tasks, teachers, device=device, console=console,
                          own=run_dir / TEACHER_LABELS if own else None,
                          siblings=sibling_labels(Path(config.out), run_dir), resuming=resuming,
-                         embeddings=config.distill_embeddings > 0)
+                         embeddings=config.distill_embeddings > 0, every=config.progress_every)
     for task in tasks:
         teacher = teachers.get(task)
         console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else
