@@ -88,6 +88,24 @@ def bounds_of(kind) -> tuple[type, FieldInfo] | None:
     return None
 
 
+@functools.cache
+def _hints_with_bounds(cls) -> dict:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def out_of_bounds(instance) -> tuple[str, str | None, object, str] | None:
+    """The first number of a dataclass instance outside the bounds its field declares: (the field,
+    the key where the field is a mapping or None, the value, the rule); None: all within."""
+    hints = _hints_with_bounds(type(instance))
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        for key, number in value.items() if isinstance(value, dict) else [(None, value)]:
+            problem = bounds_problem(number, hints[f.name])
+            if problem:
+                return f.name, key, number, problem
+    return None
+
+
 def bounds_problem(value, kind) -> str | None:
     """Why a number of the right type lies outside the bounds its annotation declares ("must be
     at least 1"), or None; pydantic checks, the rule says the whole range (and the field's

@@ -9,8 +9,7 @@ transformer layer; what differs is stated once, in FAMILIES, and read by the mod
            types, and one relative position bias table (buckets x heads) shared by all layers
 """
 
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,7 @@ from pydantic import Field
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import read_json
-from mtcli.core.typed import bounds_problem, typed_values
+from mtcli.core.typed import out_of_bounds, typed_values
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 Probability = Annotated[float, Field(ge=0, lt=1)]
@@ -76,11 +75,10 @@ class BertConfig:
     def __post_init__(self):
         if self.model_type not in FAMILIES:
             raise UserError(f"model_type {self.model_type!r} is not supported (mtcli loads {', '.join(FAMILIES)})")
-        hints = typing.get_type_hints(BertConfig, include_extras=True)
-        for f in fields(self):   # each number within its bounds (core/typed.py)
-            problem = bounds_problem(getattr(self, f.name), hints[f.name])
-            if problem:
-                raise UserError(f"{f.name} {getattr(self, f.name)}: {problem}; not a {self.model_type} configuration")
+        found = out_of_bounds(self)   # each number within its bounds (core/typed.py)
+        if found:
+            name, _, number, problem = found
+            raise UserError(f"{name} {number}: {problem}; not a {self.model_type} configuration")
         family = self.family
         if family.token_types != (1 <= self.type_vocab_size <= 1_024):
             raise UserError(f"type_vocab_size {self.type_vocab_size}: a {self.model_type} encoder has "

@@ -7,8 +7,7 @@ types checked (`TrainConfig.from_saved`), since a run folder may come from anyon
 
 import os
 import re
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,7 @@ from mtcli.core.backbones import BACKBONES
 from mtcli.core.errors import UserError, excerpt
 from mtcli.core.data import resolve_data_dir
 from mtcli.core.tasks import Task, check_names, load_task_file, with_encodings
-from mtcli.core.typed import bounds_problem, typed_values
+from mtcli.core.typed import out_of_bounds, typed_values
 from mtcli.run.folder import DERIVED
 from mtcli.train.distillation import Annealing
 from mtcli.train.samplers import parse_sampler
@@ -131,14 +130,11 @@ class TrainConfig:
     def _check_numbers(self, tasks: dict[str, Task]) -> None:
         """Every number within the bounds its field declares (pydantic checks, core/typed.py words
         it), before anything is read or written."""
-        hints = typing.get_type_hints(TrainConfig, include_extras=True)
-        for f in fields(self):
-            value = getattr(self, f.name)
-            for key, number in value.items() if isinstance(value, dict) else [(None, value)]:
-                problem = bounds_problem(number, hints[f.name])
-                if problem:
-                    shown = f"{number:g}" if isinstance(number, float) else number
-                    raise UserError(f"{flag_of(f.name)} {shown if key is None else f'{key}={shown}'}: {problem}")
+        found = out_of_bounds(self)
+        if found:
+            name, key, number, problem = found
+            shown = f"{number:g}" if isinstance(number, float) else number
+            raise UserError(f"{flag_of(name)} {shown if key is None else f'{key}={shown}'}: {problem}")
         if self.task_weights and not any(self.weight(t) > 0 for t in tasks):
             raise UserError("--task-weights: every task weight is 0, so nothing would train: give one a positive weight")
 

@@ -278,14 +278,15 @@ def teacher_rows(unit: Unit) -> list[tuple[str, ...]]:
 
 def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], *, device: str,
                 console: Console, own: Path | None = None, siblings: list[Path] = (),
-                resuming: bool = False, embeddings: bool = False, every: float = 30.0) -> dict[str, Labels]:
+                resuming: bool = False, embeddings: bool = False, every: float) -> dict[str, Labels]:
     """Each taught task's predictions over its unit's rows (and with `embeddings` the teacher's
     embedding of each text): from the run's own labels file (`own`), a sibling run's with the
     same teacher and rows, or the teacher itself. On resume a teacher that changed since it
     labelled the run's rows is refused. `every`: seconds between progress lines where no bar shows."""
     rows_of = {name: teacher_rows(unit) for name, unit in units.items()
                if any(task in teachers for task in unit.tasks)}
-    wanted = {task: (unit, rows_digest(rows_of[name]), rows_of[name]) for name, unit in units.items()
+    digests = {name: rows_digest(rows) for name, rows in rows_of.items()}
+    wanted = {task: (unit, digests[name], rows_of[name]) for name, unit in units.items()
               for task in unit.tasks if task in teachers}
     taught = {task: tasks[task] for task in wanted}
     found: dict[str, Labels] = {}

@@ -8,7 +8,7 @@ import pytest
 from pydantic import Field
 
 from mtcli.core.errors import UserError
-from mtcli.core.typed import bounds_problem, has_type, type_name, typed_values
+from mtcli.core.typed import bounds_problem, has_type, out_of_bounds, type_name, typed_values
 
 
 @pytest.mark.parametrize("value, kind, fits", [
@@ -75,3 +75,17 @@ def test_typed_values_names_the_source_and_the_field():
     assert typed_values(Settings, {"batch": 1}, "run.json", unknown_ok=True) == {}
     with pytest.raises(UserError, match=r"^run.json: expected an object of Settings fields, found list$"):
         typed_values(Settings, [], "run.json")
+
+
+@dataclass
+class Bounded:
+    epochs: Annotated[int, Field(ge=1)] = 3
+    weights: dict[str, Annotated[float, Field(ge=0)]] = field(default_factory=dict)
+    name: str = "x"
+
+
+def test_out_of_bounds_names_the_first_field_and_a_mappings_key():
+    assert out_of_bounds(Bounded()) is None
+    assert out_of_bounds(Bounded(epochs=0)) == ("epochs", None, 0, "must be at least 1")
+    assert out_of_bounds(Bounded(weights={"a": 1.0, "b": -2.0})) == ("weights", "b", -2.0,
+                                                                      "must be a finite number >= 0")
