@@ -30,10 +30,11 @@ def compare_command(
     from mtcli.core.errors import UserError
     from mtcli.eval.compare import LEVEL, compare
     from mtcli.eval.compare_report import display_table, importances, write_outputs
+    from mtcli.train.config import option_defaults
 
     if not 100 <= resamples <= 1_000_000:
         raise UserError(f"--resamples {resamples}: must be between 100 and 1000000")
-    recipes, comparisons, unfinished = compare(folders, resamples=resamples, seed=seed)
+    recipes, comparisons, unfinished = compare(folders, resamples=resamples, seed=seed, defaults=option_defaults())
     target = out.resolve()
     for run in [r for recipe in recipes for r in recipe.runs] + unfinished:
         if target == Path(run.path).resolve() or Path(run.path).resolve() in target.parents:

@@ -99,10 +99,13 @@ def _is_run(path: Path) -> bool:
     return (path / CONFIG).is_file() and (path / EVAL).is_file()
 
 
-def read_run(path: Path, with_predictions: bool) -> Run:
+def read_run(path: Path, with_predictions: bool, defaults: dict | None = None) -> Run:
+    """One finished run's record. `defaults`: each option's default, for the options its
+    config.json lacks (a run written before the option existed trained with its default)."""
     config, evaluation = read_config(path), read_eval(path)
     if config is None or evaluation is None:
         raise UserError(f"{path}: {CONFIG} or {EVAL} is not a JSON object; the run folder is damaged")
+    config = {**(defaults or {}), **config}
     seed = config.get("seed")
     headline, overall = evaluation.get("headline"), evaluation.get("overall")
     if not isinstance(seed, int) or not _number(overall) or not isinstance(headline, dict) \
@@ -184,6 +187,8 @@ def _digits(values: list) -> int:
 def _shown(value, digits: int = 17) -> str:
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    if isinstance(value, list):   # e.g. --teacher PATH[,PATH...]: as the flag takes it
+        return ",".join(_shown(v, digits) for v in value) or "none"
     if isinstance(value, str) and "/" in value:
         return Path(value).name
     if isinstance(value, float):
@@ -229,12 +234,14 @@ def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> 
     return Comparison(other, observed, float(result.confidence_interval.low), float(result.confidence_interval.high), p)
 
 
-def compare(paths: list[Path], *, resamples: int = 1000,
-            seed: int = 0) -> tuple[list[Recipe], list[Comparison], list[Run]]:
+def compare(paths: list[Path], *, resamples: int = 1000, seed: int = 0,
+            defaults: dict | None = None) -> tuple[list[Recipe], list[Comparison], list[Run]]:
     """The recipes of the finished runs under `paths`, best first; the best one against each
     other; the runs left out because they did not train to their end (still running, stopped by
-    a kill, or by a pruner: their `stopped` says why)."""
-    runs = [read_run(path, with_predictions=False) for path in find_runs(paths)]
+    a kill, or by a pruner: their `stopped` says why). `defaults` (train.config.option_defaults:
+    this module sits below training) fills the options an older run's config.json lacks, so an
+    older and a newer run of one recipe are one recipe."""
+    runs = [read_run(path, with_predictions=False, defaults=defaults) for path in find_runs(paths)]
     unfinished = [run for run in runs if not run.finished]
     runs = [run for run in runs if run.finished]
     if not runs:

@@ -7,7 +7,7 @@ types checked (`TrainConfig.from_saved`), since a run folder may come from anyon
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -185,6 +185,13 @@ class TrainConfig:
             return cls(**values)
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
+
+
+def option_defaults() -> dict:
+    """Each option's default as config.json writes it: what a run written before an option
+    existed trained with (an option arrives with the default that keeps the older behaviour)."""
+    return {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+            for f in fields(TrainConfig) if f.init}
 
 
 PATH_FIELDS = ("tasks", "model_dir", "data_dir", "out")

@@ -188,6 +188,33 @@ def test_unfinished_set_aside_and_doubled_runs_are_not_counted(tmp_path):
         compare([running])
 
 
+
+def test_a_run_older_than_an_option_is_one_recipe_with_a_newer_run_at_its_default(tmp_path):
+    """config.json lists the options of the mtcli that wrote it: a run from before distillation
+    has no `teacher`. It trained with the option's default, so it groups with newer runs that
+    write the default, and apart from a run that set the option."""
+    from mtcli.train.config import option_defaults
+
+    defaults = option_defaults()
+    for seed in range(2):
+        _run(tmp_path / "runs", f"old-{seed}", combine="sum", seed=seed, skill=0.6)   # no teacher options
+    for name, seed, teacher in (("new-2", 2, []), ("student-0", 0, ["/teachers/mpnet"]),
+                                ("student-1", 1, ["/teachers/mpnet"])):
+        run, _ = _run(tmp_path / "runs", name, combine="sum", seed=seed, skill=0.62)
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, **{k: defaults[k] for k in (
+            "teacher_annealing", "teacher_temperature", "distill_embeddings")}, "teacher": teacher}))
+    recipes, _, _ = compare([tmp_path / "runs"], resamples=100, defaults=defaults)
+    assert sorted((r.label, sorted(run.path.name for run in r.runs)) for r in recipes) == [
+        ("teacher=mpnet", ["student-0", "student-1"]), ("teacher=none", ["new-2", "old-0", "old-1"])]
+    without, = [r for r in compare([tmp_path / "runs"], resamples=100)[0] if "old-0" in str(r.runs[0].path)]
+    assert len(without.runs) == 2   # without the defaults the old runs are a recipe of their own
+    done = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--resamples", "100")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "compare.csv")))
+    assert sorted(row["recipe"] for row in rows) == ["teacher=mpnet", "teacher=none"]
+
+
 # ---------------------------------------------------------------- run folders from an attacker (#47)
 
 def _two_recipes(folder):
