@@ -63,6 +63,12 @@ def main() -> None:
         print(f"{name}: {len(kept)} of {len(pairs)} SICK + MSRP pairs ({len(pairs) - len(kept)} share a sentence "
               f"with its dev or test split) -> {path}")
         files[name] = [str(path.resolve())]
+    write_task_file(args.out, files)
+
+
+def write_task_file(out: Path, files: dict[str, list[str]]) -> Path:
+    """out/tasks.toml: the built-in task file, its data named by full path, each task in `files`
+    with `unlabeled = [...]` added."""
     text = BUILTIN_TASK_FILE.read_text(encoding="utf-8")
     for split in ("train", "dev", "test"):   # the built-in file names, in the bundled data/ folder
         text = re.sub(rf'^{split} = "([^"]+)"', lambda m: f'{split} = {json.dumps(str(REPO / "data" / m[1]))}', text,
@@ -72,8 +78,10 @@ def main() -> None:
         name = next(line.split("=", 1)[1].strip().strip('"') for line in block.splitlines() if line.startswith("name"))
         if name in files:
             blocks[i] = block.rstrip("\n") + f"\nunlabeled = {json.dumps(files[name])}\n\n"
-    (args.out / "tasks.toml").write_text("[[task]]".join(blocks), encoding="utf-8")
-    print(f"task file: {args.out / 'tasks.toml'} (the built-in tasks, data from {REPO / 'data'})")
+    path = out / "tasks.toml"
+    path.write_text("[[task]]".join(blocks), encoding="utf-8")
+    print(f"task file: {path} (the built-in tasks, data from {REPO / 'data'})")
+    return path
 
 
 if __name__ == "__main__":
