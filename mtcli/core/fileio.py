@@ -26,7 +26,7 @@ import secrets
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -339,18 +339,21 @@ def check_regular(path: str | Path, what: str = "file") -> None:
         raise UserError(f"{path}: {problem}; pass a regular {what}")
 
 
-def read_arrays(path: str | Path, what: str, damaged: Callable[[str], None]) -> tuple[dict, dict]:
+def read_arrays(path: str | Path, what: str, damaged: Callable[[str], None],
+                select: Callable[[dict, list[str]], Iterable[str]] | None = None) -> tuple[dict, dict]:
     """A safetensors file anyone may have written (plain arrays: nothing in it is executed or
-    unpickled): its metadata and every array, as numpy. `damaged(problem)` is called (and
-    raises) where safetensors cannot read it; a missing file raises FileNotFoundError."""
+    unpickled): its metadata and its arrays, as numpy; `select(metadata, names)`: the names of
+    the arrays to read (default: every one; the header is read first, the rest only as chosen).
+    `damaged(problem)` is called (and raises) where safetensors cannot read it; a missing file
+    raises FileNotFoundError."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.numpy import load_file
 
     check_regular(path, what)
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            metadata = fh.metadata() or {}
-        return metadata, load_file(str(path))
+            metadata, names = fh.metadata() or {}, list(fh.keys())
+            chosen = names if select is None else [n for n in dict.fromkeys(select(metadata, names)) if n in names]
+            return metadata, {name: fh.get_tensor(name) for name in chosen}
     except FileNotFoundError:
         raise
     except (SafetensorError, OSError, ValueError) as e:

@@ -223,28 +223,38 @@ def as_stored(embeddings: np.ndarray) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
-def read_labels(path: Path, tasks: dict[str, Task]) -> dict[str, Labels]:
+def read_labels(path: Path, tasks: dict[str, Task], accept=None) -> dict[str, Labels]:
     """A teacher-labels file's entries for `tasks` (by name), each checked against its task;
-    UserError if the file is damaged."""
+    UserError if the file is damaged. `accept(name, entry)`: whether an entry is wanted, from
+    its header alone (teacher, rows, source, count, embeddings: whether it holds them); only
+    the wanted entries' arrays are read (another run's file may hold many)."""
     def damaged(what: str):
         raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: move it away to label again")
 
-    metadata, arrays = read_arrays(path, "teacher labels", damaged)
-    if metadata.get("format") != FORMAT:
-        damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
-    try:
-        entries = parse_json(metadata.get("entries", ""))
-    except ValueError as e:
-        damaged(f"its entries cannot be read ({str(e)[:120]})")
-    if not isinstance(entries, dict):
-        damaged("its entries are not an object")
+    entries: dict = {}
+
+    def select(metadata: dict, names: list[str]) -> list[str]:
+        if metadata.get("format") != FORMAT:
+            damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
+        try:
+            found = parse_json(metadata.get("entries", ""))
+        except ValueError as e:
+            damaged(f"its entries cannot be read ({str(e)[:120]})")
+        if not isinstance(found, dict):
+            damaged("its entries are not an object")
+        for name, entry in found.items():
+            if name not in tasks:
+                continue
+            if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
+                    and isinstance(entry.get("count"), int) and name in names):
+                damaged(f"entry {excerpt(name)}")
+            if accept is None or accept(name, {**entry, "embeddings": f"embed:{name}" in names}):
+                entries[name] = entry
+        return [array for name in entries for array in (name, f"embed:{name}")]
+
+    _, arrays = read_arrays(path, "teacher labels", damaged, select)
     found = {}
     for name, entry in entries.items():
-        if name not in tasks:
-            continue
-        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
-                and isinstance(entry.get("count"), int) and name in arrays):
-            damaged(f"entry {excerpt(name)}")
         values = check_predictions(tasks[name], arrays[name], entry["count"], str(path))
         embeddings = arrays.get(f"embed:{name}")
         if embeddings is not None:
@@ -302,20 +312,23 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
                                     f"restore it to resume exactly, or start a new run")
                 continue
             found[name] = labels
+
+    def fits(name: str, entry: dict) -> bool:   # a sibling's entry: the same teacher and rows
+        return (entry["rows"] == wanted[name][1] and entry["teacher"] == teachers[name].digest
+                and entry["count"] == len(wanted[name][0]) and (entry["embeddings"] or not embeddings))
+
     for sibling in siblings:
         missing = [t for t in wanted if t not in found]
         if not missing:
             break
         try:
-            candidates = read_labels(sibling, {t: taught[t] for t in missing})
+            candidates = read_labels(sibling, {t: taught[t] for t in missing}, accept=fits)
         except UserError:
             continue   # another run's damaged file: label afresh
         for name, labels in candidates.items():
-            if labels.rows == wanted[name][1] and labels.teacher == teachers[name].digest \
-                    and len(labels.values) == len(wanted[name][0]) and (labels.embeddings is not None or not embeddings):
-                found[name] = labels
-                console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
-                              f"and rows)", highlight=False)
+            found[name] = labels
+            console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
+                          f"and rows)", highlight=False)
     missing = [t for t in wanted if t not in found]
     if missing:
         found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every))

@@ -115,6 +115,32 @@ def test_a_second_run_reuses_its_siblings_labels(tmp_path, tiny_model_dir, tiny_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+
+def test_a_siblings_file_is_read_only_for_the_entries_that_fit(tmp_path):
+    """Another run's labels file may hold many tasks' labels and embeddings: its header decides
+    which entries fit, and only theirs are read (a damaged entry that does not fit is never read)."""
+    from mtcli.train.teacher import Labels, write_labels
+
+    tasks = builtin()
+    sst = np.full((4, 5), 0.2, dtype=np.float32)
+    sts = np.array([0.5, 6.0, 2.0], dtype=np.float32)   # 6.0 leaves [0, 5]: read, this entry is refused
+    path = write_labels(tmp_path / TEACHER_LABELS, {
+        "sst": Labels("t" * 64, "r" * 64, "/teacher", sst, np.ones((4, 1, 8), dtype=np.float32)),
+        "sts": Labels("t" * 64, "other", "/teacher", sts)})
+    seen_entries = []
+
+    def fits(name, entry):
+        seen_entries.append((name, entry["count"], entry["embeddings"]))
+        return entry["rows"] == "r" * 64
+
+    labels = read_labels(path, {"sst": tasks["sst"], "sts": tasks["sts"]}, accept=fits)
+    assert sorted(seen_entries) == [("sst", 4, True), ("sts", 3, False)]
+    assert list(labels) == ["sst"] and labels["sst"].embeddings.shape == (4, 1, 8)
+    np.testing.assert_array_equal(labels["sst"].values, sst)
+    with pytest.raises(UserError, match="leave"):   # read whole, the damaged entry is found
+        read_labels(path, {"sst": tasks["sst"], "sts": tasks["sts"]})
+
+
 def _task_file(tmp_path, names) -> Path:
     """The built-in task file with only `names` (read from --data-dir)."""
     from mtcli.core.tasks import BUILTIN_TASK_FILE
