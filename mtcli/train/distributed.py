@@ -65,6 +65,24 @@ class Distributed:
             return indices
         return indices[(np.arange(len(indices)) // block) % self.world == self.rank]
 
+    def share(self, count: int) -> slice:
+        """This rank's contiguous share of `count` rows (work done once over all ranks, such as a
+        teacher's labelling; gather_shares puts the parts together)."""
+        return slice(self.rank * count // self.world, (self.rank + 1) * count // self.world)
+
+    def gather_shares(self, part: np.ndarray, count: int, device) -> np.ndarray:
+        """Every rank's `part` (its share of `count` rows of one float array), concatenated in rank
+        order, on every rank: what one process computing all the rows would hold (as float32)."""
+        part = np.asarray(part, dtype=np.float32)
+        if not self.enabled:
+            return part
+        sizes = [(r + 1) * count // self.world - r * count // self.world for r in range(self.world)]
+        padded = torch.zeros((max(sizes), *part.shape[1:]), dtype=torch.float32, device=device)
+        padded[:len(part)] = torch.from_numpy(part)
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return np.concatenate([p[:n].cpu().numpy() for p, n in zip(parts, sizes)])
+
     def average_(self, tensors: list[torch.Tensor]) -> None:
         """All-reduce the mean of tensors in place, in one collective (a single tensor goes as is)."""
         if not self.enabled or not tensors:

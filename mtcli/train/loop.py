@@ -70,7 +70,7 @@ class Trainer:
         if self.teachers:   # distillation: each taught task's rows labelled by its teacher, once (teacher.py)
             self.units, self.teacher_labels = teach(self.units, self.tasks, self.teachers, config, self.run_dir,
                                                     str(self.device), self.console, own=run_dir is not None,
-                                                    resuming=init_dir is not None)
+                                                    resuming=init_dir is not None, dist=self.dist)
         if config.distill_embeddings > 0:
             widths = {l.embeddings.shape[-1] for l in self.teacher_labels.values() if l.embeddings is not None}
             self.distiller = EmbeddingDistillation(self.model.encoder.hidden_size, widths).to(self.device)

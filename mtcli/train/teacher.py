@@ -12,7 +12,9 @@ progress. The predictions are kept in the run folder (teacher-labels.safetensors
 task's under the digest of its teacher (the files it predicts with) and of the rows it
 labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
 the same --out with the same teacher and rows takes them from its sibling instead of
-labelling again. The file is plain arrays, checked on reading like anything in a run folder.
+labelling again. Under torchrun each process labels its share of the rows and the shares are
+gathered: every rank holds what one process would. The file is plain arrays, checked on
+reading like anything in a run folder.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mtcli.core.fileio import atomic_path, check_regular, parse_json, read_array
 from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
+from mtcli.train.distributed import Distributed
 from mtcli.train.progress import CountLines
 from mtcli.train.units import Unit
 
@@ -288,11 +291,13 @@ def teacher_rows(unit: Unit) -> list[tuple[str, ...]]:
 
 def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], *, device: str,
                 console: Console, own: Path | None = None, siblings: list[Path] = (),
-                resuming: bool = False, embeddings: bool = False, every: float) -> dict[str, Labels]:
+                resuming: bool = False, embeddings: bool = False, every: float,
+                dist: Distributed = Distributed()) -> dict[str, Labels]:
     """Each taught task's predictions over its unit's rows (and with `embeddings` the teacher's
     embedding of each text): from the run's own labels file (`own`), a sibling run's with the
     same teacher and rows, or the teacher itself. On resume a teacher that changed since it
-    labelled the run's rows is refused. `every`: seconds between progress lines where no bar shows."""
+    labelled the run's rows is refused. `every`: seconds between progress lines where no bar shows;
+    `dist`: the processes that share the labelling (torchrun), each its share of every task's rows."""
     rows_of = {name: teacher_rows(unit) for name, unit in units.items()
                if any(task in teachers for task in unit.tasks)}
     digests = {name: rows_digest(rows) for name, rows in rows_of.items()}
@@ -329,16 +334,19 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
             found[name] = labels
             console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
                           f"and rows)", highlight=False)
-    missing = [t for t in wanted if t not in found]
+    # every process labels the same tasks (a sibling's file written between two processes' looks
+    # would otherwise leave one rank labelling alone, waiting for the others)
+    missing = [t for t in wanted if not dist.all_true(t in found, device)]
     if missing:
-        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every))
+        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every, dist))
     return found
 
 
 def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,
-           console: Console, embeddings: bool, every: float) -> dict[str, Labels]:
+           console: Console, embeddings: bool, every: float, dist: Distributed) -> dict[str, Labels]:
     """The teachers' predictions for `names` (and their embeddings of every distinct text), each
-    teacher loaded once, with progress (a bar, or lines where no bar shows)."""
+    teacher loaded once, with progress (a bar, or lines where no bar shows): this process's
+    share of each task's rows, gathered with the other processes' shares."""
     labels = {}
     lines = CountLines(console, every)
     by_teacher: dict[int, list[str]] = {}
@@ -351,15 +359,21 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
             model = teacher.load(device)
             for name in group:
                 rows = wanted[name][2]
-                bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(rows))
-                lines.start(f"teacher {name}: rows labelled", len(rows))
+                split = dist if len(rows) >= dist.world else Distributed()   # fewer rows than processes: each labels all
+                share = rows[split.share(len(rows))]
+                shared = f", {len(share):,} of them in this process of {split.world}" if split.enabled else ""
+                console.print(f"[bold]teacher[/] {name}: {len(rows):,} rows to label{shared}", highlight=False)
+                bar = progress.add_task(f"{name} ({teacher.kind} {teacher.path})", total=len(share))
+                lines.start(f"teacher {name}: rows labelled", len(share))
                 parts = []
-                for start in range(0, len(rows), WINDOW):
-                    parts.append(model.score(name, rows[start:start + WINDOW]))
+                for start in range(0, len(share), WINDOW):
+                    parts.append(model.score(name, share[start:start + WINDOW]))
                     progress.update(bar, advance=len(parts[-1]))
                     lines.advance(len(parts[-1]))
-                values = check_predictions(tasks[name], np.concatenate(parts), len(rows), str(teacher.path))
-                vectors = _embed_rows(model, rows, progress, lines, name) if embeddings else None
+                values = split.gather_shares(np.concatenate(parts), len(rows), device)
+                values = check_predictions(tasks[name], values, len(rows), str(teacher.path))
+                vectors = split.gather_shares(_embed_rows(model, share, progress, lines, name), len(rows), device) \
+                    if embeddings else None
                 labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values, vectors)
     return labels
 
@@ -384,7 +398,8 @@ def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Pro
 
 
 def teach(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Teacher], config, run_dir: Path,
-          device: str, console: Console, *, own: bool, resuming: bool) -> tuple[dict[str, Unit], dict[str, Labels]]:
+          device: str, console: Console, *, own: bool, resuming: bool,
+          dist: Distributed = Distributed()) -> tuple[dict[str, Unit], dict[str, Labels]]:
     """The units with their teachers' predictions (and embeddings, with --distill-embeddings):
     the run's own labels (`own`: the run folder is given, a resume), a sibling run's in --out, or
     labelled now; and the labels, which the run keeps in its folder."""
@@ -393,7 +408,7 @@ def teach(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[str, Te
     labels = label_units(units, tasks, teachers, device=device, console=console,
                          own=run_dir / TEACHER_LABELS if own else None,
                          siblings=sibling_labels(Path(config.out), run_dir), resuming=resuming,
-                         embeddings=config.distill_embeddings > 0, every=config.progress_every)
+                         embeddings=config.distill_embeddings > 0, every=config.progress_every, dist=dist)
     for task in tasks:
         teacher = teachers.get(task)
         console.print(f"[bold]teacher[/] {task}: " + (f"{teacher.path} ({teacher.kind})" if teacher else

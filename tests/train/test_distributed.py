@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
@@ -24,6 +25,7 @@ def _train(tmp_path, tiny_model_dir, name, combine, processes, extra=()):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, *args], capture_output=True, env=env, cwd=REPO, timeout=240)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
+    (tmp_path / f"{name}.stderr").write_bytes(done.stderr)
     return tmp_path / name
 
 
@@ -67,11 +69,18 @@ def test_batch_must_divide_over_processes(tmp_path, tiny_model_dir):
 
 
 def test_two_processes_distil_as_one_process(tmp_path, tiny_model_dir, tiny_export):
-    """Distillation's targets under torchrun: every rank labels the same rows alike, and the
-    ranks' shards of the mixed targets make the single process's step."""
-    teacher = ["--teacher", tiny_export]
+    """Distillation's targets under torchrun: each rank labels its share of the rows, the shares
+    gathered make the single process's labels, and the ranks' shards of the mixed targets make
+    the single process's step."""
+    teacher = ["--teacher", tiny_export, "--distill-embeddings", "1"]   # the embeddings gathered too
     ddp = _train(tmp_path, tiny_model_dir, "ddp-distil", "pcgrad", 2, teacher)
     single = _train(tmp_path, tiny_model_dir, "single-distil", "pcgrad", 1, teacher)
     a, b = load_file(ddp / "last" / "model.safetensors"), load_file(single / "last" / "model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
-    assert (ddp / "teacher-labels.safetensors").is_file()
+    labels, alone = load_file(ddp / "teacher-labels.safetensors"), load_file(single / "teacher-labels.safetensors")
+    assert labels.keys() == alone.keys() == {"sst", "para", "sts", "embed:sst", "embed:para", "embed:sts"}
+    assert all(torch.allclose(labels[k], alone[k], atol=1e-6) for k in labels)
+    log = (tmp_path / "ddp-distil.stderr").read_text()
+    rows = {t: len(alone[t]) for t in ("sst", "para", "sts")}
+    for task in ("sst", "para", "sts"):   # rank 0 labelled its half (rank 1's output is quiet)
+        assert f"teacher {task}: {rows[task]:,} rows to label, {rows[task] // 2:,} of them in this process of 2" in log
