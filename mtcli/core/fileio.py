@@ -419,6 +419,19 @@ def read_json(path: str | Path, what: str):
         raise ValueError(cut(str(e).splitlines()[0], 160)) from None
 
 
+def read_json_object(path: str | Path, what: str, fix: str) -> dict:
+    """A JSON object anyone may have written (an encoder's config.json, a manifest, a run's
+    record): its value, or one UserError naming the file, what is wrong with it and `fix`, what
+    to do ("re-run `mtcli export`")."""
+    try:
+        value = read_json(path, what)
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: not a JSON object; {fix}")
+    return value
+
+
 def read_json_dict(path: Path) -> dict | None:
     """A JSON object mtcli may have written (a run record, a marker), or None when there is none
     that reads as one: missing, special, too large, not JSON, not an object."""

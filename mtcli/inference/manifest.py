@@ -13,7 +13,7 @@ from pathlib import Path
 from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json
+from mtcli.core.fileio import read_json_object
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
 from mtcli.core.tasks import Task, plot_names_of, tasks_from_dicts, test_output_name
 from mtcli.run.folder import EVAL
@@ -73,11 +73,8 @@ def read_manifest(model_dir: str | Path) -> dict:
         raise UserError(f"{model_dir}: exported model folder not found; run `mtcli export` first or pass --model")
     if not path.is_file():
         raise UserError(f"{path}: not found; {model_dir} is not an `mtcli export` folder (run `mtcli export`)")
-    try:
-        manifest = read_json(path, "manifest")
-    except ValueError as e:
-        raise UserError(f"{path}: corrupt manifest ({e}); re-run `mtcli export`") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = read_json_object(path, "manifest", "re-run `mtcli export`")
+    if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtcli ONNX manifest; re-run `mtcli export`")
     if manifest.get("format_version") != FORMAT_VERSION:
         versions = manifest.get("versions") if isinstance(manifest.get("versions"), dict) else {}

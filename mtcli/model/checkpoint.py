@@ -16,7 +16,7 @@ import torch
 
 from mtcli.core.version import __version__
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import atomic_path, read_json, read_json_dict, staged_dir, write_json
+from mtcli.core.fileio import atomic_path, read_json_dict, read_json_object, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
 from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
@@ -100,12 +100,7 @@ def read_meta(ckpt_dir: str | Path) -> dict:
         return {"heads": hf.get("heads"), "tasks": hf.get("tasks")}
     if not path.is_file():
         raise UserError(f"{ckpt_dir}: not an mtcli checkpoint (no mtcli.json); pass the best/ or last/ folder of a run")
-    try:
-        meta = read_json(path, "checkpoint record")
-    except ValueError as e:
-        raise UserError(f"{path}: corrupt ({e}); retrain or pick another checkpoint") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{path}: corrupt (not a JSON object); retrain or pick another checkpoint")
+    meta = read_json_object(path, "checkpoint record", "retrain or pick another checkpoint")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format {meta.get('format')} v{meta.get('format_version')} "
                         f"is not {FORMAT} v{FORMAT_VERSION}; re-train with this mtcli version")

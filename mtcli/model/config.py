@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json
+from mtcli.core.fileio import read_json_object
 from mtcli.core.typed import out_of_bounds, typed_values
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -134,12 +134,7 @@ class BertConfig:
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: not found; expected an HF-layout encoder folder with config.json")
-        try:
-            values = read_json(path, "config.json")
-        except ValueError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(values, dict):
-            raise UserError(f"{path}: expected a JSON object (an HF encoder config)")
+        values = read_json_object(path, "config.json", "an HF encoder folder's config.json is one object of its sizes")
         return cls.from_dict(values, path)
 
     def to_dict(self) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json, recover_dir, write_json, write_text
+from mtcli.core.fileio import read_json_object, recover_dir, write_json, write_text
 from mtcli.core.tasks import REQUIRED_SPLITS
 from mtcli.model.checkpoint import META, TRAINER_STATE, model_state_from, read_meta
 from mtcli.run.folder import CHANGEABLE_ON_RESUME, CONFIG, LAST, METRICS, RECORD, differences
@@ -40,7 +40,8 @@ def resumed(cls, run_dir: str | Path, console: Console | None = None, on_eval=No
     config_path = run_dir / CONFIG
     if not config_path.is_file():
         raise UserError(f"{run_dir}: not a run folder (no config.json); pass the folder `mtcli train` wrote")
-    config = TrainConfig.from_saved(_read_json(config_path), config_path)
+    saved = read_json_object(config_path, "run record", "it was edited or damaged: restore it, or start a new run")
+    config = TrainConfig.from_saved(saved, config_path)
     changed = {k: v for k, v in (settings or {}).items() if getattr(config, k) != v}
     if set(changed) - set(CHANGEABLE_ON_RESUME):
         raise ValueError(f"only {', '.join(CHANGEABLE_ON_RESUME)} may change on resume, not {', '.join(changed)}")
@@ -101,14 +102,6 @@ def truncate_log(path: Path, step: int, console: Console) -> None:
         warn = lambda line: console.print(f"[yellow]note[/] {line}; cut off")  # noqa: E731
         kept = [r for r in read_metrics(path, on_torn=warn) if r.get("step", 0) <= step]
         write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def _read_json(path: Path):
-    try:
-        return read_json(path, "run record")
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e}); it was edited or damaged: restore it, or start a new run") \
-            from None
 
 
 def check_record_matches(record: dict, config: TrainConfig, run_dir: Path) -> None:

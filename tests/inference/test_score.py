@@ -208,7 +208,7 @@ def test_manifest_from_another_version_and_corrupt_graph(tiny_export, tmp_path):
     with pytest.raises(UserError, match="sts.onnx: cannot load the ONNX graph"):
         Scorer(copy, providers=["cpu"]).score("sts", [("a", "b")])  # the cross-encoded sts of the tiny export
     (copy / "manifest.json").write_text("{not json")
-    with pytest.raises(UserError, match="corrupt manifest"):
+    with pytest.raises(UserError, match="manifest.json: not valid JSON"):
         Scorer(copy)
 
 
