@@ -56,7 +56,7 @@ def step_child(teacher: str, steps: int) -> None:
     import mtcli.train.loop as loop
     import mtcli.train.teacher as teacher_module
     from mtcli.train import TrainConfig
-    from mtcli.train.teacher import Labels
+    from mtcli.run.teacher_labels import Labels
 
     def uniform_labels(units, tasks, teachers, **_):
         labels = {}

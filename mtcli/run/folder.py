@@ -11,7 +11,7 @@ files names them from here. Torch-free.
       dev-predictions.safetensors  that epoch's dev predictions, what compare resamples (run/predictions.py)
       report.json, *.png           what `mtcli report` and the evaluation draw
       tracking.json                the MLflow run's id (train/tracking.py)
-      teacher-labels.safetensors   a distilled run's teacher predictions (train/teacher.py)
+      teacher-labels.safetensors   a distilled run's teacher predictions (run/teacher_labels.py)
       best/, last/                 checkpoints (model/checkpoint.py)
 
 What a run is: its options fall in three groups. WHERE it went (name, out) and HOW it computed,

@@ -22,7 +22,7 @@ from mtcli.run.folder import BEST, CONFIG, LAST, METRICS, TEACHER_LABELS
 from mtcli.run.provenance import write_record
 from mtcli.train.recipe import write_recipe
 from mtcli.train.state import Position, trainer_state
-from mtcli.train.teacher import write_labels
+from mtcli.run.teacher_labels import write_labels
 
 
 def open_run_folder(run_dir: Path, config, sources, teacher_labels: dict, *, restart: bool, new: bool, dist,

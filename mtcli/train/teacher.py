@@ -13,8 +13,8 @@ task's under the digest of its teacher (the files it predicts with) and of the r
 labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
 the same --out with the same teacher and rows takes them from its sibling instead of
 labelling again. Under torchrun each process labels its share of the rows and the shares are
-gathered: every rank holds what one process would. The file is plain arrays, checked on
-reading like anything in a run folder.
+gathered: every rank holds what one process would. The file's format, and its checks on
+reading, are mtcli.run.teacher_labels'.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mtcli.core.errors import UserError, excerpt
-from mtcli.core.fileio import atomic_path, check_regular, parse_json, read_arrays, special_file
+from mtcli.core.errors import UserError
+from mtcli.core.fileio import check_regular, special_file
 from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
+from mtcli.run.teacher_labels import Labels, as_stored, check_predictions, read_labels
 from mtcli.train.distributed import Distributed
 from mtcli.train.progress import CountLines
 from mtcli.train.units import Unit
 
-FORMAT = "mtcli-teacher-labels/1"
 WINDOW = 2048     # rows predicted between progress updates
 
 
@@ -185,101 +185,6 @@ def check_teaches(teacher: Teacher, task: Task) -> None:
 
 def rows_digest(rows: list[tuple[str, ...]]) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def check_predictions(task: Task, values: np.ndarray, rows: int, where: str) -> np.ndarray:
-    """A teacher's predictions for `rows` rows of `task`, as the task's users see them: class
-    probabilities (rows, C), P(positive) or a score in the range (rows,); finite."""
-    shape = (rows, len(task.labels)) if task.kind == "multiclass" else (rows,)
-    values = np.asarray(values)
-    if values.shape != shape or not np.issubdtype(values.dtype, np.floating) or not np.isfinite(values).all():
-        raise UserError(f"{where}: task {task.name!r}: the teacher's predictions are not {shape[0]} finite "
-                        f"{'distributions' if len(shape) == 2 else 'numbers'} (shape {values.shape}); the file is "
-                        f"damaged or not mtcli's")
-    low, high = task.range if task.is_regression else (0.0, 1.0)
-    slack = 1e-4 * max(1.0, high - low)
-    if values.min(initial=low) < low - slack or values.max(initial=high) > high + slack:
-        raise UserError(f"{where}: task {task.name!r}: the teacher's predictions leave [{low:g}, {high:g}]; the file "
-                        f"is damaged or not mtcli's")
-    if task.kind == "multiclass" and not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
-        raise UserError(f"{where}: task {task.name!r}: the teacher's class probabilities do not sum to 1; the file "
-                        f"is damaged or not mtcli's")
-    return values.astype(np.float32)
-
-
-# ---------------------------------------------------------------------- the labels file
-
-
-@dataclass
-class Labels:
-    """One task's teacher predictions, and what they were computed from."""
-    teacher: str        # the teacher's digest
-    rows: str           # the rows' digest
-    source: str         # the teacher's folder, as given
-    values: np.ndarray
-    embeddings: np.ndarray | None = None   # (rows, texts, width): the teacher's embedding of each text (--distill-embeddings)
-
-
-def as_stored(embeddings: np.ndarray) -> np.ndarray:
-    """Embeddings as the labels file keeps them (float16, half the bytes), back in float32: a run
-    trains on what a resume reads back."""
-    return np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
-
-
-def read_labels(path: Path, tasks: dict[str, Task], accept=None) -> dict[str, Labels]:
-    """A teacher-labels file's entries for `tasks` (by name), each checked against its task;
-    UserError if the file is damaged. `accept(name, entry)`: whether an entry is wanted, from
-    its header alone (teacher, rows, source, count, embeddings: whether it holds them); only
-    the wanted entries' arrays are read (another run's file may hold many)."""
-    def damaged(what: str):
-        raise UserError(f"{path}: {what}; the file is damaged or not mtcli's: move it away to label again")
-
-    entries: dict = {}
-
-    def select(metadata: dict, names: list[str]) -> list[str]:
-        if metadata.get("format") != FORMAT:
-            damaged(f"format {excerpt(metadata.get('format'))}, expected {FORMAT!r}")
-        try:
-            found = parse_json(metadata.get("entries", ""))
-        except ValueError as e:
-            damaged(f"its entries cannot be read ({str(e)[:120]})")
-        if not isinstance(found, dict):
-            damaged("its entries are not an object")
-        for name, entry in found.items():
-            if name not in tasks:
-                continue
-            if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("teacher", "rows", "source"))
-                    and isinstance(entry.get("count"), int) and name in names):
-                damaged(f"entry {excerpt(name)}")
-            if accept is None or accept(name, {**entry, "embeddings": f"embed:{name}" in names}):
-                entries[name] = entry
-        return [array for name in entries for array in (name, f"embed:{name}")]
-
-    _, arrays = read_arrays(path, "teacher labels", damaged, select)
-    found = {}
-    for name, entry in entries.items():
-        values = check_predictions(tasks[name], arrays[name], entry["count"], str(path))
-        embeddings = arrays.get(f"embed:{name}")
-        if embeddings is not None:
-            if embeddings.ndim != 3 or embeddings.shape[:2] != (entry["count"], len(tasks[name].text)) \
-                    or not np.isfinite(embeddings).all():
-                damaged(f"task {name!r}: its teacher embeddings are not one finite vector per text")
-            embeddings = embeddings.astype(np.float32)
-        found[name] = Labels(entry["teacher"], entry["rows"], entry["source"], values, embeddings)
-    return found
-
-
-def write_labels(path: Path, labels: dict[str, Labels]) -> Path:
-    from safetensors.numpy import save_file
-
-    entries = {name: {"teacher": l.teacher, "rows": l.rows, "source": l.source, "count": len(l.values)}
-               for name, l in labels.items()}
-    arrays = {name: np.ascontiguousarray(l.values) for name, l in labels.items()}
-    arrays.update({f"embed:{name}": l.embeddings.astype(np.float16) for name, l in labels.items()
-                   if l.embeddings is not None})
-    with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata={"format": FORMAT, "entries": json.dumps(entries)})
-    return path
 
 
 # ---------------------------------------------------------------------- labelling a run's units

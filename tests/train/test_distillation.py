@@ -20,7 +20,8 @@ from mtcli.run.folder import TEACHER_LABELS
 from mtcli.train import TrainConfig
 from mtcli.train.distillation import Annealing
 from mtcli.train.loop import Trainer
-from mtcli.train.teacher import Teacher, read_labels
+from mtcli.run.teacher_labels import read_labels
+from mtcli.train.teacher import Teacher
 
 QUIET = Console(quiet=True)
 
@@ -119,7 +120,7 @@ def test_a_second_run_reuses_its_siblings_labels(tmp_path, tiny_model_dir, tiny_
 def test_a_siblings_file_is_read_only_for_the_entries_that_fit(tmp_path):
     """Another run's labels file may hold many tasks' labels and embeddings: its header decides
     which entries fit, and only theirs are read (a damaged entry that does not fit is never read)."""
-    from mtcli.train.teacher import Labels, write_labels
+    from mtcli.run.teacher_labels import Labels, write_labels
 
     tasks = builtin()
     sst = np.full((4, 5), 0.2, dtype=np.float32)
