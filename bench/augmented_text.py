@@ -25,7 +25,8 @@ import math
 import random
 from pathlib import Path
 
-from unlabeled_text import REPO, held_out, write_task_file
+from task_files import builtin_task_file
+from unlabeled_text import REPO, held_out
 
 from mtcli.core.data import read_split
 from mtcli.core.tasks import BUILTIN_TASK_FILE, load_task_file
@@ -84,7 +85,7 @@ def main() -> None:
         print(f"{name}: {len(kept)} variants of {len(rows)} training rows kept ({made} made; {evaluated} hold a "
               f"sentence of its dev or test split, {made - len(kept) - evaluated} repeat a row or a variant) -> {path}")
         files[name] = [str(path.resolve())]
-    write_task_file(args.out, files)
+    builtin_task_file(args.out / "tasks.toml", unlabeled=files)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ JSON-lines files and tasks.toml: the built-in task file, its data named by full 
 import argparse
 import csv
 import json
-import re
 from pathlib import Path
 
 from mtcli.core.data import read_split
 from mtcli.core.tasks import BUILTIN_TASK_FILE, load_task_file
+from task_files import builtin_task_file
 
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL = REPO.parent / "shared" / "data" / "external"
@@ -63,25 +63,7 @@ def main() -> None:
         print(f"{name}: {len(kept)} of {len(pairs)} SICK + MSRP pairs ({len(pairs) - len(kept)} share a sentence "
               f"with its dev or test split) -> {path}")
         files[name] = [str(path.resolve())]
-    write_task_file(args.out, files)
-
-
-def write_task_file(out: Path, files: dict[str, list[str]]) -> Path:
-    """out/tasks.toml: the built-in task file, its data named by full path, each task in `files`
-    with `unlabeled = [...]` added."""
-    text = BUILTIN_TASK_FILE.read_text(encoding="utf-8")
-    for split in ("train", "dev", "test"):   # the built-in file names, in the bundled data/ folder
-        text = re.sub(rf'^{split} = "([^"]+)"', lambda m: f'{split} = {json.dumps(str(REPO / "data" / m[1]))}', text,
-                      flags=re.M)
-    blocks = text.split("[[task]]")
-    for i, block in enumerate(blocks[1:], start=1):
-        name = next(line.split("=", 1)[1].strip().strip('"') for line in block.splitlines() if line.startswith("name"))
-        if name in files:
-            blocks[i] = block.rstrip("\n") + f"\nunlabeled = {json.dumps(files[name])}\n\n"
-    path = out / "tasks.toml"
-    path.write_text("[[task]]".join(blocks), encoding="utf-8")
-    print(f"task file: {path} (the built-in tasks, data from {REPO / 'data'})")
-    return path
+    builtin_task_file(args.out / "tasks.toml", unlabeled=files)
 
 
 if __name__ == "__main__":
