@@ -20,12 +20,11 @@ built-in task file with `unlabeled = [...]`.
 """
 
 import argparse
-import json
 import math
 import random
 from pathlib import Path
 
-from task_files import builtin_task_file
+from task_files import builtin_task_file, write_jsonl
 from unlabeled_text import REPO, held_out
 
 from mtcli.core.data import read_split
@@ -78,10 +77,8 @@ def main() -> None:
                     evaluated += 1
                 elif texts not in originals and texts not in kept:
                     kept[texts] = f"aug-{ex.id}-{len(kept)}"
-        path = args.out / f"{name}-augmented.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            for texts, id_ in kept.items():
-                f.write(json.dumps({task.id: id_, **dict(zip(task.text, texts))}, ensure_ascii=False) + "\n")
+        path = write_jsonl(args.out / f"{name}-augmented.jsonl", [task.id, *task.text],
+                           [(id_, *texts) for texts, id_ in kept.items()])
         print(f"{name}: {len(kept)} variants of {len(rows)} training rows kept ({made} made; {evaluated} hold a "
               f"sentence of its dev or test split, {made - len(kept) - evaluated} repeat a row or a variant) -> {path}")
         files[name] = [str(path.resolve())]

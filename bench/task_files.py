@@ -42,6 +42,15 @@ def builtin_task_file(path: Path, *, only: list[str] | None = None, unlabeled: d
     return path
 
 
+def write_jsonl(path: Path, columns: list[str], rows) -> Path:
+    """Rows (tuples of values, in `columns`' order) as JSON lines: what a task file's
+    `unlabeled = [...]` reads by column name."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(dict(zip(columns, row)), ensure_ascii=False) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the task file to write")

@@ -17,12 +17,11 @@ JSON-lines files and tasks.toml: the built-in task file, its data named by full 
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 from mtcli.core.data import read_split
 from mtcli.core.tasks import BUILTIN_TASK_FILE, load_task_file
-from task_files import builtin_task_file
+from task_files import builtin_task_file, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL = REPO.parent / "shared" / "data" / "external"
@@ -56,10 +55,7 @@ def main() -> None:
     for name in ("para", "sts"):
         seen = held_out(tasks[name])
         kept = [p for p in pairs if p[1].strip() not in seen and p[2].strip() not in seen]
-        path = args.out / f"{name}-pairs.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            for id_, a, b in kept:
-                f.write(json.dumps({"id": id_, "sentence1": a, "sentence2": b}) + "\n")
+        path = write_jsonl(args.out / f"{name}-pairs.jsonl", [tasks[name].id, *tasks[name].text], kept)
         print(f"{name}: {len(kept)} of {len(pairs)} SICK + MSRP pairs ({len(pairs) - len(kept)} share a sentence "
               f"with its dev or test split) -> {path}")
         files[name] = [str(path.resolve())]
