@@ -65,10 +65,11 @@ class Distributed:
             return indices
         return indices[(np.arange(len(indices)) // block) % self.world == self.rank]
 
-    def share(self, count: int) -> slice:
-        """This rank's contiguous share of `count` rows (work done once over all ranks, such as a
-        teacher's labelling; gather_shares puts the parts together)."""
-        return slice(self.rank * count // self.world, (self.rank + 1) * count // self.world)
+    def share(self, count: int, rank: int | None = None) -> slice:
+        """This rank's (or `rank`'s) contiguous share of `count` rows (work done once over all
+        ranks, such as a teacher's labelling; gather_shares puts the parts together)."""
+        rank = self.rank if rank is None else rank
+        return slice(rank * count // self.world, (rank + 1) * count // self.world)
 
     def gather_shares(self, part: np.ndarray, count: int, device) -> np.ndarray:
         """Every rank's `part` (its share of `count` rows of one float array), concatenated in rank
@@ -76,7 +77,7 @@ class Distributed:
         part = np.asarray(part, dtype=np.float32)
         if not self.enabled:
             return part
-        sizes = [(r + 1) * count // self.world - r * count // self.world for r in range(self.world)]
+        sizes = [s.stop - s.start for s in (self.share(count, r) for r in range(self.world))]
         padded = torch.zeros((max(sizes), *part.shape[1:]), dtype=torch.float32, device=device)
         padded[:len(part)] = torch.from_numpy(part)
         parts = [torch.empty_like(padded) for _ in range(self.world)]

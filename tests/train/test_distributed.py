@@ -84,3 +84,16 @@ def test_two_processes_distil_as_one_process(tmp_path, tiny_model_dir, tiny_expo
     rows = {t: len(alone[t]) for t in ("sst", "para", "sts")}
     for task in ("sst", "para", "sts"):   # rank 0 labelled its half (rank 1's output is quiet)
         assert f"teacher {task}: {rows[task]:,} rows to label, {rows[task] // 2:,} of them in this process of 2" in log
+
+
+def test_the_ranks_shares_cover_every_row_once():
+    """A teacher's labelling is split by Distributed.share: every row in exactly one rank's share,
+    in rank order, uneven counts and fewer rows than ranks included."""
+    from mtcli.train.distributed import Distributed
+
+    for world in (1, 2, 3, 8):
+        for count in (0, 1, 5, 10, 33):
+            shares = [Distributed(rank, world).share(count) for rank in range(world)]
+            assert [i for s in shares for i in range(count)[s]] == list(range(count))
+            assert shares == [Distributed(0, world).share(count, rank) for rank in range(world)]
+            assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
