@@ -11,6 +11,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+# Prepended to a `python -c` program: any import of torch fails, so the program proves it runs without it.
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
 def builtin(name: str | None = None, data_dir=None):
     """The built-in CS224N tasks (or one of them), reading from `data_dir` if given."""
     from mtcli.core.tasks import load_task_file

@@ -11,23 +11,13 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import BLOCK_TORCH, REPO
 
 PACKAGE = REPO / "mtcli"
 TORCH_FREE = ("core", "run", "inference", "eval")
 # Only the task declarations and the heads may know a task by name.
 TASK_NAMES = re.compile(r"""["'](sst|para|sts|cfimdb)["']|task(_name)?\s*(==|!=|in)\s*[("'\[]""")
 OWNERS = {PACKAGE / "core" / "tasks.py", PACKAGE / "model" / "heads.py"}
-
-BLOCK_TORCH = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
-"""
-
 
 def test_no_module_branches_on_a_task_name():
     offenders = []

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import BLOCK_TORCH, REPO
 from mtcli.inference.scorer import Scorer
 from mtcli.serve.app import Limits, create_app
 from mtcli.serve.batcher import Batcher, QueueFull
@@ -271,16 +271,6 @@ def test_every_serve_flag_is_bounded(tiny_export, flag, value):
 
 
 # ---------------------------------------------------------------- a real server
-
-BLOCK_TORCH = """
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-sys.meta_path.insert(0, _NoTorch())
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as s:
