@@ -53,23 +53,23 @@ def test_over_long_text_is_truncated_not_refused(tiny_export, tsv, tmp_path):
 
 
 def test_unknown_task(tiny_export, tsv):
-    _one_line_error(run_cli("score", "nli", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", tiny_export), "unknown task 'nli'")
+    _one_line_error(run_cli_here("score", "nli", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", tiny_export), "unknown task 'nli'")
 
 
 def test_corrupt_onnx_and_manifest_version(tiny_export, tsv, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_export, broken)
     (broken / "sts.onnx").write_bytes(b"\x08\x01garbage")
-    _one_line_error(run_cli("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", broken), "sts.onnx: cannot load the ONNX graph")
+    _one_line_error(run_cli_here("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", broken), "sts.onnx: cannot load the ONNX graph")
     old = tmp_path / "old"
     shutil.copytree(tiny_export, old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 0
     manifest["versions"]["mtcli"] = "0.0.1"
     (old / "manifest.json").write_text(json.dumps(manifest))
-    _one_line_error(run_cli("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", old), "manifest.json", "mtcli 0.0.1",
+    _one_line_error(run_cli_here("score", "sts", tsv(b"sentence1\tsentence2\na\tb\n"), "--model", old), "manifest.json", "mtcli 0.0.1",
                     "re-run `mtcli export`")
-    _one_line_error(run_cli("eval", "--onnx", old), "manifest.json")
+    _one_line_error(run_cli_here("eval", "--onnx", old), "manifest.json")
 
 
 def test_missing_and_corrupt_checkpoint(tiny_checkpoint, tmp_path):

@@ -75,7 +75,7 @@ def test_a_pickle_in_the_run_folder_is_not_run(run_copy, tmp_path):
     marker = tmp_path / "pwned"
     with open(run_copy / "last" / TRAINER_STATE, "wb") as fh:
         pickle.dump({"optimizer": _Payload(marker)}, fh)
-    one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
+    one_line_error(run_cli_here("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
     time.sleep(0.2)
     assert not marker.exists(), "resume ran code from the run folder"
 
@@ -90,7 +90,7 @@ def test_a_state_holding_numpy_arrays_is_refused(run_copy):
     state = torch.load(path, weights_only=True)
     state["rng"]["numpy"] = np.random.get_state()
     torch.save(state, path)
-    one_line_error(run_cli("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
+    one_line_error(run_cli_here("train", "--resume", run_copy), TRAINER_STATE, "mtcli does not load it")
 
 
 def test_a_run_folder_without_its_data_record_is_refused(run_copy):
@@ -145,7 +145,7 @@ def test_a_torn_last_line_is_reported_and_cut_on_resume(run_copy):
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert log.read_text() == whole  # the torn line is gone, nothing else
     log.write_text('{"type": "step"}\nnot json\n' + whole)
-    one_line_error(run_cli("report", run_copy), "metrics.jsonl:1:")
+    one_line_error(run_cli_here("report", run_copy), "metrics.jsonl:1:")
 
 
 # ---------------------------------------------------------------- 7. resume from anywhere, data checked
@@ -168,7 +168,7 @@ def test_resume_from_another_directory_reads_the_same_data(tmp_path, tiny_model_
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     with open(folder / "train.tsv", "a") as fh:
         fh.write("extra\tnew row\tspam\n")
-    one_line_error(run_cli("train", "--resume", run, cwd=elsewhere), "train.tsv: changed since the run read it")
+    one_line_error(run_cli_here("train", "--resume", run, cwd=elsewhere), "train.tsv: changed since the run read it")
 
 
 # ---------------------------------------------------------------- 10. SIGTERM saves a resumable run
@@ -221,18 +221,18 @@ def test_damaged_run_folders(run_copy):
     config = run_copy / "config.json"
     saved = config.read_text()
     config.write_text("{not json")
-    one_line_error(run_cli("train", "--resume", run_copy), "config.json: not valid JSON")
+    one_line_error(run_cli_here("train", "--resume", run_copy), "config.json: not valid JSON")
     config.write_text(json.dumps({**json.loads(saved), "epochs": "3"}))
-    one_line_error(run_cli("train", "--resume", run_copy), "config.json: epochs: '3' is not a whole number")
+    one_line_error(run_cli_here("train", "--resume", run_copy), "config.json: epochs: '3' is not a whole number")
     config.write_text(json.dumps({**json.loads(saved), "combine": "upgrad"}))
-    one_line_error(run_cli("train", "--resume", run_copy), "combine is 'upgrad' but", "config.json was edited")
+    one_line_error(run_cli_here("train", "--resume", run_copy), "combine is 'upgrad' but", "config.json was edited")
     config.write_text(json.dumps({**json.loads(saved), "tasks": None}))
-    one_line_error(run_cli("train", "--resume", run_copy), "differs from what", "data.json")
+    one_line_error(run_cli_here("train", "--resume", run_copy), "differs from what", "data.json")
     config.write_text(saved)
     meta = json.loads((run_copy / "best" / "mtcli.json").read_text())
     meta["heads"]["surprise"] = 1
     (run_copy / "best" / "mtcli.json").write_text(json.dumps(meta))
-    one_line_error(run_cli("eval", "--checkpoint", run_copy / "best", "--out", run_copy.parent / "e"),
+    one_line_error(run_cli_here("eval", "--checkpoint", run_copy / "best", "--out", run_copy.parent / "e"),
                     "mtcli.json: heads: surprise: unknown field")
 
 
@@ -280,7 +280,7 @@ def test_a_manifest_longer_than_its_graph(tiny_export, tmp_path):
     manifest["max_length"] = 300  # the tiny model has 256 positions
     (copy / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "in.tsv").write_text("sentence\n" + "word " * 400 + "\n")
-    one_line_error(run_cli("score", "sst", tmp_path / "in.tsv", "--model", copy),
+    one_line_error(run_cli_here("score", "sst", tmp_path / "in.tsv", "--model", copy),
                     "does not take rows of 300 tokens, the manifest's max_length")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import builtin, run_cli
+from conftest import builtin, run_cli, run_cli_here
 from mtcli.core.errors import UserError
 from mtcli.core.metrics import overall, task_metrics
 from mtcli.eval.compare import compare, holm, mean_interval
@@ -142,7 +142,7 @@ def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, 
     assert again.returncode == 0   # its own files: replaced
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "compare.md").write_text("my notes")
-    refused = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "mine")
+    refused = run_cli_here("compare", tmp_path / "runs", "--out", tmp_path / "mine")
     assert refused.returncode == 2 and b"is not a folder `mtcli compare` wrote" in refused.stderr
     assert (tmp_path / "mine" / "compare.md").read_text() == "my notes"
 
@@ -233,7 +233,7 @@ def test_compare_never_writes_through_links_planted_in_out(tmp_path):
     victim.write_text("mine")
     (out / "compare.md").symlink_to(victim)
     (out / "compare-tasks.png").symlink_to(tmp_path / "planted.png")
-    refused = run_cli("compare", runs, "--out", out, "--resamples", "100")
+    refused = run_cli_here("compare", runs, "--out", out, "--resamples", "100")
     assert refused.returncode == 2 and b"compare-tasks.png: is a link" in refused.stderr, refused.stderr
     assert victim.read_text() == "mine" and not (tmp_path / "planted.png").exists()
     assert (out / "compare.md").is_symlink()
@@ -243,7 +243,7 @@ def test_compare_refuses_an_input_run_as_out(tmp_path):
     runs = _two_recipes(tmp_path / "runs")
     before = sorted(p.name for p in (runs / "sum-0").iterdir())
     for out in (runs / "sum-0", runs / "sum-0" / "cmp"):
-        refused = run_cli("compare", runs, "--out", out, "--resamples", "100")
+        refused = run_cli_here("compare", runs, "--out", out, "--resamples", "100")
         assert refused.returncode == 2 and b"one of the runs compared" in refused.stderr, refused.stderr
     assert sorted(p.name for p in (runs / "sum-0").iterdir()) == before
 

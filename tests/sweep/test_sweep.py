@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("optuna")
 
-from conftest import MAIL_TASK, run_cli  # noqa: E402
+from conftest import MAIL_TASK, run_cli, run_cli_here  # noqa: E402
 from mtcli.core.errors import UserError  # noqa: E402
 from mtcli.sweep import study as sweeps  # noqa: E402
 from mtcli.sweep.space import Range, read_space  # noqa: E402
@@ -560,7 +560,7 @@ def test_a_damaged_journal_is_repaired_at_a_torn_tail_and_refused_otherwise(tmp_
                             (b"[" * 100_000 + b"\n", "not a JSON record")):
         lines = good.split(b"\n")
         journal.write_bytes(b"\n".join(lines[:1] + [damage.rstrip(b"\n")] + lines[1:]))
-        result = run_cli("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "d", "--resume")
+        result = run_cli_here("sweep", "ignored.toml", "--out", tmp_path / "sweeps", "--name", "d", "--resume")
         _cli_one_line(result, "study.journal:2: " + message)
 
 

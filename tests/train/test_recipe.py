@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_cli_here
 from mtcli.core.errors import UserError
 from mtcli.run.predictions import FILE as PREDICTIONS, read_dev_predictions
 from mtcli.train import TrainConfig
@@ -96,5 +96,5 @@ def test_every_run_writes_a_recipe_that_trains_it_again(tmp_path, tiny_model_dir
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     a, b = (json.loads((tmp_path / "runs" / n / "config.json").read_text()) for n in "ab")
     assert a.pop("name") == "a" and b.pop("name") == "b" and a == b and a["seed"] == 3 and a["combine"] == "upgrad"
-    refused = run_cli("train", "--config", written, "--resume", tmp_path / "runs" / "a")
+    refused = run_cli_here("train", "--config", written, "--resume", tmp_path / "runs" / "a")
     assert refused.returncode == 2 and b"drop --config" in refused.stderr
