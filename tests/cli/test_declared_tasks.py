@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_cli_here
 
 TASKS = """
 [[task]]
@@ -127,13 +127,13 @@ def test_a_labeled_test_split_gets_metrics(task_file, tiny_model_dir, tmp_path):
 
 
 def test_task_options_name_declared_tasks(task_file, tiny_model_dir, tmp_path):
-    result = run_cli("train", "--tasks", task_file, "--model-dir", tiny_model_dir, "--out", tmp_path,
-                     "--task-weights", "sst=1")
+    result = run_cli_here("train", "--tasks", task_file, "--model-dir", tiny_model_dir, "--out", tmp_path,
+                          "--task-weights", "sst=1")
     assert result.returncode == 2 and "--task-weights names unknown task(s) sst; tasks are answers, spam" in \
         result.stderr.decode()
     bad = task_file.parent / "bad.toml"
     bad.write_text(TASKS.replace('metric = "f1"', 'metric = "pearson"'))
-    result = run_cli("train", "--tasks", bad, "--out", tmp_path)
+    result = run_cli_here("train", "--tasks", bad, "--out", tmp_path)
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1
     assert lines[0].startswith(f"mtcli: error: {bad}: task 'spam': metric: 'pearson' is not a metric of a binary task")
