@@ -29,7 +29,7 @@ def compare_command(
 
     from mtcli.core.errors import UserError
     from mtcli.eval.compare import LEVEL, compare
-    from mtcli.eval.compare_report import display_table, importances, write_outputs
+    from mtcli.eval.compare_report import display_table, importances, task_differences_table, write_outputs
     from mtcli.train.config import option_defaults
 
     if not 100 <= resamples <= 1_000_000:
@@ -62,6 +62,14 @@ def compare_command(
     if comparisons:
         console.print(f"* significant at 0.05 after Holm's correction for {len(comparisons)} comparison(s); "
                       f"paired bootstrap over the dev examples, {resamples} resamples")
+        header, rows = task_differences_table(recipes, comparisons)
+        table = Table(title=f"each task, best minus the others: difference [{LEVEL:.0%} bootstrap interval]",
+                      title_justify="left")
+        for column in header:
+            table.add_column(column, justify="left" if column == header[0] else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     importance = importances(folders)
     if importance:
         console.print(f"parameter importance ({importance.basis()}): "

@@ -8,7 +8,9 @@ comparisons by Holm's step-down method.
 The bootstrap resamples each task's dev examples (independently per task, the same resample for
 every run: the runs are paired by example) and recomputes the difference of the recipes' mean
 overall scores; its p-value is two-sided, (1 + #resamples on the far side of 0) / (1 + #resamples),
-doubled. Everything is read from the named folders only (config.json, eval.json, metrics.jsonl,
+doubled. Each task's headline gets the same bootstrap of its own examples: the difference of the
+recipes' mean headline with its 95% interval (an interval, not a test: the one test per recipe
+is the overall's). Everything is read from the named folders only (config.json, eval.json, metrics.jsonl,
 dev-predictions.safetensors of each run), each value checked. Torch-free.
 """
 
@@ -66,6 +68,7 @@ class Comparison:
     high: float
     p: float
     p_holm: float = math.nan
+    tasks: dict[str, tuple[float, float, float]] = field(default_factory=dict)   # headline: difference, low, high
 
     @property
     def significant(self) -> bool:
@@ -197,7 +200,8 @@ def _shown(value, digits: int = 17) -> str:
 
 
 def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> Comparison:
-    """The difference of the recipes' mean overall scores over bootstrap resamples of the dev examples."""
+    """The difference of the recipes' mean overall scores over bootstrap resamples of the dev
+    examples, and of each task's mean headline over resamples of that task's examples."""
     runs = best.runs + other.runs
     reference = runs[0].predictions
     for run in runs[1:]:
@@ -209,29 +213,45 @@ def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> 
     tasks = list(reference.labels)
     declared = reference.tasks
 
+    def headline(run: Run, task: str, index: np.ndarray) -> float | None:
+        return metric_value(declared[task], declared[task].metric, run.predictions.predictions[task][index],
+                            run.predictions.labels[task][index])
+
     def overall(run: Run, rows: list[np.ndarray]) -> float:
-        values = []
-        for task, index in zip(tasks, rows):
-            metrics = {declared[task].metric: metric_value(declared[task], declared[task].metric,
-                                                           run.predictions.predictions[task][index],
-                                                           run.predictions.labels[task][index])}
-            value = unit_score(declared[task], metrics)
-            if value is not None:
-                values.append(value)
+        values = [unit_score(declared[task], {declared[task].metric: headline(run, task, index)})
+                  for task, index in zip(tasks, rows)]
+        values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else math.nan
 
-    def difference(*rows) -> float:
+    def overall_difference(*rows) -> float:
         rows = [np.asarray(r, dtype=np.int64) for r in rows]
         return float(np.mean([overall(r, rows) for r in best.runs]) - np.mean([overall(r, rows) for r in other.runs]))
 
     every = [np.arange(len(reference.labels[t])) for t in tasks]
-    observed = difference(*every)
-    result = stats.bootstrap(every, difference, n_resamples=resamples, vectorized=False, paired=False,
-                             confidence_level=LEVEL, method="percentile", random_state=np.random.default_rng(seed))
-    draws = result.bootstrap_distribution
+    observed, low, high, draws = _bootstrap(overall_difference, every, resamples, seed)
     far = min(int((draws <= 0).sum()), int((draws >= 0).sum()))
     p = min(1.0, 2 * (far + 1) / (len(draws) + 1))
-    return Comparison(other, observed, float(result.confidence_interval.low), float(result.confidence_interval.high), p)
+    comparison = Comparison(other, observed, low, high, p)
+    for task, rows in zip(tasks, every):
+        def task_difference(index, task=task) -> float:
+            index = np.asarray(index, dtype=np.int64)
+            values = [[headline(r, task, index) for r in recipe.runs] for recipe in (best, other)]
+            if any(v is None for side in values for v in side):   # undefined on this resample (e.g. r of a constant)
+                return math.nan
+            return float(np.mean(values[0]) - np.mean(values[1]))
+
+        if math.isfinite(task_difference(rows)):
+            comparison.tasks[task] = _bootstrap(task_difference, [rows], resamples, seed)[:3]
+    return comparison
+
+
+def _bootstrap(statistic, samples: list[np.ndarray], resamples: int, seed: int):
+    """statistic on the samples; its 95% percentile interval over `resamples` resamples of each
+    sample (independently, with replacement); the resampled values."""
+    result = stats.bootstrap(samples, statistic, n_resamples=resamples, vectorized=False, paired=False,
+                             confidence_level=LEVEL, method="percentile", random_state=np.random.default_rng(seed))
+    return (statistic(*samples), float(result.confidence_interval.low), float(result.confidence_interval.high),
+            result.bootstrap_distribution)
 
 
 def compare(paths: list[Path], *, resamples: int = 1000, seed: int = 0,

@@ -47,6 +47,19 @@ def display_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple
     return header, rows
 
 
+def task_differences_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple[list[str], list[list[str]]]:
+    """Each task's headline, the best recipe's minus each other's: difference [95% bootstrap]."""
+    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+
+    def cell(c: Comparison, task: str) -> str:
+        if task not in c.tasks:   # the task's headline is undefined on these dev examples
+            return "-"
+        difference, low, high = c.tasks[task]
+        return f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+    return ["best minus", *tasks], [[c.other.label, *(cell(c, t) for t in tasks)] for c in comparisons]
+
+
 def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: int) -> str:
     header, rows = display_table(recipes, comparisons)
     lines = [f"Each task's headline and the overall score: mean over seeds ± the half-width of its "
@@ -57,14 +70,22 @@ def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: in
         lines += ["", f"Paired bootstrap over the dev examples ({resamples} resamples of each task's examples, the "
                       f"same for every run); * marks a difference from the best recipe significant at "
                       f"{ALPHA:g} after Holm's correction for {len(comparisons)} comparison(s)."]
+        header, rows = task_differences_table(recipes, comparisons)
+        lines += ["", f"Each task's headline, the best recipe ({recipes[0].label}) minus each other one: the "
+                      f"difference of their means over seeds [{LEVEL:.0%} interval, the same bootstrap of that "
+                      f"task's examples; intervals, not tests].", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def table_rows(recipes: list[Recipe], comparisons: list[Comparison]) -> list[list]:
     """One row per recipe for the CSV (numbers unformatted, empty where undefined)."""
     tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
-    header = ["recipe", "seeds", *(f"{t}{s}" for t in tasks for s in ("_mean", "_ci")), "overall_mean", "overall_ci",
-              "difference", "difference_low", "difference_high", "p", "p_holm", "significant", "runs"]
+    header = ["recipe", "seeds",
+              *(f"{t}{s}" for t in tasks for s in ("_mean", "_ci", "_difference", "_difference_low", "_difference_high")),
+              "overall_mean", "overall_ci", "difference", "difference_low", "difference_high", "p", "p_holm",
+              "significant", "runs"]
     rows = [header]
     against = {id(c.other): c for c in comparisons}
     for recipe in recipes:
@@ -73,6 +94,7 @@ def table_rows(recipes: list[Recipe], comparisons: list[Comparison]) -> list[lis
         for t in tasks:
             mean, half = recipe.tasks.get(t, (None, None))
             cells += [mean if mean is not None else "", half if half is not None else ""]
+            cells += list(c.tasks[t]) if c is not None and t in c.tasks else ["", "", ""]
         cells += [recipe.overall[0], "" if recipe.overall[1] is None else recipe.overall[1]]
         cells += ["", "", "", "", "", ""] if c is None else [c.difference, c.low, c.high, c.p, c.p_holm, c.significant]
         cells.append(" ".join(str(r.path) for r in recipe.runs))
@@ -89,8 +111,10 @@ def as_json(recipes: list[Recipe], comparisons: list[Comparison], resamples: int
                     "seeds": [r.seed for r in recipe.runs], "recipe": json.loads(recipe.runs[0].recipe),
                     "overall": {"mean": recipe.overall[0], "ci": recipe.overall[1]},
                     "tasks": {t: {"mean": m, "ci": h} for t, (m, h) in recipe.tasks.items()},
-                    "versus_best": None if c is None else {"difference": c.difference, "low": c.low, "high": c.high,
-                                                           "p": c.p, "p_holm": c.p_holm, "significant": c.significant}})
+                    "versus_best": None if c is None else {
+                        "difference": c.difference, "low": c.low, "high": c.high, "p": c.p, "p_holm": c.p_holm,
+                        "significant": c.significant,
+                        "tasks": {t: {"difference": d, "low": low, "high": high} for t, (d, low, high) in c.tasks.items()}}})
     return {"format": FORMAT, "level": LEVEL, "resamples": resamples, "seed": seed, "recipes": out}
 
 

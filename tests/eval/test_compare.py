@@ -125,6 +125,20 @@ def test_recipes_over_seeds_and_the_bootstrap_against_a_literal_one(tmp_path):
     assert close.p == pytest.approx(literal_p, abs=0.06)
     assert [close.p_holm, far.p_holm] == holm([close.p, far.p])
 
+    # each task's headline on its own: the difference of the recipes' mean headline (raw: sts is
+    # Pearson r), its interval from resampling that task's examples alone
+    for task in SIZES:
+        assert close.tasks[task][0] == pytest.approx(recipes[0].tasks[task][0] - recipes[1].tasks[task][0])
+
+    def literal_r(p, rows):
+        return np.corrcoef(p["sts"][rows], labels["sts"][rows])[0, 1]
+
+    rng, draws = np.random.default_rng(11), []
+    for _ in range(2000):
+        rows = rng.integers(0, SIZES["sts"], SIZES["sts"])
+        draws.append(np.mean([literal_r(p, rows) for p in runs["upgrad"]]) - np.mean([literal_r(p, rows) for p in runs["sum"]]))
+    assert close.tasks["sts"][1:] == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), abs=0.01)
+
 
 def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, monkeypatch):
     for seed in range(2):
@@ -135,7 +149,13 @@ def test_compare_writes_tables_that_read_back_and_keeps_foreign_files(tmp_path, 
     assert b"combine=sum" in done.stdout and b"*" in done.stdout
     rows = list(csv.reader((tmp_path / "cmp" / "compare.csv").open(newline="")))
     assert rows[0][:2] == ["recipe", "seeds"] and rows[1][0] == "combine=sum" and rows[2][-2] == "True"
-    assert "| combine=mgda | 2 |" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert rows[0][2:7] == ["sst_mean", "sst_ci", "sst_difference", "sst_difference_low", "sst_difference_high"]
+    assert rows[1][4:7] == ["", "", ""] and float(rows[2][5]) < float(rows[2][4]) < float(rows[2][6])
+    markdown = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| combine=mgda | 2 |" in markdown and "| best minus | sst | para | sts |" in markdown
+    versus = json.loads((tmp_path / "cmp" / "compare.json").read_text())["recipes"][1]["versus_best"]
+    assert set(versus["tasks"]) == {"sst", "para", "sts"} and float(rows[2][4]) == versus["tasks"]["sst"]["difference"]
+    assert b"each task, best minus the others" in done.stdout
     for plot in ("compare-overall.png", "compare-tasks.png"):
         assert (tmp_path / "cmp" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = run_cli("compare", tmp_path / "runs", "--out", tmp_path / "cmp", "--resamples", "200")
