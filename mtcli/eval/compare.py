@@ -8,9 +8,9 @@ comparisons by Holm's step-down method.
 The bootstrap resamples each task's dev examples (independently per task, the same resample for
 every run: the runs are paired by example) and recomputes the difference of the recipes' mean
 overall scores; its p-value is two-sided, (1 + #resamples on the far side of 0) / (1 + #resamples),
-doubled. Each task's headline gets the same bootstrap of its own examples: the difference of the
-recipes' mean headline with its 95% interval (an interval, not a test: the one test per recipe
-is the overall's). Everything is read from the named folders only (config.json, eval.json, metrics.jsonl,
+doubled. On the same resamples, each task's headline: the difference of the recipes' mean
+headline with its 95% interval (an interval, not a test: the one test per recipe is the
+overall's). Everything is read from the named folders only (config.json, eval.json, metrics.jsonl,
 dev-predictions.safetensors of each run), each value checked. Torch-free.
 """
 
@@ -201,7 +201,7 @@ def _shown(value, digits: int = 17) -> str:
 
 def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> Comparison:
     """The difference of the recipes' mean overall scores over bootstrap resamples of the dev
-    examples, and of each task's mean headline over resamples of that task's examples."""
+    examples, and on the same resamples the difference of each task's mean headline."""
     runs = best.runs + other.runs
     reference = runs[0].predictions
     for run in runs[1:]:
@@ -213,45 +213,38 @@ def paired_bootstrap(best: Recipe, other: Recipe, resamples: int, seed: int) -> 
     tasks = list(reference.labels)
     declared = reference.tasks
 
-    def headline(run: Run, task: str, index: np.ndarray) -> float | None:
-        return metric_value(declared[task], declared[task].metric, run.predictions.predictions[task][index],
-                            run.predictions.labels[task][index])
+    def headlines(run: Run, rows: list[np.ndarray]) -> list[float | None]:
+        return [metric_value(declared[task], declared[task].metric, run.predictions.predictions[task][index],
+                             run.predictions.labels[task][index]) for task, index in zip(tasks, rows)]
 
-    def overall(run: Run, rows: list[np.ndarray]) -> float:
-        values = [unit_score(declared[task], {declared[task].metric: headline(run, task, index)})
-                  for task, index in zip(tasks, rows)]
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else math.nan
+    def overall(values: list[float | None]) -> float:
+        units = [unit_score(declared[task], {declared[task].metric: value}) for task, value in zip(tasks, values)]
+        units = [u for u in units if u is not None]
+        return float(np.mean(units)) if units else math.nan
 
-    def overall_difference(*rows) -> float:
+    def differences(*rows) -> np.ndarray:
+        """[overall, each task's headline]: the best recipe's mean over seeds minus the other's."""
         rows = [np.asarray(r, dtype=np.int64) for r in rows]
-        return float(np.mean([overall(r, rows) for r in best.runs]) - np.mean([overall(r, rows) for r in other.runs]))
+        sides = []
+        for recipe in (best, other):
+            values = [headlines(run, rows) for run in recipe.runs]
+            sides.append([np.mean([overall(v) for v in values]),
+                          *(np.mean([math.nan if v[i] is None else v[i] for v in values]) for i in range(len(tasks)))])
+        return np.asarray(sides[0], dtype=np.float64) - np.asarray(sides[1], dtype=np.float64)
 
     every = [np.arange(len(reference.labels[t])) for t in tasks]
-    observed, low, high, draws = _bootstrap(overall_difference, every, resamples, seed)
+    observed = differences(*every)
+    result = stats.bootstrap(every, differences, n_resamples=resamples, vectorized=False, paired=False,
+                             confidence_level=LEVEL, method="percentile", random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval.low, result.confidence_interval.high   # one per element of differences
+    draws = result.bootstrap_distribution[0]
     far = min(int((draws <= 0).sum()), int((draws >= 0).sum()))
     p = min(1.0, 2 * (far + 1) / (len(draws) + 1))
-    comparison = Comparison(other, observed, low, high, p)
-    for task, rows in zip(tasks, every):
-        def task_difference(index, task=task) -> float:
-            index = np.asarray(index, dtype=np.int64)
-            values = [[headline(r, task, index) for r in recipe.runs] for recipe in (best, other)]
-            if any(v is None for side in values for v in side):   # undefined on this resample (e.g. r of a constant)
-                return math.nan
-            return float(np.mean(values[0]) - np.mean(values[1]))
-
-        if math.isfinite(task_difference(rows)):
-            comparison.tasks[task] = _bootstrap(task_difference, [rows], resamples, seed)[:3]
+    comparison = Comparison(other, float(observed[0]), float(low[0]), float(high[0]), p)
+    for i, task in enumerate(tasks, start=1):
+        if np.isfinite([observed[i], low[i], high[i]]).all():   # else undefined on these examples (r of a constant)
+            comparison.tasks[task] = (float(observed[i]), float(low[i]), float(high[i]))
     return comparison
-
-
-def _bootstrap(statistic, samples: list[np.ndarray], resamples: int, seed: int):
-    """statistic on the samples; its 95% percentile interval over `resamples` resamples of each
-    sample (independently, with replacement); the resampled values."""
-    result = stats.bootstrap(samples, statistic, n_resamples=resamples, vectorized=False, paired=False,
-                             confidence_level=LEVEL, method="percentile", random_state=np.random.default_rng(seed))
-    return (statistic(*samples), float(result.confidence_interval.low), float(result.confidence_interval.high),
-            result.bootstrap_distribution)
 
 
 def compare(paths: list[Path], *, resamples: int = 1000, seed: int = 0,

@@ -72,8 +72,8 @@ def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: in
                       f"{ALPHA:g} after Holm's correction for {len(comparisons)} comparison(s)."]
         header, rows = task_differences_table(recipes, comparisons)
         lines += ["", f"Each task's headline, the best recipe ({recipes[0].label}) minus each other one: the "
-                      f"difference of their means over seeds [{LEVEL:.0%} interval, the same bootstrap of that "
-                      f"task's examples; intervals, not tests].", "",
+                      f"difference of their means over seeds [{LEVEL:.0%} interval on the same resamples; "
+                      f"intervals, not tests].", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
