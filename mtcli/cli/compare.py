@@ -52,24 +52,21 @@ def compare_command(
             shown = escape(shown)   # paths and a log's reason are data, not rich markup
             shown += f" and {len(runs) - 5} more" if len(runs) > 5 else ""
             console.print(f"[yellow]note[/] left out {len(runs)} run(s) {why}: {shown}", highlight=False)
-    header, rows = display_table(recipes, comparisons)
-    table = Table(title=f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds", title_justify="left")
-    for column in header:
-        table.add_column(column, justify="left" if column == "recipe" else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    def table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+        shown = Table(title=title, title_justify="left")
+        for column in header:   # the first column names the recipe; numbers to the right
+            shown.add_column(column, justify="left" if column == header[0] else "right")
+        for row in rows:
+            shown.add_row(*row)
+        return shown
+
+    console.print(table(f"recipes, best first: mean ± {LEVEL:.0%} interval over seeds",
+                        *display_table(recipes, comparisons)))
     if comparisons:
         console.print(f"* significant at 0.05 after Holm's correction for {len(comparisons)} comparison(s); "
                       f"paired bootstrap over the dev examples, {resamples} resamples")
-        header, rows = task_differences_table(recipes, comparisons)
-        table = Table(title=f"each task, best minus the others: difference [{LEVEL:.0%} bootstrap interval]",
-                      title_justify="left")
-        for column in header:
-            table.add_column(column, justify="left" if column == header[0] else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        console.print(table(f"each task, best minus the others: difference [{LEVEL:.0%} bootstrap interval]",
+                            *task_differences_table(recipes, comparisons)))
     importance = importances(folders)
     if importance:
         console.print(f"parameter importance ({importance.basis()}): "

@@ -30,9 +30,14 @@ def interval_text(value: tuple[float, float | None]) -> str:
     return f"{mean:.4f}" if half is None else f"{mean:.4f} ± {half:.4f}"
 
 
+def task_names(recipes: list[Recipe]) -> list[str]:
+    """Every task of the recipes, in the order they first appear."""
+    return list(dict.fromkeys(t for r in recipes for t in r.tasks))
+
+
 def display_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple[list[str], list[list[str]]]:
     """The columns and formatted rows shown to a person (the terminal's table and compare.md)."""
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    tasks = task_names(recipes)
     header = ["recipe", "seeds", *tasks, "overall", "vs best: difference [95% bootstrap]", "p", "p (Holm)"]
     against = {id(c.other): c for c in comparisons}
     rows = []
@@ -49,7 +54,7 @@ def display_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple
 
 def task_differences_table(recipes: list[Recipe], comparisons: list[Comparison]) -> tuple[list[str], list[list[str]]]:
     """Each task's headline, the best recipe's minus each other's: difference [95% bootstrap]."""
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    tasks = task_names(recipes)
 
     def cell(c: Comparison, task: str) -> str:
         if task not in c.tasks:   # the task's headline is undefined on these dev examples
@@ -60,28 +65,28 @@ def task_differences_table(recipes: list[Recipe], comparisons: list[Comparison])
     return ["best minus", *tasks], [[c.other.label, *(cell(c, t) for t in tasks)] for c in comparisons]
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def markdown(recipes: list[Recipe], comparisons: list[Comparison], resamples: int) -> str:
-    header, rows = display_table(recipes, comparisons)
     lines = [f"Each task's headline and the overall score: mean over seeds ± the half-width of its "
              f"{LEVEL:.0%} Student-t interval. Best recipe first.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+             *_markdown_table(*display_table(recipes, comparisons))]
     if comparisons:
         lines += ["", f"Paired bootstrap over the dev examples ({resamples} resamples of each task's examples, the "
                       f"same for every run); * marks a difference from the best recipe significant at "
                       f"{ALPHA:g} after Holm's correction for {len(comparisons)} comparison(s)."]
-        header, rows = task_differences_table(recipes, comparisons)
         lines += ["", f"Each task's headline, the best recipe ({recipes[0].label}) minus each other one: the "
                       f"difference of their means over seeds [{LEVEL:.0%} interval on the same resamples; "
                       f"intervals, not tests].", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+                  *_markdown_table(*task_differences_table(recipes, comparisons))]
     return "\n".join(lines) + "\n"
 
 
 def table_rows(recipes: list[Recipe], comparisons: list[Comparison]) -> list[list]:
     """One row per recipe for the CSV (numbers unformatted, empty where undefined)."""
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    tasks = task_names(recipes)
     header = ["recipe", "seeds",
               *(f"{t}{s}" for t in tasks for s in ("_mean", "_ci", "_difference", "_difference_low", "_difference_high")),
               "overall_mean", "overall_ci", "difference", "difference_low", "difference_high", "p", "p_holm",
@@ -151,7 +156,7 @@ def plot(recipes: list[Recipe], out_dir: Path) -> list[Path]:
     fig.tight_layout()
     paths = [_save(fig, out_dir / "compare-overall.png")]
 
-    tasks = list(dict.fromkeys(t for r in recipes for t in r.tasks))
+    tasks = task_names(recipes)
     panels = [(t, [r.tasks.get(t, (np.nan, None)) for r in recipes]) for t in tasks] + \
              [("overall", [r.overall for r in recipes])]
     labels = [_wrapped(recipe.label) for recipe in recipes]
