@@ -18,14 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mtcli.export.onnx import _quantize, nodes_matching  # noqa: E402
+from mtcli.export.onnx import INT8_FP32_CANDIDATES, _quantize, nodes_matching  # noqa: E402
 from mtcli.eval.evaluate import evaluate_onnx  # noqa: E402
 
 # node-name patterns of the fused BERT graphs (see the Attention / MatMul names in any task graph)
 FAMILIES = {
     "none (all quantized)": [],
-    "ffn_out": [r"/ffn_out/MatMul$"],
-    "ffn_in": [r"/ffn_in/MatMul$"],
+    **{kept: list(patterns) for kept, patterns in INT8_FP32_CANDIDATES.items()},  # what `mtcli export` chooses from
     "attention out": [r"/attention/out/MatMul$"],
     "Attention (qkv)": [r"^Attention_\d+$"],
     "last layer": [r"layers\.5/", r"^Attention_5$"],

@@ -174,10 +174,13 @@ def _check_dynamic_axes(path: Path) -> None:
             raise RuntimeError(f"{path.name}: input {tensor.name} lost its dynamic axes during export ({dims})")
 
 
-# Kept fp32 in the int8 graphs: the feed-forward input projections (384 -> 1536). Measured on the
-# default recipe's checkpoint (BENCHMARKS.md, "int8: which nodes stay fp32"): with every MatMul quantized SST dev
-# accuracy fell 1.27 points; with these six in fp32 every task stays within 0.4 points.
-INT8_FP32_NODES = (r"/ffn_in/MatMul$",)
+# Node families that may stay fp32 in the int8 graphs: one projection between the hidden and the
+# feed-forward width per layer, so each costs the same size and time. Which one keeps accuracy
+# depends on the model (BENCHMARKS.md, "int8: which nodes stay fp32": on the default MiniLM recipe
+# ffn_in kept every task within 0.1 points and ffn_out lost 1.0 on SST; on a single-task MPNet SST
+# model ffn_in lost 3.2 points and ffn_out 0.8), so the export measures each on dev and keeps the
+# better; the first is kept when no dev data is located.
+INT8_FP32_CANDIDATES = {"ffn_in": (r"/ffn_in/MatMul$",), "ffn_out": (r"/ffn_out/MatMul$",)}
 
 
 def nodes_matching(path: Path, patterns) -> list[str]:
@@ -313,8 +316,6 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
                     raise RuntimeError(f"{task}: ONNX head differs from torch by {head_diff:.2e}")
                 tasks[task].update(head_file=head.name, head_inputs=list(PAIR_HEAD_INPUTS), head_parity=head_diff)
             if quantize == "int8":
-                with _quiet():
-                    _quantize(path, staging / graph_file(task, "int8_file"), nodes_matching(path, INT8_FP32_NODES))
                 tasks[task]["int8_file"] = graph_file(task, "int8_file")
         embedding = _export_embedding(model, tokenizer, located, staging, opset, quantize, say)
         tokenizer.save(staging)
@@ -334,11 +335,12 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             "Scored with mtcli, without torch: `mtcli score TASK rows.tsv --model path/to/this/folder`, or in Python "
             "`mtcli.inference.Scorer('path/to/this/folder')`; `manifest.json` lists each task's graph, inputs and "
             "output."]))
-        if quantize == "int8" and evaluate_int8 and located:
-            manifest["int8_dev"] = _int8_report(staging, located, say)
+        if quantize == "int8":
+            measured = located if evaluate_int8 else None
+            if evaluate_int8 and not located:
+                say("  int8 dev change not measured: no dev data located (pass --data-dir or --tasks)")
+            manifest.update(_quantize_int8(staging, manifest, measured, say))
             write_json(staging / MANIFEST, manifest)
-        elif quantize == "int8" and evaluate_int8:
-            say("  int8 dev change not measured: no dev data located (pass --data-dir or --tasks)")
     return manifest
 
 
@@ -374,27 +376,71 @@ def _export_embedding(model: MultitaskModel, tokenizer, tasks: dict[str, Task] |
     entry = {"file": path.name, "inputs": list(graph.names), "output": "embedding", "dim": model.encoder.hidden_size,
              "parity_max_abs_diff": diff, "fused_operators": fused}
     if quantize == "int8":
-        with _quiet():
-            _quantize(path, staging / graph_file(EMBEDDING, "int8_file"), nodes_matching(path, INT8_FP32_NODES))
         entry["int8_file"] = graph_file(EMBEDDING, "int8_file")
     return entry
 
 
-def _int8_report(model_dir: Path, tasks: dict[str, Task], say) -> dict:
-    """Dev metrics of the fp32 and int8 graphs, and their difference (in metric points)."""
+def _quantize_graphs(model_dir: Path, manifest: dict, kept_fp32) -> None:
+    """Write every graph's int8 file (the manifest's `int8_file`), the nodes matching `kept_fp32` left fp32."""
+    for entry in [*manifest["tasks"].values(), manifest["embedding"]]:
+        graph = model_dir / entry["file"]
+        with _quiet():
+            _quantize(graph, model_dir / entry["int8_file"], nodes_matching(graph, kept_fp32))
+
+
+def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | None, say) -> dict:
+    """Quantize every graph keeping one of INT8_FP32_CANDIDATES fp32: with located dev data, the one
+    whose worst task loses least on dev (then the better overall change), each candidate measured
+    and recorded; without, the first. Returns the manifest's int8 fields."""
+    first = next(iter(INT8_FP32_CANDIDATES))
+    _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[first])  # the manifest lists them: reading it needs them
+    if tasks is None:
+        return {"int8_kept_fp32": first}
     from mtcli.eval.evaluate import evaluate_onnx
 
     fp32 = evaluate_onnx(model_dir, tasks=tasks).results
-    int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True).results
-    report = {"fp32": fp32, "int8": int8, "change": {}}
-    for task, spec in read_manifest_tasks(model_dir).items():
-        before, after = fp32["tasks"][task][spec.metric], int8["tasks"][task][spec.metric]
+    specs = read_manifest_tasks(model_dir)
+    measured = {}
+    for kept, patterns in INT8_FP32_CANDIDATES.items():
+        if kept != first:
+            _quantize_graphs(model_dir, manifest, patterns)
+        int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True).results
+        measured[kept] = {"int8": int8, "change": _int8_changes(fp32, int8, specs)}
+        say(f"  int8 with the {kept} MatMuls fp32, dev change in points: " + ", ".join(
+            f"{task} {'undefined' if change is None else f'{100 * change:+.2f}'}"
+            for task, change in measured[kept]["change"].items()))
+    best = _least_loss({kept: m["change"] for kept, m in measured.items()})
+    if best != kept:  # the files on disk are the last candidate's
+        _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[best])
+    for task, spec in specs.items():
+        before, after = fp32["tasks"][task][spec.metric], measured[best]["int8"]["tasks"][task][spec.metric]
         if before is None or after is None:
-            report["change"][task] = None
             say(f"  int8 {task} dev {spec.metric}: undefined on this dev set")
-            continue
-        report["change"][task] = after - before
-        say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * (after - before):+.2f} points)")
+        else:
+            say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * (after - before):+.2f} points)")
+    say(f"  int8 keeps the {best} MatMuls fp32 (its worst task loses least on dev)")
+    report = {"fp32": fp32, "int8": measured[best]["int8"], "change": measured[best]["change"],
+              "candidates": {kept: m["change"] for kept, m in measured.items()}}
+    return {"int8_kept_fp32": best, "int8_dev": report}
+
+
+def _int8_changes(fp32: dict, int8: dict, specs: dict[str, Task]) -> dict:
+    """Each task's headline change (int8 minus fp32; None where undefined) and the overall's."""
+    change = {}
+    for task, spec in specs.items():
+        before, after = fp32["tasks"][task][spec.metric], int8["tasks"][task][spec.metric]
+        change[task] = None if before is None or after is None else after - before
     both = fp32["overall"] is not None and int8["overall"] is not None
-    report["change"]["overall"] = int8["overall"] - fp32["overall"] if both else None
-    return report
+    change["overall"] = int8["overall"] - fp32["overall"] if both else None
+    return change
+
+
+def _least_loss(changes: dict[str, dict]) -> str:
+    """The candidate whose worst task changes least for the worse, then the one whose overall
+    changes least for the worse; the first listed on a tie."""
+    def loss(kept: str) -> tuple[float, float]:
+        change = changes[kept]
+        tasks = [c for task, c in change.items() if task != "overall" and c is not None]
+        return -min(tasks, default=0.0), -(change["overall"] or 0.0)
+
+    return min(changes, key=loss)
