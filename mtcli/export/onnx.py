@@ -406,9 +406,10 @@ def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | Non
             _quantize_graphs(model_dir, manifest, patterns)
         int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True).results
         measured[kept] = {"int8": int8, "change": _int8_changes(fp32, int8, specs)}
+        change = measured[kept]["change"]
         say(f"  int8 with the {kept} MatMuls fp32, dev change in points: " + ", ".join(
-            f"{task} {'undefined' if change is None else f'{100 * change:+.2f}'}"
-            for task, change in measured[kept]["change"].items()))
+            f"{name} {'undefined' if c is None else f'{100 * c:+.2f}'}"
+            for name, c in [*change["tasks"].items(), ("overall", change["overall"])]))
     best = _least_loss({kept: m["change"] for kept, m in measured.items()})
     if best != kept:  # the files on disk are the last candidate's
         _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[best])
@@ -426,21 +427,19 @@ def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | Non
 
 def _int8_changes(fp32: dict, int8: dict, specs: dict[str, Task]) -> dict:
     """Each task's headline change (int8 minus fp32; None where undefined) and the overall's."""
-    change = {}
+    tasks = {}
     for task, spec in specs.items():
         before, after = fp32["tasks"][task][spec.metric], int8["tasks"][task][spec.metric]
-        change[task] = None if before is None or after is None else after - before
+        tasks[task] = None if before is None or after is None else after - before
     both = fp32["overall"] is not None and int8["overall"] is not None
-    change["overall"] = int8["overall"] - fp32["overall"] if both else None
-    return change
+    return {"tasks": tasks, "overall": int8["overall"] - fp32["overall"] if both else None}
 
 
 def _least_loss(changes: dict[str, dict]) -> str:
     """The candidate whose worst task changes least for the worse, then the one whose overall
     changes least for the worse; the first listed on a tie."""
     def loss(kept: str) -> tuple[float, float]:
-        change = changes[kept]
-        tasks = [c for task, c in change.items() if task != "overall" and c is not None]
-        return -min(tasks, default=0.0), -(change["overall"] or 0.0)
+        tasks = [c for c in changes[kept]["tasks"].values() if c is not None]
+        return -min(tasks, default=0.0), -(changes[kept]["overall"] or 0.0)
 
     return min(changes, key=loss)

@@ -33,24 +33,27 @@ def test_the_family_that_loses_least_on_dev_is_kept(tiny_export):
     assert set(report["candidates"]) == set(INT8_FP32_CANDIDATES)
     assert chosen == _least_loss(report["candidates"])
     assert report["change"] == report["candidates"][chosen]
-    for task, change in report["change"].items():
-        if task != "overall":
-            assert change == pytest.approx(report["int8"]["headline"][task] - report["fp32"]["headline"][task])
+    for task, change in report["change"]["tasks"].items():
+        assert change == pytest.approx(report["int8"]["headline"][task] - report["fp32"]["headline"][task])
+    assert report["change"]["overall"] == pytest.approx(report["int8"]["overall"] - report["fp32"]["overall"])
     assert_files_keep(tiny_export, manifest, chosen)
 
 
 def test_worst_task_first_then_overall():
     """The figures measured on real models (BENCHMARKS.md, "int8: which nodes stay fp32")."""
-    minilm = {"ffn_in": {"sst": 0.0009, "para": 0.0040, "sts": -0.0007, "overall": 0.0015},
-              "ffn_out": {"sst": -0.0100, "para": 0.0017, "sts": -0.0006, "overall": -0.0029}}
-    mpnet_sst = {"ffn_in": {"sst": -0.0318, "overall": -0.0318}, "ffn_out": {"sst": -0.0082, "overall": -0.0082}}
+    def change(overall, **tasks):
+        return {"tasks": tasks, "overall": overall}
+
+    minilm = {"ffn_in": change(0.0015, sst=0.0009, para=0.0040, sts=-0.0007),
+              "ffn_out": change(-0.0029, sst=-0.0100, para=0.0017, sts=-0.0006)}
+    mpnet_sst = {"ffn_in": change(-0.0318, sst=-0.0318), "ffn_out": change(-0.0082, sst=-0.0082)}
     assert _least_loss(minilm) == "ffn_in"
     assert _least_loss(mpnet_sst) == "ffn_out"
-    level = {"a": {"sst": -0.01, "sts": 0.0, "overall": -0.005}, "b": {"sst": -0.01, "sts": 0.004, "overall": -0.003}}
+    level = {"a": change(-0.005, sst=-0.01, sts=0.0), "b": change(-0.003, sst=-0.01, sts=0.004)}
     assert _least_loss(level) == "b"  # the same worst task: the better overall
-    assert _least_loss({"a": level["a"], "c": dict(level["a"])}) == "a"  # a tie: the first listed
-    undefined = {"sst": None, "sts": -0.002, "overall": None}  # a metric undefined on a tiny dev set
-    assert _least_loss({"a": {"sst": -0.003, "sts": 0.0, "overall": -0.001}, "u": undefined}) == "u"
+    assert _least_loss({"a": level["a"], "c": change(-0.005, sst=-0.01, sts=0.0)}) == "a"  # a tie: the first listed
+    undefined = change(None, sst=None, sts=-0.002)  # a metric undefined on a tiny dev set
+    assert _least_loss({"a": change(-0.001, sst=-0.003, sts=0.0), "u": undefined}) == "u"
 
 
 @pytest.mark.parametrize("family", list(INT8_FP32_CANDIDATES))
