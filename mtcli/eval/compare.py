@@ -26,6 +26,7 @@ from scipy import stats
 
 from mtcli.core.errors import UserError
 from mtcli.core.metrics import metric_value, unit_score
+from mtcli.core.paths import model_dir_label
 from mtcli.core.typed import has_type
 from mtcli.run.folder import CONFIG, EVAL, METRICS, PREDICTIONS, SET_ASIDE, read_config, read_eval, recipe_key
 from mtcli.run.metrics_log import last_stop, read_metrics
@@ -172,7 +173,7 @@ def group(runs: list[Run]) -> list[Recipe]:
     varying = sorted({k for c in configs for k in c if any(o.get(k) != c.get(k) for o in configs)})
     digits = {k: _digits([c.get(k) for c in configs]) for k in varying}
     for recipe, config in zip(recipes, configs):
-        recipe.label = ", ".join(f"{k.replace('_', '-')}={_shown(config.get(k), digits[k])}" for k in varying) or "all runs"
+        recipe.label = ", ".join(f"{k.replace('_', '-')}={_shown(k, config.get(k), digits[k])}" for k in varying) or "all runs"
         recipe.overall = mean_interval([r.overall for r in recipe.runs])
         tasks = dict.fromkeys(t for r in recipe.runs for t in r.scores)
         recipe.tasks = {t: mean_interval([r.scores[t] for r in recipe.runs if t in r.scores]) for t in tasks}
@@ -187,11 +188,13 @@ def _digits(values: list) -> int:
     return next(d for d in range(4, 18) if len({f"{v:.{d}g}" for v in floats}) == len(floats))
 
 
-def _shown(value, digits: int = 17) -> str:
+def _shown(option: str, value, digits: int = 17) -> str:
+    if option == "model_dir":     # the packaged backbone's name where none was given
+        return model_dir_label(value)
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
     if isinstance(value, list):   # e.g. --teacher PATH[,PATH...]: as the flag takes it
-        return ",".join(_shown(v, digits) for v in value) or "none"
+        return ",".join(_shown(option, v, digits) for v in value) or "none"
     if isinstance(value, str) and "/" in value:
         return Path(value).name
     if isinstance(value, float):
