@@ -45,12 +45,6 @@ def resolve_model_dir(path: str | Path | None) -> Path:
                     f"or a backbone's name ({', '.join(BACKBONES)})")
 
 
-def model_dir_label(model_dir: str | None) -> str:
-    """How a run's --model-dir reads in a table: a backbone's name as it is, the default
-    backbone's for none given, a folder's name."""
-    return DEFAULT_BACKBONE if model_dir is None else Path(model_dir).name
-
-
 def export_manifest(folder: str | Path) -> dict | None:
     """The manifest of a folder `mtcli export` wrote, read leniently (an export by another mtcli
     version is still mtcli's to replace): None unless it names mtcli's export format. Not

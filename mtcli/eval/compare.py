@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from mtcli.core.backbones import DEFAULT_BACKBONE
 from mtcli.core.errors import UserError
 from mtcli.core.metrics import metric_value, unit_score
-from mtcli.core.paths import model_dir_label
 from mtcli.core.typed import has_type
 from mtcli.run.folder import CONFIG, EVAL, METRICS, PREDICTIONS, SET_ASIDE, read_config, read_eval, recipe_key
 from mtcli.run.metrics_log import last_stop, read_metrics
@@ -189,8 +189,8 @@ def _digits(values: list) -> int:
 
 
 def _shown(option: str, value, digits: int = 17) -> str:
-    if option == "model_dir":     # the packaged backbone's name where none was given
-        return model_dir_label(value)
+    if option == "model_dir" and value is None:     # no --model-dir: the packaged backbone
+        return DEFAULT_BACKBONE
     if isinstance(value, dict):
         return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
     if isinstance(value, list):   # e.g. --teacher PATH[,PATH...]: as the flag takes it

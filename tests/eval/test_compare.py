@@ -83,13 +83,14 @@ def test_backbones_are_labeled_by_name_the_default_too(tmp_path):
     """A run on the packaged backbone records model_dir None: labeled by that backbone's name."""
     from mtcli.core.backbones import DEFAULT_BACKBONE
 
-    for name, model_dir in (("minilm", None), ("mpnet", "all-mpnet-base-v2"), ("folder", "/models/my-bert")):
+    for name, model_dir in (("minilm", None), ("mpnet", "all-mpnet-base-v2"), ("folder", "/models/my-bert"),
+                            ("hostile", 5)):   # config.json is anyone's: a number where a path belongs
         run, _ = _run(tmp_path / "runs", name, combine="sum", seed=0, skill=0.6)
         config = json.loads((run / "config.json").read_text())
         (run / "config.json").write_text(json.dumps({**config, "model_dir": model_dir}))
     recipes, _, _ = compare([tmp_path / "runs"], resamples=100, seed=1)
     assert sorted(r.label for r in recipes) == sorted(
-        [f"model-dir={DEFAULT_BACKBONE}", "model-dir=all-mpnet-base-v2", "model-dir=my-bert"])
+        [f"model-dir={DEFAULT_BACKBONE}", "model-dir=all-mpnet-base-v2", "model-dir=my-bert", "model-dir=5"])
 
 
 def test_a_long_label_is_plotted_in_lines_broken_after_its_commas():
