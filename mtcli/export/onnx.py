@@ -411,14 +411,15 @@ def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | Non
             f"{name} {'undefined' if c is None else f'{100 * c:+.2f}'}"
             for name, c in [*change["tasks"].items(), ("overall", change["overall"])]))
     best = _least_loss({kept: m["change"] for kept, m in measured.items()})
-    if best != kept:  # the files on disk are the last candidate's
+    if best != list(INT8_FP32_CANDIDATES)[-1]:  # the files on disk are the last candidate's
         _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[best])
     for task, spec in specs.items():
-        before, after = fp32["tasks"][task][spec.metric], measured[best]["int8"]["tasks"][task][spec.metric]
-        if before is None or after is None:
+        change = measured[best]["change"]["tasks"][task]
+        if change is None:
             say(f"  int8 {task} dev {spec.metric}: undefined on this dev set")
         else:
-            say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * (after - before):+.2f} points)")
+            before, after = fp32["tasks"][task][spec.metric], measured[best]["int8"]["tasks"][task][spec.metric]
+            say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * change:+.2f} points)")
     say(f"  int8 keeps the {best} MatMuls fp32 (its worst task loses least on dev)")
     report = {"fp32": fp32, "int8": measured[best]["int8"], "change": measured[best]["change"],
               "candidates": {kept: m["change"] for kept, m in measured.items()}}
