@@ -339,6 +339,28 @@ def check_regular(path: str | Path, what: str = "file") -> None:
         raise UserError(f"{path}: {problem}; pass a regular {what}")
 
 
+def own_file(path: str | Path, what: str = "file") -> Path:
+    """`path`, a file of a folder mtcli wrote (a run, a checkpoint, an export, an installed
+    backbone), checked as such before it is opened: the entry itself a regular file, never a
+    link (mtcli makes none, so one there was planted: /proc/self/environ behind recipe.toml
+    would be quoted into a model card), a device, FIFO, socket or kernel file. Missing is left
+    to the open that follows (it names the file); anything else is one UserError naming it."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({(e.strerror or type(e).__name__).lower()})") from None
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{path}: is a link, and mtcli makes none in its folders: the {what} was replaced by someone "
+                        f"else; put the real file back (or export / train again)")
+    check_regular(path, what)
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path}: is a folder, not a {what}; put the real file back (or export / train again)")
+    return path
+
+
 def read_arrays(path: str | Path, what: str, damaged: Callable[[str], None],
                 select: Callable[[dict, list[str]], Iterable[str]] | None = None) -> tuple[dict, dict]:
     """A safetensors file anyone may have written (plain arrays: nothing in it is executed or
@@ -382,7 +404,8 @@ def read_document(path: str | Path, what: str, limit: int = DOCUMENT_LIMIT) -> s
     with open_to_read(path, what) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise UserError(f"{path}: larger than {limit // 2**20} MiB; a {what} is far smaller: is this the right file?")
+        size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 2**10} KiB"
+        raise UserError(f"{path}: larger than {size}; a {what} is far smaller: is this the right file?")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -50,6 +50,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, say=lambda line: N
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     check_out_dir(out_dir, checkpoint)
     model, tokenizer, meta = load_checkpoint(checkpoint)
+    card = model_card(checkpoint, model, meta, USAGE)   # its refusals (a damaged run file) before anything is written
     config = model.encoder.config
     with staged_dir(out_dir, hf_files, "an earlier `mtcli export --format hf`") as staging:
         write_json(staging / "config.json", config.to_dict())
@@ -76,7 +77,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, say=lambda line: N
         write_json(staging / HEADS_META, {"format": FORMAT, "mtcli_version": __version__,
                                           "heads": model.head_config.to_dict(),
                                           "tasks": [t.declaration() for t in model.tasks.values()]})
-        write_text(staging / "README.md", model_card(checkpoint, model, meta, USAGE))
+        write_text(staging / "README.md", card)
     say(f"wrote {out_dir}/: the {config.model_type} encoder in HF layout, sentence-transformers modules "
         f"({pooling} pooling), heads.safetensors, README.md")
     return out_dir

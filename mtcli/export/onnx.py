@@ -270,6 +270,10 @@ def versions() -> dict[str, str]:
     return found
 
 
+USAGE = ["Scored with mtcli, without torch: `mtcli score TASK rows.tsv --model path/to/this/folder`, or in Python "
+         "`mtcli.inference.Scorer('path/to/this/folder')`; `manifest.json` lists each task's graph, inputs and output."]
+
+
 def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int = 18, quantize: str | None = None,
            data_dir=None, task_file=None, console=None, evaluate_int8: bool = True) -> dict:
     """Write graphs, tokenizer and manifest into `out_dir` (replaced as a whole on success).
@@ -288,6 +292,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
     check_out_dir(out_dir, checkpoint)
     with staged_dir(out_dir, export_files, "an earlier `mtcli export`") as staging:
         model, tokenizer, meta = load_checkpoint(checkpoint)
+        card = model_card(checkpoint, model, meta, USAGE)   # its refusals (a damaged run file) before any graph
         say(f"checkpoint {checkpoint}")
         located = _located_dev_data(checkpoint, model, data_dir, task_file, say)
         tasks = {}
@@ -323,7 +328,8 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "encoder": {"model_type": model.encoder.config.model_type,
                         "token_types": model.encoder.config.family.token_types,
-                        "parameters": model.encoder.num_parameters()},
+                        "parameters": model.encoder.num_parameters(),
+                        "vocab_size": model.encoder.config.vocab_size},
             "opset": opset, "max_length": tokenizer.max_length,
             "pooling": model.head_config.pooling, "tasks": tasks, "embedding": embedding, "tokenizer": "tokenizer.json",
             "checkpoint": {"path": str(checkpoint.resolve()), "sha256": checkpoint_hash(checkpoint),
@@ -331,10 +337,7 @@ def export(checkpoint: str | Path, out_dir: str | Path = "export", *, opset: int
             "versions": versions(),
         }
         write_json(staging / MANIFEST, manifest)
-        write_text(staging / CARD, model_card(checkpoint, model, meta, [
-            "Scored with mtcli, without torch: `mtcli score TASK rows.tsv --model path/to/this/folder`, or in Python "
-            "`mtcli.inference.Scorer('path/to/this/folder')`; `manifest.json` lists each task's graph, inputs and "
-            "output."]))
+        write_text(staging / CARD, card)
         if quantize == "int8":
             measured = located if evaluate_int8 else None
             if evaluate_int8 and not located:

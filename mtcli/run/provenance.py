@@ -9,14 +9,16 @@ ever read to compare its digest before anything else is done with it.
 """
 
 import hashlib
+import re
 from pathlib import Path
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json_dict, write_json
+from mtcli.core.fileio import own_file, read_json_dict, write_json
 from mtcli.core.tasks import REQUIRED_SPLITS, SPLITS, Task
 from mtcli.run.folder import RECORD
 
 FORMAT = "mtcli-data"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -53,10 +55,27 @@ def write_record(run_dir: Path, record: dict) -> None:
     write_json(run_dir / RECORD, record)
 
 
+def record_teacher_labels(run_dir: Path, digests: dict[str, str]) -> None:
+    """Keep in the run's record the digest of each task's teacher labels as the run wrote them
+    (teacher-labels.safetensors): a resume, or a sibling run, reuses only labels that still match."""
+    record = read_record(run_dir)
+    if record is not None:
+        write_record(run_dir, {**record, "teacher_labels": dict(digests)})
+
+
+def recorded_teacher_labels(run_dir: Path) -> dict[str, str]:
+    """The digests of the teacher labels the run wrote, by task (empty: none recorded, or no record)."""
+    try:
+        record = read_record(run_dir)
+    except UserError:
+        return {}
+    return dict(record.get("teacher_labels", {})) if record is not None else {}
+
+
 def read_record(run_dir: str | Path) -> dict | None:
     """A run's record, checked field by field; None if there is none (a checkpoint copied without
     its run folder)."""
-    path = Path(run_dir) / RECORD
+    path = own_file(Path(run_dir) / RECORD, "run record")
     if not path.exists():
         return None
     record = read_json_dict(path)
@@ -79,6 +98,9 @@ def read_record(run_dir: str | Path) -> dict | None:
     if not isinstance(unlabeled, dict) or not all(isinstance(v, list) for v in unlabeled.values()):
         bad("unlabeled")
     entries += [(f"unlabeled.{task}[{i}]", entry) for task, files in unlabeled.items() for i, entry in enumerate(files)]
+    labels = record.get("teacher_labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) and _SHA256.fullmatch(v) for v in labels.values()):
+        bad("teacher_labels")
     for where, entry in entries:
         if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).is_absolute()
                 and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):

@@ -51,7 +51,11 @@ def read_recipe(path: str | Path) -> tuple[dict, dict[str, int]]:
     """The TrainConfig field values a recipe file sets, each of its field's type, paths resolved
     against the file's folder; and the line of each field's key (for errors about its value)."""
     path = Path(path)
-    text, document = read_toml(path, "recipe file")
+    return recipe_values(path, *read_toml(path, "recipe file"))
+
+
+def recipe_values(path: Path, text: str, document: dict) -> tuple[dict, dict[str, int]]:
+    """`read_recipe` of a recipe already read: its `text` (for line numbers) and TOML `document`."""
     keys, hints = field_keys(), typing.get_type_hints(TrainConfig)
     values, lines = {}, {}
     for key, value in document.items():
