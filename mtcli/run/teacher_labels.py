@@ -2,13 +2,16 @@
 taught task the teacher's predictions of every training row of the task's unit (class
 probabilities, P(positive) or a score in the task's range), and with --distill-embeddings the
 teacher's embedding of each text (float16), each entry under the digests of its teacher and of
-the rows it labelled (what resume and a sibling run check before reusing them). Plain arrays:
+the rows it labelled (what resume and a sibling run check before reusing them); the arrays'
+own digest is kept in the run's record (data.json, run/provenance.py), and labels that no
+longer match it are never reused. Plain arrays:
 nothing in it is executed or unpickled, and every field is checked on reading, since a run
 folder may come from anyone. Torch-free; the labelling itself is mtcli.train.teacher's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,16 @@ class Labels:
     source: str         # the teacher's folder, as given
     values: np.ndarray
     embeddings: np.ndarray | None = None   # (rows, texts, width): the teacher's embedding of each text (--distill-embeddings)
+
+    @property
+    def sha256(self) -> str:
+        """The digest of the arrays as the file stores them (float32 predictions, float16
+        embeddings): what the run's record (data.json) keeps beside the file, so that labels
+        edited after they were written are never trained on."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.values, dtype=np.float32).tobytes())
+        if self.embeddings is not None:
+            digest.update(b"embeddings\0" + np.ascontiguousarray(self.embeddings, dtype=np.float16).tobytes())
+        return digest.hexdigest()
 
 
 def as_stored(embeddings: np.ndarray) -> np.ndarray:

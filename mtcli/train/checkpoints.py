@@ -19,7 +19,7 @@ from mtcli.core.errors import Interrupted, UserError
 from mtcli.core.fileio import write_json
 from mtcli.model.checkpoint import META, read_meta, save_checkpoint
 from mtcli.run.folder import BEST, CONFIG, LAST, METRICS, TEACHER_LABELS
-from mtcli.run.provenance import write_record
+from mtcli.run.provenance import record_teacher_labels, write_record
 from mtcli.train.recipe import write_recipe
 from mtcli.train.state import Position, trainer_state
 from mtcli.run.teacher_labels import write_labels
@@ -47,6 +47,7 @@ def open_run_folder(run_dir: Path, config, sources, teacher_labels: dict, *, res
         write_record(run_dir, sources)
     if teacher_labels:
         write_labels(run_dir / TEACHER_LABELS, teacher_labels)
+        record_teacher_labels(run_dir, {task: labels.sha256 for task, labels in teacher_labels.items()})
 
 
 class Checkpoints:

@@ -29,10 +29,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import check_regular, special_file
+from mtcli.core.fileio import own_file, special_file
 from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
 from mtcli.core.tasks import Task
-from mtcli.run.folder import BEST, TEACHER_LABELS, is_run_dir
+from mtcli.run.folder import BEST, RECORD, TEACHER_LABELS, is_run_dir
+from mtcli.run.provenance import recorded_teacher_labels
 from mtcli.run.teacher_labels import Labels, as_stored, check_predictions, read_labels
 from mtcli.train.distributed import Distributed
 from mtcli.train.progress import CountLines
@@ -69,7 +70,7 @@ class Teacher:
             return sorted({MANIFEST, manifest["tokenizer"], *named})
         from mtcli.model.checkpoint import TRAINER_STATE
 
-        return sorted(p.name for p in self.path.iterdir() if p.is_file() and p.name != TRAINER_STATE)
+        return sorted(p.name for p in self.path.iterdir() if (p.is_file() or p.is_symlink()) and p.name != TRAINER_STATE)
 
     def load(self, device: str) -> "LoadedTeacher":
         """The teacher's model, ready to predict and embed: onnxruntime for an export, torch for a checkpoint."""
@@ -120,8 +121,8 @@ def open_teacher(path: str | Path) -> Teacher:
         problem = special_file(path) or ("is a file" if path.exists() else "not found")
         raise UserError(f"{path}: {problem}; --teacher takes a model folder: an `mtcli export` folder, a checkpoint "
                         f"(a run's best/ or last/) or a run folder")
-    if is_export_dir(path):
-        from mtcli.inference.manifest import read_manifest_tasks
+    if is_export_dir(path) or (path / MANIFEST).exists() or (path / MANIFEST).is_symlink():
+        from mtcli.inference.manifest import read_manifest_tasks   # a damaged manifest: what is wrong with it
 
         return Teacher(path, "export", read_manifest_tasks(path))
     if not (path / META).is_file() and is_run_dir(path) and (path / BEST / META).is_file():
@@ -135,7 +136,7 @@ def open_teacher(path: str | Path) -> Teacher:
 def files_digest(folder: Path, names: list[str]) -> str:
     digest = hashlib.sha256()
     for path in (folder / name for name in names):
-        check_regular(path, "teacher file")
+        own_file(path, "teacher file")   # a link in a teacher's folder is not hashed through
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -211,10 +212,17 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
     taught = {task: tasks[task] for task in wanted}
     found: dict[str, Labels] = {}
     if own is not None and own.is_file():
+        recorded = recorded_teacher_labels(own.parent)
         for name, labels in read_labels(own, taught).items():
             unit, rows, _ = wanted[name]
             if labels.rows != rows or len(labels.values) != len(unit) or (embeddings and labels.embeddings is None):
                 continue
+            if recorded.get(name) != labels.sha256:
+                if resuming and name in recorded:
+                    raise UserError(f"{own}: the teacher's {name} labels were changed since this run wrote them "
+                                    f"(sha256 {recorded[name][:12]}... in {own.parent / RECORD}, now "
+                                    f"{labels.sha256[:12]}...): move the file away to label again, or start a new run")
+                continue   # labels the run's record does not vouch for are labelled again
             if labels.teacher != teachers[name].digest:
                 if resuming:
                     raise UserError(f"{teachers[name].path}: changed since it labelled this run's {name} rows "
@@ -235,7 +243,12 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
             candidates = read_labels(sibling, {t: taught[t] for t in missing}, accept=fits)
         except UserError:
             continue   # another run's damaged file: label afresh
+        vouched = recorded_teacher_labels(sibling.parent)
         for name, labels in candidates.items():
+            if vouched.get(name) != labels.sha256:
+                console.print(f"[yellow]note[/] teacher {name}: the labels of {sibling.parent.name} are not reused: "
+                              f"they do not match the digest its record ({RECORD}) keeps", highlight=False)
+                continue
             found[name] = labels
             console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
                           f"and rows)", highlight=False)
@@ -277,14 +290,14 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
                     lines.advance(len(parts[-1]))
                 values = split.gather_shares(np.concatenate(parts), len(rows), device)
                 values = check_predictions(tasks[name], values, len(rows), str(teacher.path))
-                vectors = split.gather_shares(_embed_rows(model, share, progress, lines, name), len(rows), device) \
-                    if embeddings else None
+                vectors = split.gather_shares(_embed_rows(model, share, progress, lines, name, teacher.path),
+                                              len(rows), device) if embeddings else None
                 labels[name] = Labels(teacher.digest, wanted[name][1], str(teacher.path), values, vectors)
     return labels
 
 
 def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Progress, lines: CountLines,
-                task: str) -> np.ndarray:
+                task: str, source: Path) -> np.ndarray:
     """The teacher's embedding of every text of `rows`, (rows, texts, width), each distinct text embedded once."""
     index: dict[str, int] = {}
     positions = np.array([[index.setdefault(text, len(index)) for text in row] for row in rows], dtype=np.int64)
@@ -298,7 +311,8 @@ def _embed_rows(model: LoadedTeacher, rows: list[tuple[str, ...]], progress: Pro
         lines.advance(len(parts[-1]))
     vectors = np.concatenate(parts)
     if vectors.ndim != 2 or len(vectors) != len(sentences) or not np.isfinite(vectors).all():
-        raise UserError(f"the teacher's embeddings are not one finite vector per sentence (shape {vectors.shape})")
+        raise UserError(f"{source}: the teacher's embeddings are not one finite vector per sentence (shape "
+                        f"{vectors.shape}); the teacher is damaged: export it again")
     return as_stored(vectors[positions])
 
 
