@@ -223,16 +223,43 @@ def read_split(task: Task, split: str, *, limit: int | None = None, on_error: On
     return Split(task, split, path, examples, skipped, unlabeled=unlabeled, note=table.note)
 
 
-def read_unlabeled(task: Task, *, limit: int | None = None) -> list[Example]:
-    """The rows of the task's unlabeled files (its text columns; a teacher labels them), each
-    `limit` rows at most. A file with a sentence of the task's dev or test split is refused,
-    naming how many of its rows share one: text that is evaluated is never trained on."""
-    held_out: dict[str, str] = {}
+def held_out_texts(task: Task, tokenizer) -> dict[tuple[int, ...], str]:
+    """Every sentence of the task's dev and test splits as the model sees it (`Tokenizer.seen_as`),
+    with the split it is in: what no file that adds training text may hold."""
+    held_out: dict[tuple[int, ...], str] = {}
     for split in ("dev", "test"):
         if task.file(split) is not None:
-            for ex in read_split(task, split).examples:
-                for text in ex.texts:
-                    held_out.setdefault(text, split)
+            texts = [text for ex in read_split(task, split).examples for text in ex.texts]
+            for key in tokenizer.seen_as(texts):
+                if key:
+                    held_out.setdefault(key, split)
+    return held_out
+
+
+def refuse_held_out(task: Task, path: Path, examples: list[Example], held_out: dict, tokenizer) -> None:
+    """A file of training text (an unlabeled or silver file) with a sentence the model would see as
+    one of the task's dev or test sentences is one UserError naming the file, the first such
+    row's line and how many rows share one: text that is evaluated is never trained on."""
+    keys = tokenizer.seen_as([text for ex in examples for text in ex.texts])
+    shared, position = [], 0
+    for ex in examples:
+        splits = [held_out[key] for key in keys[position:position + len(ex.texts)] if key in held_out]
+        position += len(ex.texts)
+        if splits:
+            shared.append((ex, splits[0]))
+    if shared:
+        first, split = shared[0]
+        raise UserError(f"{path}:{first.line}: {len(shared)} of its {len(examples)} rows share a sentence with task "
+                        f"{excerpt(task.name)}'s dev or test split as the model sees it (case, accents and spacing "
+                        f"aside; this one: its {split} split); text that is evaluated must not be trained on: remove "
+                        f"those rows")
+
+
+def read_unlabeled(task: Task, tokenizer, *, limit: int | None = None) -> list[Example]:
+    """The rows of the task's unlabeled files (its text columns; a teacher labels them), each
+    `limit` rows at most. A file with a sentence of the task's dev or test split, as `tokenizer`
+    reads it, is refused (refuse_held_out)."""
+    held_out = held_out_texts(task, tokenizer)
     rows: list[Example] = []
     for file in task.unlabeled:
         path = Path(file)
@@ -243,13 +270,7 @@ def read_unlabeled(task: Task, *, limit: int | None = None) -> list[Example]:
         with open_binary(path) if file_format(path) != "parquet" else contextlib.nullcontext() as stream:
             table = open_table(path, stream, quoting=task.quoting, columns=columns, reads=set(columns).__contains__)
             examples, _, _ = parse_rows(task, table, labeled=False, limit=limit)
-        shared = [ex for ex in examples if any(text in held_out for text in ex.texts)]
-        if shared:
-            first = shared[0]
-            split = next(held_out[t] for t in first.texts if t in held_out)
-            raise UserError(f"{path}:{first.line}: {len(shared)} of its {len(examples)} rows share a sentence with task "
-                            f"{excerpt(task.name)}'s dev or test split (this one: its {split} split); text that is "
-                            f"evaluated must not be trained on: remove those rows")
+        refuse_held_out(task, path, examples, held_out, tokenizer)
         rows.extend(examples)
     return rows
 

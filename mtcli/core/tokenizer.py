@@ -35,6 +35,33 @@ class Tokenizer:
         backend.no_padding()
         backend.enable_truncation(max_length=max_length, strategy="longest_first")
         self._counter = None  # an untruncated copy of the backend, to count the tokens of long texts
+        self.id_limit: int | None = None   # the encoder's vocab_size, once check_vocabulary knows it
+        self._source: Path | None = None
+
+    def check_vocabulary(self, vocab_size: int, source: str | Path) -> None:
+        """Every token this tokenizer gives is a row of the encoder's embedding table of
+        `vocab_size` (`source`: the file that says so): the vocabulary's ids now, and each batch
+        encode makes (a post-processor may add ids of its own). A tokenizer of another model is
+        one UserError, never an IndexError in the embedding lookup."""
+        ids = self.backend.get_vocab(with_added_tokens=True).values()
+        highest = max(ids, default=-1)
+        if highest >= vocab_size:
+            raise UserError(f"{source}: vocab_size is {vocab_size:,}, but the tokenizer has token id {highest:,}: "
+                            f"tokenizer and encoder are not one model")
+        self.id_limit, self._source = vocab_size, Path(source)
+
+    def seen_as(self, texts: Sequence[str]) -> list[tuple[int, ...]]:
+        """Each text as the model reads it: its token ids after the tokenizer's normalisation (case
+        and accents for an uncased vocabulary, spacing always), cut to max_length, without
+        special tokens. Two texts with one key are one input to the model ("A  DOG." and "a
+        dog." for an uncased BERT)."""
+        encodings = self.backend.encode_batch([self.clip(t) for t in texts], add_special_tokens=False)
+        return [tuple(e.ids) for e in encodings]
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        if self.id_limit is not None and ids.size and int(ids.max()) >= self.id_limit:
+            raise UserError(f"{self._source}: vocab_size is {self.id_limit:,}, but the tokenizer gave token id "
+                            f"{int(ids.max()):,}: tokenizer and encoder are not one model")
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, max_length: int = MAX_LENGTH) -> "Tokenizer":
@@ -135,6 +162,7 @@ class Tokenizer:
             batch["input_ids"][row, :n] = e.ids
             batch["attention_mask"][row, :n] = 1
             batch["token_type_ids"][row, :n] = e.type_ids
+        self._check_ids(batch["input_ids"])
         return batch
 
     def lengths(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:

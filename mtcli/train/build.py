@@ -52,6 +52,7 @@ def build(config: TrainConfig, device: torch.device, dist: Distributed, console:
     heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
     tokenizer = Tokenizer.from_dir(model_dir, max_length=heads.max_length)
     encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
+    tokenizer.check_vocabulary(encoder.config.vocab_size, model_dir / "config.json")
     encoder.recompute_activations = config.activation_checkpointing
     model = MultitaskModel(encoder, heads, tasks).to(device)
     train_splits = read_splits(tasks, "train", limit=config.limit)
@@ -59,7 +60,7 @@ def build(config: TrainConfig, device: torch.device, dist: Distributed, console:
     for note in notes(train_splits, dev_splits):
         console.print(f"[yellow]note[/] {note}", highlight=False)
     teachers = teachers_for(config.teacher, tasks) if config.teacher else {}
-    unlabeled = {name: read_unlabeled(task, limit=config.limit) for name, task in tasks.items()
+    unlabeled = {name: read_unlabeled(task, tokenizer, limit=config.limit) for name, task in tasks.items()
                  if task.unlabeled and name in teachers}
     for name in (n for n, t in tasks.items() if t.unlabeled and n not in teachers):
         console.print(f"[yellow]note[/] task {name}: its unlabeled files are read only when a teacher labels them "
