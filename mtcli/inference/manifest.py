@@ -13,7 +13,7 @@ from pathlib import Path
 from mtcli.core.version import __version__
 from mtcli.core.encoding import POOLINGS, encoding_for, input_names
 from mtcli.core.errors import UserError
-from mtcli.core.fileio import read_json_object
+from mtcli.core.fileio import own_file, read_json_object
 from mtcli.core.paths import EXPORT_FORMAT as FORMAT, EXPORT_MANIFEST as MANIFEST, export_manifest
 from mtcli.core.tasks import Task, plot_names_of, tasks_from_dicts, test_output_name
 from mtcli.run.folder import EVAL
@@ -71,6 +71,7 @@ def read_manifest(model_dir: str | Path) -> dict:
     path = model_dir / MANIFEST
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: exported model folder not found; run `mtcli export` first or pass --model")
+    own_file(path, "manifest")
     if not path.is_file():
         raise UserError(f"{path}: not found; {model_dir} is not an `mtcli export` folder (run `mtcli export`)")
     manifest = read_json_object(path, "manifest", "re-run `mtcli export`")
@@ -102,6 +103,7 @@ def validate_manifest(manifest: dict, path: Path) -> None:
         name = need(container, key, str, where)
         if not name or Path(name).name != name or name in (".", ".."):
             bad(where + key, f"{name!r} is not a file name inside the export folder")
+        own_file(path.parent / name, "graph" if name.endswith(".onnx") else "file")   # no link, no special file
         if not (path.parent / name).is_file():
             raise UserError(f"{path.parent / name}: not found, but {path.name} lists it; re-run `mtcli export`")
         return name
@@ -109,6 +111,8 @@ def validate_manifest(manifest: dict, path: Path) -> None:
     encoder = need(manifest, "encoder", dict, "")
     need(encoder, "model_type", str, "encoder.")
     token_types = need(encoder, "token_types", bool, "encoder.")
+    if "vocab_size" in encoder and need(encoder, "vocab_size", int, "encoder.") < 1:   # exports since 2026-12-07
+        bad("encoder.vocab_size", f"{encoder['vocab_size']} is not a vocabulary size")
     need(manifest, "opset", int, "")
     max_length = need(manifest, "max_length", int, "")
     if not 2 <= max_length <= 65536:

@@ -28,9 +28,11 @@ import numpy as np
 
 from mtcli.core.encoding import RUN_OVERHEAD_TOKENS, encode, length_batches, row_lengths
 from mtcli.core.errors import UserError
+from mtcli.core.fileio import check_regular
 from mtcli.core.readers import not_unicode
 from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
+from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST
 from mtcli.inference.manifest import PAIR_HEAD_INPUTS, check_graph, read_manifest, read_manifest_tasks
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -58,6 +60,7 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
     # work needs. Off, measured on 2 cores (2026-12-02, in BENCHMARKS.md's history): 64-row windows 302-333 rows/s
     # against 269-290, long windows unchanged, `mtcli serve` as fast or faster on 0.1-0.2 fewer cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    check_regular(path, "ONNX graph")
     if not path.is_file():
         raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")
     try:
@@ -77,6 +80,8 @@ class Scorer:
         self.tasks: dict[str, Task] = read_manifest_tasks(self.model_dir, self.manifest)
         self.int8, self.providers, self.threads, self.dedup = int8, tuple(providers), threads, dedup
         self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=self.manifest["max_length"])
+        if "vocab_size" in self.manifest["encoder"]:   # every token a row of the graphs' embedding table
+            self.tokenizer.check_vocabulary(self.manifest["encoder"]["vocab_size"], self.model_dir / MANIFEST)
         self._sessions: dict[str, object] = {}
 
     # ------------------------------------------------------------------ sessions
@@ -160,7 +165,13 @@ class Scorer:
         device = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
         for part in length_batches(lengths[order], batch_size, RUN_OVERHEAD_TOKENS[device]):
             batch = encode(self.tokenizer, encoding, [rows[i] for i in order[part]])
-            parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
+            try:
+                parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
+            except Exception as e:   # onnxruntime's own error types: a graph that does not fit its tokenizer
+                graph = self.model_dir / entry["int8_file" if self.int8 else "file"]
+                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                raise UserError(f"{graph}: onnxruntime cannot run it on these rows ({reason}); graph, tokenizer and "
+                                f"manifest do not belong together: re-run `mtcli export`") from None
         return np.concatenate(parts)[np.argsort(order)]
 
     def _score_pairs_by_sentence(self, entry: dict, texts: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:

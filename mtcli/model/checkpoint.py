@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from mtcli.core.version import __version__
-from mtcli.core.errors import UserError
-from mtcli.core.fileio import atomic_path, read_json_dict, read_json_object, staged_dir, write_json
+from mtcli.core.errors import UserError, cut
+from mtcli.core.fileio import atomic_path, own_file, read_json_dict, read_json_object, staged_dir, write_json
 from mtcli.model.bert import MinBert
 from mtcli.model.config import BertConfig
-from mtcli.model.loading import hf_to_minbert, minbert_to_hf, read_weights
+from mtcli.model.loading import encoder_state, minbert_to_hf
 from mtcli.model.multitask import HeadConfig, MultitaskModel
 from mtcli.core.data import locate_data
 from mtcli.core.tasks import SPLITS, Task, tasks_from_dicts
@@ -71,12 +71,23 @@ def save_checkpoint(model: MultitaskModel, tokenizer: Tokenizer, out_dir: str | 
     return Path(out_dir)
 
 
+def model_files(ckpt_dir: Path) -> list[Path]:
+    """The files of an mtcli model folder (a checkpoint, or an HF folder `mtcli export --format hf`
+    wrote) that loading it reads, each checked as a file of mtcli's (`own_file`: no link, no
+    special file) before any is opened."""
+    names = ["config.json", "model.safetensors", "tokenizer.json", META, HF_META, HF_HEADS]
+    return [own_file(ckpt_dir / name, "checkpoint file") for name in names]
+
+
 def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
-    """The MultitaskModel state dict stored in a checkpoint folder."""
-    config = BertConfig.from_file(Path(ckpt_dir) / "config.json")
-    weights = read_weights(Path(ckpt_dir))
-    state = {f"encoder.{k}": v for k, v in hf_to_minbert(weights, config).items()}
-    heads = Path(ckpt_dir) / HF_HEADS
+    """The MultitaskModel state dict stored in a checkpoint folder, its encoder checked against
+    config.json (mtcli.model.loading.encoder_state)."""
+    ckpt_dir = Path(ckpt_dir)
+    model_files(ckpt_dir)
+    config = BertConfig.from_file(ckpt_dir / "config.json")
+    state = encoder_state(MinBert, ckpt_dir, config, extra=("heads.",))
+    state = {(k if k.startswith("heads.") else f"encoder.{k}"): v for k, v in state.items()}
+    heads = ckpt_dir / HF_HEADS
     if heads.is_file():   # an HF folder: the heads beside the encoder
         from safetensors.torch import load_file
 
@@ -84,8 +95,32 @@ def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
             weights = load_file(str(heads))
         except Exception as e:  # safetensors raises several types on corrupt files
             raise UserError(f"{heads}: cannot read the heads ({type(e).__name__}: {e}); export the folder again") from None
-    state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
+        state.update({k: v for k, v in weights.items() if k.startswith("heads.")})
     return state
+
+
+def check_heads(ckpt_dir: Path, model: MultitaskModel, state: dict[str, torch.Tensor]) -> None:
+    """The heads' weights fit the heads the checkpoint declares (each named, with its file), and
+    every weight is a finite number: a model of NaNs is refused, never exported or scored."""
+    source = ckpt_dir / (HF_HEADS if (ckpt_dir / HF_HEADS).is_file() else "model.safetensors")
+    wanted = {k: v.shape for k, v in model.state_dict().items() if k.startswith("heads.")}
+    found = {k: v for k, v in state.items() if k.startswith("heads.")}
+    for name in sorted(set(wanted) - set(found)):
+        raise UserError(f"{source}: no tensor {name}, which the declared task heads need; the checkpoint is damaged")
+    for name in sorted(set(found) - set(wanted)):
+        raise UserError(f"{source}: tensor {cut(name, 80)} belongs to no declared task head; the checkpoint is damaged")
+    for name, shape in wanted.items():
+        if not found[name].is_floating_point():
+            raise UserError(f"{source}: tensor {name} is {str(found[name].dtype).removeprefix('torch.')}, not floating "
+                            f"point; the checkpoint is damaged")
+        if found[name].shape != shape:
+            raise UserError(f"{source}: tensor {name} has shape {tuple(found[name].shape)}, its head needs "
+                            f"{tuple(shape)}; the checkpoint is damaged")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            shown = source if name.startswith("heads.") else ckpt_dir / "model.safetensors"
+            raise UserError(f"{shown}: tensor {cut(name, 80)} holds NaN or infinite values: the model diverged or "
+                            f"the file is damaged; use an earlier checkpoint")
 
 
 def read_meta(ckpt_dir: str | Path) -> dict:
@@ -93,6 +128,7 @@ def read_meta(ckpt_dir: str | Path) -> dict:
     path = ckpt_dir / META
     if not ckpt_dir.is_dir():
         raise UserError(f"{ckpt_dir}: checkpoint folder not found; pass --checkpoint runs/<name>/best")
+    model_files(ckpt_dir)
     if not path.is_file() and (ckpt_dir / HF_META).is_file():   # `mtcli export --format hf`: its heads' declaration
         hf = read_json_dict(ckpt_dir / HF_META)
         if hf is None or hf.get("format") != HF_FORMAT:
@@ -107,10 +143,17 @@ def read_meta(ckpt_dir: str | Path) -> dict:
     return meta
 
 
+def meta_path(ckpt_dir: str | Path) -> Path:
+    """The file that declares a model folder's heads and tasks: a checkpoint's mtcli.json, or the
+    mtcli-heads.json of an HF folder `mtcli export --format hf` wrote (what errors name)."""
+    ckpt_dir = Path(ckpt_dir)
+    return ckpt_dir / HF_META if not (ckpt_dir / META).is_file() and (ckpt_dir / HF_META).is_file() else ckpt_dir / META
+
+
 def checkpoint_tasks(ckpt_dir: str | Path, meta: dict | None = None) -> dict[str, Task]:
     """The tasks a checkpoint was trained on, as it declared them."""
     meta = meta if meta is not None else read_meta(ckpt_dir)
-    return tasks_from_dicts(meta.get("tasks"), Path(ckpt_dir) / META)
+    return tasks_from_dicts(meta.get("tasks"), meta_path(ckpt_dir))
 
 
 def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=None, data_dir=None,
@@ -129,20 +172,18 @@ def checkpoint_data(ckpt_dir: str | Path, tasks: dict[str, Task], *, task_file=N
 def load_checkpoint(ckpt_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[MultitaskModel, Tokenizer, dict]:
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir)
-    heads = HeadConfig(**typed_values(HeadConfig, meta.get("heads"), f"{ckpt_dir / META}: heads"))
+    heads = HeadConfig(**typed_values(HeadConfig, meta.get("heads"), f"{meta_path(ckpt_dir)}: heads"))
     config = BertConfig.from_file(ckpt_dir / "config.json")
     if not 2 <= heads.max_length <= config.max_tokens:
-        raise UserError(f"{ckpt_dir / META}: heads: max_length {heads.max_length} is not between 2 and the encoder's "
+        raise UserError(f"{meta_path(ckpt_dir)}: heads: max_length {heads.max_length} is not between 2 and the encoder's "
                         f"{config.max_tokens} positions; the checkpoint is damaged")
     state = model_state_from(ckpt_dir)
     model = MultitaskModel(MinBert(config, with_pooler="encoder.pooler.weight" in state), heads,
                            checkpoint_tasks(ckpt_dir, meta))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{ckpt_dir}: weights do not fit the model described by its config ({first})") from None
+    check_heads(ckpt_dir, model, state)
+    model.load_state_dict(state)
     tokenizer = Tokenizer.from_dir(ckpt_dir, max_length=heads.max_length)
+    tokenizer.check_vocabulary(config.vocab_size, ckpt_dir / "config.json")
     return model.to(device).eval(), tokenizer, meta
 
 
