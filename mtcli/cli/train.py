@@ -124,7 +124,7 @@ def train(
         upsample=parse_task_map(upsample, "--upsample", cast=int), phase=phase, pooling=pooling,
         tasks=str(tasks) if tasks else None, encodings=encodings, simcse=simcse, mnrl=mnrl,
         cosine_embedding=1.0 if cosine_embedding_loss else 0.0, cosine_margin=cosine_margin,
-        teacher=[p.strip() for p in teacher.split(",") if p.strip()] if teacher else [],
+        teacher=[p.strip() for p in teacher.split(",")] if teacher is not None else [],
         teacher_annealing=teacher_annealing, teacher_temperature=teacher_temperature,
         distill_embeddings=distill_embeddings,
         pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, slots=slots,

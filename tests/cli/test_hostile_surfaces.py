@@ -2,11 +2,17 @@
 nesting, columns no task reads, outputs over files mtcli did not write. Each case ends in the
 right output or one line `mtcli: error: ...` with exit 2; nothing is read from special files,
 nothing written through links, nothing lost. (compare's cases: tests/eval/test_compare.py;
-serve's: tests/serve/test_app.py; sweep's: tests/sweep/test_sweep.py.)"""
+serve's: tests/serve/test_app.py; sweep's: tests/sweep/test_sweep.py.) The fourth pass (#57)
+follows at the end: model cards, teacher labels, backbones, hostile encoder folders."""
 
 import json
+import math
 import os
+import re
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import MAIL_TASK, one_line_error, run_cli, run_cli_here
@@ -228,3 +234,402 @@ def test_pretraining_heads_without_parameters_is_refused_before_anything_is_made
     one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--tasks", tmp_path / "tasks.toml",
                                  "--out", tmp_path / "runs", *flags), flags[0], "nothing would train")
     assert not (tmp_path / "runs").exists()
+
+
+# ================================================================ the fourth pass (#57): model cards, teacher
+# labels, backbones, hostile encoder folders. Numbers in the headings are the issue's groups.
+
+SECRET = "MTCLI_TEST_SECRET=do-not-publish"
+
+
+def _run_copy(tmp_path, tiny_checkpoint) -> Path:
+    """A copy of the tiny run folder (its best/ checkpoint, recipe, record and evaluation)."""
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_checkpoint.parent, run, symlinks=True, ignore=shutil.ignore_patterns("last"))
+    return run
+
+
+def _no_card(folder: Path) -> None:
+    assert not folder.exists() or not (folder / "README.md").exists()
+
+
+# ---------------------------------------------------------------- 1: the card publishes nothing it did not write
+
+@pytest.mark.parametrize("target", ["/proc/self/environ", "/etc/passwd"])
+def test_a_recipe_linked_to_a_secret_is_never_quoted_into_a_card(tmp_path, tiny_checkpoint, monkeypatch, target):
+    monkeypatch.setenv("MTCLI_TEST_SECRET", "do-not-publish")
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    (run / "recipe.toml").unlink()
+    (run / "recipe.toml").symlink_to(target)
+    for extra in (("--format", "hf"), ()):
+        out = tmp_path / f"card{len(extra)}"
+        line = one_line_error(run_cli_here("export", "--checkpoint", run / "best", "--out", out, *extra),
+                              f"{run / 'recipe.toml'}: is a link")
+        assert SECRET not in line and "root:" not in line
+        _no_card(out)
+
+
+def test_a_huge_or_latin1_recipe_is_one_line_and_no_card(tmp_path, tiny_checkpoint):
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    recipe = (run / "recipe.toml").read_text()
+    (run / "recipe.toml").write_text(recipe + "# " + "x" * (70 * 2**10) + "\n")
+    one_line_error(run_cli_here("export", "--checkpoint", run / "best", "--format", "hf", "--out", tmp_path / "a"),
+                   "recipe.toml: larger than 64 KiB")
+    (run / "recipe.toml").write_bytes(recipe.encode() + "# caf\xe9\n".encode("latin-1"))
+    one_line_error(run_cli_here("export", "--checkpoint", run / "best", "--format", "hf", "--out", tmp_path / "b"),
+                   "recipe.toml: not valid UTF-8")
+    (run / "recipe.toml").write_text('not-a-key = 1\n' + recipe)
+    one_line_error(run_cli_here("export", "--checkpoint", run / "best", "--format", "hf", "--out", tmp_path / "c"),
+                   "not-a-key: not a recipe key")
+    _no_card(tmp_path / "a"), _no_card(tmp_path / "b"), _no_card(tmp_path / "c")
+
+
+def test_the_card_quotes_the_recipe_as_mtcli_writes_it_not_its_comments(tmp_path, tiny_checkpoint):
+    from mtcli.export.hf import export_hf
+
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    (run / "recipe.toml").write_text((run / "recipe.toml").read_text() + f"# {SECRET}\n")
+    card = (export_hf(run / "best", tmp_path / "hf") / "README.md").read_text()
+    assert SECRET not in card and 'batch-size = 8' in card
+
+
+# ---------------------------------------------------------------- 5, 7, 11: a hostile eval.json and recipe
+
+def _with_eval(run: Path, tasks) -> None:
+    scores = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").write_text(json.dumps({**scores, "tasks": tasks}) if not isinstance(tasks, str)
+                                   else json.dumps(scores)[:-1] + f', "tasks": {tasks}}}')
+
+
+@pytest.mark.parametrize("tasks, fragment", [
+    ("[1, 2]", "tasks is not an object"),
+    ('{"sts": 5}', "tasks.'sts' is not an object"),
+    ('{"sts": {"pearson": 1' + "0" * 400 + "}}", "tasks.'sts'.'pearson' is 401 digits long"),
+])
+def test_an_eval_file_that_is_not_mtclis_is_one_line(tmp_path, tiny_checkpoint, tasks, fragment):
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    _with_eval(run, tasks)
+    one_line_error(run_cli_here("export", "--checkpoint", run / "best", "--format", "hf", "--out", tmp_path / "hf"),
+                   f"{run / 'eval.json'}: {fragment}")
+    _no_card(tmp_path / "hf")
+
+
+HOSTILE_KEYS = ["pear\u0080son", "line\u2028sep", "end\uffff", "smile\U0001F600", 'quote"back\\slash', "a|b\nc",
+                "# heading", "<script>alert(1)</script>", "```"]
+
+
+def test_the_front_matter_is_yaml_of_what_was_written_whatever_the_metric_names(tmp_path, tiny_checkpoint):
+    import yaml
+
+    from mtcli.export.hf import export_hf
+
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    metrics = {key: 0.5 + i / 100 for i, key in enumerate(HOSTILE_KEYS)}
+    _with_eval(run, {"sts": {**metrics, "nan": float("nan"), "inf": float("inf")}})
+    card = (export_hf(run / "best", tmp_path / "hf") / "README.md").read_text()
+    assert card.isascii() or all(c.isprintable() or c == "\n" for c in card.split("---\n", 2)[1])
+    front = yaml.safe_load(card.split("---\n", 2)[1])
+    sts = next(r for r in front["model-index"][0]["results"] if r["task"]["name"] == "sts")
+    read = {m["type"]: m["value"] for m in sts["metrics"]}
+    assert {k: v for k, v in read.items() if k in metrics} == metrics
+    assert math.isnan(read["nan"]) and read["inf"] == math.inf
+    body = card.split("---\n", 2)[2]
+    dev = body.split("## Dev metrics", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in dev.splitlines() if line.startswith("| sts |")]
+    assert len(rows) == len(metrics) + 2 and all(line.count("|") - line.count("\\|") == 4 for line in rows)
+    assert "<script>" not in body and not any(line.startswith("# heading") for line in body.splitlines())
+
+
+def test_yaml_value_reads_back_as_the_value():
+    import yaml
+
+    from mtcli.export.card import yaml_value
+
+    value = {"keys": {k: [k, 1, -2.5, None, True] for k in HOSTILE_KEYS}, "big": 10**30, "lone": "a\ud800b"}
+    text = yaml_value(value)
+    assert text.isascii() and "\n" not in text
+    back = yaml.safe_load(text)
+    assert back["keys"] == value["keys"] and back["big"] == 10**30 and back["lone"] == "a\ufffdb"
+    assert math.isnan(yaml.safe_load(yaml_value(float("nan")))) and yaml.safe_load(yaml_value(-math.inf)) == -math.inf
+
+
+def test_a_recipe_holding_a_fence_or_html_stays_inside_its_code_block(tmp_path, tiny_checkpoint):
+    from mtcli.export.hf import export_hf
+
+    run = _run_copy(tmp_path, tiny_checkpoint)
+    text = (run / "recipe.toml").read_text()
+    hostile = '"```\\n## Owned\\n<script>alert(1)</script>\\n````"'
+    (run / "recipe.toml").write_text(re.sub(r'(?m)^sampler = .*$', lambda m: f"sampler = {hostile}", text))
+    card = (export_hf(run / "best", tmp_path / "hf") / "README.md").read_text()
+    lines = card.splitlines()
+    start = lines.index("`````toml")   # a fence longer than the recipe's longest run of backticks
+    end = lines.index("`````", start + 1)
+    assert all("<script>" not in line for i, line in enumerate(lines) if not start < i < end)
+
+
+def test_md_text_leaves_no_markdown_or_html():
+    from mtcli.export.card import md_text
+
+    assert md_text("a|b\nc\u2028d") == "a\\|b c d"
+    assert md_text("<script>x</script> [a](http://x) `c` *e*") == \
+        "\\<script\\>x\\</script\\> \\[a\\]\\(http://x\\) \\`c\\` \\*e\\*"
+    assert md_text("sst-train.csv") == "sst-train.csv"
+
+
+# ---------------------------------------------------------------- 2: poisoned teacher labels are never reused
+
+def _poison(path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(path), framework="numpy") as fh:
+        metadata, arrays = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    arrays["sts"] = (5.0 - arrays["sts"]).astype(arrays["sts"].dtype)
+    arrays["sst"] = np.ascontiguousarray(arrays["sst"][:, ::-1])
+    save_file(arrays, str(path), metadata=metadata)
+
+
+def test_edited_teacher_labels_are_neither_resumed_nor_reused(tmp_path, tiny_model_dir, tiny_export, monkeypatch):
+    from rich.console import Console
+
+    from conftest import crashed_at
+    from mtcli.train import TrainConfig
+    from mtcli.train.loop import Trainer
+    from mtcli.train.teacher import Teacher
+
+    def config(name, **extra):
+        return TrainConfig(model_dir=str(tiny_model_dir), out=str(tmp_path / "runs"), name=name, limit=24,
+                           batch_size=8, max_steps=4, teacher=[str(tiny_export)], **extra)
+
+    run = crashed_at(config("first", save_every=2), Console(quiet=True), 3).run_dir
+    record = json.loads((run / "data.json").read_text())
+    assert set(record["teacher_labels"]) == {"sst", "para", "sts"}
+    _poison(run / "teacher-labels.safetensors")
+    one_line_error(run_cli_here("train", "--resume", run), "teacher-labels.safetensors",
+                   "changed since this run wrote them")
+    labelled = []
+    original = Teacher.load
+    monkeypatch.setattr(Teacher, "load", lambda self, device: labelled.append(1) or original(self, device))
+    second = Trainer(config("second"), Console(quiet=True))
+    assert labelled, "the poisoned labels of the sibling were reused"
+    from mtcli.inference.scorer import Scorer
+
+    fresh = Scorer(tiny_export, providers=("cpu",)).score("sts", second.units["sts"].texts)
+    np.testing.assert_allclose(second.units["sts"].teacher["sts"], fresh, atol=1e-6)
+
+
+# ---------------------------------------------------------------- 3: evaluated text, however it is spelled
+
+def test_unlabeled_text_the_tokenizer_reads_as_dev_text_is_refused(tmp_path, tiny_model_dir, tiny_export):
+    from conftest import builtin
+    from mtcli.core.data import read_split
+
+    dev = [ex.texts[0] for ex in read_split(builtin("sst"), "dev").examples[:2]]
+    spelled = [dev[0].upper(), "  ".join(dev[1].split(" ")) + "  "]
+    tasks = tmp_path / "sst.toml"
+    sst = builtin("sst")
+    (tmp_path / "extra.tsv").write_text("sentence\nNothing to see here.\n" + "".join(f"{s}\n" for s in spelled))
+    tasks.write_text(f'[[task]]\nname = "sst"\nkind = "multiclass"\ntext = ["sentence"]\nlabel = "sentiment"\n'
+                     f'labels = {json.dumps(list(sst.labels))}\ntrain = "{sst.file("train")}"\n'
+                     f'dev = "{sst.file("dev")}"\nunlabeled = ["extra.tsv"]\n')
+    result = run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--tasks", tasks,
+                          "--teacher", tiny_export, "--limit", "8", "--max-steps", "1")
+    one_line_error(result, f"{tmp_path / 'extra.tsv'}:3:", "2 of its 3 rows share a sentence", "as the model sees it")
+
+
+# ---------------------------------------------------------------- 4, 9: hostile encoder folders
+
+def _encoder_copy(tmp_path, tiny_model_dir, name="enc") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(tiny_model_dir, folder)
+    return folder
+
+
+def _edit_config(folder: Path, **values) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **values}))
+
+
+def _edit_weights(folder: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    edit(weights)
+    save_file(weights, str(folder / "model.safetensors"))
+
+
+def _train(folder, tmp_path):
+    return run_cli_here("train", "--model-dir", folder, "--out", tmp_path / "runs", "--limit", "8", "--max-steps", "1")
+
+
+def test_a_config_huge_in_all_is_refused_before_anything_is_built(tmp_path, tiny_model_dir):
+    folder = _encoder_copy(tmp_path, tiny_model_dir)
+    _edit_config(folder, vocab_size=1_000_000, hidden_size=4096, num_attention_heads=16, intermediate_size=16384)
+    one_line_error(_train(folder, tmp_path), f"{folder / 'config.json'}: its sizes make an encoder of",
+                   "more than the 2,000,000,000")
+
+
+def test_weights_that_do_not_fit_the_config_are_one_line(tmp_path, tiny_model_dir):
+    import torch
+
+    extra = _encoder_copy(tmp_path, tiny_model_dir, "extra")
+    _edit_weights(extra, lambda w: w.update({"encoder.layer.99.output.dense.bias": torch.zeros(32)}))
+    one_line_error(_train(extra, tmp_path), "model.safetensors: holds 1 encoder weight(s) config.json has no place",
+                   "layers.99.ffn_out.bias")
+    quantized = _encoder_copy(tmp_path, tiny_model_dir, "int8")
+    name = "encoder.layer.0.intermediate.dense.weight"
+    _edit_weights(quantized, lambda w: w.update({name: (w[name] * 100).to(torch.int8)}))
+    one_line_error(_train(quantized, tmp_path), f"{quantized / 'model.safetensors'}: {name} is int8",
+                   "not floating point")
+
+
+def test_a_tokenizer_with_ids_past_the_vocabulary_is_one_line(tmp_path, tiny_model_dir):
+    folder = _encoder_copy(tmp_path, tiny_model_dir)
+    _edit_config(folder, vocab_size=1000)
+    _edit_weights(folder, lambda w: w.update({"embeddings.word_embeddings.weight":
+                                              w["embeddings.word_embeddings.weight"][:1000].clone()}))
+    one_line_error(_train(folder, tmp_path), f"{folder / 'config.json'}: vocab_size is 1,000",
+                   "tokenizer and encoder are not one model")
+
+
+def test_a_pytorch_bin_is_read_as_plain_tensors_only(tmp_path, tiny_model_dir):
+    import pickle
+
+    import torch
+
+    from mtcli.model import MinBert
+    from safetensors.torch import load_file
+
+    plain = _encoder_copy(tmp_path, tiny_model_dir, "bin")
+    torch.save(load_file(str(plain / "model.safetensors")), plain / "pytorch_model.bin")
+    (plain / "model.safetensors").unlink()
+    a, b = MinBert.from_pretrained(plain), MinBert.from_pretrained(tiny_model_dir)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "ran",))
+
+    hostile = _encoder_copy(tmp_path, tiny_model_dir, "hostile")
+    (hostile / "model.safetensors").unlink()
+    with open(hostile / "pytorch_model.bin", "wb") as fh:
+        pickle.dump({"x": Payload()}, fh)
+    one_line_error(_train(hostile, tmp_path), "pytorch_model.bin: cannot read weights")
+    assert not (tmp_path / "ran").exists()
+
+
+# ---------------------------------------------------------------- 6, 10: backbones install
+
+def test_backbones_install_never_writes_through_a_link(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "backbones"
+    root.mkdir()
+    (root / "all-mpnet-base-v2").symlink_to(elsewhere)
+    monkeypatch.setenv("MTCLI_BACKBONES", str(root))
+    one_line_error(run_cli_here("backbones", "install", "all-mpnet-base-v2", "--wheels", tmp_path),
+                   f"{root / 'all-mpnet-base-v2'}: is a link", "nothing was changed")
+    assert list(elsewhere.iterdir()) == []
+    one_line_error(run_cli_here("train", "--model-dir", "all-mpnet-base-v2", "--out", tmp_path / "runs"), "is a link")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MTCLI_BACKBONES", str(tmp_path / "file"))
+    one_line_error(run_cli_here("backbones", "install", "all-mpnet-base-v2", "--wheels", tmp_path),
+                   "($MTCLI_BACKBONES): is a file, not a folder")
+
+
+# ---------------------------------------------------------------- 8, 10: files of mtcli's folders are checked
+
+@pytest.mark.parametrize("target", ["/proc/self/environ", "/etc/passwd"])
+def test_a_graph_linked_elsewhere_is_never_opened(tmp_path, tiny_export, target):
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    (export / "sts.onnx").unlink()
+    (export / "sts.onnx").symlink_to(target)
+    rows = tmp_path / "rows.tsv"
+    rows.write_text("sentence1\tsentence2\nA dog.\tA cat.\n")
+    one_line_error(run_cli_here("score", "sts", rows, "--model", export), f"{export / 'sts.onnx'}: is a link")
+
+
+def test_a_fifo_graph_is_a_fifo_not_missing(tmp_path, tiny_export):
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    (export / "sts.onnx").unlink()
+    os.mkfifo(export / "sts.onnx")
+    rows = tmp_path / "rows.tsv"
+    rows.write_text("sentence1\tsentence2\nA dog.\tA cat.\n")
+    one_line_error(run_cli_here("score", "sts", rows, "--model", export), "sts.onnx: is a FIFO")
+
+
+def test_hf_folder_heads_linked_or_misshapen_are_named(tmp_path, tiny_checkpoint):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mtcli.export.hf import export_hf
+
+    folder = export_hf(tiny_checkpoint, tmp_path / "hf")
+    linked = tmp_path / "linked"
+    shutil.copytree(folder, linked)
+    (linked / "heads.safetensors").unlink()
+    (linked / "heads.safetensors").symlink_to("/etc/passwd")
+    one_line_error(run_cli_here("export", "--checkpoint", linked, "--out", tmp_path / "o1"),
+                   f"{linked / 'heads.safetensors'}: is a link")
+    shaped = tmp_path / "shaped"
+    shutil.copytree(folder, shaped)
+    heads = load_file(str(shaped / "heads.safetensors"))
+    name = next(k for k in heads if k.endswith("weight"))
+    heads[name] = torch.zeros(3, 5)
+    save_file(heads, str(shaped / "heads.safetensors"))
+    one_line_error(run_cli_here("export", "--checkpoint", shaped, "--out", tmp_path / "o2"),
+                   f"{shaped / 'heads.safetensors'}: tensor {name} has shape (3, 5)")
+    meta = json.loads((folder / "mtcli-heads.json").read_text())
+    (shaped / "mtcli-heads.json").write_text(json.dumps({**meta, "heads": {**meta["heads"], "max_length": 1}}))
+    line = one_line_error(run_cli_here("export", "--checkpoint", shaped, "--out", tmp_path / "o3"), "mtcli-heads.json")
+    assert "mtcli.json" not in line.replace("mtcli-heads.json", "")
+
+
+def test_all_nan_heads_are_refused_not_exported(tmp_path, tiny_checkpoint):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = tmp_path / "best"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    for name in [k for k in weights if k.startswith("heads.")]:
+        weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(checkpoint / "model.safetensors"))
+    one_line_error(run_cli_here("export", "--checkpoint", checkpoint, "--out", tmp_path / "e"),
+                   "holds NaN or infinite values")
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_teacher_folder_with_a_link_is_not_hashed_through(tmp_path, tiny_model_dir, tiny_checkpoint, tiny_export):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_checkpoint, teacher)
+    (teacher / "tokenizer.json").unlink()
+    (teacher / "tokenizer.json").symlink_to("/etc/passwd")
+    one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--limit", "8",
+                                "--max-steps", "1", "--teacher", teacher), f"{teacher / 'tokenizer.json'}: is a link")
+
+
+@pytest.mark.parametrize("manifest, fragment", [(DEEP_JSON, "nested too deeply"), ("", "not valid JSON"),
+                                                ("[]", "not a JSON object")])
+def test_a_damaged_manifest_given_as_a_teacher_says_what_is_wrong(tmp_path, tiny_model_dir, tiny_export, manifest,
+                                                                  fragment):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_export, teacher)
+    (teacher / "manifest.json").write_text(manifest)
+    one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--limit", "8",
+                                "--max-steps", "1", "--teacher", teacher), f"{teacher / 'manifest.json'}", fragment)
+
+
+# ---------------------------------------------------------------- 9: options that trained silently wrong
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--teacher", ","], "--teacher: an empty path"),
+    (["--teacher-temperature", "1e-310"], "--teacher-temperature 1e-310: must be between 0.01 and 1000"),
+])
+def test_options_that_would_train_wrong_are_refused(tmp_path, tiny_model_dir, tiny_export, args, fragment):
+    if "--teacher" not in args:
+        args = ["--teacher", str(tiny_export), *args]
+    one_line_error(run_cli_here("train", "--model-dir", tiny_model_dir, "--out", tmp_path / "runs", "--limit", "8",
+                                "--max-steps", "1", *args), fragment)

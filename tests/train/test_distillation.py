@@ -258,7 +258,7 @@ def test_teachers_that_do_not_fit_are_refused(tmp_path, tiny_model_dir, tiny_exp
         (["--teacher", f"{tiny_export},{tiny_checkpoint}"], ["task 'sst' has two teachers"]),
         (["--tasks", tasks, "--teacher", tiny_export], [str(tiny_export), "classes", "a teacher must predict"]),
         (["--teacher-annealing", "constant:0.5"], ["--teacher-annealing", "pass --teacher"]),
-        (["--teacher", tiny_export, "--teacher-temperature", "0"], ["--teacher-temperature 0", "positive"]),
+        (["--teacher", tiny_export, "--teacher-temperature", "0"], ["--teacher-temperature 0", "between 0.01 and 1000"]),
         (["--teacher", tiny_export, "--teacher-annealing", "cosine"], ["--teacher-annealing", "linear"]),
         (["--teacher", tiny_model_dir], [str(tiny_model_dir), "not an mtcli model"]),
     ]
