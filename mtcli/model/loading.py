@@ -17,6 +17,7 @@ from mtcli.model.config import BertConfig
 from mtcli.core.paths import resolve_model_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+ENCODER_CONFIG = "config.json"   # an HF encoder folder's sizes (mtcli.model.config.BertConfig)
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 # The largest encoder mtcli builds (8 GB of float32; BERT-large has 0.34e9): a config.json whose
 # sizes are each within their bounds may still ask for terabytes together
@@ -154,7 +155,7 @@ def encoder_state(cls, model_dir: Path, config: BertConfig, extra: tuple[str, ..
     `expected_shapes` gives) before a model is built: none missing, none more (a layer past
     num_hidden_layers), each of its shape and floating point; the pooler optional. `extra`:
     prefixes of other weights the file may hold and the caller reads (a checkpoint's heads.)."""
-    shapes = expected_shapes(cls, config, model_dir / "config.json")
+    shapes = expected_shapes(cls, config, model_dir / ENCODER_CONFIG)
     source = weights_file(model_dir)
     weights = read_weights(model_dir)
     state = hf_to_minbert(weights, config, source)
@@ -180,7 +181,7 @@ def encoder_state(cls, model_dir: Path, config: BertConfig, extra: tuple[str, ..
 
 def load_pretrained(cls, path: str | Path | None, *, dropout: float | None = None):
     model_dir = resolve_model_dir(path)
-    config = BertConfig.from_file(model_dir / "config.json")
+    config = BertConfig.from_file(model_dir / ENCODER_CONFIG)
     if dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     state = encoder_state(cls, model_dir, config)

@@ -19,6 +19,7 @@ from mtcli.core.tasks import Task
 from mtcli.core.tokenizer import Tokenizer
 from mtcli.model import MinBert
 from mtcli.model.multitask import HeadConfig, MultitaskModel
+from mtcli.model.loading import ENCODER_CONFIG
 from mtcli.train.config import TrainConfig
 from mtcli.train.distributed import Distributed
 from mtcli.train.samplers import TaskSampler
@@ -52,7 +53,7 @@ def build(config: TrainConfig, device: torch.device, dist: Distributed, console:
     heads = HeadConfig(pooling=config.pooling, dropout=config.dropout)
     tokenizer = Tokenizer.from_dir(model_dir, max_length=heads.max_length)
     encoder = MinBert.from_pretrained(model_dir, dropout=config.dropout)
-    tokenizer.check_vocabulary(encoder.config.vocab_size, model_dir / "config.json")
+    tokenizer.check_vocabulary(encoder.config.vocab_size, model_dir / ENCODER_CONFIG)
     encoder.recompute_activations = config.activation_checkpointing
     model = MultitaskModel(encoder, heads, tasks).to(device)
     train_splits = read_splits(tasks, "train", limit=config.limit)
