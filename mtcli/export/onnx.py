@@ -124,13 +124,16 @@ def _export_encoder_graph(graph: torch.nn.Module, args, output: str, path: Path,
     The encoder is traced with its attention spelled out (matmul, additive mask, softmax,
     matmul) and separate query/key/value projections: the form onnxruntime's BERT graph
     optimizer recognises and fuses into one Attention op per layer, next to
-    SkipLayerNormalization and BiasGelu. (The TorchScript exporter is used because the
-    dynamo exporter's graph of the same code does not match those fusion patterns.)"""
+    SkipLayerNormalization and BiasGelu. MPNet's relative position bias has no place in that
+    pattern, so its attention is exported as one com.microsoft MultiHeadAttention node per layer
+    (mtcli.model.bert.ExportedMultiHeadAttention), the bias computed once per batch and shared.
+    (The TorchScript exporter is used because the dynamo exporter's graph of the same code does
+    not match those fusion patterns.)"""
     traced = path.with_suffix(".traced.onnx")
     graph.model.encoder.spelled_out_attention = True
     try:
         torch.onnx.export(graph.eval(), args, str(traced), dynamo=False, input_names=graph.names, output_names=[output],
-                          opset_version=opset, do_constant_folding=True,
+                          opset_version=opset, do_constant_folding=True, custom_opsets={"com.microsoft": 1},
                           dynamic_axes={name: {0: "batch", 1: "sequence"} for name in graph.names})
         fused = _fuse(traced, path, config)
     finally:

@@ -100,6 +100,30 @@ def relative_position_bucket(distance: torch.Tensor, num_buckets: int) -> torch.
     return bucket + torch.where(distance < exact, distance, far)
 
 
+class ExportedMultiHeadAttention(torch.autograd.Function):
+    """Export only: one node of onnxruntime's com.microsoft MultiHeadAttention per layer, the fused
+    attention onnxruntime's BERT optimizer cannot make of MPNet's (its relative position bias has
+    no place in the fusion pattern). The node takes the query, key and value projections without
+    their biases, the three biases, the key padding mask (batch, length) and the relative bias
+    (1, heads, length, length) as its attention_bias: computed once per batch, shared by every
+    layer. In torch (the trace, tests) the same math as the spelled-out attention."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, key_mask, attention_bias, heads: int):
+        batch, length, width = q.shape
+        split = lambda t: t.view(batch, length, heads, width // heads).transpose(1, 2)  # noqa: E731
+        bq, bk, bv = bias.split(width)
+        scores = split(q + bq) @ split(k + bk).transpose(-1, -2) / math.sqrt(width // heads)
+        scores = scores + attention_bias + (1.0 - key_mask[:, None, None, :].to(q.dtype)) * -10000.0
+        return (torch.softmax(scores, dim=-1) @ split(v + bv)).transpose(1, 2).reshape(batch, length, width)
+
+    @staticmethod
+    def symbolic(g, q, k, v, bias, key_mask, attention_bias, heads: int):
+        out = g.op("com.microsoft::MultiHeadAttention", q, k, v, bias, key_mask, attention_bias, num_heads_i=heads)
+        out.setType(q.type())
+        return out
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -114,8 +138,13 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`mask` is (batch, 1, 1, length): boolean (True where a key may be attended) for
         scaled_dot_product_attention, or additive floats: the spelled-out form below, or
-        (batch, heads, length, length) with MPNet's relative position bias in it."""
+        (batch, heads, length, length) with MPNet's relative position bias in it; or, exporting
+        MPNet, the pair (key padding mask, relative bias) of ExportedMultiHeadAttention."""
         batch, length, width = x.shape
+        if isinstance(mask, tuple):   # export of MPNet: (key padding mask, relative bias), see ExportedMultiHeadAttention
+            projections = (F.linear(x, p.weight) for p in (self.query, self.key, self.value))
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            return self.out(ExportedMultiHeadAttention.apply(*projections, bias, *mask, self.num_heads))
         # (batch, length, width) -> (batch, heads, length, head_size); the head size is spelled out
         # (not -1) because onnxruntime's attention fusion reads it from the graph's Reshape
         heads = self.num_heads
@@ -154,6 +183,9 @@ class MinBert(nn.Module):
         self.relative_bias = RelativePositionBias(config) if config.family.relative_attention_bias else None
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if with_pooler else None
         self.spelled_out_attention = False  # export sets it: see SelfAttention.forward
+        # the spelled-out MPNet attention as one MultiHeadAttention node (ExportedMultiHeadAttention); off: the
+        # matmul-softmax-matmul nodes onnxruntime leaves unfused (bench/scoring_profile.py compares the two)
+        self.multi_head_attention_node = True
         self.recompute_activations = False  # training sets it: see the module's docstring
         self.apply(self._init_weights)
 
@@ -188,15 +220,16 @@ class MinBert(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, attention_mask, token_type_ids)
         keys = attention_mask[:, None, None, :]   # (batch, 1, 1, length): which keys a query may attend
-        if self.spelled_out_attention:
-            if self.training:
-                raise RuntimeError("the spelled-out attention form is for export (eval mode) only")
+        if self.spelled_out_attention and self.training:
+            raise RuntimeError("the spelled-out attention form is for export (eval mode) only")
+        if self.spelled_out_attention and self.relative_bias is not None and self.multi_head_attention_node:
+            mask = (attention_mask.to(torch.int32), self.relative_bias(input_ids.shape[1], input_ids.device))
+        elif self.spelled_out_attention:
             mask = (1.0 - keys.to(x.dtype)) * -10000.0
         elif self.relative_bias is None:
             mask = keys.bool()
         else:  # an additive float mask carries the bias to scaled_dot_product_attention
             mask = torch.zeros(keys.shape, dtype=x.dtype, device=x.device).masked_fill(~keys.bool(), float("-inf"))
-        if self.relative_bias is not None:
             mask = mask + self.relative_bias(input_ids.shape[1], input_ids.device).to(mask.dtype)
         recompute = self.recompute_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:
