@@ -44,6 +44,9 @@ def score(
     providers: str = typer.Option("cuda,cpu", help="onnxruntime providers in order of preference"),
     on_error: str = typer.Option("fail", "--on-error", help="fail: stop at the first bad row (exit 2); skip: count them"),
     int8: bool = typer.Option(False, "--int8", help="Use the int8 graphs (export --quantize int8)"),
+    sessions: int = typer.Option(None, "--sessions", help="onnxruntime sessions scoring batches side by side "
+                                 "(default: one per core, each of 1 thread; the faster on 2 cores)"),
+    threads: int = typer.Option(None, "--threads", help="Threads of each session (default: the cores over --sessions)"),
     engine: str = typer.Option("local", help="local (this process) | ray (Ray Data: read, score on --workers actors)"),
     ray_address: str = typer.Option(None, "--ray-address", help="With --engine ray: a running cluster (HOST:6379); "
                                                                 "default: start a local one"),
@@ -88,10 +91,10 @@ def score(
             bar.update(handle, completed=read if read is not None else rows, total=total, rows=rows)
 
         stats = score_file(task, file, output, model_dir=model, batch_size=batch_size,
-                           providers=provider_list, on_error=on_error,
-                           progress=advance, quantized=int8, **layout)
+                           providers=provider_list, on_error=on_error, progress=advance, quantized=int8,
+                           sessions=sessions, threads=threads, **layout)
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
-    console.print(f"scored {stats.rows} rows in {stats.seconds:.1f}s ({rate:.0f} rows/s)"
-                  + (f" -> {output}" if output != "-" else ""))
+    console.print(f"scored {stats.rows} rows in {stats.seconds:.1f}s ({rate:.0f} rows/s; onnxruntime: "
+                  f"{stats.parallelism})" + (f" -> {output}" if output != "-" else ""), soft_wrap=True)
     if stats.skipped:
         console.print(f"skipped {len(stats.skipped)} bad rows (first: {stats.skipped[0]})")

@@ -63,7 +63,7 @@ class RayScorer:
 
     def __init__(self, model_dir: str, task: str, text_columns: list[str] | None = None, *, int8: bool = False,
                  providers: tuple[str, ...] = ("cpu",), threads: int = 1):
-        self.scorer = Scorer(model_dir, int8=int8, providers=providers, threads=threads)
+        self.scorer = Scorer(model_dir, int8=int8, providers=providers, threads=threads, sessions=1)   # one CPU an actor
         self.task = self.scorer.task(task)
         self.columns = list(text_columns or self.task.text)
 

@@ -128,6 +128,7 @@ class ScoreStats:
     rows: int = 0
     skipped: list[DataError] = field(default_factory=list)
     seconds: float = 0.0
+    parallelism: str = ""   # how onnxruntime ran (Scorer.describe)
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,8 @@ def refuse_input_as_output(input_path: str, output_path: str | None) -> None:
 def score_file(task_name: str, input_path: str, output_path: str | None, *, model_dir="export", batch_size: int = BATCH_SIZE,
                providers: Sequence[str] = ("cuda", "cpu"), on_error: str = "fail", progress=None,
                quantized: bool = False, header: bool = True, columns: dict[str, str] | None = None,
-               quoting: str = "auto", labels: str = "name", on_note=None) -> ScoreStats:
+               quoting: str = "auto", labels: str = "name", on_note=None, sessions: int | None = None,
+               threads: int | None = None) -> ScoreStats:
     """Score a file (TSV/CSV, JSON lines or Parquet; '-' for TSV on stdin) into TSV (or
     '-'/None for stdout), or Parquet when `output_path` ends in .parquet.
 
@@ -297,10 +299,10 @@ def score_file(task_name: str, input_path: str, output_path: str | None, *, mode
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     refuse_input_as_output(input_path, output_path)
-    scorer = Scorer(model_dir, int8=quantized, providers=providers)
+    scorer = Scorer(model_dir, int8=quantized, providers=providers, sessions=sessions, threads=threads)
     task = scorer.task(task_name)
     output = ScoreWriter(output_path, task, labels)
-    stats = ScoreStats()
+    stats = ScoreStats(parallelism=scorer.describe())
     start = time.perf_counter()
     stream = open_binary(input_path) if file_format(input_path) != "parquet" else None
     total = os.fstat(stream.fileno()).st_size if stream is not None and input_path != "-" else None

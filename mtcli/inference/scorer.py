@@ -21,6 +21,8 @@ encoding of the query.
 
 import itertools
 import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -40,7 +42,10 @@ WINDOW = 2048        # rows sorted by length (and deduplicated) together
 BATCH_SIZE = 64
 
 
-def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None):
+def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None,
+                 profile: str | None = None):
+    """An onnxruntime session of the graph at `path`, as scoring runs it. `profile`: a file prefix
+    under which onnxruntime writes its per-node trace (bench/scoring_profile.py)."""
     import onnxruntime as ort
 
     unknown = [p for p in providers if p not in PROVIDERS]
@@ -60,6 +65,8 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
     # work needs. Off, measured on 2 cores (2026-12-02, in BENCHMARKS.md's history): 64-row windows 302-333 rows/s
     # against 269-290, long windows unchanged, `mtcli serve` as fast or faster on 0.1-0.2 fewer cores.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile
     check_regular(path, "ONNX graph")
     if not path.is_file():
         raise UserError(f"{path}: ONNX graph not found; re-run `mtcli export`")
@@ -70,24 +77,56 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
         raise UserError(f"{path}: cannot load the ONNX graph ({reason}); the file is corrupt: re-run `mtcli export`") from None
 
 
+def parallelism(threads: int | None, sessions: int | None) -> tuple[int, int]:
+    """(sessions, threads each) for scoring on this machine's cores. By default one session of one
+    thread per core, each running its own batches: on 2 cores that scores 1.2-1.3x faster than one
+    session of 2 threads (its threads synchronise at every operator of a small batch; two sessions
+    never do, and one tokenizes while the other runs; BENCHMARKS.md "Two cores, used whole").
+    `sessions` or `threads` given: the other fills the cores."""
+    cores = os.cpu_count() or 1
+    for name, value in (("--sessions", sessions), ("--threads", threads)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UserError(f"{name} {value!r}: expected a whole number >= 1")
+    if sessions is None:
+        sessions = cores if threads is None else max(1, cores // threads)
+    return sessions, threads if threads is not None else max(1, cores // sessions)
+
+
 class Scorer:
-    """An `mtcli export` folder, loaded once: scores rows of any exported task, embeds sentences."""
+    """An `mtcli export` folder, loaded once: scores rows of any exported task, embeds sentences.
+
+    `sessions` onnxruntime sessions of `threads` threads each run a window's batches side by
+    side (`parallelism`: by default one single-threaded session per core); on a GPU, one."""
 
     def __init__(self, model_dir: str | Path = "export", *, int8: bool = False,
-                 providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None, dedup: bool = True):
+                 providers: Sequence[str] = ("cuda", "cpu"), threads: int | None = None, dedup: bool = True,
+                 sessions: int | None = None):
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.tasks: dict[str, Task] = read_manifest_tasks(self.model_dir, self.manifest)
-        self.int8, self.providers, self.threads, self.dedup = int8, tuple(providers), threads, dedup
+        self.sessions, self.threads = parallelism(threads, sessions)
+        self.int8, self.providers, self.dedup = int8, tuple(providers), dedup
+        self._pool: ThreadPoolExecutor | None = None
         self.tokenizer = Tokenizer.from_dir(self.model_dir, max_length=self.manifest["max_length"])
         if "vocab_size" in self.manifest["encoder"]:   # every token a row of the graphs' embedding table
             self.tokenizer.check_vocabulary(self.manifest["encoder"]["vocab_size"], self.model_dir / MANIFEST)
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, list] = {}
 
     # ------------------------------------------------------------------ sessions
 
+    def describe(self) -> str:
+        """How this scorer runs onnxruntime, in a few words (what `mtcli score` says)."""
+        return (f"{self.sessions} session{'s' if self.sessions > 1 else ''} of {self.threads} "
+                f"thread{'s' if self.threads > 1 else ''}" + (", batches side by side" if self.sessions > 1 else ""))
+
     def _session(self, entry: dict, file_key: str = "file", inputs_key: str = "inputs"):
-        """The onnxruntime session of one graph of the manifest, created (and checked) on first use."""
+        """The first onnxruntime session of one graph of the manifest (`_sessions_of`)."""
+        return self._sessions_of(entry, file_key, inputs_key)[0]
+
+    def _sessions_of(self, entry: dict, file_key: str = "file", inputs_key: str = "inputs") -> list:
+        """The onnxruntime sessions of one graph of the manifest, created (the first checked) on
+        first use: `self.sessions` of them for a task's or the embedding's graph on the CPU, one on
+        a GPU and for a pair head (cheap: never run side by side)."""
         if self.int8 and file_key == "file":
             if "int8_file" not in entry:
                 raise UserError(f"{self.model_dir}: no int8 graphs; export with `mtcli export --quantize int8`")
@@ -98,7 +137,9 @@ class Scorer:
             check_graph(session, entry, self.model_dir / file, inputs_key)
             if inputs_key == "inputs":
                 self._probe(session, entry, self.model_dir / file)
-            self._sessions[file] = session
+            more = self.sessions - 1 if inputs_key == "inputs" and _on_cpu(session) else 0
+            self._sessions[file] = [session] + [make_session(self.model_dir / file, self.providers, self.threads)
+                                                for _ in range(more)]
         return self._sessions[file]
 
     def _probe(self, session, entry: dict, graph: Path) -> None:
@@ -157,21 +198,36 @@ class Scorer:
         return self._run_length_sorted(entry, entry["encoding"], texts, batch_size)
 
     def _run_length_sorted(self, entry: dict, encoding: str, rows: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:
-        """One graph over the rows in batches of similar token length; the outputs in input order."""
-        session = self._session(entry)
+        """One graph over the rows in batches of similar token length, the batches shared out among
+        the graph's sessions (each tokenizes its batch, then runs it); the outputs in input order."""
+        sessions = self._sessions_of(entry)
         lengths = row_lengths(self.tokenizer, encoding, rows)
         order = np.argsort(lengths, kind="stable")
-        parts = []
-        device = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
-        for part in length_batches(lengths[order], batch_size, RUN_OVERHEAD_TOKENS[device]):
-            batch = encode(self.tokenizer, encoding, [rows[i] for i in order[part]])
+        device = "cpu" if _on_cpu(sessions[0]) else "cuda"
+        batches = [order[part] for part in length_batches(lengths[order], batch_size, RUN_OVERHEAD_TOKENS[device])]
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for session in sessions:
+            free.put(session)
+
+        def run(indices: np.ndarray) -> np.ndarray:
+            batch = encode(self.tokenizer, encoding, [rows[i] for i in indices])
+            session = free.get()
             try:
-                parts.append(session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0])
+                return session.run([entry["output"]], {name: batch[name] for name in entry["inputs"]})[0]
             except Exception as e:   # onnxruntime's own error types: a graph that does not fit its tokenizer
                 graph = self.model_dir / entry["int8_file" if self.int8 else "file"]
                 reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
                 raise UserError(f"{graph}: onnxruntime cannot run it on these rows ({reason}); graph, tokenizer and "
                                 f"manifest do not belong together: re-run `mtcli export`") from None
+            finally:
+                free.put(session)
+
+        if len(sessions) == 1 or len(batches) == 1:
+            parts = [run(indices) for indices in batches]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.sessions, thread_name_prefix="mtcli-score")
+            parts = list(self._pool.map(run, batches))
         return np.concatenate(parts)[np.argsort(order)]
 
     def _score_pairs_by_sentence(self, entry: dict, texts: Sequence[tuple[str, ...]], batch_size: int) -> np.ndarray:
@@ -189,6 +245,10 @@ class Scorer:
 
     def _embed(self, sentences: Sequence[str], batch_size: int) -> np.ndarray:
         return self._run_length_sorted(self.manifest["embedding"], "single", [(s,) for s in sentences], batch_size)
+
+
+def _on_cpu(session) -> bool:
+    return session.get_providers()[0] != PROVIDERS["cuda"]
 
 
 def _check_batch_size(batch_size) -> None:

@@ -117,7 +117,7 @@ class Service:
 def load_scorer(model_dir, *, int8: bool, providers, threads: int | None = None) -> Scorer:
     """The export, every graph loaded and probed now: a missing or damaged export is one
     UserError before any server starts (the same errors `mtcli score` gives)."""
-    scorer = Scorer(model_dir, int8=int8, providers=providers, threads=threads)
+    scorer = Scorer(model_dir, int8=int8, providers=providers, threads=threads, sessions=1)   # the batcher runs batches side by side
     for name in scorer.tasks:
         scorer.score(name, [("warm up",) * len(scorer.tasks[name].text)])
     scorer.embed(["warm up"])

@@ -55,7 +55,7 @@ def test_sessions_do_not_spin_between_runs(tiny_export):
     second batch share the cores with them (BENCHMARKS, serving)."""
     scorer = Scorer(tiny_export, providers=["cpu"], threads=2)
     scorer.score("sst", ["a sentence"])
-    for session in scorer._sessions.values():
+    for session in (s for sessions in scorer._sessions.values() for s in sessions):
         assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
@@ -99,3 +99,36 @@ def test_the_python_api_follows_the_cli_rules(tiny_export, call, message):
 
     with pytest.raises(mtcli.UserError, match=message):
         call(Scorer(tiny_export, providers=["cpu"]))
+
+
+def test_sessions_side_by_side_give_the_numbers_of_one(tiny_export, monkeypatch):
+    """#60 point 4: batches shared out among sessions come back in input order, equal to one
+    session's; the default is one single-threaded session per core."""
+    from mtcli.inference.scorer import parallelism
+
+    rows = [(f"sentence {i} " + "word " * (i % 7), f"other {i}") for i in range(300)]
+    one = Scorer(tiny_export, providers=["cpu"], sessions=1, threads=1)
+    two = Scorer(tiny_export, providers=["cpu"], sessions=2, threads=1)
+    for task in ("sts", "para", "sst"):
+        texts = rows if task != "sst" else [r[0] for r in rows]
+        a, b = one.score(task, texts, batch_size=8), two.score(task, texts, batch_size=8)
+        np.testing.assert_array_equal(a, b)
+    assert len(two._sessions["embed.onnx"]) == 2 and len(two._sessions["para.head.onnx"]) == 1
+    assert two.describe() == "2 sessions of 1 thread, batches side by side" and one.describe() == "1 session of 1 thread"
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert parallelism(None, None) == (4, 1) and parallelism(2, None) == (2, 2) and parallelism(None, 2) == (2, 2)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(UserError, match="expected a whole number >= 1"):
+            parallelism(None, bad)
+
+
+def test_score_says_how_it_ran_and_refuses_bad_counts(tiny_export, tmp_path):
+    from conftest import one_line_error, run_cli_here
+
+    rows = tmp_path / "rows.tsv"
+    rows.write_text("sentence1\tsentence2\nA dog.\tA cat.\n")
+    done = run_cli_here("score", "sts", rows, "--model", tiny_export, "-o", tmp_path / "o.tsv", "--sessions", "2",
+                        "--threads", "1")
+    assert done.returncode == 0 and b"onnxruntime: 2 sessions of 1 thread, batches side by side" in done.stderr
+    one_line_error(run_cli_here("score", "sts", rows, "--model", tiny_export, "--sessions", "0"),
+                   "--sessions 0: expected a whole number >= 1")
