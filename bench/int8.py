@@ -23,8 +23,8 @@ from mtcli.eval.evaluate import evaluate_onnx  # noqa: E402
 
 # node-name patterns of the fused BERT graphs (see the Attention / MatMul names in any task graph)
 FAMILIES = {
-    "none (all quantized)": [],
     **{kept: list(patterns) for kept, patterns in INT8_FP32_CANDIDATES.items()},  # what `mtcli export` chooses from
+                                                                                  # ("nothing": all quantized)
     "attention out": [r"/attention/out/MatMul$"],
     "Attention (qkv)": [r"^Attention_\d+$"],
     "last layer": [r"layers\.5/", r"^Attention_5$"],

@@ -38,6 +38,9 @@ from mtcli.core.paths import resolve_model_dir  # noqa: E402
 from mtcli.core.tasks import load_task_file  # noqa: E402
 from mtcli.inference.scorer import Scorer  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roof import sgemm_gflops  # noqa: E402
+
 
 def sentence_transformers_backends(model_dir: Path, work: Path, threads: int) -> dict:
     import torch
@@ -47,11 +50,15 @@ def sentence_transformers_backends(model_dir: Path, work: Path, threads: int) ->
     copy = work / "backbone"
     shutil.copytree(model_dir, copy)  # the ONNX backend writes its graphs next to the model
     backends = {"sentence-transformers torch": SentenceTransformer(str(copy), device="cpu")}
-    onnx_model = SentenceTransformer(str(copy), device="cpu", backend="onnx")  # exports the graph on first load
-    backends["sentence-transformers onnx"] = onnx_model
-    export_dynamic_quantized_onnx_model(onnx_model, "avx2", str(copy))
-    backends["sentence-transformers onnx int8 (avx2)"] = SentenceTransformer(
-        str(copy), device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"})
+    try:
+        onnx_model = SentenceTransformer(str(copy), device="cpu", backend="onnx")  # exports the graph on first load
+    except Exception as e:   # its ONNX backend needs optimum (sentence-transformers[onnx])
+        print(f"sentence-transformers' ONNX backends skipped: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+    else:
+        backends["sentence-transformers onnx"] = onnx_model
+        export_dynamic_quantized_onnx_model(onnx_model, "avx2", str(copy))
+        backends["sentence-transformers onnx int8 (avx2)"] = SentenceTransformer(
+            str(copy), device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"})
 
     def scorer(model):
         def score(pairs):
@@ -73,14 +80,21 @@ def main() -> None:
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     pairs = [ex.texts for ex in read_split(load_task_file()["sts"], "train").examples[: args.rows]]
-    fp32, int8 = Scorer(args.export, providers=["cpu"]), Scorer(args.export, providers=["cpu"], int8=True)
-    backends = {"mtcli fp32": lambda rows: fp32.score(args.task, rows), "mtcli int8": lambda rows: int8.score(args.task, rows)}
+    backends = {}
+    for name, options in (("mtcli fp32", {}), ("mtcli int8", {"int8": True}),
+                          ("mtcli fp32, 1 session of all threads", {"sessions": 1}),
+                          ("mtcli int8, 1 session of all threads", {"int8": True, "sessions": 1})):
+        scorer = Scorer(args.export, providers=["cpu"], **options)
+        backends[f"{name} ({scorer.describe()})" if "1 session" not in name else name] = \
+            lambda rows, scorer=scorer: scorer.score(args.task, rows)
+    roof = sgemm_gflops()
     with tempfile.TemporaryDirectory() as work:
         backends.update(sentence_transformers_backends(resolve_model_dir(args.backbone), Path(work), threads))
         import sentence_transformers
         import torch
 
         print(json.dumps({"date": str(date.today()), "machine": platform.node(), "threads": threads, "rows": len(pairs),
+                          "sgemm_roof_gflops": round(roof, 1),
                           "backbone": args.backbone or "all-MiniLM-L6-v2",
                           "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
                           "repeats": args.repeats}))

@@ -2,13 +2,15 @@
 
     python bench/scoring_profile.py --export export-minilm --rows 1000
     python bench/scoring_profile.py --export export-mpnet --rows 300
+    python bench/scoring_profile.py --export export-mpnet --rows 300 --versus export-mpnet-unfused
 
 Two views of the same work, STS-B training pairs scored as `mtcli score sts` scores them (each
 distinct sentence once through embed.onnx, then the cosine head):
 
 1. The whole command, under cProfile: the share of its wall time in onnxruntime's run, in the
    tokenizer (lengths and encoding), in reading the input and writing the output, and the rest
-   (Python between batches).
+   (Python between batches). With --sessions 1: cProfile sees one thread, and the sessions
+   that run side by side by default run in others.
 2. Inside onnxruntime (its own profiler, one trace per graph): time per operator type and per
    encoder layer, and each matrix product's achieved GFLOP/s, from the shapes the trace
    records, against the sgemm roof measured in the same run (bench/roof.py) for fp32, and
@@ -75,7 +77,8 @@ def profile_command(export: Path, pairs: list, int8: bool, work: Path) -> dict:
         writer = csv.writer(fh, delimiter="\t")
         writer.writerow(["sentence1", "sentence2"])
         writer.writerows(pairs)
-    argv = ["mtcli", "score", "sts", str(rows), "--model", str(export), "-o", str(work / "out.tsv"),
+    # one session: cProfile sees only the thread it runs in, and side-by-side sessions run in others
+    argv = ["mtcli", "score", "sts", str(rows), "--model", str(export), "-o", str(work / "out.tsv"), "--sessions", "1",
             *(["--int8"] if int8 else [])]
     saved, sys.argv = sys.argv, argv
     profiler = cProfile.Profile()
@@ -181,6 +184,22 @@ def int8_roof(m: int, k: int, n: int, threads: int, repeats: int = 20) -> float:
     return 2 * m * k * n / best / 1e9
 
 
+def versus(exports: list[Path], pairs: list, int8: bool, repeats: int = 3) -> dict[str, float]:
+    """Sentences/s of each export's embedding, as `mtcli score` runs it (Scorer's defaults), the
+    exports taking turns; the median of `repeats` passes each."""
+    from mtcli.inference.scorer import Scorer
+
+    sentences = list(dict.fromkeys(text for pair in pairs for text in pair))
+    scorers = {str(e): Scorer(e, int8=int8, providers=("cpu",)) for e in exports}
+    for scorer in scorers.values():
+        scorer.embed(sentences[:64])
+    seconds = {name: [] for name in scorers}
+    for _ in range(repeats):
+        for name, scorer in scorers.items():
+            seconds[name].append(_timed(lambda: scorer.embed(sentences)))
+    return {name: len(sentences) / sorted(s)[len(s) // 2] for name, s in seconds.items()}
+
+
 def _timed(call) -> float:
     start = time.perf_counter()
     call()
@@ -203,6 +222,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--versus", type=Path, action="append", default=[],
+                        help="another export of the same model (the unfused MPNet graphs; repeatable): the embeddings' "
+                             "sentences/s side by side, taking turns")
     args = parser.parse_args()
 
     from mtcli.inference.manifest import read_manifest
@@ -242,6 +264,15 @@ def main() -> None:
                 out.append(f"| {op} | {g['s']:.3f} | {g['gflop']:.1f} | {g['gflops']:.1f} | "
                            f"{100 * g['gflops'] / ceiling:.0f}% ({'int8' if op in INT8_MATMULS else 'sgemm'}) |")
             out.append("")
+    if args.versus:
+        for int8 in (False, True):
+            exports = [e for e in (args.export, *args.versus) if not int8 or "int8_file" in read_manifest(e)["embedding"]]
+            if len(exports) < 2:
+                continue
+            rates = versus(exports, pairs, int8)
+            result.setdefault("versus", {})["int8" if int8 else "fp32"] = rates
+            out += [f"| {'int8' if int8 else 'fp32'} embedding, sentences/s | " + " | ".join(
+                f"{name}: {rate:.1f}" for name, rate in rates.items()) + " |"]
     print("\n".join(out))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -133,7 +133,8 @@ def _export_encoder_graph(graph: torch.nn.Module, args, output: str, path: Path,
     graph.model.encoder.spelled_out_attention = True
     try:
         torch.onnx.export(graph.eval(), args, str(traced), dynamo=False, input_names=graph.names, output_names=[output],
-                          opset_version=opset, do_constant_folding=True, custom_opsets={"com.microsoft": 1},
+                          opset_version=opset, do_constant_folding=True,
+                          custom_opsets=graph.model.encoder.custom_opsets,
                           dynamic_axes={name: {0: "batch", 1: "sequence"} for name in graph.names})
         fused = _fuse(traced, path, config)
     finally:
@@ -182,8 +183,12 @@ def _check_dynamic_axes(path: Path) -> None:
 # depends on the model (BENCHMARKS.md, "int8: which nodes stay fp32": on the default MiniLM recipe
 # ffn_in kept every task within 0.1 points and ffn_out lost 1.0 on SST; on a single-task MPNet SST
 # model ffn_in lost 3.2 points and ffn_out 0.8), so the export measures each on dev and keeps the
-# better; the first is kept when no dev data is located.
-INT8_FP32_CANDIDATES = {"ffn_in": (r"/ffn_in/MatMul$",), "ffn_out": (r"/ffn_out/MatMul$",)}
+# better; the first is kept when no dev data is located. Keeping nothing fp32 is the third
+# candidate: the fastest (MPNet's int8 embedding 1.57x the speed with ffn_in kept, BENCHMARKS.md
+# "Where the time goes"), kept when its dev quality equals the best's (within INT8_EQUAL_QUALITY
+# on its worst task).
+INT8_FP32_CANDIDATES = {"ffn_in": (r"/ffn_in/MatMul$",), "ffn_out": (r"/ffn_out/MatMul$",), "nothing": ()}
+INT8_EQUAL_QUALITY = 0.0025   # a quarter of a point: well inside a dev set's sampling noise
 
 
 def nodes_matching(path: Path, patterns) -> list[str]:
@@ -396,8 +401,9 @@ def _quantize_graphs(model_dir: Path, manifest: dict, kept_fp32) -> None:
 
 def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | None, say) -> dict:
     """Quantize every graph keeping one of INT8_FP32_CANDIDATES fp32: with located dev data, the one
-    whose worst task loses least on dev (then the better overall change), each candidate measured
-    and recorded; without, the first. Returns the manifest's int8 fields."""
+    `_choose` picks (nothing, the fastest, at equal dev quality; else the one whose worst task loses
+    least), each candidate measured and recorded; without, the first. Returns the manifest's int8
+    fields."""
     first = next(iter(INT8_FP32_CANDIDATES))
     _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[first])  # the manifest lists them: reading it needs them
     if tasks is None:
@@ -413,10 +419,10 @@ def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | Non
         int8 = evaluate_onnx(model_dir, tasks=tasks, quantized=True).results
         measured[kept] = {"int8": int8, "change": _int8_changes(fp32, int8, specs)}
         change = measured[kept]["change"]
-        say(f"  int8 with the {kept} MatMuls fp32, dev change in points: " + ", ".join(
+        say(f"  int8 with {'nothing' if kept == 'nothing' else f'the {kept} MatMuls'} fp32, dev change in points: " + ", ".join(
             f"{name} {'undefined' if c is None else f'{100 * c:+.2f}'}"
             for name, c in [*change["tasks"].items(), ("overall", change["overall"])]))
-    best = _least_loss({kept: m["change"] for kept, m in measured.items()})
+    best = _choose({kept: m["change"] for kept, m in measured.items()})
     if best != list(INT8_FP32_CANDIDATES)[-1]:  # the files on disk are the last candidate's
         _quantize_graphs(model_dir, manifest, INT8_FP32_CANDIDATES[best])
     for task, spec in specs.items():
@@ -426,7 +432,8 @@ def _quantize_int8(model_dir: Path, manifest: dict, tasks: dict[str, Task] | Non
         else:
             before, after = fp32["tasks"][task][spec.metric], measured[best]["int8"]["tasks"][task][spec.metric]
             say(f"  int8 {task} dev {spec.metric}: {before:.4f} -> {after:.4f} ({100 * change:+.2f} points)")
-    say(f"  int8 keeps the {best} MatMuls fp32 (its worst task loses least on dev)")
+    say(f"  int8 keeps nothing fp32 (the fastest, its dev quality equal to the best's)" if best == "nothing" else
+        f"  int8 keeps the {best} MatMuls fp32 (its worst task loses least on dev)")
     report = {"fp32": fp32, "int8": measured[best]["int8"], "change": measured[best]["change"],
               "candidates": {kept: m["change"] for kept, m in measured.items()}}
     return {"int8_kept_fp32": best, "int8_dev": report}
@@ -442,11 +449,23 @@ def _int8_changes(fp32: dict, int8: dict, specs: dict[str, Task]) -> dict:
     return {"tasks": tasks, "overall": int8["overall"] - fp32["overall"] if both else None}
 
 
+def _choose(changes: dict[str, dict]) -> str:
+    """The candidate the export keeps: keeping nothing fp32 (the fastest) when its worst task
+    loses at most INT8_EQUAL_QUALITY more than the least-loss candidate's, else that one."""
+    best = _least_loss(changes)
+    if "nothing" in changes and _worst(changes["nothing"]) >= _worst(changes[best]) - INT8_EQUAL_QUALITY:
+        return "nothing"
+    return best
+
+
+def _worst(change: dict) -> float:
+    return min((c for c in change["tasks"].values() if c is not None), default=0.0)
+
+
 def _least_loss(changes: dict[str, dict]) -> str:
     """The candidate whose worst task changes least for the worse, then the one whose overall
     changes least for the worse; the first listed on a tie."""
     def loss(kept: str) -> tuple[float, float]:
-        tasks = [c for c in changes[kept]["tasks"].values() if c is not None]
-        return -min(tasks, default=0.0), -(changes[kept]["overall"] or 0.0)
+        return -_worst(changes[kept]), -(changes[kept]["overall"] or 0.0)
 
     return min(changes, key=loss)

@@ -210,6 +210,11 @@ class MinBert(nn.Module):
             layer.attention.spelled_out = self._spelled_out_attention
 
     @property
+    def custom_opsets(self) -> dict[str, int]:
+        """The ONNX operator domains an export of this encoder uses besides the standard one."""
+        return {"com.microsoft": 1} if self.relative_bias is not None and self.multi_head_attention_node else {}
+
+    @property
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
@@ -230,6 +235,7 @@ class MinBert(nn.Module):
             mask = keys.bool()
         else:  # an additive float mask carries the bias to scaled_dot_product_attention
             mask = torch.zeros(keys.shape, dtype=x.dtype, device=x.device).masked_fill(~keys.bool(), float("-inf"))
+        if self.relative_bias is not None and not isinstance(mask, tuple):
             mask = mask + self.relative_bias(input_ids.shape[1], input_ids.device).to(mask.dtype)
         recompute = self.recompute_activations and self.training and torch.is_grad_enabled()
         for layer in self.layers:

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from mtcli.export import onnx as onnx_export
-from mtcli.export.onnx import INT8_FP32_CANDIDATES, _least_loss, _quantize_int8
+from mtcli.export.onnx import INT8_FP32_CANDIDATES, _choose, _least_loss, _quantize_int8
 from mtcli.inference.manifest import read_manifest
 from mtcli.model.checkpoint import checkpoint_data, load_checkpoint
 
@@ -23,7 +23,7 @@ def kept_fp32(graph_path) -> list[str]:
 def assert_files_keep(export_dir, manifest, family, layers=2):
     for entry in [*manifest["tasks"].values(), manifest["embedding"]]:
         names = kept_fp32(export_dir / entry["int8_file"])
-        assert len(names) == layers, (entry["int8_file"], names)
+        assert len(names) == (0 if family == "nothing" else layers), (entry["int8_file"], names)
         assert all(any(re.search(p, name) for p in INT8_FP32_CANDIDATES[family]) for name in names), (family, names)
 
 
@@ -31,7 +31,7 @@ def test_the_family_that_loses_least_on_dev_is_kept(tiny_export):
     manifest = read_manifest(tiny_export)
     report, chosen = manifest["int8_dev"], manifest["int8_kept_fp32"]
     assert set(report["candidates"]) == set(INT8_FP32_CANDIDATES)
-    assert chosen == _least_loss(report["candidates"])
+    assert chosen == _choose(report["candidates"])
     assert report["change"] == report["candidates"][chosen]
     for task, change in report["change"]["tasks"].items():
         assert change == pytest.approx(report["int8"]["headline"][task] - report["fp32"]["headline"][task])
@@ -56,13 +56,31 @@ def test_worst_task_first_then_overall():
     assert _least_loss({"a": change(-0.001, sst=-0.003, sts=0.0), "u": undefined}) == "u"
 
 
+def test_nothing_fp32_is_kept_at_equal_dev_quality():
+    """The fastest candidate wins when its worst task is within a quarter point of the best's
+    (BENCHMARKS.md's figures: MiniLM all quantized loses 1.27 on SST, the second MPNet SST
+    teacher's loses no more than with ffn_in kept)."""
+    def change(overall, **tasks):
+        return {"tasks": tasks, "overall": overall}
+
+    minilm = {"ffn_in": change(0.0015, sst=0.0009, para=0.0040, sts=-0.0007),
+              "ffn_out": change(-0.0029, sst=-0.0100, para=0.0017, sts=-0.0006),
+              "nothing": change(-0.0024, sst=-0.0127, para=0.0067, sts=-0.0022)}
+    teacher = {"ffn_in": change(0.0054, sst=0.0054), "ffn_out": change(0.0009, sst=0.0009),
+               "nothing": change(0.0054, sst=0.0054)}
+    assert _choose(minilm) == "ffn_in" and _choose(teacher) == "nothing"
+    near = {"ffn_in": change(0.0, sst=-0.0010), "nothing": change(-0.003, sst=-0.0035)}
+    far = {"ffn_in": change(0.0, sst=-0.0010), "nothing": change(-0.003, sst=-0.0036)}
+    assert _choose(near) == "nothing" and _choose(far) == "ffn_in"
+
+
 @pytest.mark.parametrize("family", list(INT8_FP32_CANDIDATES))
 def test_the_chosen_family_is_on_disk_whichever_was_measured_last(tiny_export, tiny_checkpoint, tmp_path,
                                                                   monkeypatch, family):
     folder = tmp_path / "export"
     shutil.copytree(tiny_export, folder)
     manifest = read_manifest(folder)
-    monkeypatch.setattr(onnx_export, "_least_loss", lambda changes: family)
+    monkeypatch.setattr(onnx_export, "_choose", lambda changes: family)
     model, _, _ = load_checkpoint(tiny_checkpoint)
     tasks = checkpoint_data(tiny_checkpoint, model.tasks, splits=("dev",))
     fields = _quantize_int8(folder, manifest, tasks, lambda *a: None)
