@@ -79,7 +79,7 @@ def make_session(path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads
 
 def parallelism(threads: int | None, sessions: int | None) -> tuple[int, int]:
     """(sessions, threads each) for scoring on this machine's cores. By default one session of one
-    thread per core, each running its own batches: on 2 cores that scores 1.2-1.3x faster than one
+    thread per core, each running its own batches: on 2 cores that scores 1.1-1.6x faster than one
     session of 2 threads (its threads synchronise at every operator of a small batch; two sessions
     never do, and one tokenizes while the other runs; BENCHMARKS.md "Two cores, used whole").
     `sessions` or `threads` given: the other fills the cores."""
