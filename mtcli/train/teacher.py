@@ -12,7 +12,8 @@ progress. The predictions are kept in the run folder (teacher-labels.safetensors
 task's under the digest of its teacher (the files it predicts with) and of the rows it
 labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
 the same --out with the same teacher and rows takes them from its sibling instead of
-labelling again. Under torchrun each process labels its share of the rows and the shares are
+labelling again. Reused labels are trusted only if they still have the digest the run's
+record kept and the teacher predicts SPOT_CHECK rows drawn at random as they say. Under torchrun each process labels its share of the rows and the shares are
 gathered: every rank holds what one process would. The file's format, and its checks on
 reading, are mtcli.run.teacher_labels'.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +42,8 @@ from mtcli.train.progress import CountLines
 from mtcli.train.units import Unit
 
 WINDOW = 2048     # rows predicted between progress updates
+SPOT_CHECK = 32   # rows of reused labels the teacher predicts again, drawn at random, before they are trusted
+SPOT_TOLERANCE = 0.01   # of the target's span (probabilities: 1; a score: its range): devices and batching differ
 
 
 @dataclass
@@ -230,6 +234,7 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
                                     f"restore it to resume exactly, or start a new run")
                 continue
             found[name] = labels
+    origin = {name: "own" for name in found}
 
     def fits(name: str, entry: dict) -> bool:   # a sibling's entry: the same teacher and rows
         return (entry["rows"] == wanted[name][1] and entry["teacher"] == teachers[name].digest
@@ -249,15 +254,51 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
                 console.print(f"[yellow]note[/] teacher {name}: the labels of {sibling.parent.name} are not reused: "
                               f"they do not match the digest its record ({RECORD}) keeps", highlight=False)
                 continue
-            found[name] = labels
-            console.print(f"[bold]teacher[/] {name}: the labels of {sibling.parent.name} reused (the same teacher "
-                          f"and rows)", highlight=False)
+            found[name], origin[name] = labels, sibling.parent.name
+    found = _spot_checked(found, origin, wanted, teachers, device, console, resuming, dist)
     # every process labels the same tasks (a sibling's file written between two processes' looks
     # would otherwise leave one rank labelling alone, waiting for the others)
     missing = [t for t in wanted if not dist.all_true(t in found, device)]
     if missing:
         found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every, dist))
     return found
+
+
+def _spot_checked(found: dict[str, Labels], origin: dict[str, str], wanted: dict, teachers: dict[str, Teacher],
+                  device: str, console: Console, resuming: bool, dist: Distributed) -> dict[str, Labels]:
+    """The reused labels that the teacher confirms: it predicts SPOT_CHECK of each task's rows again,
+    drawn at random now, and they must match within SPOT_TOLERANCE. Labels edited together with the
+    run's record pass the digest check, never this one (which rows are drawn is not known until
+    now). The run's own labels on resume that fail are refused; a sibling's are labelled again."""
+    if not found:
+        return found
+    rng = np.random.default_rng(secrets.randbits(64))
+    models: dict[int, LoadedTeacher] = {}
+    kept = {}
+    for name, labels in found.items():
+        teacher = teachers[name]
+        if id(teacher) not in models:
+            models[id(teacher)] = teacher.load(device)
+        rows = wanted[name][2]
+        picks = np.sort(rng.choice(len(rows), size=min(SPOT_CHECK, len(rows)), replace=False))
+        task = teacher.tasks[name]
+        span = task.range[1] - task.range[0] if task.is_regression else 1.0
+        fresh = np.asarray(models[id(teacher)].score(name, [rows[i] for i in picks]), dtype=np.float32)
+        agree = fresh.shape == labels.values[picks].shape and bool(
+            np.all(np.abs(fresh - labels.values[picks]) <= SPOT_TOLERANCE * span))
+        if dist.all_true(agree, device):
+            kept[name] = labels
+            if origin[name] != "own":
+                console.print(f"[bold]teacher[/] {name}: the labels of {origin[name]} reused (the same teacher and "
+                              f"rows; {len(picks)} of them predicted again and equal)", highlight=False)
+        elif origin[name] == "own" and resuming:
+            raise UserError(f"{teacher.path}: predicts {len(picks)} randomly drawn {name} rows otherwise than this "
+                            f"run's {TEACHER_LABELS} records: the labels were edited: move the file away to label "
+                            f"again, or start a new run")
+        else:
+            console.print(f"[yellow]note[/] teacher {name}: the labels of {origin[name]} are not reused: the teacher "
+                          f"predicts {len(picks)} randomly drawn rows otherwise", highlight=False)
+    return kept
 
 
 def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,

@@ -404,6 +404,18 @@ def test_edited_teacher_labels_are_neither_resumed_nor_reused(tmp_path, tiny_mod
     run = crashed_at(config("first", save_every=2), Console(quiet=True), 3).run_dir
     record = json.loads((run / "data.json").read_text())
     assert set(record["teacher_labels"]) == {"sst", "para", "sts"}
+    forged = tmp_path / "runs" / "forged"   # labels and record edited together: the spot check catches them
+    shutil.copytree(run, forged)
+    _poison(forged / "teacher-labels.safetensors")
+    from safetensors.numpy import load_file as load_arrays
+
+    from mtcli.run.teacher_labels import Labels
+    arrays = load_arrays(str(forged / "teacher-labels.safetensors"))
+    record["teacher_labels"] = {t: Labels("", "", "", arrays[t]).sha256 for t in record["teacher_labels"]}
+    (forged / "data.json").write_text(json.dumps(record))
+    one_line_error(run_cli_here("train", "--resume", forged), "predicts", "randomly drawn",
+                   "the labels were edited")
+    shutil.rmtree(forged)
     _poison(run / "teacher-labels.safetensors")
     one_line_error(run_cli_here("train", "--resume", run), "teacher-labels.safetensors",
                    "changed since this run wrote them")

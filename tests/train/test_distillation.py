@@ -106,9 +106,16 @@ def test_an_export_teaches_every_task_and_its_labels_are_kept(tmp_path, tiny_mod
     assert all(math.isfinite(v) for r in steps if r["type"] == "step" for v in r["loss"].values())
 
 
+def _only_spot_checks(monkeypatch) -> None:
+    """The teacher may predict the few rows a reuse draws to check the labels, never label a unit again."""
+    from mtcli.train import teacher as teacher_module
+
+    monkeypatch.setattr(teacher_module, "_label", lambda *a, **k: pytest.fail("labelled again"))
+
+
 def test_a_second_run_reuses_its_siblings_labels(tmp_path, tiny_model_dir, tiny_export, monkeypatch):
     first = Trainer(_config(tmp_path, tiny_model_dir, "first", [tiny_export], max_steps=1), QUIET).run()
-    monkeypatch.setattr(Teacher, "load", lambda self, device: pytest.fail("labelled again"))
+    _only_spot_checks(monkeypatch)
     second = Trainer(_config(tmp_path, tiny_model_dir, "second", [tiny_export], max_steps=1, seed=3), QUIET)
     second.run()
     a = load_file(first / TEACHER_LABELS)
@@ -187,7 +194,7 @@ def test_resume_with_a_teacher_is_bit_identical(tmp_path, tiny_model_dir, tiny_e
     straight = Trainer(_config(tmp_path, tiny_model_dir, "straight", [tiny_export], save_every=2), QUIET)
     straight.run()
     interrupted = crashed_at(_config(tmp_path, tiny_model_dir, "interrupted", [tiny_export], save_every=2), QUIET, 5)
-    monkeypatch.setattr(Teacher, "load", lambda self, device: pytest.fail("labelled again on resume"))
+    _only_spot_checks(monkeypatch)
     Trainer.resume(interrupted.run_dir, QUIET).run()
     a, b = load_file(straight.run_dir / "last" / "model.safetensors"), load_file(interrupted.run_dir / "last" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
