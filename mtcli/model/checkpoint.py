@@ -81,9 +81,9 @@ def model_files(ckpt_dir: Path) -> list[Path]:
 
 def model_state_from(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
     """The MultitaskModel state dict stored in a checkpoint folder, its encoder checked against
-    config.json (mtcli.model.loading.encoder_state)."""
+    config.json (mtcli.model.loading.encoder_state); its files were checked by read_meta, which
+    every caller reads first."""
     ckpt_dir = Path(ckpt_dir)
-    model_files(ckpt_dir)
     config = BertConfig.from_file(ckpt_dir / "config.json")
     state = encoder_state(MinBert, ckpt_dir, config, extra=("heads.",))
     state = {(k if k.startswith("heads.") else f"encoder.{k}"): v for k, v in state.items()}

@@ -124,8 +124,8 @@ def weights_file(model_dir: Path) -> Path:
     raise UserError(f"{model_dir}: no {' or '.join(WEIGHT_FILES)}; expected an HF-layout encoder folder")
 
 
-def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    path = weights_file(model_dir)
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file `weights_file` chose."""
     try:
         if path.name.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -157,7 +157,7 @@ def encoder_state(cls, model_dir: Path, config: BertConfig, extra: tuple[str, ..
     prefixes of other weights the file may hold and the caller reads (a checkpoint's heads.)."""
     shapes = expected_shapes(cls, config, model_dir / ENCODER_CONFIG)
     source = weights_file(model_dir)
-    weights = read_weights(model_dir)
+    weights = read_weights(source)
     state = hf_to_minbert(weights, config, source)
     optional = {name for name in shapes if name.startswith("pooler.")}
     missing = sorted(set(shapes) - set(state) - optional)
