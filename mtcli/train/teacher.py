@@ -13,8 +13,9 @@ task's under the digest of its teacher (the files it predicts with) and of the r
 labelled: `--resume` reuses them and refuses a teacher that changed since, and a new run in
 the same --out with the same teacher and rows takes them from its sibling instead of
 labelling again. Reused labels are trusted only if they still have the digest the run's
-record kept and the teacher predicts SPOT_CHECK rows drawn at random as they say. Under torchrun each process labels its share of the rows and the shares are
-gathered: every rank holds what one process would. The file's format, and its checks on
+record kept and the teacher predicts SPOT_CHECK rows drawn at random as they say. Under
+torchrun each process labels its share of the rows and the shares are gathered: every rank
+holds what one process would. The file's format, and its checks on
 reading, are mtcli.run.teacher_labels'.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtcli.core.errors import UserError
 from mtcli.core.fileio import own_file, special_file
-from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST, is_export_dir
+from mtcli.core.paths import EXPORT_MANIFEST as MANIFEST
 from mtcli.core.tasks import Task
 from mtcli.run.folder import BEST, RECORD, TEACHER_LABELS, is_run_dir
 from mtcli.run.provenance import recorded_teacher_labels
@@ -125,8 +127,8 @@ def open_teacher(path: str | Path) -> Teacher:
         problem = special_file(path) or ("is a file" if path.exists() else "not found")
         raise UserError(f"{path}: {problem}; --teacher takes a model folder: an `mtcli export` folder, a checkpoint "
                         f"(a run's best/ or last/) or a run folder")
-    if is_export_dir(path) or (path / MANIFEST).exists() or (path / MANIFEST).is_symlink():
-        from mtcli.inference.manifest import read_manifest_tasks   # a damaged manifest: what is wrong with it
+    if os.path.lexists(path / MANIFEST):   # an export, or a damaged one: read_manifest says what is wrong
+        from mtcli.inference.manifest import read_manifest_tasks
 
         return Teacher(path, "export", read_manifest_tasks(path))
     if not (path / META).is_file() and is_run_dir(path) and (path / BEST / META).is_file():
@@ -255,17 +257,30 @@ def label_units(units: dict[str, Unit], tasks: dict[str, Task], teachers: dict[s
                               f"they do not match the digest its record ({RECORD}) keeps", highlight=False)
                 continue
             found[name], origin[name] = labels, sibling.parent.name
-    found = _spot_checked(found, origin, wanted, teachers, device, console, resuming, dist)
+    models = Models(device)
+    found = _spot_checked(found, origin, wanted, teachers, models, console, resuming, dist)
     # every process labels the same tasks (a sibling's file written between two processes' looks
     # would otherwise leave one rank labelling alone, waiting for the others)
     missing = [t for t in wanted if not dist.all_true(t in found, device)]
     if missing:
-        found.update(_label(missing, wanted, taught, teachers, device, console, embeddings, every, dist))
+        found.update(_label(missing, wanted, taught, teachers, models, device, console, embeddings, every, dist))
     return found
 
 
+class Models:
+    """The teachers' loaded models, each loaded once (the spot check and the labelling share them)."""
+
+    def __init__(self, device: str):
+        self.device, self._loaded = device, {}
+
+    def __getitem__(self, teacher: Teacher) -> LoadedTeacher:
+        if id(teacher) not in self._loaded:
+            self._loaded[id(teacher)] = teacher.load(self.device)
+        return self._loaded[id(teacher)]
+
+
 def _spot_checked(found: dict[str, Labels], origin: dict[str, str], wanted: dict, teachers: dict[str, Teacher],
-                  device: str, console: Console, resuming: bool, dist: Distributed) -> dict[str, Labels]:
+                  models: Models, console: Console, resuming: bool, dist: Distributed) -> dict[str, Labels]:
     """The reused labels that the teacher confirms: it predicts SPOT_CHECK of each task's rows again,
     drawn at random now, and they must match within SPOT_TOLERANCE. Labels edited together with the
     run's record pass the digest check, never this one (which rows are drawn is not known until
@@ -273,20 +288,17 @@ def _spot_checked(found: dict[str, Labels], origin: dict[str, str], wanted: dict
     if not found:
         return found
     rng = np.random.default_rng(secrets.randbits(64))
-    models: dict[int, LoadedTeacher] = {}
     kept = {}
     for name, labels in found.items():
         teacher = teachers[name]
-        if id(teacher) not in models:
-            models[id(teacher)] = teacher.load(device)
         rows = wanted[name][2]
         picks = np.sort(rng.choice(len(rows), size=min(SPOT_CHECK, len(rows)), replace=False))
         task = teacher.tasks[name]
         span = task.range[1] - task.range[0] if task.is_regression else 1.0
-        fresh = np.asarray(models[id(teacher)].score(name, [rows[i] for i in picks]), dtype=np.float32)
+        fresh = np.asarray(models[teacher].score(name, [rows[i] for i in picks]), dtype=np.float32)
         agree = fresh.shape == labels.values[picks].shape and bool(
             np.all(np.abs(fresh - labels.values[picks]) <= SPOT_TOLERANCE * span))
-        if dist.all_true(agree, device):
+        if dist.all_true(agree, models.device):
             kept[name] = labels
             if origin[name] != "own":
                 console.print(f"[bold]teacher[/] {name}: the labels of {origin[name]} reused (the same teacher and "
@@ -301,8 +313,8 @@ def _spot_checked(found: dict[str, Labels], origin: dict[str, str], wanted: dict
     return kept
 
 
-def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], device: str,
-           console: Console, embeddings: bool, every: float, dist: Distributed) -> dict[str, Labels]:
+def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dict[str, Teacher], models: Models,
+           device: str, console: Console, embeddings: bool, every: float, dist: Distributed) -> dict[str, Labels]:
     """The teachers' predictions for `names` (and their embeddings of every distinct text), each
     teacher loaded once, with progress (a bar, or lines where no bar shows): this process's
     share of each task's rows, gathered with the other processes' shares."""
@@ -315,7 +327,7 @@ def _label(names: list[str], wanted: dict, tasks: dict[str, Task], teachers: dic
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
         for group in by_teacher.values():
             teacher = teachers[group[0]]
-            model = teacher.load(device)
+            model = models[teacher]
             for name in group:
                 rows = wanted[name][2]
                 split = dist if len(rows) >= dist.world else Distributed()   # fewer rows than processes: each labels all
