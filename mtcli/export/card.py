@@ -28,7 +28,6 @@ from mtcli.run.folder import EVAL, RECIPE
 RECIPE_LIMIT = 64 * 2**10   # bytes: the largest recipe a card quotes (mtcli writes a few KiB)
 TEST_EVAL = "eval-test.json"
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|<>&~$])")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 # ---------------------------------------------------------------------- quoting
@@ -212,9 +211,8 @@ def _training(meta: dict) -> list[str]:
 
 
 def _data(record: dict) -> list[str]:
-    def row(task: str, split: str, entry: dict) -> str:
-        digest = entry["sha256"] if _SHA256.fullmatch(entry["sha256"]) else md_text(entry["sha256"])
-        return f"| {md_text(task)} | {split} | {md_text(Path(entry['path']).name)} | `{digest}` |"
+    def row(task: str, split: str, entry: dict) -> str:   # read_record checked the digest is 64 hex digits
+        return f"| {md_text(task)} | {split} | {md_text(Path(entry['path']).name)} | `{entry['sha256']}` |"
 
     lines = ["## Data", "", "| task | split | file | sha256 |", "|---|---|---|---|"]
     for task, splits in (record.get("files") or {}).items():

@@ -103,7 +103,7 @@ def read_record(run_dir: str | Path) -> dict | None:
         bad("teacher_labels")
     for where, entry in entries:
         if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and Path(entry["path"]).is_absolute()
-                and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+                and isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
             bad(where)
     return record
 
