@@ -223,3 +223,9 @@ labels = ["ham", "spam"]
 train = "{train}"
 dev = "{dev}"
 """
+
+
+# Names a hostile file may give a metric or a task: what a model card must quote as text, and
+# its YAML front matter read back as written (tests/export/test_card.py, tests/cli/test_hostile_surfaces.py)
+HOSTILE_KEYS = ["pear\u0080son", "line\u2028sep", "end\uffff", "smile\U0001F600", 'quote"back\\slash', "a|b\nc",
+                "# heading", "<script>alert(1)</script>", "```"]

@@ -184,7 +184,7 @@ def _check_dynamic_axes(path: Path) -> None:
 # ffn_in kept every task within 0.1 points and ffn_out lost 1.0 on SST; on a single-task MPNet SST
 # model ffn_in lost 3.2 points and ffn_out 0.8), so the export measures each on dev and keeps the
 # better; the first is kept when no dev data is located. Keeping nothing fp32 is the third
-# candidate: the fastest (MPNet's int8 embedding 1.57x the speed with ffn_in kept, BENCHMARKS.md
+# candidate: the fastest (MPNet's int8 embedding about 1.5x the speed with ffn_in kept, BENCHMARKS.md
 # "Where the time goes"), kept when its dev quality equals the best's (within INT8_EQUAL_QUALITY
 # on its worst task).
 INT8_FP32_CANDIDATES = {"ffn_in": (r"/ffn_in/MatMul$",), "ffn_out": (r"/ffn_out/MatMul$",), "nothing": ()}

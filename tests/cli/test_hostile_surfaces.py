@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MAIL_TASK, one_line_error, run_cli, run_cli_here
+from conftest import HOSTILE_KEYS, MAIL_TASK, one_line_error, run_cli, run_cli_here
 
 
 
@@ -314,8 +314,6 @@ def test_an_eval_file_that_is_not_mtclis_is_one_line(tmp_path, tiny_checkpoint, 
     _no_card(tmp_path / "hf")
 
 
-HOSTILE_KEYS = ["pear\u0080son", "line\u2028sep", "end\uffff", "smile\U0001F600", 'quote"back\\slash', "a|b\nc",
-                "# heading", "<script>alert(1)</script>", "```"]
 
 
 def test_the_front_matter_is_yaml_of_what_was_written_whatever_the_metric_names(tmp_path, tiny_checkpoint):
@@ -340,19 +338,6 @@ def test_the_front_matter_is_yaml_of_what_was_written_whatever_the_metric_names(
     assert "<script>" not in body and not any(line.startswith("# heading") for line in body.splitlines())
 
 
-def test_yaml_value_reads_back_as_the_value():
-    import yaml
-
-    from mtcli.export.card import yaml_value
-
-    value = {"keys": {k: [k, 1, -2.5, None, True] for k in HOSTILE_KEYS}, "big": 10**30, "lone": "a\ud800b"}
-    text = yaml_value(value)
-    assert text.isascii() and "\n" not in text
-    back = yaml.safe_load(text)
-    assert back["keys"] == value["keys"] and back["big"] == 10**30 and back["lone"] == "a\ufffdb"
-    assert math.isnan(yaml.safe_load(yaml_value(float("nan")))) and yaml.safe_load(yaml_value(-math.inf)) == -math.inf
-
-
 def test_a_recipe_holding_a_fence_or_html_stays_inside_its_code_block(tmp_path, tiny_checkpoint):
     from mtcli.export.hf import export_hf
 
@@ -365,15 +350,6 @@ def test_a_recipe_holding_a_fence_or_html_stays_inside_its_code_block(tmp_path, 
     start = lines.index("`````toml")   # a fence longer than the recipe's longest run of backticks
     end = lines.index("`````", start + 1)
     assert all("<script>" not in line for i, line in enumerate(lines) if not start < i < end)
-
-
-def test_md_text_leaves_no_markdown_or_html():
-    from mtcli.export.card import md_text
-
-    assert md_text("a|b\nc\u2028d") == "a\\|b c d"
-    assert md_text("<script>x</script> [a](http://x) `c` *e*") == \
-        "\\<script\\>x\\</script\\> \\[a\\]\\(http://x\\) \\`c\\` \\*e\\*"
-    assert md_text("sst-train.csv") == "sst-train.csv"
 
 
 # ---------------------------------------------------------------- 2: poisoned teacher labels are never reused

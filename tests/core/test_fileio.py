@@ -183,3 +183,20 @@ def test_a_log_is_never_appended_to_through_a_planted_link_or_into_a_fifo(tmp_pa
     with open_append(tmp_path / "log.jsonl") as fh:
         fh.write("one\n")
     assert (tmp_path / "log.jsonl").read_text() == "one\n"
+
+
+def test_own_file_refuses_links_and_special_files_and_leaves_missing_to_the_open(tmp_path):
+    from mtcli.core.fileio import own_file
+
+    (tmp_path / "recipe.toml").write_text("x = 1\n")
+    assert own_file(tmp_path / "recipe.toml") == tmp_path / "recipe.toml"
+    assert own_file(tmp_path / "missing.toml") == tmp_path / "missing.toml"
+    (tmp_path / "linked.toml").symlink_to(tmp_path / "recipe.toml")   # even to a harmless file: mtcli makes none
+    with pytest.raises(UserError, match="linked.toml: is a link, and mtcli makes none"):
+        own_file(tmp_path / "linked.toml", "recipe file")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError, match="is a FIFO"):
+        own_file(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UserError, match="folder: is a folder, not a graph"):
+        own_file(tmp_path / "folder", "graph")

@@ -81,3 +81,22 @@ def test_a_line_of_tens_of_megabytes_scores_in_bounded_memory(tiny_export, tmp_p
     assert len(rows) == 3 and rows[1].startswith("1\t")
     tokenizer = Tokenizer.from_dir(tiny_export)
     assert _same(tokenizer.encode([line[:100_000]]), tokenizer.encode([line]))  # the same tokens as a prefix gives
+
+
+def test_seen_as_keys_texts_the_model_cannot_tell_apart(packaged_model_dir):
+    tokenizer = Tokenizer.from_dir(packaged_model_dir)
+    a, b, c = tokenizer.seen_as(["A  DOG runs. ", "a dog runs.", "a cat runs."])
+    assert a == b != c and len(a) == 4   # uncased BERT: case and spacing aside; no [CLS] / [SEP]
+    assert len(tokenizer.seen_as(["word " * 1000])[0]) == tokenizer.max_length
+
+
+def test_token_ids_past_the_encoders_vocabulary_are_refused(packaged_model_dir):
+    from mtcli.core.errors import UserError
+
+    tokenizer = Tokenizer.from_dir(packaged_model_dir)
+    tokenizer.check_vocabulary(tokenizer.vocab_size, "config.json")   # its own encoder's: fine
+    with pytest.raises(UserError, match="config.json: vocab_size is 1,000, but the tokenizer has token id 30,521"):
+        tokenizer.check_vocabulary(1000, "config.json")
+    tokenizer.id_limit = 1000   # what a batch is checked against (a post-processor may add ids of its own)
+    with pytest.raises(UserError, match="but the tokenizer gave token id"):
+        tokenizer.encode(["zebra"])
